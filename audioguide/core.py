@@ -1,0 +1,156 @@
+"""Core types shared by every layer of audioguide.
+
+Everything else depends on this module and it depends on nothing of ours. It holds:
+
+* the error type that the CLI turns into a one-line message,
+* the conventions for time and predictions (documented once, here),
+* the conversions between prediction kinds,
+* the signatures of the callables that samplers and guidance pass around.
+
+Time and noise convention
+-------------------------
+All continuous generators use ``x_t = alpha_t * x_0 + sigma_t * eps`` with ``t`` in ``[0, 1]`` and
+**t = 1 the noise end**. For flow matching (rectified flow) ``alpha_t = 1 - t`` and ``sigma_t = t``,
+so the velocity is ``v = dx_t/dt = eps - x_0`` and sampling integrates from ``t = 1`` down to ``t = 0``.
+F5-TTS and MeanAudio put noise at ``t = 0``; their ``t`` is our ``1 - t``. Diffusion schedules
+(DDPM-style ``alphas_cumprod``) map a discrete timestep ``n`` of ``N`` to ``t = n / (N - 1)``.
+
+Prediction kinds
+----------------
+``"flow"``  rectified-flow velocity ``v = eps - x_0`` (also mean velocity ``u`` over an interval),
+``"eps"``   noise prediction,
+``"v"``     diffusion v-prediction ``v = alpha_t eps - sigma_t x_0`` (Salimans & Ho 2022, eq. 3.3),
+``"x0"``    data prediction.
+Every kind is an affine function of ``(x_0, eps)`` given ``(x_t, alpha_t, sigma_t)``, so guidance
+that is linear (plain CFG) gives the same result in any space, and the nonlinear variants declare
+the space they work in and convert through :func:`to_x0_eps` / :func:`from_x0_eps`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+PredictionKind = Literal["flow", "eps", "v", "x0"]
+PREDICTION_KINDS: tuple[str, ...] = ("flow", "eps", "v", "x0")
+
+Cond = Mapping[str, Tensor]
+"""Condition tensors by name, each with the batch as its leading dimension."""
+
+Keep = Mapping[str, Tensor]
+"""Per-condition boolean masks of shape ``[B]``: True keeps the condition, False uses its null."""
+
+
+class AudioguideError(Exception):
+    """An error caused by the user's input (recipe, text, file, option).
+
+    Its message is a single line that the CLI prints as it is, with a non-zero exit code.
+    """
+
+
+class Denoiser(Protocol):
+    """A conditional generator network as guidance sees it.
+
+    ``model(x, t, cond, keep, **extra)`` returns a prediction shaped like ``x``; ``keep[name][b]``
+    False means "use the explicit null condition of ``name`` for row ``b``". The same mechanism
+    drops conditions during training, so every branch of multi-condition guidance is one row of a
+    single batched forward.
+    """
+
+    def __call__(self, x: Tensor, t: Tensor, cond: Cond, keep: Keep, **extra: Tensor) -> Tensor: ...
+
+
+VectorField = Callable[..., Tensor]
+"""What samplers call: ``model(x, t, **extra) -> prediction`` with conditions already bound."""
+
+AlphaSigma = Callable[[Tensor], tuple[Tensor, Tensor]]
+"""Maps ``t`` of shape ``[B]`` to ``(alpha_t, sigma_t)`` of shape ``[B]``."""
+
+
+def flow_alpha_sigma(t: Tensor) -> tuple[Tensor, Tensor]:
+    """Rectified-flow path coefficients: ``alpha_t = 1 - t``, ``sigma_t = t``."""
+    return 1.0 - t, t
+
+
+def expand_like(v: Tensor, x: Tensor) -> Tensor:
+    """Reshape a per-sample tensor ``[B]`` so that it broadcasts against ``x`` ``[B, ...]``."""
+    v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+    if v.ndim == 0:
+        return v
+    return v.reshape(v.shape[0], *([1] * (x.ndim - 1)))
+
+
+def to_x0_eps(
+    pred: Tensor, kind: str, x: Tensor, alpha: Tensor, sigma: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Recover ``(x_0, eps)`` from a prediction of ``kind`` at ``x_t = alpha x_0 + sigma eps``.
+
+    ``alpha`` and ``sigma`` have shape ``[B]`` (or are scalars). Kinds are defined in the module
+    docstring; ``"v"`` assumes a variance-preserving path (``alpha^2 + sigma^2 = 1``).
+    """
+    a, s = expand_like(alpha, x), expand_like(sigma, x)
+    if kind == "x0":
+        return pred, (x - a * pred) / s
+    if kind == "eps":
+        return (x - s * pred) / a, pred
+    if kind == "v":
+        return a * x - s * pred, s * x + a * pred
+    if kind == "flow":
+        # eps = x0 + v and x = a x0 + s eps  =>  x0 = (x - s v) / (a + s)
+        x0 = (x - s * pred) / (a + s)
+        return x0, x0 + pred
+    raise ValueError(f"unknown prediction kind {kind!r}; choose one of {', '.join(PREDICTION_KINDS)}")
+
+
+def from_x0_eps(x0: Tensor, eps: Tensor, kind: str, alpha: Tensor, sigma: Tensor) -> Tensor:
+    """The prediction of ``kind`` that corresponds to ``(x_0, eps)``; inverse of :func:`to_x0_eps`."""
+    if kind == "x0":
+        return x0
+    if kind == "eps":
+        return eps
+    if kind == "v":
+        return expand_like(alpha, x0) * eps - expand_like(sigma, x0) * x0
+    if kind == "flow":
+        return eps - x0
+    raise ValueError(f"unknown prediction kind {kind!r}; choose one of {', '.join(PREDICTION_KINDS)}")
+
+
+def convert_prediction(
+    pred: Tensor, src: str, dst: str, x: Tensor, alpha: Tensor, sigma: Tensor
+) -> Tensor:
+    """Convert a prediction between kinds at the same point ``(x_t, alpha_t, sigma_t)``."""
+    if src == dst:
+        return pred
+    if dst == "x0":
+        return to_x0_eps(pred, src, x, alpha, sigma)[0]
+    x0, eps = to_x0_eps(pred, src, x, alpha, sigma)
+    return from_x0_eps(x0, eps, dst, alpha, sigma)
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Generated audio: one float32 waveform in ``[-1, 1]`` per input, and their sample rate."""
+
+    waveforms: tuple[np.ndarray, ...]
+    sample_rate: int
+
+    def __len__(self) -> int:
+        return len(self.waveforms)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.waveforms[i]
+
+    def seconds(self, i: int = 0) -> float:
+        return len(self.waveforms[i]) / self.sample_rate
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` seeded explicitly; every random draw in audioguide flows from one."""
+    if not isinstance(seed, int) or seed < 0:
+        raise AudioguideError(f"seed must be a non-negative integer, got {seed!r}")
+    return torch.Generator(device=device).manual_seed(seed)

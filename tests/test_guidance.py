@@ -1,0 +1,355 @@
+"""Guidance toolbox: each method against its paper formula, computed here branch by branch."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from audioguide import guidance as G
+from audioguide.core import convert_prediction
+
+B, C, T = 3, 4, 6
+
+
+class ToyDenoiser:
+    """A nonlinear random network whose output depends on which conditions each row keeps."""
+
+    def __init__(self, names=("text", "speaker"), seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.names = names
+        self.a = torch.randn(C, 1, generator=g)
+        self.b = torch.randn(C, T, generator=g)
+        self.null = {n: torch.randn(C, T, generator=g) for n in names}
+        self.calls = 0
+        self.rows = 0
+
+    def __call__(self, x, t, cond, keep, **extra):
+        self.calls += 1
+        self.rows += x.shape[0]
+        out = torch.tanh(x * self.a) + t.view(-1, 1, 1) * self.b
+        for n in self.names:
+            k = keep[n].view(-1, 1, 1).float() if n in keep else torch.zeros(x.shape[0], 1, 1)
+            out = out + k * cond[n] * (1 + x.abs()) + (1 - k) * self.null[n]
+        return out
+
+    def branch(self, x, t, cond, kept):
+        keep = {n: torch.full((x.shape[0],), n in kept) for n in self.names}
+        return self(x, t.expand(x.shape[0]), cond, keep)
+
+
+@pytest.fixture
+def setup():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, C, T, generator=g)
+    cond = {"text": torch.randn(B, C, T, generator=g), "speaker": torch.randn(B, C, T, generator=g)}
+    return ToyDenoiser(), x, torch.tensor(0.6), cond
+
+
+def single(w, **kw):
+    return G.Guidance(scales={"text": w}, **kw)
+
+
+def test_w_one_is_conditional_and_skips_unconditional(setup):
+    model, x, t, cond = setup
+    out = G.GuidedField(model, cond, single(1.0))(x, t)
+    assert torch.allclose(out, model.branch(x, t, cond, {"text"}))
+    assert model.rows == 2 * B  # one guided call (B rows) + the reference call above (B rows)
+
+
+def test_plain_cfg_formula_in_one_forward(setup):
+    model, x, t, cond = setup
+    field = G.GuidedField(model, cond, single(3.0))
+    out = field(x, t)
+    assert model.calls == 1 and field.rows_evaluated == 2 * B
+    c, u = model.branch(x, t, cond, {"text"}), model.branch(x, t, cond, set())
+    assert torch.allclose(out, u + 3.0 * (c - u), atol=1e-5)
+
+
+def test_w_zero_is_unconditional(setup):
+    model, x, t, cond = setup
+    out = G.GuidedField(model, cond, single(0.0))(x, t)
+    assert torch.allclose(out, model.branch(x, t, cond, set()), atol=1e-6)
+
+
+def test_nested_text_speaker_formula(setup):
+    model, x, t, cond = setup
+    s_t, s_s = 2.5, 1.7
+    field = G.GuidedField(model, cond, G.Guidance(scales={"text": s_t, "speaker": s_s}))
+    out = field(x, t)
+    assert model.calls == 1 and field.rows_evaluated == 3 * B
+    u00 = model.branch(x, t, cond, set())
+    ut0 = model.branch(x, t, cond, {"text"})
+    uts = model.branch(x, t, cond, {"text", "speaker"})
+    assert torch.allclose(out, u00 + s_t * (ut0 - u00) + s_s * (uts - ut0), atol=1e-5)
+
+
+def test_nested_equal_scales_is_joint_and_skips_the_middle_branch(setup):
+    model, x, t, cond = setup
+    nested = G.GuidedField(model, cond, G.Guidance(scales={"text": 3.0, "speaker": 3.0}))
+    joint = G.GuidedField(model, cond, G.Guidance(scales={"text": 3.0, "speaker": 3.0}, mode="joint"))
+    assert torch.allclose(nested(x, t), joint(x, t), atol=1e-5)
+    assert nested.rows_evaluated == 2 * B
+
+
+def test_independent_formula(setup):
+    model, x, t, cond = setup
+    out = G.GuidedField(model, cond, G.Guidance(scales={"text": 2.0, "speaker": 1.5}, mode="independent"))(x, t)
+    u = model.branch(x, t, cond, set())
+    ct = model.branch(x, t, cond, {"text"})
+    cs = model.branch(x, t, cond, {"speaker"})
+    assert torch.allclose(out, u + 2.0 * (ct - u) + 1.5 * (cs - u), atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [G.nested_terms, G.independent_terms])
+def test_term_weights_sum_to_one(make):
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        scales = (torch.rand(3, generator=g) * 8).tolist()
+        terms = make(["a", "b", "c"], scales)
+        assert abs(sum(tm.weight for tm in terms) - 1.0) < 1e-9
+
+
+def test_custom_terms_jasco_style(setup):
+    model, x, t, cond = setup
+    terms = (
+        G.CFGTerm(frozenset({"text", "speaker"}), 2.0),
+        G.CFGTerm(frozenset({"speaker"}), 0.5),
+        G.CFGTerm(frozenset(), -1.5),
+    )
+    out = G.GuidedField(model, cond, G.Guidance(mode="terms", custom_terms=terms))(x, t)
+    expect = sum(tm.weight * model.branch(x, t, cond, tm.keep) for tm in terms)
+    assert torch.allclose(out, expect, atol=1e-5)
+    with pytest.raises(ValueError, match="sum to 1"):
+        G.Guidance(mode="terms", custom_terms=terms[:2])
+
+
+def _std(v, dims):
+    return v.std(dim=dims, keepdim=True)
+
+
+@pytest.mark.parametrize("reduce,dims", [("all", (1, 2)), ("channels", (1,))])
+def test_rescale_formula(setup, reduce, dims):
+    model, x, t, cond = setup
+    phi, w = 0.7, 5.0
+    out = G.GuidedField(model, cond, single(w, rescale=phi, reduce=reduce))(x, t)
+    c, u = model.branch(x, t, cond, {"text"}), model.branch(x, t, cond, set())
+    x_cfg = u + w * (c - u)
+    x_re = x_cfg * _std(c, dims) / _std(x_cfg, dims)
+    assert torch.allclose(out, phi * x_re + (1 - phi) * x_cfg, atol=1e-5)
+    # phi = 0 is plain CFG; phi = 1 matches the conditional std exactly.
+    plain = G.GuidedField(model, cond, single(w, rescale=0.0))(x, t)
+    assert torch.allclose(plain, x_cfg, atol=1e-5)
+    full = G.GuidedField(model, cond, single(w, rescale=1.0, reduce=reduce))(x, t)
+    assert torch.allclose(_std(full, dims), _std(c, dims), atol=1e-4)
+
+
+def test_rescale_in_declared_space_differs_and_matches_formula(setup):
+    model, x, t, cond = setup
+    a, s = torch.tensor([0.8]), torch.tensor([0.6])
+    field = G.GuidedField(
+        model, cond, single(4.0, rescale=0.75, rescale_space="x0"), kind="eps", alpha_sigma=lambda t: (a.expand_as(t), s.expand_as(t))
+    )
+    out = field(x, t)
+    c, u = model.branch(x, t, cond, {"text"}), model.branch(x, t, cond, set())
+    to0 = lambda p: convert_prediction(p, "eps", "x0", x, a, s)  # noqa: E731
+    g0, c0 = to0(u + 4.0 * (c - u)), to0(c)
+    re0 = 0.75 * g0 * _std(c0, (1, 2)) / _std(g0, (1, 2)) + 0.25 * g0
+    assert torch.allclose(out, convert_prediction(re0, "x0", "eps", x, a, s), atol=1e-4)
+    native = G.GuidedField(model, cond, single(4.0, rescale=0.75), kind="eps")(x, t)
+    assert not torch.allclose(out, native, atol=1e-3)
+
+
+def test_apg_degenerate_cases_equal_plain_cfg(setup):
+    model, x, t, cond = setup
+    plain = G.GuidedField(model, cond, single(4.0))(x, t)
+    apg = G.APG(eta=1.0, norm_threshold=1e9, momentum=0.0)
+    out = G.GuidedField(model, cond, single(4.0, apg=apg))(x, t)
+    assert torch.allclose(out, plain, atol=1e-4)
+
+
+def test_apg_formula_with_momentum_and_clip(setup):
+    model, x, t, cond = setup
+    w, eta, r, beta = 4.0, 0.3, 0.5, -0.5
+    field = G.GuidedField(model, cond, single(w, apg=G.APG(eta=eta, norm_threshold=r, momentum=beta)))
+    to0 = lambda p, xx: convert_prediction(p, "flow", "x0", xx, 1 - t.expand(B), t.expand(B))  # noqa: E731
+    avg = None
+    for step in range(2):
+        xs = x + 0.1 * step
+        out = field(xs, t)
+        D_c = to0(model.branch(xs, t, cond, {"text"}), xs)
+        D_u = to0(model.branch(xs, t, cond, set()), xs)
+        d = D_c - D_u
+        avg = d if avg is None else d + beta * avg
+        d = avg
+        n = d.flatten(1).norm(dim=1).view(-1, 1, 1)
+        d = d * torch.clamp(r / n, max=1.0)
+        unit = D_c / D_c.flatten(1).norm(dim=1).view(-1, 1, 1)
+        par = (d * unit).sum((1, 2), keepdim=True) * unit
+        D = D_c + (w - 1) * ((d - par) + eta * par)
+        expect = convert_prediction(D, "x0", "flow", xs, 1 - t.expand(B), t.expand(B))
+        assert torch.allclose(out, expect, atol=1e-4), step
+
+
+def test_interval_outside_is_conditional_and_cheap(setup):
+    model, x, _, cond = setup
+    policy = single(3.0, interval=(0.2, 0.5))
+    field = G.GuidedField(model, cond, policy)
+    for tv, inside in [(0.1, False), (0.2, False), (0.35, True), (0.5, True), (0.9, False)]:
+        t = torch.tensor(tv)
+        before = field.rows_evaluated
+        out = field(x, t)
+        c, u = model.branch(x, t, cond, {"text"}), model.branch(x, t, cond, set())
+        expect = u + 3.0 * (c - u) if inside else c
+        assert torch.allclose(out, expect, atol=1e-5), tv
+        assert field.rows_evaluated - before == (2 * B if inside else B)
+
+
+def test_interval_per_sample_times(setup):
+    model, x, _, cond = setup
+    t = torch.tensor([0.1, 0.4, 0.9])
+    out = G.GuidedField(model, cond, single(3.0, interval=(0.2, 0.5)))(x, t)
+    keep = {"text": torch.ones(B, dtype=torch.bool), "speaker": torch.zeros(B, dtype=torch.bool)}
+    c = model(x, t, cond, keep)
+    u = model(x, t, cond, {n: torch.zeros(B, dtype=torch.bool) for n in keep})
+    assert torch.allclose(out[1], (u + 3 * (c - u))[1], atol=1e-5)
+    assert torch.allclose(out[[0, 2]], c[[0, 2]], atol=1e-6)
+
+
+def test_cfg_zero_star_formula_and_zero_init(setup):
+    model, x, t, cond = setup
+    w = 4.0
+    out = G.GuidedField(model, cond, single(w, zero_star=True))(x, t)
+    c, u = model.branch(x, t, cond, {"text"}), model.branch(x, t, cond, set())
+    s = (c * u).sum((1, 2), keepdim=True) / (u * u).sum((1, 2), keepdim=True)
+    assert torch.allclose(out, s * u + w * (c - s * u), atol=1e-5)
+    field = G.GuidedField(model, cond, single(w, zero_star=True, zero_init=0.04))
+    assert torch.count_nonzero(field(x, torch.tensor(0.97))) == 0
+    assert torch.allclose(field(x, t), out, atol=1e-6)
+
+
+class ConvergingDenoiser(ToyDenoiser):
+    """c and u become parallel as t -> 0 (for rows in ``fast``); cos(c, u) then -> 1."""
+
+    def __init__(self, fast):
+        super().__init__(names=("text",))
+        self.fast = fast
+
+    def __call__(self, x, t, cond, keep, **extra):
+        self.calls += 1
+        self.rows += x.shape[0]
+        k = keep["text"].view(-1, 1, 1).float()
+        mix = t.view(-1, 1, 1) * (1 - k)
+        return torch.ones_like(x) * 2 + mix * self.null["text"] + 0 * cond["text"]
+
+
+def test_adaptive_guidance_stops_unconditional_passes(setup):
+    _, x, _, cond = setup
+    model = ConvergingDenoiser(fast=None)
+    policy = single(3.0, adaptive=G.Adaptive(threshold=0.99, patience=2))
+    field = G.GuidedField(model, cond, policy)
+    per_call, outs = [], []
+    for tv in [0.9, 0.5, 0.05, 0.02, 0.01, 0.005]:
+        before = field.rows_evaluated
+        t = torch.tensor(tv)
+        outs.append((field(x, t), t))
+        per_call.append(field.rows_evaluated - before)
+    # Early on cos(c, u) is low: both branches; after two converged evaluations: c alone.
+    assert per_call[:4] == [2 * B] * 4 and per_call[4:] == [B, B]
+    out, t = outs[-1]
+    assert torch.allclose(out, model.branch(x, t, cond, {"text"}))
+    # A stricter threshold never converges: every call guides.
+    strict = G.GuidedField(model, cond, single(3.0, adaptive=G.Adaptive(threshold=1.0, patience=1)))
+    for tv in [0.9, 0.5, 0.05]:
+        strict(x, torch.tensor(tv))
+    assert strict.rows_evaluated == 3 * 2 * B
+
+
+def test_adaptive_is_per_sample(setup):
+    _, x, _, cond = setup
+    model = ConvergingDenoiser(fast=None)
+    field = G.GuidedField(model, cond, single(3.0, adaptive=G.Adaptive(threshold=0.99, patience=1)))
+    field(x, torch.tensor([0.01, 0.9, 0.9]))  # row 0 converges now
+    before = field.rows_evaluated
+    out = field(x, torch.tensor([0.9, 0.9, 0.9]))
+    assert field.rows_evaluated - before == B + 2
+    c = model.branch(x, torch.tensor(0.9), cond, {"text"})
+    assert torch.allclose(out[0], c[0]) and not torch.allclose(out[1], c[1])
+
+
+def test_pair_returns_guided_and_unconditional(setup):
+    model, x, t, cond = setup
+    guided, uncond = G.GuidedField(model, cond, single(0.6)).pair(x, t)
+    c, u = model.branch(x, t, cond, {"text"}), model.branch(x, t, cond, set())
+    assert torch.allclose(uncond, u) and torch.allclose(guided, u + 0.6 * (c - u), atol=1e-6)
+    # with weight 0 on u (w = 1) CFG++ still needs u: it is evaluated anyway.
+    g1, u1 = G.GuidedField(model, cond, single(1.0)).pair(x, t)
+    assert torch.allclose(g1, c) and torch.allclose(u1, u)
+
+
+def test_per_call_override_really_overrides(setup):
+    model, x, t, cond = setup
+    base = G.Guidance(scales={"text": 2.0, "speaker": 1.0})
+    over = base.with_scales(speaker=4.0)
+    assert dict(over.scales) == {"text": 2.0, "speaker": 4.0} and dict(base.scales)["speaker"] == 1.0
+    a = G.GuidedField(model, cond, base)(x, t)
+    b = G.GuidedField(model, cond, over)(x, t)
+    ut0 = model.branch(x, t, cond, {"text"})
+    uts = model.branch(x, t, cond, {"text", "speaker"})
+    assert torch.allclose(b - a, 3.0 * (uts - ut0), atol=1e-5)
+    with pytest.raises(ValueError, match="no guidance scale named 'style'"):
+        base.with_scales(style=2.0)
+    assert dataclasses.replace(base, rescale=0.5).rescale == 0.5
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"scales": {"text": -1.0}}, ">= 0"),
+        ({"scales": {"text": float("nan")}}, "finite"),
+        ({"rescale": 1.5}, r"\[0, 1\]"),
+        ({"interval": (0.5, 0.2)}, "lo < hi"),
+        ({"mode": "banana"}, "nested, independent"),
+        ({"reduce": "time"}, "all, channels"),
+    ],
+)
+def test_invalid_policies_are_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        G.Guidance(**kwargs)
+
+
+def test_peer_conventions_convert_to_ours(setup):
+    model, x, t, cond = setup
+    c, u = model.branch(x, t, cond, {"text"}), model.branch(x, t, cond, set())
+    s = 2.0
+    f5 = c + s * (c - u)  # F5-TTS cfg_strength
+    cosy = (1 + s) * c - s * u  # CosyVoice
+    orig = c + s * (c - u)  # diffusers use_original_formulation
+    for peer, conv in [(f5, G.from_f5tts), (cosy, G.from_cosyvoice), (orig, G.from_diffusers_original)]:
+        w = conv(s)
+        assert torch.allclose(peer, u + w * (c - u), atol=1e-5)
+
+
+def test_guided_logits_batched_equals_branch_by_branch():
+    g = torch.Generator().manual_seed(0)
+    V, K = 11, 2
+    emb = torch.randn(3, V, generator=g)
+    base = torch.randn(K, V, generator=g)
+
+    def lm(tokens, keep):  # logits depend on kept conditions
+        return base + tokens.unsqueeze(-1) + keep["text"].view(-1, 1, 1) * emb[0] + keep["speaker"].view(-1, 1, 1) * emb[1]
+
+    policy = G.Guidance(scales={"text": 3.0, "speaker": 1.5})
+    gl = G.GuidedLogits(policy)
+    batch = 4
+    keep = gl.keep(batch)
+    assert gl.n_branches == 3 and keep["text"].shape == (3 * batch,)
+    tokens = gl.expand(torch.zeros(batch, K, dtype=torch.long))
+    guided = gl(lm(tokens, keep))
+    # branch by branch with raw logits: same distribution after softmax
+    one = lambda kept: lm(torch.zeros(batch, K, dtype=torch.long), {n: torch.full((batch,), n in kept) for n in ("text", "speaker")})  # noqa: E731
+    raw = one(set()) + 3.0 * (one({"text"}) - one(set())) + 1.5 * (one({"text", "speaker"}) - one({"text"}))
+    assert torch.allclose(guided.softmax(-1), raw.softmax(-1), atol=1e-5)
+    with pytest.raises(ValueError, match="only multi-condition"):
+        G.GuidedLogits(dataclasses.replace(policy, rescale=0.5))
