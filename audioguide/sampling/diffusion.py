@@ -124,7 +124,7 @@ class DiffusionSchedule:
         return acp.sqrt().to(t.dtype), (1.0 - acp).sqrt().to(t.dtype)
 
     def trailing_times(self, steps: int) -> Tensor:
-        """"Trailing" spacing of Lin et al. 2023 (§3.3, Table 2), then :data:`CLEAN_T`.
+        """The "trailing" spacing of Lin et al. 2023 (§3.3, Table 2), then :data:`CLEAN_T`.
 
         Timesteps ``n_i = round(N - i N / steps) - 1`` for ``i = 0 .. steps - 1`` (so ``n_0 = N - 1``,
         the pure-noise step under zero terminal SNR) as ``t = n / (N - 1)``, followed by ``-1.0``

@@ -41,6 +41,13 @@ def _t_batch(t: float, x: Tensor) -> Tensor:
     return torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
 
 
+def _pin_ends(ts: Tensor) -> Tensor:
+    """Set the end points to exactly 1 and 0 (warping formulas are exact there only in theory)."""
+    ts = ts.clamp(0.0, 1.0)
+    ts[0], ts[-1] = 1.0, 0.0
+    return ts
+
+
 def uniform_times(steps: int) -> Tensor:
     """``steps + 1`` equally spaced times from 1 (noise) to 0 (data)."""
     _check_steps(steps)
@@ -56,7 +63,7 @@ def shift_times(steps: int, shift: float) -> Tensor:
     if not shift > 0.0 or not math.isfinite(shift):
         raise ValueError(f"shift must be a positive finite number, got {shift!r}")
     t = uniform_times(steps)
-    return shift * t / (1.0 + (shift - 1.0) * t)
+    return _pin_ends(shift * t / (1.0 + (shift - 1.0) * t))
 
 
 def sway_times(steps: int, coef: float = -1.0) -> Tensor:
@@ -71,7 +78,7 @@ def sway_times(steps: int, coef: float = -1.0) -> Tensor:
         raise ValueError(f"sway coef must lie in [-1, {_SWAY_MAX:.4f}], got {coef!r}")
     tau = 1.0 - uniform_times(steps)
     tau = tau + coef * (torch.cos(0.5 * math.pi * tau) - 1.0 + tau)
-    return (1.0 - tau).clamp(0.0, 1.0)
+    return _pin_ends(1.0 - tau)
 
 
 def flow_times(steps: int, schedule: str = "uniform", shift: float = 1.0, sway: float = -1.0) -> Tensor:
@@ -117,7 +124,7 @@ def sample_heun(model: VectorField, x: Tensor, ts: Tensor, callback: Callback | 
         if t_next <= 0.0:
             x = x_pred
         else:
-            x = x + 0.5 * h * (v + model(x_pred, _t_batch(t_next, x)))
+            x = x + 0.6 * h * (v + model(x_pred, _t_batch(t_next, x)))
         if callback is not None:
             callback(i, t_next, x)
     return x

@@ -1,0 +1,234 @@
+"""The ``audioguide`` command line (Typer). Thin: every command calls the Python API.
+
+Errors caused by input (recipe, text, options, files) print one line and exit with code 2;
+heavy modules are imported inside the commands so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    name="audioguide",
+    help="Guidance-aware text-to-speech and text-to-audio.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DEFAULT_RECIPE = {"tts": "random-tts", "t2a": "random-t2a"}
+
+RecipeOpt = Annotated[Optional[str], typer.Option("--recipe", "-r", help="Built-in recipe name or path to a recipe .toml.")]
+SeedOpt = Annotated[int, typer.Option("--seed", "-s", min=0, help="Random seed; the same seed gives the same audio.")]
+StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, help="Sampler steps (default: the recipe's).")]
+CfgOpt = Annotated[Optional[float], typer.Option("--cfg", help="Guidance scale for every condition (1 = no guidance).")]
+ScaleOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--scale", help="Per-condition guidance scale NAME=W, e.g. --scale text=3 (repeatable)."),
+]
+RescaleOpt = Annotated[Optional[float], typer.Option("--rescale", help="CFG rescale phi in [0, 1] (Lin et al. 2023).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: all cores).")]
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="Checkpoint (.safetensors, directory or Hub id) to use instead of the recipe's.")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _user_errors():
+    """Turn input errors into one line on stderr and exit code 2 (130 on Ctrl-C)."""
+    from audioguide.core import AudioguideError
+
+    try:
+        yield
+    except AudioguideError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+def _parse_scales(items: list[str] | None) -> dict[str, float]:
+    from audioguide.core import AudioguideError
+
+    scales = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            scales[name.strip()] = float(value)
+        except ValueError:
+            raise AudioguideError(f"--scale expects NAME=NUMBER, got {item!r}") from None
+    return scales
+
+
+def _load(task: str, recipe: str | None, weights: str | None, threads: int | None):
+    import torch
+
+    from audioguide.core import AudioguideError
+    from audioguide.pipeline import Pipeline
+
+    if threads:
+        torch.set_num_threads(threads)
+    pipe = Pipeline.from_recipe(recipe or DEFAULT_RECIPE[task], weights=weights)
+    if pipe.task != task:
+        raise AudioguideError(f"recipe {pipe.recipe.name!r} is a {pipe.task} recipe; use `audioguide {pipe.task}`")
+    return pipe
+
+
+def _validate_and_warn(pipe, steps, cfg, scales, rescale) -> None:
+    """Check the call's options before any work, then say so if the weights are random."""
+    pipe.policy(scales=scales, cfg=cfg, rescale=rescale)
+    pipe.sampler_config(steps)
+    if pipe.recipe.random_weights:
+        typer.secho(
+            f"warning: recipe {pipe.recipe.name!r} has RANDOM weights (a test recipe): the output is noise, "
+            "not speech or sound. Trained default models are not shipped yet.",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+
+
+def _check_output(output: Path, force: bool) -> None:
+    from audioguide.core import AudioguideError
+
+    if output.suffix.lower() != ".wav":
+        raise AudioguideError(f"output must end in .wav, got {output}")
+    if output.is_dir():
+        raise AudioguideError(f"output {output} is a directory")
+    if output.exists() and not force:
+        raise AudioguideError(f"{output} exists; pass --force to overwrite")
+
+
+def _progress():
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty(),
+    )
+
+
+def _generate(task, text, output, recipe, seed, steps, cfg, scale, rescale, seconds, threads, weights, force):
+    from audioguide.audio import write_wav
+
+    with _user_errors():
+        _check_output(output, force)
+        pipe = _load(task, recipe, weights, threads)
+        scales = _parse_scales(scale)
+        seconds = pipe.seconds_for(text, seconds)
+        _validate_and_warn(pipe, steps, cfg, scales, rescale)
+        with _progress() as progress:
+            bar = progress.add_task("sampling", total=steps or pipe.recipe.sampler.config.steps)
+            audio = pipe(
+                [text], seed=seed, steps=steps, cfg=cfg, scales=scales, rescale=rescale,
+                seconds=seconds, callback=lambda i, total: progress.update(bar, completed=i, total=total),
+            )
+        write_wav(output, audio[0], audio.sample_rate)
+        typer.echo(f"wrote {output} ({audio.seconds():.2f} s, {audio.sample_rate} Hz)", err=True)
+
+
+ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output file.")]
+
+
+@app.command()
+def tts(
+    text: Annotated[str, typer.Argument(help="The text to speak.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .wav path.")] = Path("out.wav"),
+    recipe: RecipeOpt = None,
+    seed: SeedOpt = 0,
+    steps: StepsOpt = None,
+    cfg: CfgOpt = None,
+    scale: ScaleOpt = None,
+    rescale: RescaleOpt = None,
+    threads: ThreadsOpt = None,
+    weights: WeightsOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Text to speech."""
+    _generate("tts", text, output, recipe, seed, steps, cfg, scale, rescale, None, threads, weights, force)
+
+
+@app.command()
+def t2a(
+    prompt: Annotated[str, typer.Argument(help="What the sound should be, e.g. 'a dog barking'.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .wav path.")] = Path("out.wav"),
+    seconds: Annotated[Optional[float], typer.Option("--seconds", help="Duration in seconds (default: the recipe's).")] = None,
+    recipe: RecipeOpt = None,
+    seed: SeedOpt = 0,
+    steps: StepsOpt = None,
+    cfg: CfgOpt = None,
+    scale: ScaleOpt = None,
+    rescale: RescaleOpt = None,
+    threads: ThreadsOpt = None,
+    weights: WeightsOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Text to audio (sound effects, music)."""
+    _generate("t2a", prompt, output, recipe, seed, steps, cfg, scale, rescale, seconds, threads, weights, force)
+
+
+@app.command()
+def render(
+    manifest: Annotated[Path, typer.Argument(help="JSONL manifest: one object per line with 'text' (tts) or 'caption' (t2a), optional 'id', 'seed', 'duration'.")],
+    out_dir: Annotated[Path, typer.Option("--output", "-o", help="Directory for <id>.wav files.")] = Path("rendered"),
+    task: Annotated[str, typer.Option("--task", help="tts or t2a (default: the recipe's).")] = "",
+    recipe: RecipeOpt = None,
+    seed: SeedOpt = 0,
+    steps: StepsOpt = None,
+    cfg: CfgOpt = None,
+    scale: ScaleOpt = None,
+    rescale: RescaleOpt = None,
+    threads: ThreadsOpt = None,
+    weights: WeightsOpt = None,
+) -> None:
+    """Render a whole manifest to WAVs; rerun to resume (finished files are skipped)."""
+    from audioguide.core import AudioguideError
+    from audioguide.manifest import read_manifest
+    from audioguide.recipes import load_recipe
+    from audioguide.render import render as render_rows
+
+    with _user_errors():
+        rows = read_manifest(manifest)
+        if task and task not in DEFAULT_RECIPE:
+            raise AudioguideError(f"--task must be tts or t2a, got {task!r}")
+        chosen = recipe or DEFAULT_RECIPE[task or "tts"]
+        pipe = _load(task or load_recipe(chosen).task, chosen, weights, threads)
+        scales = _parse_scales(scale)
+        _validate_and_warn(pipe, steps, cfg, scales, rescale)
+        with _progress() as progress:
+            bar = progress.add_task("rendering", total=len(rows))
+            report = render_rows(
+                pipe, rows, out_dir, seed=seed, steps=steps, cfg=cfg, scales=scales,
+                rescale=rescale, on_row=lambda row, skipped: progress.advance(bar),
+            )
+        typer.echo(f"wrote {report.written} file(s) to {out_dir}, skipped {report.skipped} already done", err=True)
+
+
+@app.command("recipes")
+def list_recipes() -> None:
+    """List the built-in recipes, one line each."""
+    from audioguide.recipes import builtin_recipes
+
+    with _user_errors():
+        for r in builtin_recipes():
+            flag = " [random weights]" if r.random_weights else ""
+            typer.echo(f"{r.name:24s} {r.task:4s} {r.description}{flag}")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()

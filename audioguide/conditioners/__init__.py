@@ -1,0 +1,10 @@
+"""Conditioners: turn raw inputs (text, phonemes, speaker, caption) into embeddings.
+
+Each conditioner has an explicit, learned null condition (:meth:`Conditioner.select`), used when
+guidance or training dropout removes the condition.
+"""
+
+from audioguide.conditioners.base import Conditioner, Encoded
+from audioguide.conditioners.characters import Characters
+
+__all__ = ["Characters", "Conditioner", "Encoded"]

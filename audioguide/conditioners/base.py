@@ -1,0 +1,43 @@
+"""The conditioner protocol and its explicit null condition."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class Encoded(NamedTuple):
+    """Embeddings ``[B, L, D]`` and a validity mask ``[B, L]`` (True = real token)."""
+
+    emb: Tensor
+    mask: Tensor
+
+
+class Conditioner(nn.Module):
+    """Maps a batch of raw inputs to :class:`Encoded` embeddings of width ``dim``.
+
+    The null condition is one learned vector (a length-1 sequence): :meth:`select` swaps it in for
+    the rows whose ``keep`` flag is False. Guidance and training dropout both go through it.
+    """
+
+    dim: int
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.null = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, inputs: Sequence[str]) -> Encoded:
+        raise NotImplementedError
+
+    def select(self, enc: Encoded, keep: Tensor) -> Encoded:
+        """Replace dropped rows (``keep`` False) by the null condition."""
+        k = keep.view(-1, 1, 1)
+        emb = torch.where(k, enc.emb, torch.zeros_like(enc.emb))
+        emb[:, 0] = torch.where(k[:, 0], emb[:, 0], self.null.to(emb.dtype))
+        first = torch.zeros_like(enc.mask)
+        first[:, 0] = True
+        return Encoded(emb, torch.where(keep.view(-1, 1), enc.mask, first))

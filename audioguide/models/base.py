@@ -1,0 +1,59 @@
+"""What every continuous generator shares: its conditioners, their null conditions, its prediction kind."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from audioguide.conditioners import Conditioner, Encoded
+from audioguide.core import Keep
+
+
+def init_random(module: nn.Module, seed: int) -> nn.Module:
+    """Re-initialise every parameter from an explicit generator (no global RNG).
+
+    Matrices get ``N(0, 1/fan_in)``, vectors (biases, norms, null conditions) ``N(0, 0.02^2)``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in sorted(module.named_parameters()):
+            if p.ndim >= 2:
+                std = 1.0 / math.sqrt(p[0].numel())
+            else:
+                std = 0.02
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return module
+
+
+class Generator(nn.Module):
+    """A conditional network ``model(x, t, cond, keep, **extra) -> prediction``.
+
+    Owns its conditioners; :meth:`encode` turns raw inputs into the flat ``cond`` mapping that
+    guidance batches (``name`` and ``name.mask`` per condition), and :meth:`conditions` applies the
+    ``keep`` flags, swapping in each conditioner's null where a condition is dropped.
+    """
+
+    kind: str = "flow"
+    mean_flow: bool = False
+
+    def __init__(self, conditioners: Mapping[str, Conditioner]) -> None:
+        super().__init__()
+        self.conditioners = nn.ModuleDict(dict(conditioners))
+
+    def encode(self, inputs: Mapping[str, Sequence[str]]) -> dict[str, Tensor]:
+        cond: dict[str, Tensor] = {}
+        for name, conditioner in self.conditioners.items():
+            enc = conditioner(inputs[name])
+            cond[name], cond[f"{name}.mask"] = enc.emb, enc.mask
+        return cond
+
+    def conditions(self, cond: Mapping[str, Tensor], keep: Keep) -> dict[str, Encoded]:
+        out = {}
+        for name, conditioner in self.conditioners.items():
+            enc = Encoded(cond[name], cond[f"{name}.mask"])
+            k = keep.get(name)
+            out[name] = enc if k is None else conditioner.select(enc, k)
+        return out

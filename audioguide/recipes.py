@@ -1,0 +1,305 @@
+"""Recipes: small TOML files that assemble a generator from registered parts.
+
+A recipe is read into frozen dataclasses. Every table is checked against the dataclass it
+becomes: an unknown key, an unknown component type or an out-of-range value is a one-line
+:class:`RecipeError` naming the file, the table and key, and the valid choices. Example::
+
+    name = "my-tts"
+    task = "tts"                       # tts | t2a
+    description = "one line for `audioguide recipes`"
+    weights = "tts.safetensors"        # optional: packaged name, path, or Hub repo id
+
+    [representation]                   # see registry.REPRESENTATIONS
+    type = "frames"
+
+    [conditioners.text]                # one table per condition; names are the task's inputs
+    type = "characters"
+
+    [model]                            # see registry.MODELS
+    type = "toy-flow"
+
+    [sampler]                          # see registry.SAMPLERS
+    type = "euler"
+    steps = 16
+
+    [guidance]                         # audioguide.guidance.Guidance
+    scales = { text = 3.0 }
+    rescale = 0.7
+
+    [duration]
+    seconds_per_char = 0.07
+"""
+
+from __future__ import annotations
+
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from audioguide.core import AudioguideError
+from audioguide.guidance import CFGTerm, Guidance
+from audioguide.registry import CONDITIONERS, MODELS, REPRESENTATIONS, SAMPLERS
+
+BUILTIN_DIR = Path(__file__).parent / "recipes"
+TASKS: dict[str, tuple[str, ...]] = {
+    "tts": ("text", "speaker", "style"),  # the inputs a condition of each task may name
+    "t2a": ("caption",),
+}
+
+
+class RecipeError(AudioguideError):
+    """A recipe that cannot be used; the message names file, key and valid choices."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registered component: its registry name and its validated config dataclass."""
+
+    type: str
+    config: Any
+
+
+@dataclass(frozen=True)
+class Duration:
+    """How long to generate: speech scales with the text, sound takes ``seconds``."""
+
+    seconds_per_char: float = 0.07
+    min_seconds: float = 0.5
+    max_seconds: float = 30.0
+    seconds: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_seconds <= self.max_seconds:
+            raise ValueError("need 0 < min_seconds <= max_seconds")
+        if self.seconds_per_char <= 0:
+            raise ValueError("seconds_per_char must be > 0")
+        if not self.min_seconds <= self.seconds <= self.max_seconds:
+            raise ValueError(f"seconds must be in [min_seconds, max_seconds] = [{self.min_seconds}, {self.max_seconds}]")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    task: str
+    description: str
+    representation: Component
+    conditioners: tuple[tuple[str, Component], ...]
+    model: Component
+    sampler: Component
+    guidance: Guidance
+    duration: Duration
+    weights: str | None
+    random_weights: bool
+    source: Path
+
+    @property
+    def condition_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.conditioners)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation of TOML tables against dataclasses
+# ---------------------------------------------------------------------------------------------
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise RecipeError(f"{where} must be a table")
+        return build(hint, value, where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise RecipeError(f"{where} must be an array")
+        item = args[0]
+        if len(args) != 2 or args[1] is not Ellipsis:
+            if len(value) != len(args):
+                raise RecipeError(f"{where} must have {len(args)} items, got {len(value)}")
+            return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+        return tuple(_coerce(v, item, where) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{where} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RecipeError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def build(cls: type, table: Mapping[str, Any], where: str, **preset: Any) -> Any:
+    """Build dataclass ``cls`` from a TOML table; unknown keys and bad values are RecipeErrors."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls) if f.name not in preset]
+    for key in table:
+        if key not in names:
+            raise RecipeError(f"{where}: unknown key {key!r}; valid keys: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in table.items()}
+    missing = [f.name for f in fields(cls) if f.name not in kwargs and f.name not in preset
+               and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise RecipeError(f"{where}: missing key {missing[0]!r}")
+    try:
+        return cls(**kwargs, **preset)
+    except (ValueError, TypeError) as e:
+        raise RecipeError(f"{where}: {e}") from None
+
+
+def _component(table: Any, registry: Mapping[str, Any], where: str) -> Component:
+    if not isinstance(table, Mapping):
+        raise RecipeError(f"{where} must be a table")
+    kind = table.get("type")
+    if kind not in registry:
+        shown = "missing" if kind is None else repr(kind)
+        raise RecipeError(f"{where}.type is {shown}; valid choices: {', '.join(sorted(registry))}")
+    cls = registry[kind]
+    rest = {k: v for k, v in table.items() if k != "type"}
+    return Component(kind, build(cls.Config, rest, f"{where} ({kind})"))
+
+
+def _guidance(table: Mapping[str, Any], where: str) -> Guidance:
+    table = dict(table)
+    scales = table.pop("scales", {})
+    if not isinstance(scales, Mapping):
+        raise RecipeError(f"{where}.scales must be a table of condition = scale")
+    parsed = tuple((name, _coerce(w, float, f"{where}.scales.{name}")) for name, w in scales.items())
+    terms = []
+    for i, term in enumerate(table.pop("terms", [])):
+        terms.append(build(_TermTable, term, f"{where}.terms[{i}]").to_term())
+    return build(Guidance, table, where, scales=parsed, custom_terms=tuple(terms))
+
+
+@dataclass(frozen=True)
+class _TermTable:
+    keep: tuple[str, ...]
+    weight: float
+
+    def to_term(self) -> CFGTerm:
+        return CFGTerm(frozenset(self.keep), self.weight)
+
+
+_TOP = ("name", "task", "description", "weights", "random_weights", "representation", "conditioners",
+        "model", "sampler", "guidance", "duration")
+
+
+def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
+    """Validate a parsed TOML document into a :class:`Recipe`."""
+    where = str(source)
+    for key in data:
+        if key not in _TOP:
+            raise RecipeError(f"{where}: unknown key {key!r}; valid keys: {', '.join(_TOP)}")
+    for key in ("task", "representation", "model", "sampler"):
+        if key not in data:
+            raise RecipeError(f"{where}: missing [{key}]" if key != "task" else f"{where}: missing key 'task'")
+    task = data["task"]
+    if task not in TASKS:
+        raise RecipeError(f"{where}: task is {task!r}; valid choices: {', '.join(TASKS)}")
+    conds = data.get("conditioners", {})
+    if not isinstance(conds, Mapping):
+        raise RecipeError(f"{where}: [conditioners] must be a table of tables")
+    conditioners = []
+    for name, table in conds.items():
+        if name not in TASKS[task]:
+            raise RecipeError(
+                f"{where}: [conditioners.{name}] is not an input of task {task!r}; valid names: {', '.join(TASKS[task])}"
+            )
+        conditioners.append((name, _component(table, CONDITIONERS, f"{where}: [conditioners.{name}]")))
+    model = _component(data["model"], MODELS, f"{where}: [model]")
+    sampler = _component(data["sampler"], SAMPLERS, f"{where}: [sampler]")
+    guidance = _guidance(data.get("guidance", {}), f"{where}: [guidance]")
+    recipe = Recipe(
+        name=_coerce(data.get("name", source.stem), str, f"{where}: name"),
+        task=task,
+        description=_coerce(data.get("description", ""), str, f"{where}: description"),
+        representation=_component(data["representation"], REPRESENTATIONS, f"{where}: [representation]"),
+        conditioners=tuple(conditioners),
+        model=model,
+        sampler=sampler,
+        guidance=guidance,
+        duration=build(Duration, data.get("duration", {}), f"{where}: [duration]"),
+        weights=_coerce(data["weights"], str, f"{where}: weights") if "weights" in data else None,
+        random_weights=_coerce(data.get("random_weights", False), bool, f"{where}: random_weights"),
+        source=source,
+    )
+    check_compatible(recipe, where)
+    return recipe
+
+
+def check_compatible(recipe: Recipe, where: str) -> None:
+    """Cross-component checks: guided conditions exist, the sampler fits the model, CFG++ scales."""
+    names = recipe.condition_names
+    for cond in recipe.guidance.conditions:
+        if cond not in names:
+            raise RecipeError(
+                f"{where}: [guidance] names condition {cond!r} but the recipe's conditioners are {', '.join(names) or 'none'}"
+            )
+    sampler = SAMPLERS[recipe.sampler.type]
+    kind = getattr(recipe.model.config, "kind", "flow")
+    if kind not in sampler.kinds:
+        raise RecipeError(
+            f"{where}: sampler {recipe.sampler.type!r} needs a model predicting {' or '.join(sampler.kinds)}, "
+            f"but [model] predicts {kind!r}"
+        )
+    if sampler.mean_flow and not getattr(recipe.model.config, "mean_flow", False):
+        raise RecipeError(f"{where}: sampler 'meanflow' needs a mean-flow model (mean_flow = true)")
+    check_scales(recipe.guidance, sampler.cfgpp, where)
+
+
+def check_scales(guidance: Guidance, cfgpp: bool, where: str) -> None:
+    if cfgpp:
+        for name, w in guidance.scales:
+            if not 0.0 <= w <= 1.0:
+                raise RecipeError(f"{where}: CFG++ scales live in [0, 1]; scale for {name!r} is {w}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding recipes
+# ---------------------------------------------------------------------------------------------
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A built-in recipe name or a path to a TOML file."""
+    p = Path(name_or_path).expanduser()
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise RecipeError(f"recipe file not found: {p}")
+        return p
+    builtin = BUILTIN_DIR / f"{name_or_path}.toml"
+    if builtin.is_file():
+        return builtin
+    raise RecipeError(f"unknown recipe {str(name_or_path)!r}; built-in recipes: {', '.join(builtin_names())}")
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    path = recipe_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{path}: invalid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"cannot read recipe {path}: {e}") from None
+    return parse_recipe(data, path)
+
+
+def builtin_recipes() -> list[Recipe]:
+    return [load_recipe(BUILTIN_DIR / f"{n}.toml") for n in builtin_names()]

@@ -1,0 +1,9 @@
+"""Audio representations: waveform <-> latent frames (continuous) or tokens (discrete).
+
+One protocol, :class:`Representation`; each concrete representation lives in its own module.
+"""
+
+from audioguide.representations.base import Representation
+from audioguide.representations.frames import Frames
+
+__all__ = ["Frames", "Representation"]

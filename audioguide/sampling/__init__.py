@@ -1,0 +1,48 @@
+"""Samplers: flow-matching ODEs, discrete diffusion, mean flows and codec-token AR loops."""
+
+from audioguide.sampling.diffusion import (
+    CLEAN_T,
+    DiffusionSchedule,
+    rescale_zero_terminal_snr,
+    sample_ddim,
+    sample_ddim_cfgpp,
+    sample_dpmpp_2m,
+)
+from audioguide.sampling.flow import (
+    flow_times,
+    sample_euler,
+    sample_euler_cfgpp,
+    sample_heun,
+    sample_midpoint,
+    shift_times,
+    sway_times,
+    uniform_times,
+)
+from audioguide.sampling.meanflow import sample_meanflow
+from audioguide.sampling.tokens import (
+    apply_delay_pattern,
+    sample_delayed,
+    sample_next_token,
+    undo_delay_pattern,
+)
+
+__all__ = [
+    "CLEAN_T",
+    "DiffusionSchedule",
+    "apply_delay_pattern",
+    "flow_times",
+    "rescale_zero_terminal_snr",
+    "sample_ddim",
+    "sample_ddim_cfgpp",
+    "sample_delayed",
+    "sample_dpmpp_2m",
+    "sample_euler",
+    "sample_euler_cfgpp",
+    "sample_heun",
+    "sample_meanflow",
+    "sample_midpoint",
+    "sample_next_token",
+    "shift_times",
+    "sway_times",
+    "uniform_times",
+]

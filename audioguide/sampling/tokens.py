@@ -1,0 +1,124 @@
+"""Autoregressive sampling of multi-codebook codec tokens.
+
+Token sampling is temperature / top-k / nucleus (top-p) sampling from logits; the AR loop follows
+the MusicGen "delay" interleaving (Copet et al. 2023, arXiv 2306.05284, §2.2): with ``K``
+codebooks, codebook ``k`` runs ``k`` steps behind codebook 0, so one step predicts all ``K``
+codebooks at once and ``T`` frames take ``T + K - 1`` steps. Every random draw comes from the
+explicit ``torch.Generator`` argument.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+StepFn = Callable[[Tensor], Tensor]
+"""``step(prev_tokens [B, K]) -> logits [B, K, V]``; the closure owns its KV cache."""
+
+
+def _check_sampling_args(temperature: float, top_k: int, top_p: float) -> None:
+    if not (temperature >= 0.0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0:
+        raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must lie in (0, 1] (1 = off), got {top_p!r}")
+
+
+def sample_next_token(
+    logits: Tensor,
+    generator: torch.Generator | None,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> Tensor:
+    """Draw one token per row of ``logits [..., V]``; returns a LongTensor of shape ``[...]``.
+
+    ``temperature = 0`` is greedy (argmax, no draw). Otherwise the logits are divided by the
+    temperature, restricted to the ``top_k`` largest (0 = off) and then to the nucleus of
+    Holtzman et al. 2020 (ICLR, §3.1): the smallest set of most probable tokens whose mass is at
+    least ``top_p`` (1 = off; the most probable token is always kept), and one token is drawn
+    from the renormalised distribution with ``torch.multinomial``.
+    """
+    _check_sampling_args(temperature, top_k, top_p)
+    if logits.ndim < 1 or logits.shape[-1] < 1:
+        raise ValueError(f"logits must have shape [..., V] with V >= 1, got {tuple(logits.shape)}")
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    if generator is None:
+        raise ValueError("sampling with temperature > 0 needs an explicit torch.Generator")
+    scores = logits.reshape(-1, logits.shape[-1]).float() / temperature
+    if 0 < top_k < scores.shape[-1]:
+        kept = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, scores.topk(top_k, dim=-1).indices, True)
+        scores = scores.masked_fill(~kept, -math.inf)
+    if top_p < 1.0:
+        probs, order = scores.softmax(dim=-1).sort(dim=-1, descending=True)
+        mass_before = probs.cumsum(dim=-1) - probs
+        kept = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, order, mass_before < top_p)
+        scores = scores.masked_fill(~kept, -math.inf)
+    tokens = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)
+    return tokens.reshape(logits.shape[:-1])
+
+
+def apply_delay_pattern(codes: Tensor, pad_id: int) -> Tensor:
+    """``codes [B, K, T] -> [B, K, T + K - 1]``: codebook ``k`` shifted right by ``k``, ``pad_id`` elsewhere."""
+    if codes.ndim != 3:
+        raise ValueError(f"codes must have shape [B, K, T], got {tuple(codes.shape)}")
+    B, K, T = codes.shape
+    delayed = codes.new_full((B, K, T + K - 1), pad_id)
+    for k in range(K):
+        delayed[:, k, k : k + T] = codes[:, k]
+    return delayed
+
+
+def undo_delay_pattern(delayed: Tensor, n_codebooks: int) -> Tensor:
+    """Inverse of :func:`apply_delay_pattern`: ``[B, K, L] -> [B, K, L - K + 1]``."""
+    K = n_codebooks
+    if delayed.ndim != 3 or delayed.shape[1] != K or delayed.shape[2] < K:
+        raise ValueError(f"delayed must have shape [B, {K}, L >= {K}], got {tuple(delayed.shape)}")
+    T = delayed.shape[2] - K + 1
+    return torch.stack([delayed[:, k, k : k + T] for k in range(K)], dim=1)
+
+
+def sample_delayed(
+    step: StepFn,
+    batch: int,
+    n_codebooks: int,
+    n_frames: int,
+    generator: torch.Generator | None,
+    bos_id: int,
+    pad_id: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> Tensor:
+    """Generate ``n_frames`` frames of ``n_codebooks`` codebooks with the delay pattern.
+
+    At step ``s = 0 .. n_frames + K - 2`` the loop calls ``step(prev)`` with the previous delayed
+    column ``prev [B, K]`` (all ``bos_id`` at ``s = 0``), samples every codebook with
+    :func:`sample_next_token`, and forces ``pad_id`` on codebook ``k`` where frame ``s - k`` lies
+    outside ``[0, n_frames)``. Tokens live on ``generator``'s device (CPU without one). Returns
+    the undelayed codes ``[B, K, n_frames]``.
+    """
+    for name, value in (("batch", batch), ("n_codebooks", n_codebooks), ("n_frames", n_frames)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    _check_sampling_args(temperature, top_k, top_p)
+    K = n_codebooks
+    device = generator.device if generator is not None else torch.device("cpu")
+    frame_of_k = -torch.arange(K, device=device)  # frame index is s - k
+    prev = torch.full((batch, K), bos_id, dtype=torch.long, device=device)
+    delayed = torch.full((batch, K, n_frames + K - 1), pad_id, dtype=torch.long, device=device)
+    for s in range(n_frames + K - 1):
+        logits = step(prev)
+        if logits.ndim != 3 or logits.shape[:2] != (batch, K):
+            raise ValueError(f"step must return logits [{batch}, {K}, V], got {tuple(logits.shape)}")
+        frame = frame_of_k + s
+        valid = (frame >= 0) & (frame < n_frames)
+        tokens = sample_next_token(logits, generator, temperature, top_k, top_p).to(device)
+        prev = torch.where(valid, tokens, torch.full_like(tokens, pad_id))
+        delayed[:, :, s] = prev
+    return undo_delay_pattern(delayed, K)

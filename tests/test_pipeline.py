@@ -1,0 +1,127 @@
+"""The Python API end to end on tiny random recipes: reproducibility, overrides, every sampler."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from audioguide import Pipeline
+from audioguide.checkpoints import save_checkpoint
+from audioguide.core import AudioguideError
+from audioguide.recipes import load_recipe
+from tests.conftest import TINY_TTS
+
+
+@pytest.fixture
+def tiny(write_recipe):
+    return Pipeline.from_recipe(write_recipe(TINY_TTS))
+
+
+def test_same_seed_is_bit_identical_and_seeds_differ(tiny):
+    a = tiny("Hello world.", seed=3)
+    b = tiny("Hello world.", seed=3)
+    c = tiny("Hello world.", seed=4)
+    assert a.sample_rate == 8000 and a[0].dtype == np.float32
+    assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], c[0])
+
+
+def test_batch_item_i_equals_single_call_with_seed_plus_i(tiny):
+    texts = ["One.", "Two words.", "And a third, longer sentence."]
+    batch = tiny(texts, seed=10)
+    for i, text in enumerate(texts):
+        assert np.array_equal(batch[i], tiny(text, seed=10 + i)[0])
+
+
+def test_speech_length_follows_text(tiny):
+    short, long = tiny(["Hi there.", "A much longer sentence than the first one, with more words."])
+    assert len(long) > len(short)
+    d = tiny.recipe.duration
+    assert len(short) == round(max(len("Hi there.") * d.seconds_per_char, d.min_seconds) * 8000)
+
+
+def test_overrides_change_the_output_and_are_validated(tiny):
+    base = tiny("Guidance matters.", seed=0)[0]
+    for kwargs in ({"cfg": 1.0}, {"scales": {"text": 6.0}}, {"rescale": 0.7}, {"steps": 2}):
+        assert not np.array_equal(base, tiny("Guidance matters.", seed=0, **kwargs)[0]), kwargs
+    # cfg=3 equals the recipe's own scale of 3: overriding with the same value changes nothing
+    assert np.array_equal(base, tiny("Guidance matters.", seed=0, cfg=3.0)[0])
+    with pytest.raises(AudioguideError, match="no guidance scale named 'speaker'"):
+        tiny("x", scales={"speaker": 2.0})
+    with pytest.raises(AudioguideError, match="rescale phi"):
+        tiny("x", rescale=-0.1)
+    with pytest.raises(AudioguideError, match="steps must be >= 1"):
+        tiny("x", steps=0)
+    with pytest.raises(AudioguideError, match="text is empty"):
+        tiny("   ")
+    with pytest.raises(AudioguideError, match="no texts"):
+        tiny([])
+
+
+def test_per_call_override_does_not_leak_into_next_call(tiny):
+    first = tiny("Same text.", seed=1)[0]
+    tiny("Same text.", seed=1, scales={"text": 9.0}, rescale=0.5, steps=2)
+    assert np.array_equal(first, tiny("Same text.", seed=1)[0])
+    assert dict(tiny.recipe.guidance.scales) == {"text": 3.0}
+
+
+@pytest.mark.parametrize(
+    "sampler,model_extra,scale",
+    [
+        ("heun", "", 3.0),
+        ("midpoint", "", 3.0),
+        ("euler-cfgpp", "", 0.6),
+        ("ddim", 'kind = "v"', 3.0),
+        ("dpmpp-2m", 'kind = "v"', 3.0),
+        ("ddim-cfgpp", 'kind = "v"', 0.5),
+        ("meanflow", "mean_flow = true", 1.0),
+    ],
+)
+def test_every_sampler_runs_through_a_recipe(write_recipe, sampler, model_extra, scale):
+    text = (
+        TINY_TTS.replace('type = "euler"', f'type = "{sampler}"')
+        .replace("hidden = 32", f"hidden = 32\n{model_extra}")
+        .replace("text = 3.0", f"text = {scale}")
+    )
+    if sampler == "meanflow":
+        text = text.replace("steps = 4", "steps = 2")
+    pipe = Pipeline.from_recipe(write_recipe(text))
+    a, b = pipe("Every sampler.", seed=5)[0], pipe("Every sampler.", seed=5)[0]
+    assert np.isfinite(a).all() and a.std() > 0 and np.array_equal(a, b)
+
+
+def test_t2a_seconds(write_recipe):
+    text = TINY_TTS.replace('task = "tts"', 'task = "t2a"').replace("conditioners.text", "conditioners.caption")
+    text = text.replace("scales = { text = 3.0 }", "scales = { caption = 3.0 }")
+    pipe = Pipeline.from_recipe(write_recipe(text))
+    assert len(pipe("a dog barking", seconds=1.5)[0]) == 12000
+    assert len(pipe("a dog barking")[0]) == 4 * 8000  # the recipe default
+    with pytest.raises(AudioguideError, match=r"seconds must be in \[0.5, 30\]"):
+        pipe("a dog barking", seconds=60.0)
+
+
+def test_weights_load_from_a_checkpoint_and_must_fit(write_recipe, tmp_path):
+    pipe = Pipeline.from_recipe(write_recipe(TINY_TTS))
+    state = {k: v + 0.01 for k, v in pipe.model.state_dict().items()}
+    ckpt = save_checkpoint(tmp_path / "w.safetensors", state, {"hidden": 32}, "toy-flow")
+    loaded = Pipeline.from_recipe(write_recipe(TINY_TTS), weights=str(ckpt))
+    assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in state.items())
+    assert not np.array_equal(loaded("Weights.", seed=0)[0], pipe("Weights.", seed=0)[0])
+    # weights named in the recipe resolve relative to the recipe file
+    named = Pipeline.from_recipe(write_recipe(TINY_TTS.replace('task = "tts"', 'task = "tts"\nweights = "w.safetensors"'), "n.toml"))
+    assert np.array_equal(named("Weights.", seed=0)[0], loaded("Weights.", seed=0)[0])
+    wrong = save_checkpoint(tmp_path / "x.safetensors", {"nope": torch.zeros(1)}, {}, "toy-flow")
+    with pytest.raises(AudioguideError, match="does not fit recipe 'tiny'"):
+        Pipeline.from_recipe(write_recipe(TINY_TTS), weights=str(wrong))
+
+
+def test_recipe_without_weights_must_say_random(write_recipe):
+    with pytest.raises(AudioguideError, match="no weights given and random_weights is not set"):
+        Pipeline.from_recipe(write_recipe(TINY_TTS.replace("random_weights = true", "")))
+
+
+def test_builtin_random_recipes_generate():
+    for name in ("random-tts", "random-t2a", "random-tts-meanflow"):
+        recipe = load_recipe(name)
+        audio = Pipeline.from_recipe(recipe)("A short test.", seed=0, seconds=None)
+        assert audio[0].size > 0 and np.isfinite(audio[0]).all()

@@ -1,0 +1,113 @@
+"""Recipes: built-ins load, and every kind of mistake is a one-line error naming file, key and choices."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from audioguide.recipes import RecipeError, builtin_names, builtin_recipes, load_recipe
+from audioguide.registry import SAMPLERS
+from tests.conftest import TINY_TTS
+
+
+def test_builtin_recipes_load_and_are_frozen():
+    recipes = builtin_recipes()
+    assert {r.name for r in recipes} == set(builtin_names()) and len(recipes) >= 3
+    r = load_recipe("random-tts")
+    assert r.task == "tts" and r.condition_names == ("text",) and r.random_weights
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.name = "x"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.sampler.config.steps = 3  # type: ignore[misc]
+
+
+def test_recipe_from_path(write_recipe):
+    r = load_recipe(write_recipe(TINY_TTS))
+    assert r.name == "tiny" and r.sampler.config.steps == 4 and dict(r.guidance.scales) == {"text": 3.0}
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+@pytest.mark.parametrize(
+    "edit,expect",
+    [
+        (("hidden = 32", "hiden = 32"), ["[model] (toy-flow): unknown key 'hiden'", "valid keys: hidden, layers"]),
+        (('type = "toy-flow"', 'type = "dit"'), ["[model].type is 'dit'", "valid choices: toy-flow"]),
+        (('type = "euler"', 'type = "eulr"'), ["[sampler].type is 'eulr'", "ddim", "dpmpp-2m", "heun"]),
+        (("steps = 4", "steps = 0"), ["[sampler] (euler): steps must be >= 1"]),
+        (("steps = 4", 'steps = "four"'), ["[sampler] (euler).steps must be an integer"]),
+        (('task = "tts"', 'task = "music"'), ["task is 'music'", "valid choices: tts, t2a"]),
+        (("scales = { text = 3.0 }", "scales = { text = -2.0 }"), ["[guidance]", "must be a finite number >= 0"]),
+        (("scales = { text = 3.0 }", "scales = { speaker = 2.0 }"), ["names condition 'speaker'", "conditioners are text"]),
+        (("scales = { text = 3.0 }", "scales = { text = 3.0 }\nrescale = 1.5"), ["rescale phi must be in [0, 1]"]),
+        (("scales = { text = 3.0 }", "scales = { text = 3.0 }\nrescal = 0.5"), ["[guidance]: unknown key 'rescal'", "rescale"]),
+        (('name = "tiny"', 'name = "tiny"\ncolour = "red"'), ["unknown key 'colour'", "valid keys: name, task"]),
+        (("[conditioners.text]", "[conditioners.caption]"), ["[conditioners.caption] is not an input of task 'tts'"]),
+        (('hop = 64', 'hop = 64\n[duration]\nmin_seconds = 5.0\nmax_seconds = 1.0'), ["[duration]", "min_seconds <= max_seconds"]),
+    ],
+)
+def test_bad_recipes_are_one_line_errors(write_recipe, edit, expect):
+    old, new = edit
+    assert old in TINY_TTS
+    path = write_recipe(TINY_TTS.replace(old, new, 1))
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    msg = _one_line(err)
+    assert str(path) in msg
+    for part in expect:
+        assert part in msg
+
+
+def test_sampler_must_fit_model_kind(write_recipe):
+    path = write_recipe(TINY_TTS.replace('type = "euler"', 'type = "ddim"'))
+    with pytest.raises(RecipeError, match="needs a model predicting eps or v or x0"):
+        load_recipe(path)
+    path = write_recipe(TINY_TTS.replace('type = "euler"', 'type = "meanflow"').replace("steps = 4", "steps = 1"))
+    with pytest.raises(RecipeError, match="needs a mean-flow model"):
+        load_recipe(path)
+
+
+def test_cfgpp_scales_live_in_unit_interval(write_recipe):
+    path = write_recipe(TINY_TTS.replace('type = "euler"', 'type = "euler-cfgpp"'))
+    with pytest.raises(RecipeError, match=r"CFG\+\+ scales live in \[0, 1\]"):
+        load_recipe(path)
+    ok = write_recipe(TINY_TTS.replace('type = "euler"', 'type = "euler-cfgpp"').replace("text = 3.0", "text = 0.6"))
+    assert SAMPLERS[load_recipe(ok).sampler.type].cfgpp
+
+
+def test_nested_guidance_tables(write_recipe):
+    text = TINY_TTS.replace(
+        "scales = { text = 3.0 }",
+        "scales = { text = 3.0 }\ninterval = [0.1, 0.9]\n[guidance.apg]\neta = 0.5\n[guidance.adaptive]\nthreshold = 0.99",
+    )
+    g = load_recipe(write_recipe(text)).guidance
+    assert g.interval == (0.1, 0.9) and g.apg.eta == 0.5 and g.adaptive.threshold == 0.99
+    bad = write_recipe(text.replace("eta = 0.5", "eta = 0.5\nmomentum = 0.5"))
+    with pytest.raises(RecipeError, match=r"\[guidance\].apg: apg momentum must be in \(-1, 0\]"):
+        load_recipe(bad)
+
+
+def test_custom_terms(write_recipe):
+    text = TINY_TTS.replace(
+        "scales = { text = 3.0 }",
+        'mode = "terms"\n[[guidance.terms]]\nkeep = ["text"]\nweight = 2.5\n[[guidance.terms]]\nkeep = []\nweight = -1.5',
+    )
+    g = load_recipe(write_recipe(text)).guidance
+    assert [(sorted(t.keep), t.weight) for t in g.terms] == [(["text"], 2.5), ([], -1.5)]
+    bad = write_recipe(text.replace("weight = -1.5", "weight = -1.0"))
+    with pytest.raises(RecipeError, match="weights must sum to 1"):
+        load_recipe(bad)
+
+
+def test_unknown_recipe_and_bad_toml(write_recipe):
+    with pytest.raises(RecipeError, match="unknown recipe 'nope'; built-in recipes: random-t2a"):
+        load_recipe("nope")
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe("missing.toml")
+    with pytest.raises(RecipeError, match="invalid TOML"):
+        load_recipe(write_recipe("name = \n"))
