@@ -84,8 +84,9 @@ def _load(task: str, recipe: str | None, weights: str | None, threads: int | Non
     return pipe
 
 
-def _validate_and_warn(pipe, steps, cfg, scales, rescale) -> None:
-    """Check the call's options before any work, then say so if the weights are random."""
+def _validate_and_warn(pipe, texts, steps, cfg, scales, rescale) -> None:
+    """Check the inputs and options before any work, then say so if the weights are random."""
+    pipe.check_texts(texts)
     pipe.policy(scales=scales, cfg=cfg, rescale=rescale)
     pipe.sampler_config(steps)
     if pipe.recipe.random_weights:
@@ -126,7 +127,7 @@ def _generate(task, text, output, recipe, seed, steps, cfg, scale, rescale, seco
         pipe = _load(task, recipe, weights, threads)
         scales = _parse_scales(scale)
         seconds = pipe.seconds_for(text, seconds)
-        _validate_and_warn(pipe, steps, cfg, scales, rescale)
+        _validate_and_warn(pipe, [text], steps, cfg, scales, rescale)
         with _progress() as progress:
             bar = progress.add_task("sampling", total=steps or pipe.recipe.sampler.config.steps)
             audio = pipe(
@@ -195,6 +196,7 @@ def render(
     from audioguide.core import AudioguideError
     from audioguide.manifest import read_manifest
     from audioguide.recipes import load_recipe
+    from audioguide.render import prompt_of
     from audioguide.render import render as render_rows
 
     with _user_errors():
@@ -204,7 +206,7 @@ def render(
         chosen = recipe or DEFAULT_RECIPE[task or "tts"]
         pipe = _load(task or load_recipe(chosen).task, chosen, weights, threads)
         scales = _parse_scales(scale)
-        _validate_and_warn(pipe, steps, cfg, scales, rescale)
+        _validate_and_warn(pipe, [prompt_of(r, pipe.task) for r in rows], steps, cfg, scales, rescale)
         with _progress() as progress:
             bar = progress.add_task("rendering", total=len(rows))
             report = render_rows(

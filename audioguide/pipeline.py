@@ -125,6 +125,15 @@ class Pipeline:
             )
         return seconds
 
+    def check_texts(self, texts: Sequence[str]) -> None:
+        """Fail early, with a one-line error, on input the conditioners cannot take."""
+        if not texts:
+            raise AudioguideError("nothing to generate: no texts given")
+        field = PRIMARY_INPUT[self.task]
+        for name, conditioner in self.model.conditioners.items():
+            if name == field:
+                conditioner(list(texts))
+
     # -- generation --------------------------------------------------------------------------------
 
     @torch.inference_mode()
@@ -147,8 +156,7 @@ class Pipeline:
         ``rescale`` the CFG-rescale phi, ``steps`` the sampler's steps; all are validated.
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
-        if not texts:
-            raise AudioguideError("nothing to generate: no texts given")
+        self.check_texts(texts)
         policy = self.policy(guidance, scales, cfg, rescale)
         sampler_cfg = self.sampler_config(steps)
         durations = [self.seconds_for(t, seconds) for t in texts]

@@ -124,7 +124,7 @@ def sample_heun(model: VectorField, x: Tensor, ts: Tensor, callback: Callback | 
         if t_next <= 0.0:
             x = x_pred
         else:
-            x = x + 0.6 * h * (v + model(x_pred, _t_batch(t_next, x)))
+            x = x + 0.5 * h * (v + model(x_pred, _t_batch(t_next, x)))
         if callback is not None:
             callback(i, t_next, x)
     return x

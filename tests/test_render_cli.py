@@ -1,0 +1,131 @@
+"""CLI and batch rendering: valid WAVs, one-line errors with exit code 2, resumable jobs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from audioguide import Pipeline
+from audioguide.cli import app
+from audioguide.core import AudioguideError
+from audioguide.manifest import read_manifest, write_manifest
+from audioguide.render import render
+from tests.conftest import TINY_TTS
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_tts_writes_a_valid_wav_and_warns_about_random_weights(tmp_path):
+    out = tmp_path / "hello.wav"
+    res = run("tts", "Hello world.", "-o", out, "--seed", 1, "--steps", 3)
+    assert res.exit_code == 0, res.output
+    assert "RANDOM weights" in res.output
+    data, sr = sf.read(str(out))
+    assert sr == 16000 and data.size > 0 and np.abs(data).max() <= 1.0
+    again = tmp_path / "again.wav"
+    assert run("tts", "Hello world.", "-o", again, "--seed", 1, "--steps", 3).exit_code == 0
+    assert out.read_bytes() == again.read_bytes()
+
+
+def test_t2a_and_recipes_listing(tmp_path):
+    out = tmp_path / "dog.wav"
+    res = run("t2a", "a dog barking", "-o", out, "--seconds", 1.0, "--rescale", 0.5)
+    assert res.exit_code == 0, res.output
+    assert sf.info(str(out)).frames == 16000
+    res = run("recipes")
+    assert res.exit_code == 0
+    lines = res.output.strip().splitlines()
+    assert any(line.startswith("random-tts ") for line in lines) and all("[random weights]" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["tts", "Hi.", "--recipe", "nope"], "unknown recipe 'nope'"),
+        (["tts", "Hi.", "--scale", "text=-3"], "must be a finite number >= 0"),
+        (["tts", "Hi.", "--scale", "text"], "--scale expects NAME=NUMBER"),
+        (["tts", "Hi.", "--scale", "style=2"], "no guidance scale named 'style'"),
+        (["tts", "Hi.", "--rescale", "1.5"], "rescale phi must be in [0, 1]"),
+        (["tts", "Hi.", "--cfg", "-1"], ">= 0"),
+        (["tts", "   "], "text is empty"),
+        (["tts", "Hi.", "--recipe", "random-t2a"], "is a t2a recipe; use `audioguide t2a`"),
+        (["t2a", "rain", "--seconds", "500"], "seconds must be in"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    out = tmp_path / "o.wav"
+    res = run(*args, "-o", out)
+    assert res.exit_code == 2, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], res.output
+    assert "Traceback" not in res.output and not out.exists()
+    assert "RANDOM" not in res.output  # options are validated before any warning or work
+
+
+def test_bad_recipe_file_and_output(tmp_path, write_recipe):
+    bad = write_recipe(TINY_TTS.replace("hidden = 32", "hidden = 32\nwidth = 3"))
+    res = run("tts", "Hi.", "--recipe", bad, "-o", tmp_path / "o.wav")
+    assert res.exit_code == 2 and "unknown key 'width'" in res.output and str(bad) in res.output
+    res = run("tts", "Hi.", "-o", tmp_path / "o.mp3")
+    assert res.exit_code == 2 and "must end in .wav" in res.output
+    existing = tmp_path / "keep.wav"
+    existing.write_bytes(b"precious")
+    res = run("tts", "Hi.", "-o", existing)
+    assert res.exit_code == 2 and "--force" in res.output and existing.read_bytes() == b"precious"
+
+
+def test_manifest_errors_name_the_line(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"text": "ok"}\n{"text": 3}\n')
+    with pytest.raises(AudioguideError, match=r"m.jsonl:2: text must be str"):
+        read_manifest(path)
+    path.write_text('{"id": "a", "text": "x"}\n\n{"id": "a", "text": "y"}\n')
+    with pytest.raises(AudioguideError, match=r"m.jsonl:3: duplicate id 'a'"):
+        read_manifest(path)
+    path.write_text('{"id": "../evil", "text": "x"}\n')
+    with pytest.raises(AudioguideError, match="may contain only"):
+        read_manifest(path)
+    path.write_text("not json\n")
+    with pytest.raises(AudioguideError, match=r"m.jsonl:1: invalid JSON"):
+        read_manifest(path)
+
+
+def test_render_resumes_and_matches_single_calls(tmp_path, write_recipe):
+    pipe = Pipeline.from_recipe(write_recipe(TINY_TTS))
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(manifest, [{"id": "a", "text": "First."}, {"id": "b", "text": "Second one."}, {"text": "Third.", "seed": 99}])
+    rows = read_manifest(manifest)
+    out = tmp_path / "out"
+    # simulate an interrupted job: only the first row was finished
+    first = render(pipe, rows[:1], out, seed=5)
+    assert (first.written, first.skipped) == (1, 0)
+    stamp = (out / "a.wav").stat().st_mtime_ns
+    report = render(pipe, rows, out, seed=5)
+    assert (report.written, report.skipped) == (2, 1)
+    assert (out / "a.wav").stat().st_mtime_ns == stamp
+    for name, text, seed in [("a", "First.", 5), ("b", "Second one.", 6), ("000002", "Third.", 99)]:
+        data, _ = sf.read(str(out / f"{name}.wav"), dtype="float32")
+        single = pipe(text, seed=seed)[0]
+        assert np.abs(data - single).max() < 1e-4  # 16-bit PCM quantisation
+
+
+def test_render_cli_validates_all_rows_first(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "text": "Fine."}) + "\n" + json.dumps({"id": "b", "caption": "no text"}) + "\n")
+    res = run("render", manifest, "-o", tmp_path / "out")
+    assert res.exit_code == 2 and "row 'b' has no 'text'" in res.output
+    assert not (tmp_path / "out").exists()
+    manifest.write_text(json.dumps({"id": "a", "text": "Fine."}) + "\n")
+    res = run("render", manifest, "-o", tmp_path / "out", "--steps", 2)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out" / "a.wav").exists()
+    res = run("render", manifest, "-o", tmp_path / "out")
+    assert res.exit_code == 0 and "skipped 1 already done" in res.output
