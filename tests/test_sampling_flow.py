@@ -176,7 +176,8 @@ def test_cfgpp_with_equal_predictions_is_euler():
         v = gaussian_velocity(x, t)
         return v, v
 
-    assert torch.allclose(sample_euler_cfgpp(pair, x1, ts), sample_euler(gaussian_velocity, x1, ts), atol=1e-12)
+    expected = sample_euler(gaussian_velocity, x1, ts)
+    assert torch.allclose(sample_euler_cfgpp(pair, x1, ts), expected, atol=1e-12)
 
 
 def test_cfgpp_takes_x0_from_guided_and_noise_from_uncond():

@@ -115,8 +115,8 @@ class DiffusionSchedule:
     def alpha_sigma(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
         """``(sqrt(alpha_bar_n), sqrt(1 - alpha_bar_n))`` at the nearest ``n = round(t (N - 1))``.
 
-        ``t < 0`` gives clean data ``(1, 0)``. Results have ``t``'s shape and dtype (a Python float
-        is taken as float64).
+        ``t < 0`` gives clean data ``(1, 0)``; ``n`` is clamped to ``N - 1`` above. Results have ``t``'s
+        shape and dtype (a Python float is taken as float64).
         """
         t = t if isinstance(t, Tensor) else torch.tensor(t, dtype=torch.float64)
         n = torch.round(t.double() * (self.num_train_steps - 1)).long().clamp(0, self.num_train_steps - 1)
@@ -252,7 +252,7 @@ def sample_ddim_cfgpp(
     kind: str,
     callback: Callback | None = None,
 ) -> Tensor:
-    """CFG++ DDIM (Chung et al. 2024, arXiv 2406.08070, Alg. 1), deterministic (``eta = 0``).
+    """CFG++ DDIM (Chung et al. 2024, arXiv 2406.08070), deterministic (``eta = 0``).
 
     ``model_pair(x, t)`` returns ``(pred_guided, pred_uncond)`` of ``kind``. The data estimate
     comes from the guided prediction, the re-noising direction from the unconditional one:

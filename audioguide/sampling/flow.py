@@ -149,7 +149,7 @@ def sample_midpoint(model: VectorField, x: Tensor, ts: Tensor, callback: Callbac
 def sample_euler_cfgpp(
     model_pair: GuidedPair, x: Tensor, ts: Tensor, callback: Callback | None = None
 ) -> Tensor:
-    """CFG++ (Chung et al. 2024, arXiv 2406.08070, Alg. 1) transcribed to rectified flow.
+    """CFG++ (Chung et al. 2024, arXiv 2406.08070) transcribed from DDIM to rectified flow.
 
     ``model_pair(x, t)`` returns ``(v_guided, v_uncond)``. The data estimate comes from the guided
     velocity and the noise estimate from the unconditional one,

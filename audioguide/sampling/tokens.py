@@ -52,7 +52,8 @@ def sample_next_token(
         raise ValueError("sampling with temperature > 0 needs an explicit torch.Generator")
     scores = logits.reshape(-1, logits.shape[-1]).float() / temperature
     if 0 < top_k < scores.shape[-1]:
-        kept = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, scores.topk(top_k, dim=-1).indices, True)
+        top = scores.topk(top_k, dim=-1).indices
+        kept = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, top, True)
         scores = scores.masked_fill(~kept, -math.inf)
     if top_p < 1.0:
         probs, order = scores.softmax(dim=-1).sort(dim=-1, descending=True)
@@ -64,7 +65,7 @@ def sample_next_token(
 
 
 def apply_delay_pattern(codes: Tensor, pad_id: int) -> Tensor:
-    """``codes [B, K, T] -> [B, K, T + K - 1]``: codebook ``k`` shifted right by ``k``, ``pad_id`` elsewhere."""
+    """``codes [B, K, T] -> [B, K, T + K - 1]``: codebook ``k`` shifted right by ``k``, pads elsewhere."""
     if codes.ndim != 3:
         raise ValueError(f"codes must have shape [B, K, T], got {tuple(codes.shape)}")
     B, K, T = codes.shape
