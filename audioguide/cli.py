@@ -182,7 +182,7 @@ def t2a(
 def render(
     manifest: Annotated[Path, typer.Argument(help="JSONL manifest: one object per line with 'text' (tts) or 'caption' (t2a), optional 'id', 'seed', 'duration'.")],
     out_dir: Annotated[Path, typer.Option("--output", "-o", help="Directory for <id>.wav files.")] = Path("rendered"),
-    task: Annotated[str, typer.Option("--task", help="tts or t2a (default: the recipe's).")] = "",
+    task: Annotated[str, typer.Option("--task", help="tts or t2a (default: the recipe's, else inferred from the manifest).")] = "",
     recipe: RecipeOpt = None,
     seed: SeedOpt = 0,
     steps: StepsOpt = None,
@@ -203,7 +203,9 @@ def render(
         rows = read_manifest(manifest)
         if task and task not in DEFAULT_RECIPE:
             raise AudioguideError(f"--task must be tts or t2a, got {task!r}")
-        chosen = recipe or DEFAULT_RECIPE[task or "tts"]
+        if not task and recipe is None:  # infer from the manifest: captions only -> sound
+            task = "t2a" if all(r.caption and not r.text for r in rows) else "tts"
+        chosen = recipe or DEFAULT_RECIPE[task]
         pipe = _load(task or load_recipe(chosen).task, chosen, weights, threads)
         scales = _parse_scales(scale)
         _validate_and_warn(pipe, [prompt_of(r, pipe.task) for r in rows], steps, cfg, scales, rescale)

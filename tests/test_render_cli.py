@@ -117,6 +117,14 @@ def test_render_resumes_and_matches_single_calls(tmp_path, write_recipe):
         assert np.abs(data - single).max() < 1e-4  # 16-bit PCM quantisation
 
 
+def test_render_cli_infers_sound_from_caption_manifests(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(manifest, [{"id": "rain", "caption": "rain on a roof", "duration": 1.0}])
+    res = run("render", manifest, "-o", tmp_path / "out", "--steps", 2)
+    assert res.exit_code == 0, res.output
+    assert sf.info(str(tmp_path / "out" / "rain.wav")).frames == 16000
+
+
 def test_render_cli_validates_all_rows_first(tmp_path):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"id": "a", "text": "Fine."}) + "\n" + json.dumps({"id": "b", "caption": "no text"}) + "\n")
