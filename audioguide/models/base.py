@@ -31,6 +31,11 @@ def init_random(module: nn.Module, seed: int) -> nn.Module:
 class Generator(nn.Module):
     """A conditional network ``model(x, t, cond, keep, **extra) -> prediction``.
 
+    ``x`` is ``[B, C, T]`` latents, ``t`` is ``[B]``. Optional ``extra`` tensors: ``mask`` ``[B, T]``
+    bool (True = real frame; padded frames are ignored by attention and by losses) and, for
+    mean-flow models (``mean_flow = True``), ``r`` ``[B]``, the start of the averaging interval
+    (``r = t`` gives the instantaneous velocity).
+
     Owns its conditioners; :meth:`encode` turns raw inputs into the flat ``cond`` mapping that
     guidance batches (``name`` and ``name.mask`` per condition), and :meth:`conditions` applies the
     ``keep`` flags, swapping in each conditioner's null where a condition is dropped.

@@ -1,0 +1,1 @@
+"""Training: objectives per model family, data loading from manifests, and the resumable trainer."""
