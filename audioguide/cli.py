@@ -218,6 +218,40 @@ def render(
         typer.echo(f"wrote {report.written} file(s) to {out_dir}, skipped {report.skipped} already done", err=True)
 
 
+@app.command()
+def train(
+    recipe: Annotated[str, typer.Argument(help="Recipe name or path; its [train] table says what and how to train.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="JSONL manifest with 'audio' paths and the recipe's conditions.")],
+    out_dir: Annotated[Path, typer.Option("--output", "-o", help="Run directory: state, exported weights, samples.")] = Path("runs/train"),
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Total steps (default: the recipe's).")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")] = "cpu",
+    threads: ThreadsOpt = None,
+) -> None:
+    """Train a recipe's model (or its autoencoder); rerun the same command to resume.
+
+    Multi-GPU / multi-node: torchrun --nproc_per_node N -m audioguide.cli train RECIPE --data M.
+    """
+    import torch
+
+    from audioguide.recipes import load_recipe
+    from audioguide.training.trainer import train as run_training
+
+    with _user_errors():
+        if threads:
+            torch.set_num_threads(threads)
+        r = load_recipe(recipe)
+        with _progress() as progress:
+            bar = progress.add_task("training", total=steps or r.train.steps)
+
+            def log(step, logs):
+                progress.update(bar, completed=step, description=f"training loss {logs['loss']:.4f}")
+                if not sys.stderr.isatty():
+                    typer.echo(f"step {step} " + " ".join(f"{k}={v:.4g}" for k, v in logs.items()), err=True)
+
+            result = run_training(r, data, out_dir, steps=steps, device=device, log=log)
+        typer.echo(f"trained to step {result.step}; weights: {result.export}", err=True)
+
+
 @app.command("recipes")
 def list_recipes() -> None:
     """List the built-in recipes, one line each."""

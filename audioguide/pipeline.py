@@ -37,21 +37,59 @@ StepCallback = Callable[[int, int], None]
 """``callback(step, total)`` after each sampler step."""
 
 
+def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: str) -> None:
+    packaged = WEIGHTS_DIR / source
+    relative = recipe.source.parent / source
+    path = packaged if packaged.exists() else relative if relative.exists() else source
+    ckpt = load_checkpoint(path)
+    missing, unexpected = module.load_state_dict(ckpt.tensors, strict=False)
+    if missing or unexpected:
+        raise AudioguideError(
+            f"checkpoint {ckpt.path} does not fit the {what} of recipe {recipe.name!r} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. {(missing or unexpected)[0]})"
+        )
+
+
+def build_components(recipe: Recipe, model_weights: str | None = None, require_weights: bool = True):
+    """Build ``(representation, model)`` from a recipe and load their weights.
+
+    ``model_weights`` overrides the recipe's ``[model] weights``. Unless the recipe declares
+    ``random_weights``, a model without weights is an error (when ``require_weights``).
+    """
+    rep_spec, model_spec = recipe.representation, recipe.model
+    representation = REPRESENTATIONS[rep_spec.type](rep_spec.config)
+    if rep_spec.weights:
+        _load_weights(representation, rep_spec.weights, recipe, "representation")
+    if model_spec is None:
+        return representation, None
+    conditioners = {n: CONDITIONERS[c.type](c.config) for n, c in recipe.conditioners}
+    cls = MODELS[model_spec.type]
+    if cls.kind == "tokens":
+        if not representation.n_codebooks:
+            raise RecipeError(f"{recipe.source}: [model] {model_spec.type!r} needs a tokenizing representation, not {rep_spec.type!r}")
+        if model_spec.config.codebook_size != representation.codebook_size:
+            raise RecipeError(
+                f"{recipe.source}: [model] codebook_size is {model_spec.config.codebook_size} but the representation's is "
+                f"{representation.codebook_size}"
+            )
+        model = cls(model_spec.config, representation.n_codebooks, conditioners)
+    else:
+        model = cls(model_spec.config, representation.channels, conditioners)
+    source = model_weights or model_spec.weights
+    if source is not None:
+        _load_weights(model, source, recipe, "model")
+    elif require_weights and not recipe.random_weights:
+        raise RecipeError(f"{recipe.source}: [model] has no weights and random_weights is not set")
+    return representation, model
+
+
 class Pipeline:
     """A generator assembled from a :class:`~audioguide.recipes.Recipe`, ready to call."""
 
-    def __init__(self, recipe: Recipe, device: str | torch.device = "cpu", weights: str | None = None) -> None:
+    def __init__(self, recipe: Recipe, representation, model, device: str | torch.device = "cpu") -> None:
         self.recipe = recipe
         self.device = torch.device(device)
-        rep = recipe.representation
-        self.representation = REPRESENTATIONS[rep.type](rep.config)
-        conditioners = {n: CONDITIONERS[c.type](c.config) for n, c in recipe.conditioners}
-        self.model = MODELS[recipe.model.type](recipe.model.config, self.representation.channels, conditioners)
-        source = weights or recipe.weights
-        if source is not None:
-            self._load(source)
-        elif not recipe.random_weights:
-            raise RecipeError(f"{recipe.source}: no weights given and random_weights is not set")
+        self.representation, self.model = representation, model
         self.model.to(self.device).eval()
         self.representation.to(self.device).eval()
 
@@ -59,7 +97,16 @@ class Pipeline:
     def from_recipe(
         cls, recipe: str | Path | Recipe, device: str | torch.device = "cpu", weights: str | None = None
     ) -> Pipeline:
-        return cls(recipe if isinstance(recipe, Recipe) else load_recipe(recipe), device, weights)
+        """Build from a recipe name, path or object; ``weights`` overrides the model's weights."""
+        recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+        if recipe.model is None:
+            raise RecipeError(f"{recipe.source}: recipe {recipe.name!r} has no [model]; it only trains a representation")
+        return cls(recipe, *build_components(recipe, weights), device=device)
+
+    @classmethod
+    def from_components(cls, recipe: Recipe, representation, model, device: str | torch.device = "cpu") -> Pipeline:
+        """Wrap already-built components (e.g. a model being trained) without copying them."""
+        return cls(recipe, representation, model, device)
 
     @property
     def sample_rate(self) -> int:
@@ -68,18 +115,6 @@ class Pipeline:
     @property
     def task(self) -> str:
         return self.recipe.task
-
-    def _load(self, source: str) -> None:
-        packaged = WEIGHTS_DIR / source
-        relative = self.recipe.source.parent / source
-        path = packaged if packaged.exists() else relative if relative.exists() else source
-        ckpt = load_checkpoint(path)
-        missing, unexpected = self.model.load_state_dict(ckpt.tensors, strict=False)
-        if missing or unexpected:
-            raise AudioguideError(
-                f"checkpoint {ckpt.path} does not fit recipe {self.recipe.name!r} "
-                f"({len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. {(missing or unexpected)[0]})"
-            )
 
     # -- per-call options ------------------------------------------------------------------------
 
@@ -108,6 +143,8 @@ class Pipeline:
         cfg = self.recipe.sampler.config
         if steps is None:
             return cfg
+        if not hasattr(cfg, "steps"):
+            raise AudioguideError(f"sampler {self.recipe.sampler.type!r} has no steps to set")
         try:
             return dataclasses.replace(cfg, steps=steps)
         except ValueError as e:
@@ -125,14 +162,28 @@ class Pipeline:
             )
         return seconds
 
-    def check_texts(self, texts: Sequence[str]) -> None:
+    def check_texts(self, texts: Sequence[str], inputs: Mapping[str, str] | None = None) -> None:
         """Fail early, with a one-line error, on input the conditioners cannot take."""
         if not texts:
             raise AudioguideError("nothing to generate: no texts given")
-        field = PRIMARY_INPUT[self.task]
-        for name, conditioner in self.model.conditioners.items():
-            if name == field:
-                conditioner(list(texts))
+        self._inputs(texts[:1], inputs)
+        self.model.encode(self._inputs(texts, inputs))
+
+    def _inputs(self, texts: Sequence[str], inputs: Mapping[str, str] | None) -> dict[str, list[str]]:
+        """Every conditioner's input per text: the texts themselves, plus ``inputs`` for the others."""
+        primary = PRIMARY_INPUT[self.task]
+        extra = dict(inputs or {})
+        for name in extra:
+            if name not in self.model.conditioners or name == primary:
+                others = [n for n in self.model.conditioners if n != primary]
+                raise AudioguideError(f"recipe {self.recipe.name!r} takes no input {name!r}; it takes {', '.join(others) or 'none'}")
+        out = {primary: list(texts)}
+        for name in self.model.conditioners:
+            if name != primary:
+                if name not in extra:
+                    raise AudioguideError(f"recipe {self.recipe.name!r} needs the input {name!r}")
+                out[name] = [extra[name]] * len(texts)
+        return out
 
     # -- generation --------------------------------------------------------------------------------
 
@@ -148,36 +199,45 @@ class Pipeline:
         cfg: float | None = None,
         rescale: float | None = None,
         seconds: float | None = None,
+        inputs: Mapping[str, str] | None = None,
         callback: StepCallback | None = None,
     ) -> Audio:
         """Generate one waveform per text (a prompt, for ``t2a`` recipes).
 
         ``scales`` overrides per-condition guidance scales, ``cfg`` sets every scale at once,
         ``rescale`` the CFG-rescale phi, ``steps`` the sampler's steps; all are validated.
+        ``inputs`` gives the other conditions for every text (e.g. ``{"speaker": "ava"}``).
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
-        self.check_texts(texts)
+        self.check_texts(texts, inputs)
         policy = self.policy(guidance, scales, cfg, rescale)
         sampler_cfg = self.sampler_config(steps)
         durations = [self.seconds_for(t, seconds) for t in texts]
         waves = [
-            self._generate(text, secs, seed + i, policy, sampler_cfg, callback)
+            self._generate(self._inputs([text], inputs), secs, seed + i, policy, sampler_cfg, callback)
             for i, (text, secs) in enumerate(zip(texts, durations))
         ]
         return Audio(tuple(waves), self.sample_rate)
 
-    def _generate(self, text, seconds, seed, policy, sampler_cfg, callback) -> np.ndarray:
+    def _generate(self, inputs, seconds, seed, policy, sampler_cfg, callback) -> np.ndarray:
         sampler = SAMPLERS[self.recipe.sampler.type]
         rep = self.representation
-        cond = self.model.encode({PRIMARY_INPUT[self.task]: [text]})
+        cond = self.model.encode(inputs)
+        text = inputs[PRIMARY_INPUT[self.task]][0]
         generator = make_generator(seed, self.device)
         frames = rep.frames_for(seconds)
+        if sampler.tokens:
+            codes = sampler.run(self.model, cond, policy, frames, sampler_cfg, generator)
+            return self._finish(rep.decode_tokens(codes)[0], seconds, text)
         x = torch.randn((1, rep.channels, frames), generator=generator, device=self.device)
         field = GuidedField(self.model, cond, policy, self.model.kind, sampler.alpha_sigma(sampler_cfg))
         total = sampler_cfg.steps
         step_cb = None if callback is None else (lambda i, t, x: callback(i + 1, total))
         z = sampler.run(field, x, sampler_cfg, generator, step_cb)
-        wav = rep.decode(z)[0, : int(round(seconds * rep.sample_rate))]
+        return self._finish(rep.decode(z)[0], seconds, text)
+
+    def _finish(self, wav: torch.Tensor, seconds: float, text: str) -> np.ndarray:
+        wav = wav[: int(round(seconds * self.sample_rate))]
         if not torch.isfinite(wav).all():
             raise AudioguideError(f"generation produced non-finite audio for {text[:40]!r} (try fewer steps or a lower scale)")
         return wav.float().cpu().numpy()

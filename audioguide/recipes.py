@@ -7,7 +7,6 @@ becomes: an unknown key, an unknown component type or an out-of-range value is a
     name = "my-tts"
     task = "tts"                       # tts | t2a
     description = "one line for `audioguide recipes`"
-    weights = "tts.safetensors"        # optional: packaged name, path, or Hub repo id
 
     [representation]                   # see registry.REPRESENTATIONS
     type = "frames"
@@ -17,6 +16,7 @@ becomes: an unknown key, an unknown component type or an out-of-range value is a
 
     [model]                            # see registry.MODELS
     type = "toy-flow"
+    weights = "tts.safetensors"        # optional: packaged name, path, directory, or Hub repo id
 
     [sampler]                          # see registry.SAMPLERS
     type = "euler"
@@ -43,6 +43,7 @@ from typing import Any
 from audioguide.core import AudioguideError
 from audioguide.guidance import CFGTerm, Guidance
 from audioguide.registry import CONDITIONERS, MODELS, REPRESENTATIONS, SAMPLERS
+from audioguide.training.config import TrainConfig
 
 BUILTIN_DIR = Path(__file__).parent / "recipes"
 TASKS: dict[str, tuple[str, ...]] = {
@@ -57,10 +58,15 @@ class RecipeError(AudioguideError):
 
 @dataclass(frozen=True)
 class Component:
-    """A registered component: its registry name and its validated config dataclass."""
+    """A registered component: its registry name, its validated config, optional weights.
+
+    ``weights`` (the ``weights`` key of the component's table) is a packaged file name, a path
+    relative to the recipe, a directory, or a Hub repo id; see :mod:`audioguide.checkpoints`.
+    """
 
     type: str
     config: Any
+    weights: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,13 +94,13 @@ class Recipe:
     description: str
     representation: Component
     conditioners: tuple[tuple[str, Component], ...]
-    model: Component
-    sampler: Component
+    model: Component | None  # None: the recipe only trains a representation
+    sampler: Component | None
     guidance: Guidance
     duration: Duration
-    weights: str | None
     random_weights: bool
     source: Path
+    train: TrainConfig = TrainConfig()
 
     @property
     def condition_names(self) -> tuple[str, ...]:
@@ -169,8 +175,9 @@ def _component(table: Any, registry: Mapping[str, Any], where: str) -> Component
         shown = "missing" if kind is None else repr(kind)
         raise RecipeError(f"{where}.type is {shown}; valid choices: {', '.join(sorted(registry))}")
     cls = registry[kind]
-    rest = {k: v for k, v in table.items() if k != "type"}
-    return Component(kind, build(cls.Config, rest, f"{where} ({kind})"))
+    rest = {k: v for k, v in table.items() if k not in ("type", "weights")}
+    weights = _coerce(table["weights"], str, f"{where}.weights") if "weights" in table else None
+    return Component(kind, build(cls.Config, rest, f"{where} ({kind})"), weights)
 
 
 def _guidance(table: Mapping[str, Any], where: str) -> Guidance:
@@ -185,6 +192,22 @@ def _guidance(table: Mapping[str, Any], where: str) -> Guidance:
     return build(Guidance, table, where, scales=parsed, custom_terms=tuple(terms))
 
 
+def _train(table: Mapping[str, Any], where: str) -> TrainConfig:
+    if not isinstance(table, Mapping):
+        raise RecipeError(f"{where} must be a table")
+    table = dict(table)
+    dropout = table.pop("dropout", {})
+    if not isinstance(dropout, Mapping):
+        raise RecipeError(f"{where}.dropout must be a table of condition = probability")
+    parsed = tuple((n, _coerce(p, float, f"{where}.dropout.{n}")) for n, p in dropout.items())
+    meanflow = table.pop("meanflow", None)
+    if meanflow is not None:
+        from audioguide.training.continuous import MeanFlowConfig
+
+        meanflow = build(MeanFlowConfig, meanflow, f"{where}.meanflow")
+    return build(TrainConfig, table, where, dropout=parsed, meanflow=meanflow)
+
+
 @dataclass(frozen=True)
 class _TermTable:
     keep: tuple[str, ...]
@@ -194,8 +217,8 @@ class _TermTable:
         return CFGTerm(frozenset(self.keep), self.weight)
 
 
-_TOP = ("name", "task", "description", "weights", "random_weights", "representation", "conditioners",
-        "model", "sampler", "guidance", "duration")
+_TOP = ("name", "task", "description", "random_weights", "representation", "conditioners",
+        "model", "sampler", "guidance", "duration", "train")
 
 
 def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
@@ -204,9 +227,12 @@ def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
     for key in data:
         if key not in _TOP:
             raise RecipeError(f"{where}: unknown key {key!r}; valid keys: {', '.join(_TOP)}")
-    for key in ("task", "representation", "model", "sampler"):
-        if key not in data:
-            raise RecipeError(f"{where}: missing [{key}]" if key != "task" else f"{where}: missing key 'task'")
+    if "task" not in data:
+        raise RecipeError(f"{where}: missing key 'task'")
+    if "representation" not in data:
+        raise RecipeError(f"{where}: missing [representation]")
+    if ("model" in data) != ("sampler" in data):
+        raise RecipeError(f"{where}: [model] and [sampler] go together (a recipe without both only trains a representation)")
     task = data["task"]
     if task not in TASKS:
         raise RecipeError(f"{where}: task is {task!r}; valid choices: {', '.join(TASKS)}")
@@ -220,8 +246,8 @@ def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
                 f"{where}: [conditioners.{name}] is not an input of task {task!r}; valid names: {', '.join(TASKS[task])}"
             )
         conditioners.append((name, _component(table, CONDITIONERS, f"{where}: [conditioners.{name}]")))
-    model = _component(data["model"], MODELS, f"{where}: [model]")
-    sampler = _component(data["sampler"], SAMPLERS, f"{where}: [sampler]")
+    model = _component(data["model"], MODELS, f"{where}: [model]") if "model" in data else None
+    sampler = _component(data["sampler"], SAMPLERS, f"{where}: [sampler]") if "sampler" in data else None
     guidance = _guidance(data.get("guidance", {}), f"{where}: [guidance]")
     recipe = Recipe(
         name=_coerce(data.get("name", source.stem), str, f"{where}: name"),
@@ -233,9 +259,9 @@ def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
         sampler=sampler,
         guidance=guidance,
         duration=build(Duration, data.get("duration", {}), f"{where}: [duration]"),
-        weights=_coerce(data["weights"], str, f"{where}: weights") if "weights" in data else None,
         random_weights=_coerce(data.get("random_weights", False), bool, f"{where}: random_weights"),
         source=source,
+        train=_train(data.get("train", {}), f"{where}: [train]"),
     )
     check_compatible(recipe, where)
     return recipe
@@ -244,13 +270,20 @@ def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
 def check_compatible(recipe: Recipe, where: str) -> None:
     """Cross-component checks: guided conditions exist, the sampler fits the model, CFG++ scales."""
     names = recipe.condition_names
+    for cond, _ in recipe.train.dropout:
+        if cond not in names:
+            raise RecipeError(f"{where}: [train] dropout names condition {cond!r}; the recipe's conditioners are {', '.join(names) or 'none'}")
+    if recipe.model is None or recipe.sampler is None:
+        if recipe.train.target == "model":
+            raise RecipeError(f"{where}: [train] target is 'model' but the recipe has no [model]")
+        return
     for cond in recipe.guidance.conditions:
         if cond not in names:
             raise RecipeError(
                 f"{where}: [guidance] names condition {cond!r} but the recipe's conditioners are {', '.join(names) or 'none'}"
             )
     sampler = SAMPLERS[recipe.sampler.type]
-    kind = getattr(recipe.model.config, "kind", "flow")
+    kind = model_kind(recipe.model)
     if kind not in sampler.kinds:
         raise RecipeError(
             f"{where}: sampler {recipe.sampler.type!r} needs a model predicting {' or '.join(sampler.kinds)}, "
@@ -259,6 +292,12 @@ def check_compatible(recipe: Recipe, where: str) -> None:
     if sampler.mean_flow and not getattr(recipe.model.config, "mean_flow", False):
         raise RecipeError(f"{where}: sampler 'meanflow' needs a mean-flow model (mean_flow = true)")
     check_scales(recipe.guidance, sampler.cfgpp, where)
+
+
+def model_kind(model: Component) -> str:
+    """``"tokens"`` for codec LMs, else the continuous model's prediction kind."""
+    cls = MODELS[model.type]
+    return "tokens" if cls.kind == "tokens" else getattr(model.config, "kind", cls.kind)
 
 
 def check_scales(guidance: Guidance, cfgpp: bool, where: str) -> None:

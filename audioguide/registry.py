@@ -18,6 +18,7 @@ from audioguide.conditioners import Characters
 from audioguide.core import AlphaSigma, flow_alpha_sigma
 from audioguide.guidance import GuidedField
 from audioguide.models import ToyFlow
+from audioguide.models.codec_lm import CodecLM
 from audioguide.representations import Frames
 from audioguide.sampling import (
     DiffusionSchedule,
@@ -34,7 +35,7 @@ from audioguide.sampling import (
 
 REPRESENTATIONS: dict[str, type] = {"frames": Frames}
 CONDITIONERS: dict[str, type] = {"characters": Characters}
-MODELS: dict[str, type] = {"toy-flow": ToyFlow}
+MODELS: dict[str, type] = {"toy-flow": ToyFlow, "codec-lm": CodecLM}
 
 Callback = Callable[[int, float, Tensor], None]
 
@@ -86,6 +87,17 @@ class MeanFlowSamplerConfig:
 
 
 @dataclass(frozen=True)
+class TokenSamplerConfig:
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
+            raise ValueError("need temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
+
+
+@dataclass(frozen=True)
 class Sampler:
     """A sampler as recipes see it: its config, the model kinds it accepts, and how to run it."""
 
@@ -95,6 +107,7 @@ class Sampler:
     run: Callable[[GuidedField, Tensor, Any, torch.Generator, Callback | None], Tensor]
     cfgpp: bool = False  # CFG++: guidance scale lives in [0, 1]
     mean_flow: bool = False  # needs a model of average velocity u(z, r, t)
+    tokens: bool = False  # autoregressive over codec tokens: run is (model, cond, policy, frames, cfg, generator)
 
 
 def _flow(fn: Callable, pair: bool = False) -> Sampler:
@@ -124,6 +137,10 @@ def _meanflow(field, x, cfg, generator, callback):
     return sample_meanflow(field, x, cfg.steps, callback=callback)
 
 
+def _autoregressive(model, cond, policy, frames, cfg, generator):
+    return model.generate(cond, frames, policy, generator, cfg.temperature, cfg.top_k, cfg.top_p)
+
+
 _DIFF = ("eps", "v", "x0")
 SAMPLERS: dict[str, Sampler] = {
     "euler": _flow(sample_euler),
@@ -134,4 +151,5 @@ SAMPLERS: dict[str, Sampler] = {
     "dpmpp-2m": Sampler(DiffusionSamplerConfig, _DIFF, lambda c: c.schedule().alpha_sigma, _dpmpp),
     "ddim-cfgpp": Sampler(DiffusionSamplerConfig, _DIFF, lambda c: c.schedule().alpha_sigma, _ddim_cfgpp, cfgpp=True),
     "meanflow": Sampler(MeanFlowSamplerConfig, ("flow",), lambda c: flow_alpha_sigma, _meanflow, mean_flow=True),
+    "ar": Sampler(TokenSamplerConfig, ("tokens",), lambda c: flow_alpha_sigma, _autoregressive, tokens=True),
 }

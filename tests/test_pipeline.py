@@ -108,15 +108,15 @@ def test_weights_load_from_a_checkpoint_and_must_fit(write_recipe, tmp_path):
     assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in state.items())
     assert not np.array_equal(loaded("Weights.", seed=0)[0], pipe("Weights.", seed=0)[0])
     # weights named in the recipe resolve relative to the recipe file
-    named = Pipeline.from_recipe(write_recipe(TINY_TTS.replace('task = "tts"', 'task = "tts"\nweights = "w.safetensors"'), "n.toml"))
+    named = Pipeline.from_recipe(write_recipe(TINY_TTS.replace('hidden = 32', 'hidden = 32\nweights = "w.safetensors"'), "n.toml"))
     assert np.array_equal(named("Weights.", seed=0)[0], loaded("Weights.", seed=0)[0])
     wrong = save_checkpoint(tmp_path / "x.safetensors", {"nope": torch.zeros(1)}, {}, "toy-flow")
-    with pytest.raises(AudioguideError, match="does not fit recipe 'tiny'"):
+    with pytest.raises(AudioguideError, match="does not fit the model of recipe 'tiny'"):
         Pipeline.from_recipe(write_recipe(TINY_TTS), weights=str(wrong))
 
 
 def test_recipe_without_weights_must_say_random(write_recipe):
-    with pytest.raises(AudioguideError, match="no weights given and random_weights is not set"):
+    with pytest.raises(AudioguideError, match="has no weights and random_weights is not set"):
         Pipeline.from_recipe(write_recipe(TINY_TTS.replace("random_weights = true", "")))
 
 

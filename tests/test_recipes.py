@@ -37,7 +37,7 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
     "edit,expect",
     [
         (("hidden = 32", "hiden = 32"), ["[model] (toy-flow): unknown key 'hiden'", "valid keys: hidden, layers"]),
-        (('type = "toy-flow"', 'type = "dit"'), ["[model].type is 'dit'", "valid choices: toy-flow"]),
+        (('type = "toy-flow"', 'type = "wavenet"'), ["[model].type is 'wavenet'", "valid choices:", "toy-flow"]),
         (('type = "euler"', 'type = "eulr"'), ["[sampler].type is 'eulr'", "ddim", "dpmpp-2m", "heun"]),
         (("steps = 4", "steps = 0"), ["[sampler] (euler): steps must be >= 1"]),
         (("steps = 4", 'steps = "four"'), ["[sampler] (euler).steps must be an integer"]),

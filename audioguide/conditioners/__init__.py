@@ -6,5 +6,8 @@ guidance or training dropout removes the condition.
 
 from audioguide.conditioners.base import Conditioner, Encoded
 from audioguide.conditioners.characters import Characters
+from audioguide.conditioners.phonemes import Phonemes
+from audioguide.conditioners.speaker import SpeakerId, SpeakerReference
+from audioguide.conditioners.text_encoder import PretrainedText
 
-__all__ = ["Characters", "Conditioner", "Encoded"]
+__all__ = ["Characters", "Conditioner", "Encoded", "Phonemes", "PretrainedText", "SpeakerId", "SpeakerReference"]

@@ -9,11 +9,19 @@ class Representation(nn.Module):
     """Encodes a waveform ``[B, samples]`` to latents ``[B, channels, frames]`` and decodes back.
 
     Subclasses set ``sample_rate``, ``channels`` and ``hop`` (samples per latent frame).
+
+    Continuous latents go through :meth:`encode` / :meth:`decode`. Representations with discrete
+    tokens also set ``n_codebooks`` (``K``) and ``codebook_size`` (``V``) and implement
+    :meth:`encode_tokens` (``[B, samples] -> LongTensor [B, K, frames]``, values in ``[0, V)``)
+    and :meth:`decode_tokens`; continuous-only representations keep ``n_codebooks = 0`` and
+    raise ``NotImplementedError`` there.
     """
 
     sample_rate: int
     channels: int
     hop: int
+    n_codebooks: int = 0
+    codebook_size: int = 0
 
     @property
     def frame_rate(self) -> float:
@@ -28,3 +36,9 @@ class Representation(nn.Module):
 
     def decode(self, z: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def encode_tokens(self, wav: Tensor) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no discrete tokens")
+
+    def decode_tokens(self, codes: Tensor) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no discrete tokens")

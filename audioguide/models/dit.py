@@ -1,0 +1,375 @@
+"""A Diffusion Transformer over 1-D latent sequences.
+
+Peebles & Xie 2023, "Scalable Diffusion Models with Transformers" (DiT): a stack of transformer
+blocks whose LayerNorms are modulated by a conditioning vector (adaLN, §3.2), with every residual
+branch gated and the modulation and output projection initialised to zero ("adaLN-Zero", §3.2),
+so that each block starts as the identity and the network's initial output is exactly zero.
+
+Conditioning
+------------
+* Time: sinusoidal features of ``t`` (Vaswani et al. 2017, §3.5) through a two-layer MLP; a
+  mean-flow model (Geng et al. 2025, MeanFlow, §4) also embeds the interval length ``t - r`` with
+  its own MLP and adds it (``r`` defaults to ``t``, i.e. the instantaneous velocity).
+* Pooled conditions (``pool = True``): the masked mean of each condition, through its own Linear,
+  is added to the adaLN vector; this carries global conditions such as a speaker embedding.
+* Sequence conditions: ``cond_mode = "cross"`` attends from the frames to the concatenated
+  condition sequences (each projected by its own Linear from the conditioner's width, keys masked
+  by the conditions' masks; PixArt-alpha style cross-attention, gated like the other branches);
+  ``cond_mode = "prefix"`` prepends the projected condition tokens to the frames (in-context
+  conditioning, DiT §3.2) and drops them again after the last block.
+
+Guidance is never computed here: rows whose ``keep`` flag is False simply see their
+conditioner's null condition (:meth:`Generator.conditions`); :mod:`audioguide.guidance` batches
+the branches.
+
+Attention
+---------
+One function, :func:`attention`, serves self- and cross-attention. It calls
+``F.scaled_dot_product_attention`` normally and an explicit ``softmax(Q K^T / sqrt(d)) V`` when
+``math=True``: ``torch.func.jvp`` (forward-mode AD, needed by the mean-flow loss) has no rule for
+the fused CPU kernels. :func:`math_attention` switches a whole model to the explicit path.
+Keys whose mask is False (padded frames, padded or dropped condition tokens) get zero weight.
+Optional RMSNorm on queries and keys (``qk_norm``; Henry et al. 2020, Dehghani et al. 2023) keeps
+the logits bounded, which mean-flow training needs for stability. Rotary position embedding
+(``rope``; Su et al. 2021, RoFormer, eq. 34) encodes frame positions in self-attention; prefix
+condition tokens sit at position 0 (unrotated), so a sample's output never depends on how much
+padding the batch adds. Without ``rope``, sinusoidal absolute positions are added to the frames.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from audioguide.conditioners import Conditioner, Encoded
+from audioguide.core import PREDICTION_KINDS, Cond, Keep
+from audioguide.models.base import Generator, init_random
+
+COND_MODES: tuple[str, ...] = ("cross", "prefix")
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Hyper-parameters of :class:`DiT`; every field is TOML-friendly."""
+
+    dim: int = 64
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    kind: str = "flow"  # prediction kind: flow | eps | v | x0
+    mean_flow: bool = False  # also takes r: predicts the average velocity u(z, r, t)
+    cond_mode: str = "cross"  # cross | prefix
+    qk_norm: bool = True  # RMSNorm on queries and keys
+    rope: bool = True  # rotary positions in self-attention (else sinusoidal absolute positions)
+    pool: bool = True  # add each condition's masked mean to the adaLN vector
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dim <= 0 or self.depth < 0 or self.heads <= 0:
+            raise ValueError(f"dim and heads must be positive and depth non-negative, got {self.dim}, {self.heads}, {self.depth}")
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if (self.dim // self.heads) % 2:
+            raise ValueError(f"head width dim / heads = {self.dim // self.heads} must be even")
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if self.kind not in PREDICTION_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(PREDICTION_KINDS)}, got {self.kind!r}")
+        if self.cond_mode not in COND_MODES:
+            raise ValueError(f"cond_mode must be one of {', '.join(COND_MODES)}, got {self.cond_mode!r}")
+        if self.mean_flow and self.kind != "flow":
+            raise ValueError(f"a mean-flow model predicts kind 'flow', got {self.kind!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention
+# ---------------------------------------------------------------------------------------------
+
+
+def _attendable(mask: Tensor) -> Tensor:
+    """Key mask ``[B, L]`` where a row with no valid key attends to all (avoids NaN rows)."""
+    return mask | ~mask.any(dim=-1, keepdim=True)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, math: bool = False) -> Tensor:
+    """``softmax(Q K^T / sqrt(d)) V`` over keys with ``mask`` True (Vaswani et al. 2017, eq. 1).
+
+    ``q`` is ``[B, H, Lq, d]``, ``k`` and ``v`` ``[B, H, Lk, d]``, ``mask`` ``[B, Lk]`` bool. A row whose
+    keys are all masked attends to all of them (never NaN). ``math=True`` computes it explicitly,
+    which ``torch.func.jvp`` can differentiate; otherwise ``F.scaled_dot_product_attention``.
+    """
+    key_mask = _attendable(mask)[:, None, None, :]
+    if not math:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+    scores = (q @ k.transpose(-2, -1)) / (q.shape[-1] ** 0.5)
+    scores = scores.masked_fill(~key_mask, float("-inf"))
+    return scores.softmax(dim=-1) @ v
+
+
+def rope_angles(positions: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """RoFormer (Su et al. 2021, eq. 34) angles ``m theta_i``, ``theta_i = 10000^(-2i/width)``.
+
+    ``positions`` is ``[L]`` (float); returns ``(cos, sin)`` of shape ``[L, width]`` (each angle twice,
+    for the rotate-half layout).
+    """
+    half = width // 2
+    inv_freq = 10000.0 ** (-torch.arange(half, dtype=positions.dtype, device=positions.device) / half)
+    angles = positions[:, None] * inv_freq[None]
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate pairs ``(x_i, x_{i + d/2})`` of ``x`` ``[B, H, L, d]`` by the angles of each position."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class Attention(nn.Module):
+    """Multi-head attention from ``x`` ``[B, Lq, dim]`` to ``context`` ``[B, Lk, dim]``.
+
+    ``math`` selects the explicit path of :func:`attention` (see :func:`math_attention`).
+    """
+
+    def __init__(self, dim: int, heads: int, qk_norm: bool) -> None:
+        super().__init__()
+        self.heads = heads
+        self.to_q, self.to_k, self.to_v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.to_out = nn.Linear(dim, dim)
+        width = dim // heads
+        self.q_norm: nn.Module = nn.RMSNorm(width) if qk_norm else nn.Identity()
+        self.k_norm: nn.Module = nn.RMSNorm(width) if qk_norm else nn.Identity()
+        self.math = False
+
+    def _split(self, x: Tensor) -> Tensor:
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+    def forward(
+        self, x: Tensor, context: Tensor, mask: Tensor, rope: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        """``rope`` holds ``(cos, sin)`` ``[L, d]``; only for self-attention (``context is x``)."""
+        q = self.q_norm(self._split(self.to_q(x)))
+        k = self.k_norm(self._split(self.to_k(context)))
+        v = self._split(self.to_v(context))
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        out = attention(q, k, v, mask, math=self.math)
+        return self.to_out(out.transpose(1, 2).flatten(2))
+
+
+@contextmanager
+def math_attention(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every :class:`Attention` of ``model`` uses the explicit math path.
+
+    Needed around ``torch.func.jvp`` (no forward-mode AD through fused SDPA on CPU). The previous
+    setting of each module is restored on exit.
+    """
+    modules = [m for m in model.modules() if isinstance(m, Attention)]
+    before = [m.math for m in modules]
+    for m in modules:
+        m.math = True
+    try:
+        yield model
+    finally:
+        for m, b in zip(modules, before):
+            m.math = b
+
+
+# ---------------------------------------------------------------------------------------------
+# Embeddings and blocks
+# ---------------------------------------------------------------------------------------------
+
+
+def sinusoidal(values: Tensor, width: int, scale: float = 1000.0) -> Tensor:
+    """Sinusoidal features (Vaswani et al. 2017, §3.5) of ``scale * values`` ``[N]`` -> ``[N, width]``.
+
+    Frequencies ``10000^(-i / (width/2))``; computed in the dtype of ``values`` (float64 works).
+    """
+    half = width // 2
+    freqs = torch.exp(
+        -math.log(10000.0) * torch.arange(half, dtype=values.dtype, device=values.device) / half
+    )
+    angles = scale * values[:, None] * freqs[None]
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+class TimeEmbedding(nn.Module):
+    """DiT's timestep embedder: sinusoidal features of ``t`` in ``[0, 1]`` -> Linear-SiLU-Linear."""
+
+    def __init__(self, dim: int, features: int = 256) -> None:
+        super().__init__()
+        self.features = features
+        self.mlp = nn.Sequential(nn.Linear(features, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: Tensor) -> Tensor:
+        return self.mlp(sinusoidal(t, self.features))
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN: ``x (1 + scale) + shift`` with per-sample ``shift``, ``scale`` ``[B, dim]`` (DiT §3.2)."""
+    return x * (1.0 + scale[:, None]) + shift[:, None]
+
+
+class DiTBlock(nn.Module):
+    """adaLN-Zero block: gated self-attention, optional gated cross-attention, gated MLP."""
+
+    def __init__(self, config: DiTConfig, cross: bool) -> None:
+        super().__init__()
+        d = config.dim
+        self.cross = cross
+        self.norm_attn = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(d, config.heads, config.qk_norm)
+        self.norm_mlp = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        hidden = max(1, int(round(d * config.mlp_ratio)))
+        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d))
+        if cross:
+            self.norm_cross = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+            self.cross_attn = Attention(d, config.heads, config.qk_norm)
+        # shift, scale, gate for each of the 2 (or 3) residual branches
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, (9 if cross else 6) * d))
+
+    def forward(
+        self,
+        h: Tensor,
+        c: Tensor,
+        mask: Tensor,
+        rope: tuple[Tensor, Tensor] | None,
+        context: Encoded | None,
+    ) -> Tensor:
+        mods = self.ada(c).chunk(9 if self.cross else 6, dim=-1)
+        shift, scale, gate = mods[0:3]
+        x = modulate(self.norm_attn(h), shift, scale)
+        h = h + gate[:, None] * self.attn(x, x, mask, rope)
+        if self.cross and context is not None:
+            shift, scale, gate = mods[6:9]
+            x = modulate(self.norm_cross(h), shift, scale)
+            h = h + gate[:, None] * self.cross_attn(x, context.emb, context.mask)
+        shift, scale, gate = mods[3:6]
+        return h + gate[:, None] * self.mlp(modulate(self.norm_mlp(h), shift, scale))
+
+
+class FinalLayer(nn.Module):
+    """DiT's output head: adaLN (shift, scale) then a Linear to the latent channels."""
+
+    def __init__(self, dim: int, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.out = nn.Linear(dim, channels)
+
+    def forward(self, h: Tensor, c: Tensor) -> Tensor:
+        shift, scale = self.ada(c).chunk(2, dim=-1)
+        return self.out(modulate(self.norm(h), shift, scale))
+
+
+def masked_mean(enc: Encoded) -> Tensor:
+    """Mean of ``enc.emb`` ``[B, L, D]`` over the tokens with ``enc.mask`` True -> ``[B, D]``."""
+    m = enc.mask.unsqueeze(-1).to(enc.emb.dtype)
+    return (enc.emb * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The generator
+# ---------------------------------------------------------------------------------------------
+
+
+class DiT(Generator):
+    """Diffusion Transformer (Peebles & Xie 2023) over latents ``[B, C, T]``; see the module doc."""
+
+    Config = DiTConfig
+
+    def __init__(self, config: DiTConfig, channels: int, conditioners: Mapping[str, Conditioner]) -> None:
+        super().__init__(conditioners)
+        self.config, self.kind, self.mean_flow = config, config.kind, config.mean_flow
+        d = config.dim
+        self.inp = nn.Linear(channels, d)
+        self.time = TimeEmbedding(d)
+        self.interval = TimeEmbedding(d) if config.mean_flow else None
+        self.cond_proj = nn.ModuleDict({n: nn.Linear(c.dim, d) for n, c in conditioners.items()})
+        self.pool_proj = nn.ModuleDict(
+            {n: nn.Linear(c.dim, d) for n, c in conditioners.items()} if config.pool else {}
+        )
+        cross = config.cond_mode == "cross" and len(conditioners) > 0
+        self.blocks = nn.ModuleList(DiTBlock(config, cross) for _ in range(config.depth))
+        self.final = FinalLayer(d, channels)
+        init_random(self, config.seed)
+        self._init_zero()
+
+    def _init_zero(self) -> None:
+        """adaLN-Zero (DiT §3.2): zero modulation and output projection; unit qk-norm gains."""
+        with torch.no_grad():
+            for block in self.blocks:
+                block.ada[-1].weight.zero_()
+                block.ada[-1].bias.zero_()
+            for p in (self.final.ada[-1].weight, self.final.ada[-1].bias, self.final.out.weight, self.final.out.bias):
+                p.zero_()
+            for m in self.modules():
+                if isinstance(m, nn.RMSNorm) and m.weight is not None:
+                    m.weight.fill_(1.0)
+
+    # -- pieces of the forward -----------------------------------------------------------------
+
+    def _adaln_vector(self, t: Tensor, r: Tensor, conds: Mapping[str, Encoded]) -> Tensor:
+        """``c = emb(t) [+ emb(t - r)] [+ sum_k W_k mean(cond_k)]``, shape ``[B, dim]``."""
+        c = self.time(t)
+        if self.interval is not None:
+            c = c + self.interval(t - r)
+        for name, proj in self.pool_proj.items():
+            c = c + proj(masked_mean(conds[name]))
+        return c
+
+    def _context(self, conds: Mapping[str, Encoded]) -> Encoded | None:
+        """The projected condition sequences, concatenated along length, with their masks."""
+        if not conds:
+            return None
+        embs = [self.cond_proj[n](enc.emb) for n, enc in conds.items()]
+        masks = [enc.mask for enc in conds.values()]
+        return Encoded(torch.cat(embs, dim=1), torch.cat(masks, dim=1))
+
+    def _positions(self, h: Tensor, prefix: int) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """Frame positions: RoPE angles (prefix tokens at position 0), or absolute sinusoids added."""
+        frames = h.shape[1] - prefix
+        pos = torch.arange(frames, dtype=h.dtype, device=h.device)
+        if not self.config.rope:
+            absolute = sinusoidal(pos, self.config.dim, scale=1.0)
+            return h + F.pad(absolute, (0, 0, prefix, 0))[None], None
+        pos = torch.cat([torch.zeros(prefix, dtype=h.dtype, device=h.device), pos])
+        return h, rope_angles(pos, self.config.dim // self.config.heads)
+
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        cond: Cond,
+        keep: Keep,
+        mask: Tensor | None = None,
+        r: Tensor | None = None,
+    ) -> Tensor:
+        """Prediction of ``self.kind`` (or average velocity ``u(x, r, t)``) shaped like ``x`` ``[B, C, T]``.
+
+        ``t`` and ``r`` are ``[B]`` (``r`` defaults to ``t``); ``mask`` ``[B, T]`` marks real frames
+        (padded frames are never attended to; their own outputs are meaningless).
+        """
+        B, _, T = x.shape
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(B)
+        r = t if r is None else torch.as_tensor(r, dtype=x.dtype, device=x.device).expand(B)
+        mask = torch.ones(B, T, dtype=torch.bool, device=x.device) if mask is None else mask.bool()
+        conds = self.conditions(cond, keep)
+        c = self._adaln_vector(t, r, conds)
+        context = self._context(conds)
+        h = self.inp(x.transpose(1, 2))
+        prefix = 0
+        if self.config.cond_mode == "prefix" and context is not None:
+            prefix = context.emb.shape[1]
+            h = torch.cat([context.emb, h], dim=1)
+            mask = torch.cat([context.mask, mask], dim=1)
+        h, rope = self._positions(h, prefix)
+        for block in self.blocks:
+            h = block(h, c, mask, rope, context)
+        return self.final(h[:, prefix:], c).transpose(1, 2)

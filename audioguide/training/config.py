@@ -1,0 +1,66 @@
+"""The ``[train]`` table of a recipe: what to train and how.
+
+    [train]
+    target = "model"            # model | representation (our autoencoder)
+    steps = 2000
+    batch_size = 16
+    lr = 3e-4
+    segment_seconds = 4.0       # random crops; 0 = whole clips
+    dropout = { text = 0.1, speaker = 0.1 }   # per-condition dropout for CFG
+    dropout_all = 0.1
+    ema = 0.999                 # exported weights are the EMA (0 = off)
+    [train.meanflow]            # mean-flow models only (audioguide.training.continuous.MeanFlowConfig)
+    omega = 0.3
+    kappa = 0.9
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    target: str = "model"
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup: int = 100
+    grad_clip: float = 1.0
+    seed: int = 0
+    segment_seconds: float = 0.0
+    validation: float = 0.05  # fraction of the manifest held out for validation samples
+    log_every: int = 10
+    save_every: int = 200
+    sample_every: int = 500
+    ema: float = 0.0
+    dropout: tuple[tuple[str, float], ...] = ()
+    dropout_all: float = 0.0
+    t_dist: str = "logit-normal"  # flow matching time distribution: logit-normal | uniform
+    curriculum_steps: int = 0  # mean flow: steps over which r = t (flow matching) fades to the mean-flow mix
+    adversarial: bool = False  # autoencoder: add the light adversarial term
+    meanflow: Any = None  # audioguide.training.continuous.MeanFlowConfig, from [train.meanflow]
+
+    def __post_init__(self) -> None:
+        if self.target not in ("model", "representation"):
+            raise ValueError(f"target must be model or representation, got {self.target!r}")
+        for name in ("steps", "batch_size", "log_every", "save_every", "sample_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup < 0 or self.grad_clip < 0:
+            raise ValueError("lr must be > 0 and weight_decay, warmup, grad_clip >= 0")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if not 0.0 <= self.validation < 1.0:
+            raise ValueError(f"validation must be in [0, 1), got {self.validation}")
+        if self.segment_seconds < 0:
+            raise ValueError("segment_seconds must be >= 0")
+        for name, p in self.dropout + (("all", self.dropout_all),):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"dropout for {name!r} must be in [0, 1], got {p}")
+        if self.t_dist not in ("logit-normal", "uniform"):
+            raise ValueError(f"t_dist must be logit-normal or uniform, got {self.t_dist!r}")
+        if self.curriculum_steps < 0:
+            raise ValueError("curriculum_steps must be >= 0")

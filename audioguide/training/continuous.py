@@ -1,0 +1,425 @@
+"""Training objectives for continuous generators: flow matching, discrete diffusion, MeanFlow.
+
+Every objective is a pure function ``(model, x0, cond, keep, generator, ...) -> (loss, logs)``:
+``loss`` a scalar tensor to back-propagate, ``logs`` plain floats. All randomness (times, noise,
+which rows are flow rows) comes from the explicit ``generator``. ``keep`` is the per-condition
+dropout of :func:`audioguide.training.conditions.draw_keep`; ``mask`` ``[B, T]`` (True = real
+frame) restricts every loss to valid frames, so padding never changes a loss.
+
+Conventions (see :mod:`audioguide.core`): ``x_t = alpha_t x_0 + sigma_t eps`` with ``t = 1`` the
+noise end; for flows ``x_t = (1 - t) x_0 + t eps`` and ``v = eps - x_0``.
+
+MeanFlow with folded guidance
+-----------------------------
+MeanFlow (Geng et al. 2025, arXiv 2505.13447) trains the average velocity
+``u(z_t, r, t) = 1/(t - r) int_r^t v(z_tau, tau) dtau`` through the MeanFlow identity (eq. 6)
+``u = v - (t - r) du/dt`` with ``du/dt = v d_z u + d_t u`` (eq. 8), computed as one Jacobian-vector
+product of the network with tangents ``(v, 0, 1)`` for ``(z, r, t)`` (Alg. 1), and a
+stop-gradient target ``u_tgt = sg(v - (t - r) du/dt)`` (eq. 10). MeanAudio (arXiv 2508.06098)
+uses it for text-to-audio, after plain flow-matching pre-training (see
+:func:`curriculum_flow_ratio`).
+
+Guidance is folded into training (MeanFlow §4.2 and its appendix; MeanAudio): the velocity on
+rows whose guided conditions were kept is replaced by
+
+    v_tgt = omega v + kappa u(z_t, t, t | c) + (1 - omega - kappa) u(z_t, t, t | null),
+
+(model terms without gradient). At convergence ``u(c) = v_tgt`` on the conditional rows, so
+``u(c) = u(null) + omega / (1 - kappa) (v - u(null))``: classifier-free guidance with the
+effective scale ``w = omega / (1 - kappa)`` in our convention (``u + w (c - u)``, see
+:mod:`audioguide.guidance`), baked into a one-step sampler that needs no guidance at inference.
+``omega = 1``, ``kappa = 0`` is no guidance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from audioguide.core import Cond, Keep, expand_like, from_x0_eps
+from audioguide.models.dit import math_attention
+from audioguide.sampling import DiffusionSchedule
+
+Logs = dict[str, float]
+T_DISTS: tuple[str, ...] = ("logit-normal", "uniform")
+DIFFUSION_KINDS: tuple[str, ...] = ("eps", "v", "x0")
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces
+# ---------------------------------------------------------------------------------------------
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) -> Tensor:
+    """Standard normal noise drawn from ``generator`` (on its device), moved to ``like``."""
+    return torch.randn(shape, generator=generator, device=generator.device).to(like.device, like.dtype)
+
+
+def _rand(n: int, generator: torch.Generator, like: Tensor) -> Tensor:
+    return torch.rand(n, generator=generator, device=generator.device).to(like.device, like.dtype)
+
+
+def logit_normal(n: int, generator: torch.Generator, like: Tensor, mu: float, sigma: float) -> Tensor:
+    """``t = sigmoid(mu + sigma * n)``, ``n ~ N(0, 1)``: SD3's logit-normal sampling (Esser et al. 2024, §3.1, eq. 19)."""
+    return torch.sigmoid(mu + sigma * _randn((n,), generator, like))
+
+
+def draw_times(
+    n: int, generator: torch.Generator, like: Tensor, t_dist: str, mu: float, sigma: float
+) -> Tensor:
+    """``n`` times in ``(0, 1)`` from ``"logit-normal"`` (mu, sigma) or ``"uniform"``."""
+    if t_dist == "logit-normal":
+        return logit_normal(n, generator, like, mu, sigma)
+    if t_dist == "uniform":
+        return _rand(n, generator, like)
+    raise ValueError(f"unknown t_dist {t_dist!r}; choose one of {', '.join(T_DISTS)}")
+
+
+def frame_weights(x0: Tensor, mask: Tensor | None) -> Tensor:
+    """Per-frame weights ``[B, 1, T]`` (1 on valid frames, 0 on padding) in ``x0``'s dtype."""
+    if mask is None:
+        return torch.ones(x0.shape[0], 1, x0.shape[-1], dtype=x0.dtype, device=x0.device)
+    if mask.shape != (x0.shape[0], x0.shape[-1]):
+        raise ValueError(f"mask must be [B, T] = {(x0.shape[0], x0.shape[-1])}, got {tuple(mask.shape)}")
+    return mask.to(x0.device, x0.dtype)[:, None, :]
+
+
+def per_sample_mse(err: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of ``err**2`` ``[B, C, T]`` over channels and valid frames, per sample -> ``[B]``."""
+    w = frame_weights(err, mask)
+    denom = (w.sum(dim=(1, 2)) * err.shape[1]).clamp_min(1.0)
+    return (err.square() * w).sum(dim=(1, 2)) / denom
+
+
+def masked_mse(err: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of ``err**2`` over every valid element of the batch (padding excluded) -> scalar."""
+    w = frame_weights(err, mask)
+    return (err.square() * w).sum() / (w.sum() * err.shape[1]).clamp_min(1.0)
+
+
+def _extra(mask: Tensor | None, **more: Tensor) -> dict[str, Tensor]:
+    """Keyword extras for ``model(...)``; ``mask`` is passed only when given."""
+    return ({} if mask is None else {"mask": mask}) | more
+
+
+# ---------------------------------------------------------------------------------------------
+# Flow matching and diffusion
+# ---------------------------------------------------------------------------------------------
+
+
+def flow_matching_loss(
+    model: nn.Module,
+    x0: Tensor,
+    cond: Cond,
+    keep: Keep,
+    generator: torch.Generator,
+    mask: Tensor | None = None,
+    t_dist: str = "logit-normal",
+    mu: float = 0.0,
+    sigma: float = 1.0,
+) -> tuple[Tensor, Logs]:
+    """Conditional flow matching / rectified flow (Lipman et al. 2023, eq. 23; Liu et al. 2023, eq. 1).
+
+    ``x_t = (1 - t) x_0 + t eps``, target ``v = eps - x_0``, loss ``E ||v_theta(x_t, t) - v||^2``
+    over valid frames; ``t`` logit-normal (SD3, Esser et al. 2024, §3.1) or uniform.
+    """
+    if getattr(model, "kind", "flow") != "flow":
+        raise ValueError(f"flow matching trains a 'flow' model, got kind {model.kind!r}")
+    B = x0.shape[0]
+    t = draw_times(B, generator, x0, t_dist, mu, sigma)
+    eps = _randn(tuple(x0.shape), generator, x0)
+    te = expand_like(t, x0)
+    x_t = (1.0 - te) * x0 + te * eps
+    pred = model(x_t, t, cond, keep, **_extra(mask))
+    loss = masked_mse(pred - (eps - x0), mask)
+    return loss, {"loss": loss.item()}
+
+
+def diffusion_loss(
+    model: nn.Module,
+    x0: Tensor,
+    cond: Cond,
+    keep: Keep,
+    generator: torch.Generator,
+    schedule: DiffusionSchedule,
+    kind: str,
+    mask: Tensor | None = None,
+) -> tuple[Tensor, Logs]:
+    """Denoising loss on a discrete schedule (Ho et al. 2020, eq. 14, "simple" loss).
+
+    ``n ~ U{0, .., N-1}``, ``x_t = sqrt(abar_n) x_0 + sqrt(1 - abar_n) eps``, model input
+    ``t = n / (N - 1)``; the target is ``eps``, ``v = alpha eps - sigma x_0`` (Salimans & Ho 2022,
+    eq. 3.3) or ``x_0`` per ``kind``.
+    """
+    if kind not in DIFFUSION_KINDS:
+        raise ValueError(f"diffusion kind must be one of {', '.join(DIFFUSION_KINDS)}, got {kind!r}")
+    B, N = x0.shape[0], schedule.num_train_steps
+    n = torch.randint(0, N, (B,), generator=generator, device=generator.device).to(x0.device)
+    acp = schedule.alphas_cumprod.to(x0.device)[n]
+    alpha, sigma = acp.sqrt().to(x0.dtype), (1.0 - acp).sqrt().to(x0.dtype)
+    eps = _randn(tuple(x0.shape), generator, x0)
+    x_t = expand_like(alpha, x0) * x0 + expand_like(sigma, x0) * eps
+    t = n.to(x0.dtype) / (N - 1)
+    pred = model(x_t, t, cond, keep, **_extra(mask))
+    loss = masked_mse(pred - from_x0_eps(x0, eps, kind, alpha, sigma), mask)
+    return loss, {"loss": loss.item()}
+
+
+# ---------------------------------------------------------------------------------------------
+# MeanFlow
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MeanFlowConfig:
+    """MeanFlow training (Geng et al. 2025) with MeanAudio's defaults.
+
+    ``flow_ratio``: fraction of the batch with ``r = t`` (plain flow matching rows).
+    ``mu``, ``sigma``: logit-normal parameters of the two time draws.
+    ``p``, ``c``: adaptive loss weight ``w = 1 / (||delta||^2 + c)^p`` (MeanFlow §4.3).
+    ``omega``, ``kappa``: folded guidance, effective CFG scale ``omega / (1 - kappa)``.
+    ``guided_conditions``: the conditions guidance is folded on (``()`` = all of ``keep``).
+    """
+
+    flow_ratio: float = 0.75
+    mu: float = -0.4
+    sigma: float = 1.0
+    p: float = 1.0
+    c: float = 1e-3
+    omega: float = 1.0
+    kappa: float = 0.0
+    guided_conditions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.flow_ratio <= 1.0:
+            raise ValueError(f"flow_ratio must be in [0, 1], got {self.flow_ratio}")
+        if not self.sigma > 0 or not self.c > 0 or self.p < 0:
+            raise ValueError(f"need sigma > 0, c > 0, p >= 0; got {self.sigma}, {self.c}, {self.p}")
+        if not self.omega > 0 or not 0.0 <= self.kappa < 1.0:
+            raise ValueError(f"need omega > 0 and 0 <= kappa < 1; got {self.omega}, {self.kappa}")
+        object.__setattr__(self, "guided_conditions", tuple(self.guided_conditions))
+
+    @property
+    def guided(self) -> bool:
+        """Whether guidance is folded into the target at all."""
+        return self.omega != 1.0 or self.kappa != 0.0
+
+    @property
+    def effective_scale(self) -> float:
+        """The CFG scale ``w`` (``u + w (c - u)``) the trained model imitates: ``omega / (1 - kappa)``."""
+        return self.omega / (1.0 - self.kappa)
+
+
+class MeanFlowTerms(NamedTuple):
+    """Everything the mean-flow loss is built from (exposed for tests and diagnostics)."""
+
+    r: Tensor  # [B]
+    t: Tensor  # [B]
+    z: Tensor  # z_t = (1 - t) x0 + t eps
+    v: Tensor  # eps - x0, the conditional velocity
+    v_tgt: Tensor  # v with guidance folded in (equals v without guidance)
+    u: Tensor  # network output u(z, r, t), with gradient
+    dudt: Tensor  # total derivative d/dt u = v_tgt d_z u + d_t u (detached)
+    u_tgt: Tensor  # sg(v_tgt - (t - r) du/dt)
+
+
+def draw_interval(
+    n: int, generator: torch.Generator, like: Tensor, config: MeanFlowConfig
+) -> tuple[Tensor, Tensor]:
+    """``(r, t)``: two logit-normal draws, ``t = max``, ``r = min``; ``r = t`` on ``flow_ratio`` of the rows.
+
+    MeanFlow §4.3 / Alg. 1; the rows with ``r = t`` are a random ``int(flow_ratio * n)`` of the batch.
+    """
+    a = logit_normal(n, generator, like, config.mu, config.sigma)
+    b = logit_normal(n, generator, like, config.mu, config.sigma)
+    t, r = torch.maximum(a, b), torch.minimum(a, b)
+    flow_rows = torch.randperm(n, generator=generator, device=generator.device)[: int(config.flow_ratio * n)]
+    r = r.clone()
+    r[flow_rows.to(r.device)] = t[flow_rows.to(t.device)]
+    return r, t
+
+
+def kept_rows(keep: Keep, names: tuple[str, ...], batch: int, device: torch.device) -> Tensor:
+    """Rows ``[B]`` on which every condition in ``names`` (all of ``keep`` if empty) was kept."""
+    rows = torch.ones(batch, dtype=torch.bool, device=device)
+    for name in names or tuple(keep):
+        if name not in keep:
+            raise ValueError(f"guided condition {name!r} is not in keep ({', '.join(keep) or 'none'})")
+        rows = rows & keep[name].to(device)
+    return rows
+
+
+@torch.no_grad()
+def guided_velocity(
+    model: nn.Module,
+    z: Tensor,
+    t: Tensor,
+    v: Tensor,
+    cond: Cond,
+    keep: Keep,
+    config: MeanFlowConfig,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """``v_tgt = omega v + kappa u(z, t, t | c) + (1 - omega - kappa) u(z, t, t | null)`` on kept rows.
+
+    MeanFlow §4.2 (eq. 13 and its kappa variant in the appendix; MeanAudio). Both model terms come
+    from ONE no-grad forward with the conditional and null rows stacked; rows on which a guided
+    condition was dropped keep ``v``. Always computes the formula (``omega = 1``, ``kappa = 0``
+    returns ``v``).
+    """
+    B = z.shape[0]
+    guided = list(config.guided_conditions or tuple(keep))
+    rows = kept_rows(keep, tuple(guided), B, z.device)
+    null_keep = {n: (torch.zeros_like(k) if n in guided else k) for n, k in keep.items()}
+    both = {n: torch.cat([keep[n], null_keep[n]]) for n in keep}
+    extra = _extra(None if mask is None else torch.cat([mask, mask]), r=torch.cat([t, t]))
+    out = model(
+        torch.cat([z, z]), torch.cat([t, t]), {k: torch.cat([c, c]) for k, c in cond.items()}, both, **extra
+    )
+    u_c, u_null = out.detach().chunk(2)
+    folded = config.omega * v + config.kappa * u_c + (1.0 - config.omega - config.kappa) * u_null
+    return torch.where(expand_like(rows, v), folded, v)
+
+
+def mean_flow_jvp(
+    model: nn.Module,
+    z: Tensor,
+    r: Tensor,
+    t: Tensor,
+    v: Tensor,
+    cond: Cond,
+    keep: Keep,
+    mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``(u, du/dt)`` in ONE ``torch.func.jvp`` of ``(z, r, t) -> u`` with tangents ``(v, 0, 1)``.
+
+    MeanFlow eq. 8 / Alg. 1: ``du/dt = v d_z u + 0 d_r u + d_t u``. ``u`` keeps its graph (it is
+    the prediction being trained); ``du/dt`` is returned detached. Attention runs on its explicit
+    math path during the JVP (:func:`audioguide.models.dit.math_attention`).
+    """
+
+    def u_of(z_: Tensor, r_: Tensor, t_: Tensor) -> Tensor:
+        return model(z_, t_, cond, keep, **_extra(mask, r=r_))
+
+    with math_attention(model):
+        u, dudt = torch.func.jvp(u_of, (z, r, t), (v, torch.zeros_like(r), torch.ones_like(t)))
+    return u, dudt.detach()
+
+
+def mean_flow_target(v_tgt: Tensor, r: Tensor, t: Tensor, dudt: Tensor) -> Tensor:
+    """``u_tgt = sg(v_tgt - (t - r) du/dt)`` (MeanFlow eq. 10)."""
+    return (v_tgt - expand_like(t - r, v_tgt) * dudt).detach()
+
+
+def adaptive_weighted_loss(delta: Tensor, mask: Tensor | None, p: float, c: float) -> tuple[Tensor, Tensor]:
+    """MeanFlow §4.3 adaptive weighting: ``mean_b sg(w_b) ||delta_b||^2``, ``w_b = 1 / (||delta_b||^2 + c)^p``.
+
+    ``||delta_b||^2`` is the per-sample MEAN square over channels and valid frames (not the sum),
+    so ``c`` means the same for any latent size and padding. Returns ``(loss, per-sample mse)``.
+    """
+    mse = per_sample_mse(delta, mask)
+    w = 1.0 / (mse.detach() + c) ** p
+    return (w * mse).mean(), mse.detach()
+
+
+def mean_flow_terms(
+    model: nn.Module,
+    x0: Tensor,
+    cond: Cond,
+    keep: Keep,
+    generator: torch.Generator,
+    config: MeanFlowConfig,
+    mask: Tensor | None = None,
+) -> MeanFlowTerms:
+    """Draw ``(r, t, eps)``, fold guidance, and compute ``u``, ``du/dt`` and the target (Alg. 1)."""
+    if not getattr(model, "mean_flow", True):
+        raise ValueError("mean_flow_loss needs a mean-flow model (config mean_flow = true)")
+    B = x0.shape[0]
+    r, t = draw_interval(B, generator, x0, config)
+    eps = _randn(tuple(x0.shape), generator, x0)
+    te = expand_like(t, x0)
+    z = (1.0 - te) * x0 + te * eps
+    v = eps - x0
+    v_tgt = guided_velocity(model, z, t, v, cond, keep, config, mask) if config.guided else v
+    u, dudt = mean_flow_jvp(model, z, r, t, v_tgt, cond, keep, mask)
+    return MeanFlowTerms(r, t, z, v, v_tgt, u, dudt, mean_flow_target(v_tgt, r, t, dudt))
+
+
+def mean_flow_loss(
+    model: nn.Module,
+    x0: Tensor,
+    cond: Cond,
+    keep: Keep,
+    generator: torch.Generator,
+    config: MeanFlowConfig = MeanFlowConfig(),
+    mask: Tensor | None = None,
+) -> tuple[Tensor, Logs]:
+    """MeanFlow loss (Geng et al. 2025, eq. 9-10, Alg. 1) with MeanAudio's folded guidance.
+
+    ``model(z, t, cond, keep, r=r, mask=mask)`` predicts ``u(z, r, t)``. Logs: the weighted
+    ``loss``, the unweighted ``mse``, and ``mse_flow`` / ``mse_mean`` on the rows with ``r = t``
+    and ``r < t`` (NaN when a group is empty).
+    """
+    terms = mean_flow_terms(model, x0, cond, keep, generator, config, mask)
+    loss, mse = adaptive_weighted_loss(terms.u - terms.u_tgt, mask, config.p, config.c)
+    flow = terms.r == terms.t
+    logs = {
+        "loss": loss.item(),
+        "mse": mse.mean().item(),
+        "mse_flow": mse[flow].mean().item() if bool(flow.any()) else float("nan"),
+        "mse_mean": mse[~flow].mean().item() if bool((~flow).any()) else float("nan"),
+    }
+    return loss, logs
+
+
+# ---------------------------------------------------------------------------------------------
+# Flow matching -> MeanFlow curriculum
+# ---------------------------------------------------------------------------------------------
+
+
+def curriculum_flow_ratio(step: int, warmup_steps: int, final_ratio: float) -> float:
+    """``flow_ratio`` at ``step``: linear from 1.0 (pure flow matching, ``r = t`` always) to ``final_ratio``.
+
+    MeanAudio (arXiv 2508.06098) first trains plain flow matching, then fine-tunes with the
+    mean-flow loss; ramping the share of ``r < t`` rows over ``warmup_steps`` is a smooth version of
+    that hand-over (``warmup_steps = 0`` switches at once). Constant ``final_ratio`` afterwards.
+    """
+    if warmup_steps < 0 or step < 0:
+        raise ValueError(f"step and warmup_steps must be >= 0, got {step}, {warmup_steps}")
+    if not 0.0 <= final_ratio <= 1.0:
+        raise ValueError(f"final_ratio must be in [0, 1], got {final_ratio}")
+    if step >= warmup_steps:
+        return final_ratio
+    return 1.0 + (final_ratio - 1.0) * step / warmup_steps
+
+
+def flow_to_mean_flow(config: MeanFlowConfig, step: int, warmup_steps: int) -> MeanFlowConfig:
+    """``config`` with ``flow_ratio`` replaced by :func:`curriculum_flow_ratio` at ``step``."""
+    ratio = curriculum_flow_ratio(step, warmup_steps, config.flow_ratio)
+    return dataclasses.replace(config, flow_ratio=ratio)
+
+
+__all__ = [
+    "MeanFlowConfig",
+    "MeanFlowTerms",
+    "adaptive_weighted_loss",
+    "curriculum_flow_ratio",
+    "diffusion_loss",
+    "draw_interval",
+    "draw_times",
+    "flow_matching_loss",
+    "flow_to_mean_flow",
+    "guided_velocity",
+    "kept_rows",
+    "logit_normal",
+    "masked_mse",
+    "mean_flow_jvp",
+    "mean_flow_loss",
+    "mean_flow_target",
+    "mean_flow_terms",
+    "per_sample_mse",
+]

@@ -1,0 +1,99 @@
+"""Training data from manifests: audio resampled once and held in memory, seeded batches.
+
+Each step draws a batch of rows with an explicit generator, crops each clip to at most
+``segment_seconds`` (a random window, also from the generator; 0 keeps whole clips), pads to the
+longest, and returns the lengths so losses can ignore padding. Small corpora (the ones these
+machines train on) fit in memory many times over; the resampling cost is paid once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from audioguide.audio import read_audio
+from audioguide.core import AudioguideError
+from audioguide.manifest import Row, read_manifest
+
+INPUT_FIELDS = ("text", "speaker", "caption")
+
+
+@dataclass(frozen=True)
+class AudioBatch:
+    """Padded waveforms ``[B, S]``, their lengths ``[B]`` and the rows' inputs by field."""
+
+    wav: Tensor
+    lengths: Tensor
+    inputs: dict[str, list[str]]
+
+    def frame_mask(self, hop: int, frames: int) -> Tensor:
+        """``[B, frames]`` True where a latent frame covers real audio (``ceil(length / hop)``)."""
+        valid = (self.lengths + hop - 1) // hop
+        return torch.arange(frames)[None] < valid[:, None]
+
+
+class AudioDataset:
+    """A manifest's audio at one sample rate, in memory."""
+
+    def __init__(self, rows: Sequence[Row], sample_rate: int, needs: Sequence[str] = ()) -> None:
+        if not rows:
+            raise AudioguideError("the training manifest has no rows")
+        self.rows = list(rows)
+        self.sample_rate = sample_rate
+        for row in self.rows:
+            if row.audio is None:
+                raise AudioguideError(f"manifest row {row.id!r} has no 'audio'")
+            for field in needs:
+                if getattr(row, field) is None:
+                    raise AudioguideError(f"manifest row {row.id!r} has no {field!r}, which this recipe conditions on")
+        self.audio = [torch.from_numpy(read_audio(r.audio, sample_rate)[0]) for r in self.rows]
+
+    @classmethod
+    def from_manifest(cls, path: str | Path, sample_rate: int, needs: Sequence[str] = ()) -> AudioDataset:
+        return cls(read_manifest(path), sample_rate, needs)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def seconds(self) -> float:
+        return sum(len(a) for a in self.audio) / self.sample_rate
+
+    def batch(self, indices: Sequence[int], generator: torch.Generator, segment_seconds: float = 0.0) -> AudioBatch:
+        segment = int(segment_seconds * self.sample_rate)
+        clips = []
+        for i in indices:
+            wav = self.audio[i]
+            if segment and len(wav) > segment:
+                start = int(torch.randint(0, len(wav) - segment + 1, (1,), generator=generator))
+                wav = wav[start : start + segment]
+            clips.append(wav)
+        lengths = torch.tensor([len(c) for c in clips])
+        out = torch.zeros(len(clips), int(lengths.max()))
+        for j, c in enumerate(clips):
+            out[j, : len(c)] = c
+        inputs = {f: [getattr(self.rows[i], f) or "" for i in indices] for f in INPUT_FIELDS}
+        return AudioBatch(out, lengths, inputs)
+
+    def sample(self, batch_size: int, generator: torch.Generator, segment_seconds: float = 0.0) -> AudioBatch:
+        """A random batch (with replacement across steps, without within a batch when possible)."""
+        n = len(self)
+        idx = torch.randperm(n, generator=generator)[: min(batch_size, n)].tolist()
+        while len(idx) < batch_size:
+            idx.append(int(torch.randint(0, n, (1,), generator=generator)))
+        return self.batch(idx, generator, segment_seconds)
+
+
+def split_holdout(rows: Sequence[Row], fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
+    """Deterministic train / validation split (at least one validation row when fraction > 0)."""
+    rows = list(rows)
+    if fraction <= 0 or len(rows) < 2:
+        return rows, []
+    order = np.random.default_rng(seed).permutation(len(rows))
+    k = max(1, int(round(fraction * len(rows))))
+    val = {int(i) for i in order[:k]}
+    return [r for i, r in enumerate(rows) if i not in val], [r for i, r in enumerate(rows) if i in val]

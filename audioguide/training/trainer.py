@@ -1,0 +1,316 @@
+"""``audioguide train``: one seeded, resumable training loop for every family.
+
+What is trained follows from the recipe:
+
+* ``[train] target = "representation"``: our autoencoder, with its reconstruction objective;
+* a codec language model (``model.kind == "tokens"``): next-token cross-entropy on the
+  representation's tokens;
+* a continuous generator: flow matching (``kind = "flow"``), mean flows (``mean_flow = true``) or
+  discrete-time diffusion (``kind = "eps" | "v" | "x0"``) on the representation's latents.
+
+The loop, in order, per step: draw a batch from the explicit generator; drop conditions for CFG;
+compute the family's loss; backward; clip; AdamW step with linear warm-up and cosine decay; update
+the EMA. Every ``save_every`` steps it writes ``train_state.safetensors`` (weights, EMA, optimizer,
+generator state and step: everything needed to resume bit-for-bit, and no pickles) and exports
+``model.safetensors`` in the shipped format (config in the metadata). Every ``sample_every`` steps
+it writes a validation sample from a held-out manifest row. Running the same command again resumes.
+
+Multi-GPU / multi-node: launch the same command with ``torchrun --nproc_per_node N -m
+audioguide.cli train ...`` (torch.distributed: NCCL on GPUs, Gloo on CPUs); each rank draws its
+own batches (seed + rank), gradients are all-reduced and averaged after every backward, and only
+rank 0 writes. The single-process CPU path is the default.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from audioguide.audio import write_wav
+from audioguide.checkpoints import load_checkpoint, save_checkpoint
+from audioguide.core import AudioguideError
+from audioguide.manifest import read_manifest
+from audioguide.recipes import Recipe
+from audioguide.training.conditions import draw_keep
+from audioguide.training.config import TrainConfig
+from audioguide.training.data import AudioBatch, AudioDataset, split_holdout
+
+STATE_NAME = "train_state.safetensors"
+EXPORT_NAME = "model.safetensors"
+Objective = Callable[[AudioBatch, torch.Generator, int], tuple[Tensor, dict[str, float]]]
+Log = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int
+    losses: tuple[float, ...]  # the loss of every step run in this call
+    export: Path
+
+
+# ---------------------------------------------------------------------------------------------
+# Objectives per family
+# ---------------------------------------------------------------------------------------------
+
+
+def _conditions(model, batch: AudioBatch, cfg: TrainConfig, generator: torch.Generator):
+    names = list(model.conditioners)
+    cond = model.encode({n: batch.inputs[n] for n in names})
+    keep = draw_keep(names, dict(cfg.dropout), batch.wav.shape[0], generator, cfg.dropout_all)
+    return cond, keep
+
+
+def make_objective(recipe: Recipe, representation, model, cfg: TrainConfig) -> tuple[nn.Module, Objective]:
+    """The module to optimise and ``objective(batch, generator, step) -> (loss, logs)``."""
+    if cfg.target == "representation":
+        from audioguide.training.autoencoder import autoencoder_loss
+
+        if not any(p.requires_grad for p in representation.parameters()):
+            raise AudioguideError(f"representation {recipe.representation.type!r} has nothing to train")
+
+        def ae(batch, generator, step):
+            return autoencoder_loss(representation, batch.wav, generator)
+
+        return representation, ae
+
+    representation.eval()
+    for p in representation.parameters():
+        p.requires_grad_(False)
+
+    if model.kind == "tokens":
+        from audioguide.training.tokens import codec_lm_loss
+
+        def lm(batch, generator, step):
+            with torch.no_grad():
+                codes = representation.encode_tokens(batch.wav)
+            cond, keep = _conditions(model, batch, cfg, generator)
+            return codec_lm_loss(model, codes, cond, keep, mask=batch.frame_mask(representation.hop, codes.shape[-1]))
+
+        return model, lm
+
+    from audioguide.training import continuous as C
+
+    def latents(batch):
+        with torch.no_grad():
+            x0 = representation.encode(batch.wav)
+        return x0, batch.frame_mask(representation.hop, x0.shape[-1])
+
+    if model.mean_flow:
+        base = cfg.meanflow or C.MeanFlowConfig()
+
+        def meanflow(batch, generator, step):
+            x0, mask = latents(batch)
+            cond, keep = _conditions(model, batch, cfg, generator)
+            ratio = C.curriculum_flow_ratio(step, cfg.curriculum_steps, base.flow_ratio)
+            return C.mean_flow_loss(model, x0, cond, keep, generator, dataclasses.replace(base, flow_ratio=ratio), mask=mask)
+
+        return model, meanflow
+
+    if model.kind == "flow":
+
+        def flow(batch, generator, step):
+            x0, mask = latents(batch)
+            cond, keep = _conditions(model, batch, cfg, generator)
+            return C.flow_matching_loss(model, x0, cond, keep, generator, mask=mask, t_dist=cfg.t_dist)
+
+        return model, flow
+
+    schedule = recipe.sampler.config.schedule()
+
+    def diffusion(batch, generator, step):
+        x0, mask = latents(batch)
+        cond, keep = _conditions(model, batch, cfg, generator)
+        return C.diffusion_loss(model, x0, cond, keep, generator, schedule, model.kind, mask=mask)
+
+    return model, diffusion
+
+
+# ---------------------------------------------------------------------------------------------
+# State: safetensors only (no pickles), everything needed to resume exactly
+# ---------------------------------------------------------------------------------------------
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{pid}.{k}"] = v
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state(tensors: dict[str, Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    for key, v in meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_state(path: Path, module: nn.Module, ema: nn.Module | None, opt, generator: torch.Generator, step: int, recipe: Recipe) -> None:
+    tensors = {f"model.{k}": v for k, v in module.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    opt_tensors, opt_meta = _optimizer_tensors(opt)
+    tensors.update(opt_tensors)
+    tensors["rng"] = generator.get_state()
+    meta = {"step": step, "optim": opt_meta, "recipe": recipe.name}
+    save_checkpoint(path, tensors, meta, kind="train-state")
+
+
+def load_state(path: Path, module: nn.Module, ema: nn.Module | None, opt, generator: torch.Generator) -> int:
+    ckpt = load_checkpoint(path)
+    if ckpt.kind != "train-state":
+        raise AudioguideError(f"{path} is not a training state")
+    t = ckpt.tensors
+    module.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+    if ema is not None:
+        ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")})
+    opt.load_state_dict(_optimizer_state(t, ckpt.config["optim"]))
+    generator.set_state(t["rng"])
+    return int(ckpt.config["step"])
+
+
+def export(path: Path, module: nn.Module, recipe: Recipe, step: int) -> Path:
+    """Write shipped-format weights: safetensors with the component's config in the metadata."""
+    spec = recipe.representation if recipe.train.target == "representation" else recipe.model
+    config = {"component": spec.type, "config": dataclasses.asdict(spec.config), "recipe": recipe.name, "step": step}
+    return save_checkpoint(path, module.state_dict(), json.loads(json.dumps(config, default=list)), kind=spec.type)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10 % of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def _average_gradients(params: list[nn.Parameter], world: int) -> None:
+    """Data parallelism under torchrun: all-reduce and average every gradient across ranks."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+        p.grad /= world
+
+
+def _validation_sample(recipe, representation, model, rows, out_dir: Path, step: int) -> None:
+    if not rows:
+        return
+    row = rows[0]
+    samples = out_dir / "samples"
+    if recipe.train.target == "representation":
+        from audioguide.audio import read_audio
+
+        wav, _ = read_audio(row.audio, representation.sample_rate)
+        with torch.no_grad():
+            x = torch.from_numpy(wav)[None]
+            rec = representation.decode(representation.encode(x))[0, : x.shape[-1]]
+        write_wav(samples / f"step{step:07d}.wav", rec.numpy(), representation.sample_rate)
+        return
+    from audioguide.pipeline import PRIMARY_INPUT, Pipeline
+
+    pipe = Pipeline.from_components(recipe, representation, model)
+    text = getattr(row, PRIMARY_INPUT[recipe.task])
+    if text:
+        audio = pipe([text], seed=0)
+        write_wav(samples / f"step{step:07d}.wav", audio[0], audio.sample_rate)
+    model.train()
+
+
+def train(
+    recipe: Recipe,
+    manifest: str | Path,
+    out_dir: str | Path,
+    steps: int | None = None,
+    device: str = "cpu",
+    log: Log | None = None,
+) -> TrainResult:
+    """Train what ``recipe`` says on ``manifest`` into ``out_dir``; resumes from its state file."""
+    from audioguide.pipeline import build_components
+
+    cfg = recipe.train if steps is None else dataclasses.replace(recipe.train, steps=steps)
+    out_dir = Path(out_dir)
+    rank, world = _distributed()
+    representation, model = build_components(recipe, require_weights=False)
+    module, objective = make_objective(recipe, representation, model, cfg)
+    representation.to(device)
+    module.to(device).train()
+
+    rows = read_manifest(manifest)
+    train_rows, val_rows = split_holdout(rows, cfg.validation, cfg.seed)
+    needs = [] if cfg.target == "representation" else list(model.conditioners)
+    data = AudioDataset(train_rows, representation.sample_rate, needs)
+
+    generator = torch.Generator().manual_seed(cfg.seed + rank)
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = copy.deepcopy(module).eval().requires_grad_(False) if cfg.ema > 0 else None
+    state_path = out_dir / STATE_NAME
+    step = load_state(state_path, module, ema, opt, generator) if state_path.exists() else 0
+    if world > 1 and step:  # the state holds rank 0's generator: give every rank its own stream again
+        generator.manual_seed(cfg.seed + 1_000_003 * rank + step)
+    losses = []
+    export_path = out_dir / EXPORT_NAME
+    while step < cfg.steps:
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        batch = data.sample(cfg.batch_size, generator, cfg.segment_seconds)
+        batch = AudioBatch(batch.wav.to(device), batch.lengths.to(device), batch.inputs)
+        loss, logs = objective(batch, generator, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if world > 1:
+            _average_gradients(params, world)
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        if ema is not None:
+            with torch.no_grad():
+                for pe, pm in zip(ema.parameters(), module.parameters()):
+                    pe.lerp_(pm, 1.0 - cfg.ema)
+        step += 1
+        losses.append(float(loss))
+        if log is not None and rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+            log(step, {"loss": float(loss), "lr": opt.param_groups[0]["lr"], **logs})
+        if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
+            save_state(state_path, module, ema, opt, generator, step, recipe)
+            export(export_path, ema or module, recipe, step)
+        if rank == 0 and step % cfg.sample_every == 0:
+            _validation_sample(recipe, representation, ema or module if cfg.target == "model" else model, val_rows, out_dir, step)
+            if cfg.target == "representation":
+                representation.train()
+    if rank == 0 and not export_path.exists():
+        export(export_path, ema or module, recipe, step)
+    return TrainResult(step, tuple(losses), export_path)
