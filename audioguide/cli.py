@@ -223,7 +223,7 @@ def train(
     recipe: Annotated[str, typer.Argument(help="Recipe name or path; its [train] table says what and how to train.")],
     data: Annotated[Path, typer.Option("--data", "-d", help="JSONL manifest with 'audio' paths and the recipe's conditions.")],
     out_dir: Annotated[Path, typer.Option("--output", "-o", help="Run directory: state, exported weights, samples.")] = Path("runs/train"),
-    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Total steps (default: the recipe's).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Stop at this total step (default: the recipe's; the schedule follows the recipe).")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")] = "cpu",
     threads: ThreadsOpt = None,
 ) -> None:

@@ -257,10 +257,16 @@ def train(
     device: str = "cpu",
     log: Log | None = None,
 ) -> TrainResult:
-    """Train what ``recipe`` says on ``manifest`` into ``out_dir``; resumes from its state file."""
+    """Train what ``recipe`` says on ``manifest`` into ``out_dir``; resumes from its state file.
+
+    ``steps`` stops this call at that total step count (default: the recipe's ``steps``); the
+    learning-rate schedule always follows the recipe, so a run split into several calls is
+    identical to one uninterrupted run.
+    """
     from audioguide.pipeline import build_components
 
-    cfg = recipe.train if steps is None else dataclasses.replace(recipe.train, steps=steps)
+    cfg = recipe.train
+    stop = cfg.steps if steps is None else steps
     out_dir = Path(out_dir)
     rank, world = _distributed()
     representation, model = build_components(recipe, require_weights=False)
@@ -283,7 +289,7 @@ def train(
         generator.manual_seed(cfg.seed + 1_000_003 * rank + step)
     losses = []
     export_path = out_dir / EXPORT_NAME
-    while step < cfg.steps:
+    while step < stop:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         batch = data.sample(cfg.batch_size, generator, cfg.segment_seconds)
@@ -301,10 +307,10 @@ def train(
                 for pe, pm in zip(ema.parameters(), module.parameters()):
                     pe.lerp_(pm, 1.0 - cfg.ema)
         step += 1
-        losses.append(float(loss))
-        if log is not None and rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
-            log(step, {"loss": float(loss), "lr": opt.param_groups[0]["lr"], **logs})
-        if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
+        losses.append(float(loss.detach()))
+        if log is not None and rank == 0 and (step % cfg.log_every == 0 or step == stop):
+            log(step, {"loss": losses[-1], "lr": opt.param_groups[0]["lr"], **logs})
+        if rank == 0 and (step % cfg.save_every == 0 or step == stop):
             save_state(state_path, module, ema, opt, generator, step, recipe)
             export(export_path, ema or module, recipe, step)
         if rank == 0 and step % cfg.sample_every == 0:
