@@ -252,6 +252,31 @@ def train(
         typer.echo(f"trained to step {result.step}; weights: {result.export}", err=True)
 
 
+data_app = typer.Typer(help="Build training corpora offline.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("speech")
+def data_speech(
+    out_dir: Annotated[Path, typer.Option("--output", "-o", help="Corpus directory.")] = Path("corpus/speech"),
+    sentences: Annotated[int, typer.Option("--sentences", min=1, help="Training sentences per voice.")] = 2000,
+    held_out: Annotated[int, typer.Option("--held-out", min=1, help="Held-out and SUS sentences per voice.")] = 40,
+    teacher: Annotated[Optional[list[str]], typer.Option("--teacher", help="Teacher voice (repeatable).")] = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Synthesise a speech corpus (WAVs + JSONL manifests) from offline teacher voices; resumable."""
+    from audioguide.corpus.speech import build_speech_corpus
+
+    with _user_errors(), _progress() as progress:
+        bar = progress.add_task("synthesising", total=None)
+        paths = build_speech_corpus(
+            out_dir, sentences, seed, tuple(teacher or ["hibari-heart"]), held_out,
+            on_item=lambda i, n: progress.update(bar, completed=i, total=n),
+        )
+    for split, path in paths.items():
+        typer.echo(f"{split}: {path}", err=True)
+
+
 @app.command("recipes")
 def list_recipes() -> None:
     """List the built-in recipes, one line each."""

@@ -164,13 +164,15 @@ class Attention(nn.Module):
 
 
 @contextmanager
-def math_attention(model: nn.Module) -> Iterator[nn.Module]:
+def math_attention(model: object) -> Iterator[object]:
     """Within the block, every :class:`Attention` of ``model`` uses the explicit math path.
 
     Needed around ``torch.func.jvp`` (no forward-mode AD through fused SDPA on CPU). The previous
-    setting of each module is restored on exit.
+    setting of each module is restored on exit. Anything that is not an ``nn.Module`` (a plain
+    function standing in for a model) is left alone.
     """
-    modules = [m for m in model.modules() if isinstance(m, Attention)]
+    found = model.modules() if isinstance(model, nn.Module) else ()
+    modules = [m for m in found if isinstance(m, Attention)]
     before = [m.math for m in modules]
     for m in modules:
         m.math = True
