@@ -282,7 +282,7 @@ def guided_velocity(
     )
     u_c, u_null = out.detach().chunk(2)
     folded = config.omega * v + config.kappa * u_c + (1.0 - config.omega - config.kappa) * u_null
-    return torch.where(expand_like(rows, v), folded, v)
+    return torch.where(rows.reshape(-1, *([1] * (v.ndim - 1))), folded, v)
 
 
 def mean_flow_jvp(

@@ -1,0 +1,1 @@
+"""Evaluation: objective judges of generated audio (ASR word error rate, classifiers, distances)."""

@@ -1,0 +1,29 @@
+"""Objective judges: the offline Whisper WER judge hears real speech and rejects noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audioguide.evaluation.asr import normalize, word_error_rate
+
+
+def test_wer_normalises_and_counts():
+    assert word_error_rate(["Hello, World!"], ["hello world"]) == 0.0
+    assert normalize("It's 5 o'clock.") == normalize("it is 5 o'clock")
+    assert word_error_rate(["one two three four"], ["one two four"]) == pytest.approx(0.25)
+    assert word_error_rate(["a b", "c d e f g h"], ["a b", "x d e f g h"]) == pytest.approx(1 / 8)
+
+
+@pytest.mark.slow
+def test_whisper_judge_on_teacher_speech_and_noise():
+    pytest.importorskip("faster_whisper")
+    hibari = pytest.importorskip("hibari")
+    from audioguide.evaluation.asr import transcribe
+
+    tts = hibari.Hibari(threads=1)
+    text = "Please call Stella and ask her to bring these things from the store."
+    wav = np.asarray(tts(text), dtype=np.float32)
+    assert word_error_rate([text], [transcribe(wav, tts.sample_rate)]) <= 0.1
+    noise = np.random.default_rng(0).standard_normal(len(wav)).astype(np.float32) * 0.1
+    assert word_error_rate([text], [transcribe(noise, tts.sample_rate)]) >= 0.9
