@@ -11,7 +11,7 @@ from audioguide.evaluation.asr import normalize, word_error_rate
 def test_wer_normalises_and_counts():
     assert word_error_rate(["Hello, World!"], ["hello world"]) == 0.0
     assert normalize("It's 5 o'clock.") == normalize("it is 5 o'clock")
-    assert word_error_rate(["one two three four"], ["one two four"]) == pytest.approx(0.25)
+    assert word_error_rate(["cats like warm milk"], ["cats like milk"]) == pytest.approx(0.25)
     assert word_error_rate(["a b", "c d e f g h"], ["a b", "x d e f g h"]) == pytest.approx(1 / 8)
 
 
