@@ -48,7 +48,7 @@ def mel_distance(
     """Mean absolute log-mel difference ``mean |ln M(ref) - ln M(est)|`` in natural-log units.
 
     ``M`` is the magnitude mel spectrogram of :func:`audioguide.audio.log_mel` (floor ``1e-5``),
-    so this is the HiFi-GAN mel loss (Kong et al. 2020, eq. 5) averaged over bins and frames.
+    so this is the HiFi-GAN mel loss (Kong et al. 2020, §2.3) averaged over bins and frames.
     Multiply by :data:`NATS_TO_DB` for decibels. Returns shape ``[...]``.
     """
     ref, est = _pair(ref, est)
@@ -109,7 +109,7 @@ def multi_resolution_stft_distance(
 
 
 def si_sdr(ref: Tensor | np.ndarray, est: Tensor | np.ndarray, eps: float = 1e-8) -> Tensor:
-    """Scale-invariant SDR in dB (Le Roux et al. 2019, "SDR - half-baked or well done?", eqs. 1-3).
+    """Scale-invariant SDR in dB (Le Roux et al. 2019, "SDR - half-baked or well done?", §2).
 
     With zero-mean ``s`` (reference) and ``s^`` (estimate), ``alpha = <s^, s> / ||s||^2`` and
     ``SI-SDR = 10 log10(||alpha s||^2 / ||alpha s - s^||^2)``. ``eps`` bounds the value for

@@ -19,6 +19,7 @@ from audioguide.core import AlphaSigma, flow_alpha_sigma
 from audioguide.guidance import GuidedField
 from audioguide.models import ToyFlow
 from audioguide.models.codec_lm import CodecLM
+from audioguide.models.dit import DiT
 from audioguide.representations import Frames
 from audioguide.sampling import (
     DiffusionSchedule,
@@ -35,7 +36,7 @@ from audioguide.sampling import (
 
 REPRESENTATIONS: dict[str, type] = {"frames": Frames}
 CONDITIONERS: dict[str, type] = {"characters": Characters}
-MODELS: dict[str, type] = {"toy-flow": ToyFlow, "codec-lm": CodecLM}
+MODELS: dict[str, type] = {"toy-flow": ToyFlow, "dit": DiT, "codec-lm": CodecLM}
 
 Callback = Callable[[int, float, Tensor], None]
 

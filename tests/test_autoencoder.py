@@ -97,9 +97,11 @@ def test_latent_scale_gives_unit_variance_latents():
         z = model.encode(wav)
     assert scale > 0 and abs(float(z.pow(2).mean()) - 1.0) < 1e-4
     model.latent_power.fill_(1.0)
-    model.train()
-    model.posterior(wav)  # the first training batch sets the running estimate exactly
-    assert abs(float(model.latent_scale) - scale) < 1e-4 * scale
+    with torch.no_grad():
+        autoencoder_loss(model.train(), wav, torch.Generator().manual_seed(0))
+    assert abs(float(model.latent_scale) - scale) < 1e-4 * scale  # first training batch sets it
+    model.encode(wav)
+    assert int(model.latent_updates) == 1  # encoding never touches it
 
 
 # --- the iSTFT head -----------------------------------------------------------------------------
@@ -114,7 +116,7 @@ def test_istft_head_inverts_the_analysis_stft_exactly(samples):
     out = head.synthesize(spec.abs().log(), spec.angle())
     assert out.shape == (3, spec.shape[-1] * 64)
     assert torch.allclose(out[:, :samples], wav, atol=1e-9)
-    assert out[:, samples:].abs().max() < 1e-9  # the zero padding comes back as zeros
+    assert bool((out[:, samples:].abs() < 1e-9).all())  # the zero padding comes back as zeros
 
 
 # --- residual vector quantization --------------------------------------------------------------
@@ -150,7 +152,7 @@ def test_rvq_straight_through_gradient_and_commitment():
     assert torch.allclose(z.grad, weight)  # identity Jacobian of the straight-through estimator
     z.grad = None
     rvq(z)[2].backward()
-    assert float(commit) > 0 and z.grad.abs().sum() > 0
+    assert float(commit.detach()) > 0 and z.grad.abs().sum() > 0
 
 
 def test_rvq_per_row_stage_counts():
@@ -205,7 +207,7 @@ def test_loss_logs_and_optional_adversarial_terms():
     weights = AutoencoderLossWeights(adversarial=1.0, feature_matching=2.0, stft_fft_sizes=(128, 256))
     loss, logs = autoencoder_loss(model, wav, torch.Generator().manual_seed(0), weights, disc)
     assert set(logs) == {"mel", "stft", "kl", "commit", "adversarial", "feature_matching", "loss"}
-    assert all(math.isfinite(v) for v in logs.values()) and logs["loss"] == pytest.approx(float(loss))
+    assert all(math.isfinite(v) for v in logs.values()) and logs["loss"] == pytest.approx(float(loss.detach()))
     loss.backward()
     assert all(p.grad is not None for p in model.decoder.parameters())
     d_loss, d_logs = discriminator_loss(disc, wav, wav.flip(-1))
@@ -217,9 +219,10 @@ def test_loss_logs_and_optional_adversarial_terms():
 
 @pytest.mark.slow
 def test_training_reduces_mel_distance():
-    """~150 Adam steps on synthetic harmonic audio cut the reconstruction mel distance by > 2x.
+    """150 Adam steps on synthetic harmonic audio cut the reconstruction mel distance substantially.
 
-    Measured ratios (trained / initial) 0.33-0.38 over seeds; the bound leaves room for noise.
+    Measured ratio (trained / initial): 0.37-0.38 for this seed (1 or 2 threads),
+    0.34-0.55 over model/data seeds 1-5; tokens reconstruct within 1% of the continuous path.
     """
     g = torch.Generator().manual_seed(0)
     model = tiny().train()
@@ -243,11 +246,11 @@ def test_training_reduces_mel_distance():
         loss.backward()
         opt.step()
     after = distance()
-    assert after < 0.5 * before, (before, after)
+    assert after < 0.6 * before, (before, after)
     model.eval()
     with torch.no_grad():
         tokens = model.decode_tokens(model.encode_tokens(held_out))
-    assert float(mel_distance(held_out, tokens, SR, 256, 64, 32).mean()) < 0.6 * before
+    assert float(mel_distance(held_out, tokens, SR, 256, 64, 32).mean()) < 0.65 * before
 
 
 # --- metrics ------------------------------------------------------------------------------------

@@ -77,15 +77,16 @@ def test_jvp_matches_central_finite_difference_on_a_dit():
     t = torch.tensor([0.9, 0.6, 0.5, 0.3], dtype=DT)
     r = torch.tensor([0.2, 0.6, 0.1, 0.0], dtype=DT)
     u, dudt = mean_flow_jvp(model, z, r, t, v, cond, keep, mask)
-    h = 1e-6
+    h = 1e-7  # central differences: error O(h^2) (checked: 1e-5 -> 7e-5, 1e-6 -> 7e-7, 1e-7 -> 7e-9 relative)
     with torch.no_grad():
         plus = model(z + h * v, t + h, cond, keep, mask=mask, r=r)
         minus = model(z - h * v, t - h, cond, keep, mask=mask, r=r)
         plain = model(z, t, cond, keep, mask=mask, r=r)
     fd = (plus - minus) / (2 * h)
     valid = mask[:, None, :].expand_as(fd)
-    assert dudt.abs()[valid].max() > 1e-2  # a non-trivial derivative
-    assert torch.allclose(dudt[valid], fd[valid], rtol=1e-6, atol=1e-8)
+    scale = dudt[valid].abs().max()
+    assert scale > 1e-2  # a non-trivial derivative
+    assert (dudt - fd)[valid].abs().max() < 1e-6 * scale
     assert torch.allclose(u, plain, atol=1e-10)  # the JVP's primal is the ordinary forward
     assert u.requires_grad and not dudt.requires_grad
 
@@ -126,6 +127,12 @@ def test_flow_ratio_one_makes_the_target_the_flow_velocity():
     terms = mean_flow_terms(model, x0, cond, keep, gen(3), config, mask)
     assert torch.equal(terms.r, terms.t)
     assert torch.equal(terms.u_tgt, terms.v)  # u_tgt = v - 0 * du/dt
+    # the same holds on the JVP path, for the r = t rows of a mixed batch
+    mixed = mean_flow_terms(model, x0, cond, keep, gen(3), MeanFlowConfig(flow_ratio=0.5), mask)
+    flow_rows = mixed.r == mixed.t
+    assert 0 < int(flow_rows.sum()) < 4 and bool(mixed.dudt.abs().sum() > 0)
+    assert torch.equal(mixed.u_tgt[flow_rows], mixed.v[flow_rows])
+    assert not torch.allclose(mixed.u_tgt[~flow_rows], mixed.v[~flow_rows])
     # and the loss is the adaptively weighted flow-matching error
     loss, _ = mean_flow_loss(model, x0, cond, keep, gen(3), config, mask)
     w = mask[:, None, :].float()
@@ -209,7 +216,8 @@ def _losses(model, x0, cond, keep, mask):
         "diffusion-eps": diffusion_loss(model, x0, cond, keep, gen(7), schedule, "eps", mask)[0],
     }
     if model.mean_flow:
-        out["mean-flow"] = mean_flow_loss(model, x0, cond, keep, gen(7), MeanFlowConfig(flow_ratio=0.5, omega=1.5), mask)[0]
+        config = MeanFlowConfig(flow_ratio=0.5, omega=1.5)
+        out["mean-flow"] = mean_flow_loss(model, x0, cond, keep, gen(7), config, mask)[0]
     return out
 
 
@@ -231,7 +239,9 @@ def test_loss_decreases_on_a_tiny_dit(objective):
     kind = "flow" if objective == "flow" else "v"
     model = tiny_dit(wake=False, kind=kind, dim=32, heads=4)
     x0, cond, keep, mask = batch(model, T=8)
-    x0 = x0 + torch.linspace(-1, 1, 8)  # some structure to learn
+    x0 = (x0 + torch.linspace(-1, 1, 8)).repeat(4, 1, 1)  # some structure to learn; batch of 16
+    mask, keep = mask.repeat(4, 1), {k: v.repeat(4) for k, v in keep.items()}
+    cond = {k: v.repeat(4, *([1] * (v.ndim - 1))) for k, v in cond.items()}
     schedule = DiffusionSchedule.make(100, "scaled_linear")
 
     def loss_at(seed: int) -> torch.Tensor:
@@ -240,16 +250,16 @@ def test_loss_decreases_on_a_tiny_dit(objective):
         return diffusion_loss(model, x0, cond, keep, gen(seed), schedule, kind, mask)[0]
 
     with torch.no_grad():
-        before = sum(loss_at(1000 + i) for i in range(8)) / 8
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(40):
+        before = sum(loss_at(1000 + i) for i in range(16)) / 16
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(60):
         loss = loss_at(step)
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        after = sum(loss_at(1000 + i) for i in range(8)) / 8
-    assert after < 0.7 * before
+        after = sum(loss_at(1000 + i) for i in range(16)) / 16
+    assert after < 0.8 * before  # measured: 0.52 (flow), 0.69 (diffusion, v)
 
 
 def test_mean_flow_loss_trains_a_dit_with_folded_guidance():
@@ -301,7 +311,11 @@ class MeanFlowMLP(Generator):
     def __init__(self, channels: int, hidden: int, seed: int) -> None:
         super().__init__({})
         self.net = nn.Sequential(
-            nn.Linear(channels + 4, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, channels)
+            nn.Linear(channels + 4, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, channels),
         )
         init_random(self, seed)
         with torch.no_grad():
@@ -354,7 +368,8 @@ def test_mean_flow_then_one_step_sampling_approaches_the_data_distribution():
             return sample_meanflow(lambda x, t, r: model(x, t, {}, {}, r=r), eps, steps=1)
 
     untrained = gaussian_w2(sample())  # samples = eps: W2 about 1.9
-    train(model, lambda m, x0, c, k, g: mean_flow_loss(m, x0, c, k, g, config), steps=300, lr=1e-2, batch_size=256, seed=0)
+    loss_fn = lambda m, x0, c, k, g: mean_flow_loss(m, x0, c, k, g, config)  # noqa: E731
+    train(model, loss_fn, steps=300, lr=1e-2, batch_size=256, seed=0)
     s = sample()
     ratio = s[:, :, 0].std(0) / SD
     assert float((s[:, :, 0].mean(0) - MU).norm()) < 0.3

@@ -92,16 +92,10 @@ def test_dropped_rows_see_the_null_condition(mode):
         speaker_null = model.conditioners["speaker"].null.view(1, 1, -1)
         one = torch.ones(1, 1, dtype=torch.bool)
         # row 1 with the text null as its only text token, real speaker
-        row1 = model(
-            x[1:], t[1:],
-            {"text": text_null, "text.mask": one, "speaker": cond["speaker"][1:], "speaker.mask": cond["speaker.mask"][1:]},
-            {},
-        )
-        row0 = model(
-            x[:1], t[:1],
-            {"text": cond["text"][:1], "text.mask": cond["text.mask"][:1], "speaker": speaker_null, "speaker.mask": one},
-            {},
-        )
+        speaker1 = {"speaker": cond["speaker"][1:], "speaker.mask": cond["speaker.mask"][1:]}
+        row1 = model(x[1:], t[1:], {"text": text_null, "text.mask": one} | speaker1, {})
+        text0 = {"text": cond["text"][:1], "text.mask": cond["text.mask"][:1]}
+        row0 = model(x[:1], t[:1], text0 | {"speaker": speaker_null, "speaker.mask": one}, {})
     assert torch.allclose(out[1:], row1, atol=1e-5)
     assert torch.allclose(out[:1], row0, atol=1e-5)
 

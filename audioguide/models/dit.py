@@ -72,7 +72,7 @@ class DiTConfig:
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.depth < 0 or self.heads <= 0:
-            raise ValueError(f"dim and heads must be positive and depth non-negative, got {self.dim}, {self.heads}, {self.depth}")
+            raise ValueError(f"dim, heads must be > 0 and depth >= 0, got {self.dim}, {self.heads}, {self.depth}")
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
         if (self.dim // self.heads) % 2:

@@ -74,7 +74,8 @@ def _check_supported(model: EncodecModel, bandwidth: float) -> None:
     if cfg.audio_channels != 1 or cfg.chunk_length_s is not None or cfg.normalize:
         raise AudioguideError("only mono, unchunked, unnormalised EnCodec models (e.g. encodec_24khz) are supported")
     if bandwidth not in cfg.target_bandwidths:
-        raise AudioguideError(f"EnCodec bandwidth {bandwidth} not supported; choose one of {list(cfg.target_bandwidths)}")
+        choices = ", ".join(str(b) for b in cfg.target_bandwidths)
+        raise AudioguideError(f"EnCodec bandwidth {bandwidth} not supported; choose one of {choices}")
 
 
 class Encodec(Representation):

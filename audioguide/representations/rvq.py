@@ -16,14 +16,14 @@ gradient through the straight-through estimator ``z + sg[z_q - z]``.
 Two deterministic refinements (no random draws, so no generator is needed):
 
 * the first training batch initialises every stage by a few Lloyd (k-means) iterations on its
-  residuals, seeded with vectors at evenly spaced positions of the batch (SoundStream §3.3 uses
+  residuals, seeded with vectors at evenly spaced positions of the batch (SoundStream §III-C uses
   k-means initialisation). Because each centroid is the mean of its cluster, every stage lowers
   the total squared residual of that batch (the origin is never a better centre than a mean);
 * dead-code restart: a codeword whose EMA usage falls below ``restart_ratio`` times the mean usage
   is moved to one of the batch residuals that its stage currently quantizes worst (Dhariwal et
-  al. 2020, Jukebox §3.3 restart dead codes at batch vectors).
+  al. 2020, Jukebox, restart dead codes at batch vectors).
 
-Quantizer dropout (SoundStream §3.3) is the caller's choice: ``forward(z, n_q)`` accepts one
+Quantizer dropout (SoundStream §III-C) is the caller's choice: ``forward(z, n_q)`` accepts one
 number of active stages per batch row, drawn by the trainer from its own generator.
 """
 

@@ -2,7 +2,7 @@
 
 The generator (autoencoder) loss is a weighted sum of
 
-* the mel L1 loss of HiFi-GAN (Kong et al. 2020, eq. 5): ``mean |ln M(x) - ln M(x^)|`` at the
+* the mel L1 loss of HiFi-GAN (Kong et al. 2020, §2.3): ``mean |ln M(x) - ln M(x^)|`` at the
   model's own mel settings,
 * the multi-resolution STFT loss of Parallel WaveGAN (Yamamoto et al. 2020, §2.3): spectral
   convergence + log-magnitude L1, averaged over resolutions,
@@ -10,13 +10,13 @@ The generator (autoencoder) loss is a weighted sum of
   over latent elements,
 * the RVQ commitment term ``||mu - sg[z_q]||^2`` (van den Oord et al. 2017, eq. 3),
 * optionally, with a :class:`SpectrogramDiscriminator`, the hinge adversarial loss (Lim & Ye 2017,
-  as used by Vocos, Siuzdak 2023, §3.2) and the L1 feature-matching loss (Kumar et al. 2019,
-  MelGAN, §3.4). Off by default (weights 0).
+  as used by Vocos, Siuzdak 2023) and the L1 feature-matching loss (Kumar et al. 2019,
+  MelGAN). Off by default (weights 0).
 
 Each training row decodes either a VAE sample ``z = mu + sigma * eps`` or, with probability
 ``p_quantize``, the straight-through RVQ quantization of ``mu``; with probability
 ``quantizer_dropout`` such a row keeps only the first ``n_q ~ U{1..K}`` codebooks (SoundStream,
-Zeghidour et al. 2021, §3.3). All random draws come from the explicit generator.
+Zeghidour et al. 2021, §III-C). All random draws come from the explicit generator.
 
 Typical step without a discriminator::
 
@@ -56,6 +56,7 @@ class AutoencoderLossWeights:
     stft_fft_sizes: tuple[int, ...] = (512, 1024, 2048)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "stft_fft_sizes", tuple(self.stft_fft_sizes))  # TOML gives lists
         for name in ("mel", "stft", "kl", "commit", "adversarial", "feature_matching"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
@@ -79,7 +80,7 @@ class Reconstruction:
 
 
 def mel_loss(ref: Tensor, est: Tensor, model: Autoencoder) -> Tensor:
-    """HiFi-GAN mel L1 (Kong et al. 2020, eq. 5) at the model's mel settings, mean over bins and frames."""
+    """HiFi-GAN mel L1 (Kong et al. 2020, §2.3) at the model's mel settings, mean over bins and frames."""
     c = model.config
     mels = [log_mel(w, c.sample_rate, c.n_fft, c.hop, c.n_mels, c.fmin, c.fmax or None) for w in (ref, est)]
     return F.l1_loss(mels[1], mels[0])
@@ -112,12 +113,17 @@ def _draw_n_q(batch: int, k_total: int, p_dropout: float, generator: torch.Gener
 def reconstruct(
     model: Autoencoder, wav: Tensor, generator: torch.Generator, weights: AutoencoderLossWeights
 ) -> Reconstruction:
-    """Encode, sample ``z = mu + sigma eps`` (or quantize ``mu``, per row), decode to ``[B, S]``."""
+    """Encode, sample ``z = mu + sigma eps`` (or quantize ``mu``, per row), decode to ``[B, S]``.
+
+    In training mode this also updates the model's running latent scale and its RVQ codebooks.
+    """
     mu, logvar = model.posterior(wav)
+    if model.training:
+        model.track_latent_power(mu)
     eps = torch.randn(mu.shape, generator=generator).to(mu)
     z = mu + (0.5 * logvar).exp() * eps
     commit = mu.new_zeros(())
-    if model.quantizer is not None and weights.p_quantize > 0:
+    if model.quantizer is not None:  # always run in training, so that the codebooks keep learning
         n_q = _draw_n_q(mu.shape[0], model.n_codebooks, weights.quantizer_dropout, generator)
         z_q, _, commit = model.quantizer(mu, n_q.to(mu.device))
         use_q = (torch.rand(mu.shape[0], generator=generator) < weights.p_quantize).to(mu.device)
@@ -170,6 +176,7 @@ class DiscriminatorConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "fft_sizes", tuple(self.fft_sizes))  # TOML gives lists
         if not self.fft_sizes or any(n < 16 or n % 4 for n in self.fft_sizes):
             raise ValueError(f"fft_sizes must be non-empty multiples of 4, >= 16, got {self.fft_sizes}")
         if self.channels < 1 or self.layers < 1 or self.seed < 0:
@@ -197,7 +204,7 @@ class _ResolutionDiscriminator(nn.Module):
 
 
 class SpectrogramDiscriminator(nn.Module):
-    """Multi-resolution spectrogram discriminator (in the spirit of Vocos' MRD, Siuzdak 2023, §3.2).
+    """Multi-resolution spectrogram discriminator (in the spirit of the Vocos / UnivNet multi-resolution discriminator).
 
     One small 2-D CNN per STFT size, each on the log-magnitude spectrogram. ``forward(wav)``
     returns, per resolution, ``(logits, feature_maps)``.
@@ -238,7 +245,7 @@ def generator_adversarial_loss(
     """``(adversarial, feature_matching)`` for the generator, each averaged over resolutions.
 
     Adversarial: hinge ``mean relu(1 - D(x^))``; feature matching: mean L1 distance between the
-    discriminator's feature maps of real and generated audio (Kumar et al. 2019, §3.4).
+    discriminator's feature maps of real and generated audio (Kumar et al. 2019, MelGAN).
     """
     with torch.no_grad():
         real_out = discriminator(real)

@@ -64,7 +64,7 @@ def _rand(n: int, generator: torch.Generator, like: Tensor) -> Tensor:
 
 
 def logit_normal(n: int, generator: torch.Generator, like: Tensor, mu: float, sigma: float) -> Tensor:
-    """``t = sigmoid(mu + sigma * n)``, ``n ~ N(0, 1)``: SD3's logit-normal sampling (Esser et al. 2024, §3.1, eq. 19)."""
+    """``t = sigmoid(mu + sigma n)``, ``n ~ N(0, 1)``: logit-normal sampling (SD3, Esser et al. 2024, §3.1)."""
     return torch.sigmoid(mu + sigma * _randn((n,), generator, like))
 
 
@@ -335,7 +335,10 @@ def mean_flow_terms(
     config: MeanFlowConfig,
     mask: Tensor | None = None,
 ) -> MeanFlowTerms:
-    """Draw ``(r, t, eps)``, fold guidance, and compute ``u``, ``du/dt`` and the target (Alg. 1)."""
+    """Draw ``(r, t, eps)``, fold guidance, and compute ``u``, ``du/dt`` and the target (Alg. 1).
+
+    When every row has ``r = t`` the JVP is skipped (its term vanishes) and ``du/dt`` is zero.
+    """
     if not getattr(model, "mean_flow", True):
         raise ValueError("mean_flow_loss needs a mean-flow model (config mean_flow = true)")
     B = x0.shape[0]
@@ -345,7 +348,12 @@ def mean_flow_terms(
     z = (1.0 - te) * x0 + te * eps
     v = eps - x0
     v_tgt = guided_velocity(model, z, t, v, cond, keep, config, mask) if config.guided else v
-    u, dudt = mean_flow_jvp(model, z, r, t, v_tgt, cond, keep, mask)
+    if bool((r == t).all()):
+        # Pure flow matching (flow_ratio = 1, e.g. the curriculum's first phase): the JVP term is
+        # multiplied by t - r = 0, so skip it and run one ordinary forward.
+        u, dudt = model(z, t, cond, keep, **_extra(mask, r=r)), torch.zeros_like(z)
+    else:
+        u, dudt = mean_flow_jvp(model, z, r, t, v_tgt, cond, keep, mask)
     return MeanFlowTerms(r, t, z, v, v_tgt, u, dudt, mean_flow_target(v_tgt, r, t, dudt))
 
 
