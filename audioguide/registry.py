@@ -14,13 +14,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from audioguide.conditioners import Characters
+from audioguide.conditioners import Characters, Phonemes, PretrainedText, SpeakerId, SpeakerReference
 from audioguide.core import AlphaSigma, flow_alpha_sigma
 from audioguide.guidance import GuidedField
 from audioguide.models import ToyFlow
 from audioguide.models.codec_lm import CodecLM
 from audioguide.models.dit import DiT
-from audioguide.representations import Frames
+from audioguide.representations import Autoencoder, Encodec, Frames
 from audioguide.sampling import (
     DiffusionSchedule,
     flow_times,
@@ -34,8 +34,14 @@ from audioguide.sampling import (
     sample_midpoint,
 )
 
-REPRESENTATIONS: dict[str, type] = {"frames": Frames}
-CONDITIONERS: dict[str, type] = {"characters": Characters}
+REPRESENTATIONS: dict[str, type] = {"frames": Frames, "autoencoder": Autoencoder, "encodec": Encodec}
+CONDITIONERS: dict[str, type] = {
+    "characters": Characters,
+    "phonemes": Phonemes,
+    "speaker-id": SpeakerId,
+    "speaker-reference": SpeakerReference,
+    "pretrained-text": PretrainedText,
+}
 MODELS: dict[str, type] = {"toy-flow": ToyFlow, "dit": DiT, "codec-lm": CodecLM}
 
 Callback = Callable[[int, float, Tensor], None]
