@@ -129,7 +129,7 @@ def _generate(task, text, output, recipe, seed, steps, cfg, scale, rescale, seco
         seconds = pipe.seconds_for(text, seconds)
         _validate_and_warn(pipe, [text], steps, cfg, scales, rescale)
         with _progress() as progress:
-            bar = progress.add_task("sampling", total=steps or pipe.recipe.sampler.config.steps)
+            bar = progress.add_task("sampling", total=steps or getattr(pipe.recipe.sampler.config, "steps", None))
             audio = pipe(
                 [text], seed=seed, steps=steps, cfg=cfg, scales=scales, rescale=rescale,
                 seconds=seconds, callback=lambda i, total: progress.update(bar, completed=i, total=total),
@@ -284,7 +284,7 @@ def list_recipes() -> None:
 
     with _user_errors():
         for r in builtin_recipes():
-            flag = " [random weights]" if r.random_weights else ""
+            flag = " [train only]" if r.model is None else " [random weights]" if r.random_weights else ""
             typer.echo(f"{r.name:24s} {r.task:4s} {r.description}{flag}")
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+
+from audioguide.audio import write_wav
+from audioguide.manifest import write_manifest
 
 torch.set_num_threads(1)
 
@@ -43,3 +47,25 @@ TINY_TTS = """
     [guidance]
     scales = { text = 3.0 }
 """
+
+
+SR = 8000
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """Eight short 'utterances': tones whose pitch depends on the text's first letter."""
+    root = tmp_path_factory.mktemp("corpus")
+    g = np.random.default_rng(0)
+    rows = []
+    for i, text in enumerate(["ah", "oh", "ee", "oo", "ah ah", "oh oh", "ee ee", "oo oo"]):
+        f0 = {"a": 220.0, "o": 330.0, "e": 440.0}.get(text[0], 550.0)
+        n = int(SR * (0.4 + 0.1 * (i % 3)))
+        t = np.arange(n) / SR
+        wav = 0.3 * np.sin(2 * np.pi * f0 * t) * np.hanning(n) + 0.01 * g.standard_normal(n)
+        write_wav(root / f"u{i}.wav", wav, SR)
+        rows.append({"id": f"u{i}", "audio": f"u{i}.wav", "text": text, "caption": f"a tone {text}", "speaker": "s" + str(i % 2)})
+    write_manifest(root / "train.jsonl", rows)
+    return root / "train.jsonl"
+
+

@@ -43,7 +43,8 @@ def test_t2a_and_recipes_listing(tmp_path):
     res = run("recipes")
     assert res.exit_code == 0
     lines = res.output.strip().splitlines()
-    assert any(line.startswith("random-tts ") for line in lines) and all("[random weights]" in line for line in lines)
+    assert any(line.startswith("random-tts ") and "[random weights]" in line for line in lines)
+    assert any(line.startswith("autoencoder-speech ") and "[train only]" in line for line in lines)
 
 
 @pytest.mark.parametrize(

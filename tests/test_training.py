@@ -16,26 +16,6 @@ from audioguide.recipes import load_recipe
 from audioguide.training.trainer import train
 from tests.conftest import TINY_TTS
 
-SR = 8000
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Eight short 'utterances': tones whose pitch depends on the text's first letter."""
-    root = tmp_path_factory.mktemp("corpus")
-    g = np.random.default_rng(0)
-    rows = []
-    for i, text in enumerate(["ah", "oh", "ee", "oo", "ah ah", "oh oh", "ee ee", "oo oo"]):
-        f0 = {"a": 220.0, "o": 330.0, "e": 440.0}.get(text[0], 550.0)
-        n = int(SR * (0.4 + 0.1 * (i % 3)))
-        t = np.arange(n) / SR
-        wav = 0.3 * np.sin(2 * np.pi * f0 * t) * np.hanning(n) + 0.01 * g.standard_normal(n)
-        write_wav(root / f"u{i}.wav", wav, SR)
-        rows.append({"id": f"u{i}", "audio": f"u{i}.wav", "text": text, "caption": f"a tone {text}", "speaker": "s" + str(i % 2)})
-    write_manifest(root / "train.jsonl", rows)
-    return root / "train.jsonl"
-
-
 def _recipe(write_recipe, extra_train="", text=TINY_TTS):
     body = text + f"""
     [train]

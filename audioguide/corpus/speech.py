@@ -5,7 +5,8 @@
 Writes ``wavs/<speaker>/<id>.wav`` plus ``train.jsonl``, ``held_out.jsonl`` (unseen sentence
 templates) and ``sus.jsonl`` (semantically unpredictable sentences) with text, speaker, phonemes,
 duration and voice attributes. Rerunning resumes: finished WAVs are kept. Teachers are build-time
-tools (here: hibari's packaged "heart" voice, Apache-2.0); more voices plug in as ``Teacher``s.
+tools (hibari's packaged "heart" voice, Apache-2.0; CMU flite's slt, rms, awb and kal16); more
+voices plug in as ``Teacher`` s.
 """
 
 from __future__ import annotations
@@ -46,7 +47,38 @@ def hibari_teacher(voice: str = "heart") -> Teacher:
     )
 
 
-TEACHERS: dict[str, Callable[[], Teacher]] = {"hibari-heart": hibari_teacher}
+FLITE_VOICES = {
+    "slt": {"gender": "female", "accent": "american"},
+    "rms": {"gender": "male", "accent": "american"},
+    "awb": {"gender": "male", "accent": "scottish"},
+    "kal16": {"gender": "male", "accent": "american"},
+}
+
+
+def flite_teacher(voice: str) -> Teacher:
+    """CMU flite voices (Debian package ``flite``, BSD-like licence), 16 kHz, via its command line."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    exe = shutil.which("flite")
+    if exe is None:
+        raise AudioguideError("the flite teachers need the flite program: apt-get install flite")
+
+    def synth(text: str) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "x.wav"
+            subprocess.run([exe, "-voice", voice, "-t", text, "-o", str(out)], check=True, capture_output=True)
+            return read_audio(out)[0]
+
+    attrs = {**FLITE_VOICES[voice], "source": "CMU flite (BSD-like)"}
+    return Teacher(name=f"flite-{voice}", sample_rate=16000, attributes=attrs, synth=synth)
+
+
+TEACHERS: dict[str, Callable[[], Teacher]] = {
+    "hibari-heart": hibari_teacher,
+    **{f"flite-{v}": (lambda v=v: flite_teacher(v)) for v in FLITE_VOICES},
+}
 
 
 def build_speech_corpus(

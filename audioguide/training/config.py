@@ -40,7 +40,6 @@ class TrainConfig:
     dropout_all: float = 0.0
     t_dist: str = "logit-normal"  # flow matching time distribution: logit-normal | uniform
     curriculum_steps: int = 0  # mean flow: steps over which r = t (flow matching) fades to the mean-flow mix
-    adversarial: bool = False  # autoencoder: add the light adversarial term
     meanflow: Any = None  # audioguide.training.continuous.MeanFlowConfig, from [train.meanflow]
 
     def __post_init__(self) -> None:

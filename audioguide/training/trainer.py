@@ -306,6 +306,8 @@ def train(
             with torch.no_grad():
                 for pe, pm in zip(ema.parameters(), module.parameters()):
                     pe.lerp_(pm, 1.0 - cfg.ema)
+                for be, bm in zip(ema.buffers(), module.buffers()):  # running statistics, codebooks
+                    be.copy_(bm)
         step += 1
         losses.append(float(loss.detach()))
         if log is not None and rank == 0 and (step % cfg.log_every == 0 or step == stop):
