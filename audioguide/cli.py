@@ -277,6 +277,51 @@ def data_speech(
         typer.echo(f"{split}: {path}", err=True)
 
 
+eval_app = typer.Typer(help="Measure quality with objective judges.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("codec")
+def eval_codec(
+    recipe: Annotated[str, typer.Argument(help="Recipe whose [representation] to evaluate.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Manifest of real audio with 'text' (and 'speaker').")],
+    weights: Annotated[Optional[str], typer.Option("--weights", help="Representation weights (default: the recipe's).")] = None,
+    tokens: Annotated[bool, typer.Option("--tokens/--latents", help="Evaluate the discrete token path.")] = False,
+    per_voice: Annotated[int, typer.Option("--per-voice", min=1, help="At most this many rows per speaker.")] = 100000,
+    judge: Annotated[str, typer.Option("--judge", help="Whisper judge: tiny.en or a CTranslate2 model directory.")] = "tiny.en",
+    report: Annotated[Optional[Path], typer.Option("--report", help="Also write the table (Markdown) here.")] = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Resynthesis quality of a representation: mel / STFT distance, WER through Whisper, speed."""
+    import dataclasses
+
+    import torch
+
+    from audioguide.evaluation.codec import evaluate_resynthesis, markdown
+    from audioguide.manifest import read_manifest
+    from audioguide.pipeline import build_components
+    from audioguide.recipes import load_recipe
+
+    with _user_errors():
+        if threads:
+            torch.set_num_threads(threads)
+        r = load_recipe(recipe)
+        if weights:
+            r = dataclasses.replace(r, representation=dataclasses.replace(r.representation, weights=weights))
+        representation, _ = build_components(dataclasses.replace(r, model=None), require_weights=False)
+        representation.eval()
+        counts: dict = {}
+        rows = [row for row in read_manifest(data) if counts.setdefault(row.speaker, []).append(row) or len(counts[row.speaker]) <= per_voice]
+        with _progress() as progress:
+            bar = progress.add_task("evaluating", total=len(rows))
+            reports = evaluate_resynthesis(representation, rows, tokens, judge, lambda i, n: progress.update(bar, completed=i))
+        table = markdown(reports, f"{r.name} ({'tokens' if tokens else 'latents'}) on {data}")
+        typer.echo(table)
+        if report:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(table)
+
+
 @app.command("recipes")
 def list_recipes() -> None:
     """List the built-in recipes, one line each."""
