@@ -294,6 +294,7 @@ def eval_codec(
 ) -> None:
     """Resynthesis quality of a representation: mel / STFT distance, WER through Whisper, speed."""
     import dataclasses
+    from collections import Counter
 
     import torch
 
@@ -310,8 +311,11 @@ def eval_codec(
             r = dataclasses.replace(r, representation=dataclasses.replace(r.representation, weights=weights))
         representation, _ = build_components(dataclasses.replace(r, model=None), require_weights=False)
         representation.eval()
-        counts: dict = {}
-        rows = [row for row in read_manifest(data) if counts.setdefault(row.speaker, []).append(row) or len(counts[row.speaker]) <= per_voice]
+        rows, seen = [], Counter()
+        for row in read_manifest(data):
+            seen[row.speaker] += 1
+            if seen[row.speaker] <= per_voice:
+                rows.append(row)
         with _progress() as progress:
             bar = progress.add_task("evaluating", total=len(rows))
             reports = evaluate_resynthesis(representation, rows, tokens, judge, lambda i, n: progress.update(bar, completed=i))

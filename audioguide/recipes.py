@@ -192,10 +192,10 @@ def _guidance(table: Mapping[str, Any], where: str) -> Guidance:
     return build(Guidance, table, where, scales=parsed, custom_terms=tuple(terms))
 
 
-def _train(table: Mapping[str, Any], where: str) -> TrainConfig:
+def _train(table: Mapping[str, Any], where: str, default_target: str) -> TrainConfig:
     if not isinstance(table, Mapping):
         raise RecipeError(f"{where} must be a table")
-    table = dict(table)
+    table = {"target": default_target, **table}
     dropout = table.pop("dropout", {})
     if not isinstance(dropout, Mapping):
         raise RecipeError(f"{where}.dropout must be a table of condition = probability")
@@ -261,7 +261,7 @@ def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
         duration=build(Duration, data.get("duration", {}), f"{where}: [duration]"),
         random_weights=_coerce(data.get("random_weights", False), bool, f"{where}: random_weights"),
         source=source,
-        train=_train(data.get("train", {}), f"{where}: [train]"),
+        train=_train(data.get("train", {}), f"{where}: [train]", "model" if model is not None else "representation"),
     )
     check_compatible(recipe, where)
     return recipe

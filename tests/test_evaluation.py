@@ -27,3 +27,19 @@ def test_whisper_judge_on_teacher_speech_and_noise():
     assert word_error_rate([text], [transcribe(wav, tts.sample_rate)]) <= 0.1
     noise = np.random.default_rng(0).standard_normal(len(wav)).astype(np.float32) * 0.1
     assert word_error_rate([text], [transcribe(noise, tts.sample_rate)]) >= 0.9
+
+
+def test_eval_codec_on_the_identity_representation(tmp_path, corpus):
+    """Frames reconstruct perfectly: distances are 0; the CLI prints one row per voice and 'all'."""
+    from typer.testing import CliRunner
+
+    from audioguide.cli import app
+
+    recipe = tmp_path / "frames.toml"
+    recipe.write_text('name = "frames"\ntask = "tts"\n[representation]\ntype = "frames"\nsample_rate = 8000\nhop = 64\n')
+    res = CliRunner().invoke(app, ["eval", "codec", str(recipe), "--data", str(corpus), "--judge", "", "--per-voice", "2",
+                                   "--report", str(tmp_path / "r.md")])
+    assert res.exit_code == 0, res.output
+    lines = [line for line in (tmp_path / "r.md").read_text().splitlines() if line.startswith("| s") or line.startswith("| all")]
+    assert [line.split("|")[1].strip() for line in lines] == ["s0", "s1", "all"]
+    assert all(float(line.split("|")[3]) == 0.0 for line in lines) and lines[-1].split("|")[2].strip() == "4"
