@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -69,11 +69,9 @@ from torch import Tensor
 from audioguide.core import (
     PREDICTION_KINDS,
     AlphaSigma,
-    AudioguideError,
     Cond,
     Denoiser,
     convert_prediction,
-    expand_like,
     flow_alpha_sigma,
 )
 

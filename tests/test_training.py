@@ -7,7 +7,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from audioguide.audio import write_wav
 from audioguide.checkpoints import load_checkpoint
 from audioguide.cli import app
 from audioguide.manifest import write_manifest

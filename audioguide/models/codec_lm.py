@@ -49,6 +49,7 @@ from torch.nn import functional as F
 from audioguide.conditioners import Conditioner
 from audioguide.core import Cond, Keep
 from audioguide.guidance import Guidance, GuidedLogits
+from audioguide.models.layers import apply_rope, rope_angles
 from audioguide.models.base import Generator, init_random
 from audioguide.sampling.tokens import StepFn, sample_delayed
 
@@ -102,16 +103,9 @@ class KVCache:
 
 
 def rotary(x: Tensor, pos: Tensor, base: float) -> Tensor:
-    """Rotary position embedding (Su et al. 2021, eq. 34) of ``x [B, H, S, D]`` at positions ``pos [B, S]``.
-
-    Pairs ``(x_i, x_{i + D/2})`` are rotated by the angle ``pos * base^(-2i/D)`` (rotate-half layout).
-    """
-    half = x.shape[-1] // 2
-    theta = base ** (-torch.arange(half, dtype=torch.float32, device=x.device) / half)
-    angle = pos.float()[:, None, :, None] * theta  # [B, 1, S, D/2]
-    cos, sin = angle.cos(), angle.sin()
-    x1, x2 = x.float()[..., :half], x.float()[..., half:]
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+    """Rotary position embedding of ``x [B, H, S, D]`` at per-row positions ``pos [B, S]`` (in float32)."""
+    cos, sin = rope_angles(pos.float(), x.shape[-1], base)
+    return apply_rope(x.float(), cos[:, None], sin[:, None]).to(x.dtype)
 
 
 def attention_mask(valid: Tensor, n_queries: int) -> Tensor:

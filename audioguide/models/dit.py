@@ -38,7 +38,6 @@ padding the batch adds. Without ``rope``, sinusoidal absolute positions are adde
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from torch import Tensor, nn
 
 from audioguide.conditioners import Conditioner, Encoded
 from audioguide.core import PREDICTION_KINDS, Cond, Keep
+from audioguide.models.layers import apply_rope, rope_angles, sinusoidal
 from audioguide.models.base import Generator, init_random
 
 COND_MODES: tuple[str, ...] = ("cross", "prefix")
@@ -112,25 +112,6 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, math: bool = False)
     return scores.softmax(dim=-1) @ v
 
 
-def rope_angles(positions: Tensor, width: int) -> tuple[Tensor, Tensor]:
-    """RoFormer (Su et al. 2021, eq. 34) angles ``m theta_i``, ``theta_i = 10000^(-2i/width)``.
-
-    ``positions`` is ``[L]`` (float); returns ``(cos, sin)`` of shape ``[L, width]`` (each angle twice,
-    for the rotate-half layout).
-    """
-    half = width // 2
-    inv_freq = 10000.0 ** (-torch.arange(half, dtype=positions.dtype, device=positions.device) / half)
-    angles = positions[:, None] * inv_freq[None]
-    angles = torch.cat([angles, angles], dim=-1)
-    return angles.cos(), angles.sin()
-
-
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate pairs ``(x_i, x_{i + d/2})`` of ``x`` ``[B, H, L, d]`` by the angles of each position."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
-
-
 class Attention(nn.Module):
     """Multi-head attention from ``x`` ``[B, Lq, dim]`` to ``context`` ``[B, Lk, dim]``.
 
@@ -186,19 +167,6 @@ def math_attention(model: object) -> Iterator[object]:
 # ---------------------------------------------------------------------------------------------
 # Embeddings and blocks
 # ---------------------------------------------------------------------------------------------
-
-
-def sinusoidal(values: Tensor, width: int, scale: float = 1000.0) -> Tensor:
-    """Sinusoidal features (Vaswani et al. 2017, §3.5) of ``scale * values`` ``[N]`` -> ``[N, width]``.
-
-    Frequencies ``10000^(-i / (width/2))``; computed in the dtype of ``values`` (float64 works).
-    """
-    half = width // 2
-    freqs = torch.exp(
-        -math.log(10000.0) * torch.arange(half, dtype=values.dtype, device=values.device) / half
-    )
-    angles = scale * values[:, None] * freqs[None]
-    return torch.cat([angles.cos(), angles.sin()], dim=-1)
 
 
 class TimeEmbedding(nn.Module):

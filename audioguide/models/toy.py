@@ -6,16 +6,15 @@ Not a model anyone should train for quality; it exists so that every path of the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from audioguide.conditioners import Conditioner
 from audioguide.core import Cond, Keep
 from audioguide.models.base import Generator, init_random
+from audioguide.models.layers import sinusoidal
 
 
 @dataclass(frozen=True)
@@ -31,14 +30,6 @@ class ToyFlowConfig:
             raise ValueError("hidden must be positive and layers non-negative")
         if self.kind not in ("flow", "eps", "v", "x0"):
             raise ValueError(f"kind must be one of flow, eps, v, x0, got {self.kind!r}")
-
-
-def time_features(t: Tensor, dim: int) -> Tensor:
-    """Sinusoidal features of ``t`` in [0, 1] (Vaswani et al. 2017, §3.5), shape ``[B, dim]``."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    angles = 1000.0 * t.float()[:, None] * freqs[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
 class ToyFlow(Generator):
@@ -57,9 +48,9 @@ class ToyFlow(Generator):
         init_random(self, config.seed)
 
     def forward(self, x: Tensor, t: Tensor, cond: Cond, keep: Keep, **extra: Tensor) -> Tensor:
-        h = self.inp(x.transpose(1, 2)) + self.time(time_features(t, self.config.hidden))[:, None]
+        h = self.inp(x.transpose(1, 2)) + self.time(sinusoidal(t, self.config.hidden))[:, None]
         if self.mean_flow:
-            h = h + self.interval(time_features(t - extra.get("r", t), self.config.hidden))[:, None]
+            h = h + self.interval(sinusoidal(t - extra.get("r", t), self.config.hidden))[:, None]
         for name, enc in self.conditions(cond, keep).items():
             m = enc.mask.unsqueeze(-1).to(enc.emb.dtype)
             pooled = (enc.emb * m).sum(1) / m.sum(1).clamp_min(1.0)

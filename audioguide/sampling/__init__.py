@@ -44,5 +44,6 @@ __all__ = [
     "sample_next_token",
     "shift_times",
     "sway_times",
+    "undo_delay_pattern",
     "uniform_times",
 ]
