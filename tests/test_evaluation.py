@@ -43,3 +43,19 @@ def test_eval_codec_on_the_identity_representation(tmp_path, corpus):
     lines = [line for line in (tmp_path / "r.md").read_text().splitlines() if line.startswith("| s") or line.startswith("| all")]
     assert [line.split("|")[1].strip() for line in lines] == ["s0", "s1", "all"]
     assert all(float(line.split("|")[3]) == 0.0 for line in lines) and lines[-1].split("|")[2].strip() == "4"
+
+
+@pytest.mark.slow
+def test_speech_corpus_builder_resumes(tmp_path):
+    pytest.importorskip("hibari")
+    from audioguide.corpus.speech import build_speech_corpus
+    from audioguide.manifest import read_manifest
+
+    paths = build_speech_corpus(tmp_path, n_sentences=3, seed=1, n_held_out=2)
+    rows = read_manifest(paths["train"])
+    assert len(rows) == 3 and all(r.audio.exists() and r.text and r.extra["phonemes"] for r in rows)
+    held = {r.text for r in read_manifest(paths["held_out"])}
+    assert not held & {r.text for r in rows}
+    stamps = {r.audio: r.audio.stat().st_mtime_ns for r in rows}
+    build_speech_corpus(tmp_path, n_sentences=3, seed=1, n_held_out=2)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())

