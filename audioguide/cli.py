@@ -261,7 +261,11 @@ def data_speech(
     out_dir: Annotated[Path, typer.Option("--output", "-o", help="Corpus directory.")] = Path("corpus/speech"),
     sentences: Annotated[int, typer.Option("--sentences", min=1, help="Training sentences per voice.")] = 2000,
     held_out: Annotated[int, typer.Option("--held-out", min=1, help="Held-out and SUS sentences per voice.")] = 40,
-    teacher: Annotated[Optional[list[str]], typer.Option("--teacher", help="Teacher voice (repeatable).")] = None,
+    teacher: Annotated[
+        Optional[list[str]],
+        typer.Option("--teacher", help="Teacher voice (repeatable): hibari-heart, piper-joe, flite-{slt,rms,awb,kal16}, "
+                     "kokoro-{alpha,gongitsune,nezumi,tebukuro,kumo,alpha+kumo,nezumi+kumo}."),
+    ] = None,
     seed: SeedOpt = 0,
 ) -> None:
     """Synthesise a speech corpus (WAVs + JSONL manifests) from offline teacher voices; resumable."""

