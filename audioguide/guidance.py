@@ -91,6 +91,7 @@ __all__ = [
     "from_f5tts",
     "independent_terms",
     "joint_terms",
+    "mix",
     "nested_terms",
     "rescale",
 ]
@@ -279,7 +280,7 @@ class Guidance:
         names = self.conditions
         ws = [w for _, w in self.scales]
         if self.mode == "terms":
-            return self.custom_terms
+            return _merge(self.custom_terms)  # duplicate keep-sets are one branch
         if self.mode == "independent":
             return independent_terms(names, ws)
         if self.mode == "joint":
@@ -313,6 +314,18 @@ def combine(preds: Tensor, weights: Sequence[float]) -> Tensor:
     """``sum_i w_i preds[i]`` over the leading (branch) dimension."""
     w = torch.as_tensor(list(weights), dtype=preds.dtype, device=preds.device)
     return torch.tensordot(w, preds, dims=([0], [0]))
+
+
+def mix(preds: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
+    """``sum_i w_i preds[i]`` for same-shaped predictions: the weighted combination of guidance.
+
+    The one combination rule of the project, used by sampling-time guidance (:class:`GuidedField`,
+    :class:`GuidedLogits`) and by training-time folded guidance (``audioguide.training``); the
+    stacked form is :func:`combine`.
+    """
+    if len(preds) != len(weights) or not preds:
+        raise ValueError(f"mix needs one weight per prediction, got {len(preds)} and {len(weights)}")
+    return combine(torch.stack(list(preds)), weights)
 
 
 def rescale(x_cfg: Tensor, c: Tensor, phi: float, reduce: str = "all") -> Tensor:
@@ -394,7 +407,12 @@ def evaluate_branches(
 
 @dataclass
 class _State:
-    """Per-generation state: APG momentum per branch, adaptive-guidance streaks."""
+    """Per-generation state: APG momentum per branch, adaptive-guidance streaks.
+
+    ``momentum[keep]`` is full-batch ``[B, ...]`` (zeros until a row is first guided); each call
+    reads and writes only the rows on which guidance is active, so a row's momentum survives the
+    calls on which it is not guided (interval, adaptive guidance).
+    """
 
     momentum: dict[frozenset[str], Tensor] = field(default_factory=dict)
     streak: Tensor | None = None
@@ -486,7 +504,7 @@ class GuidedField:
             ca = c[active]
             preds = [by_keep[tm.keep] for tm in self.others]
             if preds:
-                guided[active] = self._combine(ca, preds, x[active], t[active])
+                guided[active] = self._combine(ca, preds, x[active], t[active], active)
                 self._update_adaptive(ca, preds, active)
             if uncond is not None and self.null in by_keep:
                 uncond[active] = by_keep[self.null]
@@ -495,13 +513,15 @@ class GuidedField:
             guided = torch.where(zeroed, torch.zeros_like(guided), guided)
         return guided, uncond
 
-    def _combine(self, c: Tensor, preds: list[Tensor], x: Tensor, t: Tensor) -> Tensor:
+    def _combine(self, c: Tensor, preds: list[Tensor], x: Tensor, t: Tensor, active: Tensor) -> Tensor:
+        """Guided prediction on the active rows; ``c``, ``preds``, ``x``, ``t`` hold those rows only
+        and ``active [B]`` says which rows of the full batch they are."""
         p = self.policy
         weights = [tm.weight for tm in self.others]
         if p.zero_star:
             preds = [cfg_zero_star_scale(c, q) * q for q in preds]
         if p.apg is not None:
-            guided = self._apg(c, preds, weights, x, t)
+            guided = self._apg(c, preds, x, t, active)
         else:
             guided = self.ref_weight * c + combine(torch.stack(preds), weights)
         if p.rescale > 0:
@@ -512,8 +532,12 @@ class GuidedField:
             guided = convert_prediction(rescale(g_s, c_s, p.rescale, p.reduce), space, self.kind, x, a, s)
         return guided
 
-    def _apg(self, c: Tensor, preds: list[Tensor], weights: list[float], x: Tensor, t: Tensor) -> Tensor:
-        """``D = D_c + sum_i (-w_i) APG(D_c - D_i)``: for one branch ``-w_u = w - 1`` as in Alg. 1."""
+    def _apg(self, c: Tensor, preds: list[Tensor], x: Tensor, t: Tensor, active: Tensor) -> Tensor:
+        """``D = D_c + sum_i (-w_i) APG(D_c - D_i)``: for one branch ``-w_u = w - 1`` as in Alg. 1.
+
+        Momentum is kept per branch and per row of the full batch (``active [B]`` selects the rows
+        of ``c``); rows not guided on this call keep theirs untouched.
+        """
         apg = self.policy.apg
         assert apg is not None
         space = self.kind if apg.space == "native" else apg.space
@@ -523,10 +547,17 @@ class GuidedField:
         for term, q in zip(self.others, preds):
             d = D_c - convert_prediction(q, self.kind, space, x, a, s)
             if apg.momentum != 0.0:
+                full = (active.shape[0], *d.shape[1:])
                 prev = self.state.momentum.get(term.keep)
-                if prev is not None and prev.shape == d.shape:
-                    d = d + apg.momentum * prev
-                self.state.momentum[term.keep] = d
+                if prev is None:
+                    prev = self.state.momentum[term.keep] = d.new_zeros(full)
+                elif prev.shape != full:
+                    raise ValueError(
+                        f"APG momentum is per generation: got rows of shape {full}, earlier {tuple(prev.shape)}; "
+                        "build a new GuidedField for a new generation"
+                    )
+                d = d + apg.momentum * prev[active].to(d.dtype)
+                prev[active] = d.to(prev.dtype)
             D = D - term.weight * apg_update(d, D_c, apg.eta, apg.norm_threshold, self.policy.reduce)
         return convert_prediction(D, space, self.kind, x, a, s)
 
@@ -536,8 +567,8 @@ class GuidedField:
             return
         B = active.shape[0]
         if self.state.streak is None:
-            self.state.streak = torch.zeros(B, dtype=torch.long)
-            self.state.converged = torch.zeros(B, dtype=torch.bool)
+            self.state.streak = torch.zeros(B, dtype=torch.long, device=active.device)
+            self.state.converged = torch.zeros(B, dtype=torch.bool, device=active.device)
         flat_c = c.flatten(1)
         cos = torch.stack(
             [torch.nn.functional.cosine_similarity(flat_c, q.flatten(1), dim=1) for q in preds]
@@ -567,8 +598,17 @@ class GuidedLogits:
     """
 
     def __init__(self, policy: Guidance) -> None:
-        if policy.apg is not None or policy.rescale or policy.zero_star or policy.adaptive or policy.zero_init:
-            raise ValueError("only multi-condition CFG terms apply to logits (no APG, rescale, CFG-Zero*, adaptive)")
+        if (
+            policy.apg is not None
+            or policy.rescale
+            or policy.zero_star
+            or policy.adaptive
+            or policy.zero_init
+            or policy.interval is not None
+        ):
+            raise ValueError(
+                "only multi-condition CFG terms apply to logits (no APG, rescale, CFG-Zero*, adaptive, interval)"
+            )
         self.policy = policy
         terms = [tm for tm in policy.terms if tm.weight != 0.0]
         self.keeps = tuple(tm.keep for tm in terms) or (frozenset(policy.conditions),)

@@ -1,7 +1,8 @@
 """Manifests: the one dataset format of audioguide, JSON Lines with one utterance or sound per line.
 
 Fields (all optional except what the job needs): ``id``, ``audio`` (path, relative to the
-manifest), ``text``, ``speaker``, ``caption``, ``duration`` (seconds), ``seed``. Unknown fields are
+manifest), ``text``, ``speaker``, ``caption``, ``style`` (a voice description), ``duration``
+(seconds), ``seed``. Unknown fields are
 kept in ``extra`` so other tools' manifests still load. Training reads ``audio`` + conditions;
 rendering reads ``text`` (speech) or ``caption`` (sound) and writes ``<id>.wav``.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 from audioguide.core import AudioguideError
 
-_FIELDS = ("id", "audio", "text", "speaker", "caption", "duration", "seed")
+_FIELDS = ("id", "audio", "text", "speaker", "caption", "style", "duration", "seed")
 _SAFE_ID = re.compile(r"^[\w.-]+$")
 
 
@@ -27,6 +28,7 @@ class Row:
     text: str | None = None
     speaker: str | None = None
     caption: str | None = None
+    style: str | None = None  # a free-text voice description ("a slow, deep male voice")
     duration: float | None = None
     seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -77,6 +79,7 @@ def read_manifest(path: str | Path) -> list[Row]:
                 text=_typed(obj.get("text"), str, f"{where}: text"),
                 speaker=_typed(obj.get("speaker"), str, f"{where}: speaker"),
                 caption=_typed(obj.get("caption"), str, f"{where}: caption"),
+                style=_typed(obj.get("style"), str, f"{where}: style"),
                 duration=_typed(obj.get("duration"), float, f"{where}: duration"),
                 seed=_typed(obj.get("seed"), int, f"{where}: seed"),
                 extra={k: v for k, v in obj.items() if k not in _FIELDS},

@@ -86,12 +86,10 @@ def build_components(recipe: Recipe, model_weights: str | None = None, require_w
 class Pipeline:
     """A generator assembled from a :class:`~audioguide.recipes.Recipe`, ready to call."""
 
-    def __init__(self, recipe: Recipe, representation, model, device: str | torch.device = "cpu") -> None:
+    def __init__(self, recipe: Recipe, representation, model) -> None:
         self.recipe = recipe
-        self.device = torch.device(device)
-        self.representation, self.model = representation, model
-        self.model.to(self.device).eval()
-        self.representation.to(self.device).eval()
+        self.representation, self.model = representation.eval(), model.eval()
+        self.device = next(model.parameters(), torch.empty(0)).device
 
     @classmethod
     def from_recipe(
@@ -101,12 +99,14 @@ class Pipeline:
         recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
         if recipe.model is None:
             raise RecipeError(f"{recipe.source}: recipe {recipe.name!r} has no [model]; it only trains a representation")
-        return cls(recipe, *build_components(recipe, weights), device=device)
+        representation, model = build_components(recipe, weights)
+        return cls(recipe, representation.to(device), model.to(device))
 
     @classmethod
-    def from_components(cls, recipe: Recipe, representation, model, device: str | torch.device = "cpu") -> Pipeline:
-        """Wrap already-built components (e.g. a model being trained) without copying them."""
-        return cls(recipe, representation, model, device)
+    def from_components(cls, recipe: Recipe, representation, model) -> Pipeline:
+        """Wrap already-built components (e.g. a model being trained) where they are, without copying
+        or moving them (they are put in eval mode)."""
+        return cls(recipe, representation, model)
 
     @property
     def sample_rate(self) -> int:

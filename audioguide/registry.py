@@ -33,6 +33,7 @@ from audioguide.sampling import (
     sample_meanflow,
     sample_midpoint,
 )
+from audioguide.sampling.tokens import sample_codec_lm
 
 REPRESENTATIONS: dict[str, type] = {"frames": Frames, "autoencoder": Autoencoder, "encodec": Encodec}
 CONDITIONERS: dict[str, type] = {
@@ -145,7 +146,7 @@ def _meanflow(field, x, cfg, generator, callback):
 
 
 def _autoregressive(model, cond, policy, frames, cfg, generator):
-    return model.generate(cond, frames, policy, generator, cfg.temperature, cfg.top_k, cfg.top_p)
+    return sample_codec_lm(model, cond, frames, policy, generator, cfg.temperature, cfg.top_k, cfg.top_p)
 
 
 _DIFF = ("eps", "v", "x0")

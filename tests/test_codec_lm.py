@@ -8,7 +8,7 @@ import torch
 from audioguide.conditioners import Characters
 from audioguide.guidance import Guidance
 from audioguide.models.codec_lm import CodecLM, CodecLMConfig
-from audioguide.sampling.tokens import apply_delay_pattern
+from audioguide.sampling.tokens import apply_delay_pattern, guided_lm_step, sample_codec_lm
 from audioguide.training.conditions import draw_keep
 from audioguide.training.tokens import codec_lm_loss, delayed_io
 
@@ -110,7 +110,7 @@ def test_batched_cfg_equals_branch_by_branch():
     codes_in = random_delayed(model, 2, 6)
     ref = nested_reference(model, cond, codes_in, 3.0, 1.5)
     with torch.no_grad():
-        step = model.guided_step(cond, policy)
+        step = guided_lm_step(model, cond, policy)
         guided = torch.stack([step(codes_in[:, :, s]) for s in range(6)], dim=2)
     torch.testing.assert_close(guided, ref, atol=1e-4, rtol=1e-4)
 
@@ -132,7 +132,7 @@ def test_greedy_generate_equals_sequential_reference():
     model = tiny(seed=3)
     cond = model.encode({"text": TEXTS[:2], "style": STYLES[:2]})
     policy = Guidance(scales={"text": 2.5, "style": 2.0})
-    codes = model.generate(cond, 5, policy, None, temperature=0.0)
+    codes = sample_codec_lm(model, cond, 5, policy, None, temperature=0.0)
     assert torch.equal(codes, greedy_reference(model, cond, 5, 2.5, 2.0))
 
 
@@ -140,13 +140,13 @@ def test_generate_is_reproducible_and_well_formed():
     model = tiny()
     cond = model.encode({"text": TEXTS, "style": STYLES})
     policy = Guidance(scales={"text": 2.0, "style": 1.5})
-    a = model.generate(cond, 9, policy, gen(7))
-    b = model.generate(cond, 9, policy, gen(7))
-    c = model.generate(cond, 9, policy, gen(8))
+    a = sample_codec_lm(model, cond, 9, policy, gen(7))
+    b = sample_codec_lm(model, cond, 9, policy, gen(7))
+    c = sample_codec_lm(model, cond, 9, policy, gen(8))
     assert a.shape == (3, K, 9) and a.dtype == torch.long
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert int(a.min()) >= 0 and int(a.max()) < V  # no bos / pad in the output
-    d = model.generate(cond, 4, policy, gen(7), temperature=0.8, top_k=3, top_p=0.9)
+    d = sample_codec_lm(model, cond, 4, policy, gen(7), temperature=0.8, top_k=3, top_p=0.9)
     assert d.shape == (3, K, 4) and int(d.max()) < V
 
 
@@ -155,18 +155,38 @@ def test_per_call_policy_override_changes_the_distribution_by_the_formula():
     cond = model.encode({"text": TEXTS, "style": STYLES})
     base = Guidance(scales={"text": 1.0, "style": 1.0})
     strong = base.with_scales(text=5.0)
-    assert not torch.equal(model.generate(cond, 8, base, gen(2)), model.generate(cond, 8, strong, gen(2)))
+    assert not torch.equal(
+        sample_codec_lm(model, cond, 8, base, gen(2)), sample_codec_lm(model, cond, 8, strong, gen(2))
+    )
     bos = torch.full((3, K), model.bos_id)
     with torch.no_grad():
-        lp_base = model.guided_step(cond, base)(bos)
-        lp_strong = model.guided_step(cond, strong)(bos)
+        lp_base = guided_lm_step(model, cond, base)(bos)
+        lp_strong = guided_lm_step(model, cond, strong)(bos)
         u00, ut0 = (
             model(bos[:, :, None], cond, keep_of(3, kept))[:, :, 0].log_softmax(-1) for kept in (set(), {"text"})
         )
     # nested: changing s_t from 1 to 5 adds 4 (u_t0 - u_00)
     torch.testing.assert_close(lp_strong - lp_base, 4.0 * (ut0 - u00), atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="lacks"):
-        model.guided_step(cond, Guidance(scales={"speaker": 2.0}))
+        guided_lm_step(model, cond, Guidance(scales={"speaker": 2.0}))
+
+
+def test_model_module_imports_neither_guidance_nor_sampling():
+    """Models know nothing of guidance or sampling; guided generation lives in sampling.tokens."""
+    import ast
+    import inspect
+
+    import audioguide.models.codec_lm as module
+
+    imported = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    banned = [m for m in imported if m.split(".")[:2] in (["audioguide", "guidance"], ["audioguide", "sampling"])]
+    assert not banned, banned
+    assert not hasattr(CodecLM, "generate") and not hasattr(CodecLM, "guided_step")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,5 +247,5 @@ def test_training_learns_a_conditional_pattern():
         losses.append(loss.item())
     assert sum(losses[-10:]) / 10 < 0.3 * sum(losses[:10]) / 10
     model.eval()
-    out = model.generate(cond, T, Guidance(scales={"text": 1.5}), None, temperature=0.0)
+    out = sample_codec_lm(model, cond, T, Guidance(scales={"text": 1.5}), None, temperature=0.0)
     assert (out == codes).float().mean() > 0.8  # chance is 1 / 12

@@ -87,7 +87,12 @@ def test_diffusion_and_mean_flow_models_train(write_recipe, corpus, tmp_path, mo
 
 def test_train_cli_and_errors(write_recipe, corpus, tmp_path):
     runner = CliRunner()
-    path = write_recipe(TINY_TTS + "\n[train]\nsteps = 4\nbatch_size = 2\nsample_every = 100\n")
+    unguided_null = write_recipe(TINY_TTS + "\n[train]\nsteps = 4\n", "u.toml")
+    res = runner.invoke(app, ["train", str(unguided_null), "--data", str(corpus), "-o", str(tmp_path / "u")])
+    assert res.exit_code == 2 and "'text' is guided but never dropped" in res.output
+    path = write_recipe(TINY_TTS + "\n[train]\nsteps = 4\nbatch_size = 2\nsample_every = 100\ndropout = { text = 0.1 }\n")
+    res = runner.invoke(app, ["train", str(path), "--data", str(corpus), "--device", "gpu", "-o", str(tmp_path / "g")])
+    assert res.exit_code == 2 and "is not a device" in res.output
     res = runner.invoke(app, ["train", str(path), "--data", str(corpus), "-o", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output
     assert "trained to step 4" in res.output and (tmp_path / "run" / "model.safetensors").exists()
@@ -107,7 +112,7 @@ def test_torchrun_two_processes_on_cpu(write_recipe, corpus, tmp_path):
     import subprocess
     import sys
 
-    path = write_recipe(TINY_TTS + "\n[train]\nsteps = 3\nbatch_size = 2\nsample_every = 100\nsave_every = 3\n")
+    path = write_recipe(TINY_TTS + "\n[train]\nsteps = 3\nbatch_size = 2\nsample_every = 100\nsave_every = 3\ndropout = { text = 0.1 }\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "-m", "audioguide.cli", "train", str(path), "--data", str(corpus), "-o", str(tmp_path / "ddp")]

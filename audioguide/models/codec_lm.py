@@ -34,6 +34,13 @@ KV cache
 seen so far (prefix included, padding included), the key validity mask ``[B, L]`` and the next
 position id per row ``[B]``. :meth:`CodecLM.prefill` fills it from the conditions and
 :meth:`CodecLM.step` appends one time step to it.
+
+Guided generation
+-----------------
+The model knows nothing of guidance or sampling: classifier-free guidance over its branches and the
+delayed AR loop are pure functions of its public ``prefill`` / ``step`` / ``bos_id`` / ``pad_id`` /
+``n_codebooks`` / ``condition_names`` (:func:`audioguide.sampling.tokens.guided_lm_step` and
+:func:`audioguide.sampling.tokens.sample_codec_lm`).
 """
 
 from __future__ import annotations
@@ -48,10 +55,8 @@ from torch.nn import functional as F
 
 from audioguide.conditioners import Conditioner
 from audioguide.core import Cond, Keep
-from audioguide.guidance import Guidance, GuidedLogits
 from audioguide.models.layers import apply_rope, rope_angles
 from audioguide.models.base import Generator, init_random
-from audioguide.sampling.tokens import StepFn, sample_delayed
 
 __all__ = ["CodecLM", "CodecLMConfig", "KVCache", "rotary"]
 
@@ -195,6 +200,11 @@ class CodecLM(Generator):
         return self.config.codebook_size
 
     @property
+    def condition_names(self) -> tuple[str, ...]:
+        """Names of the conditions in ``cond`` / ``keep``, in conditioner (prefix) order."""
+        return tuple(self.conditioners)
+
+    @property
     def bos_id(self) -> int:
         return self.config.codebook_size
 
@@ -286,55 +296,3 @@ class CodecLM(Generator):
         cache.keys, cache.values = [k for k, _ in kvs], [v for _, v in kvs]
         cache.valid, cache.next_pos = valid, cache.next_pos + 1
         return self.logits(h)[:, :, 0]
-
-    # -- guided generation -----------------------------------------------------------------------
-
-    def guided_step(self, cond: Cond, policy: Guidance) -> StepFn:
-        """``step(prev [B, K]) -> guided log-probs [B, K, V]`` for one generation under ``policy``.
-
-        Every guidance branch is one slice of a single batch of ``n_branches * B`` rows laid out
-        branch-major (:class:`~audioguide.guidance.GuidedLogits`), sharing one KV cache that is
-        prefilled here; the closure owns that cache.
-        """
-        unknown = set(policy.conditions) - set(self.conditioners)
-        if unknown:
-            raise ValueError(f"guidance names conditions this model lacks: {', '.join(sorted(unknown))}")
-        gl = GuidedLogits(policy)
-        B = _batch_size(cond, self.conditioners)
-        device = cond[next(iter(self.conditioners))].device
-        cache = self.prefill({k: gl.expand(v) for k, v in cond.items()}, gl.keep(B, device))
-
-        def step(prev: Tensor) -> Tensor:
-            return gl(self.step(cache, gl.expand(prev.to(device))))
-
-        return step
-
-    @torch.no_grad()
-    def generate(
-        self,
-        cond: Cond,
-        n_frames: int,
-        policy: Guidance,
-        generator: torch.Generator | None,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-    ) -> Tensor:
-        """Codes ``[B, K, n_frames]`` sampled with multi-condition CFG on logits under ``policy``.
-
-        Guided log-probs (``sum_i w_i log_softmax(l_i)``, see :class:`GuidedLogits`) feed
-        :func:`~audioguide.sampling.tokens.sample_delayed` (delay pattern, temperature, top-k,
-        top-p; ``temperature = 0`` is greedy). The policy is used as given on every call.
-        """
-        step = self.guided_step(cond, policy)
-        B = _batch_size(cond, self.conditioners)
-        return sample_delayed(
-            step, B, self.n_codebooks, n_frames, generator, self.bos_id, self.pad_id, temperature, top_k, top_p
-        )
-
-
-def _batch_size(cond: Cond, names: Mapping[str, object]) -> int:
-    sizes = {cond[name].shape[0] for name in names}
-    if len(sizes) != 1:
-        raise ValueError(f"condition tensors disagree on the batch size: {sorted(sizes)}")
-    return sizes.pop()

@@ -5,15 +5,22 @@ the MusicGen "delay" interleaving (Copet et al. 2023, arXiv 2306.05284, §2.2): 
 codebooks, codebook ``k`` runs ``k`` steps behind codebook 0, so one step predicts all ``K``
 codebooks at once and ``T`` frames take ``T + K - 1`` steps. Every random draw comes from the
 explicit ``torch.Generator`` argument.
+
+Guided sampling of a codec language model (:func:`guided_lm_step`, :func:`sample_codec_lm`) is a
+pure function of the model's public decoding interface (:class:`CodecLMLike`) and of
+:class:`audioguide.guidance.GuidedLogits`, which holds the guidance math.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
+
+from audioguide.guidance import Guidance, GuidedLogits
 
 StepFn = Callable[[Tensor], Tensor]
 """``step(prev_tokens [B, K]) -> logits [B, K, V]``; the closure owns its KV cache."""
@@ -123,3 +130,86 @@ def sample_delayed(
         prev = torch.where(valid, tokens, torch.full_like(tokens, pad_id))
         delayed[:, :, s] = prev
     return undo_delay_pattern(delayed, K)
+
+
+# ---------------------------------------------------------------------------------------------
+# Guided sampling of a codec language model
+# ---------------------------------------------------------------------------------------------
+
+
+class CodecLMLike(Protocol):
+    """The public decoding interface of a codec LM that guided sampling needs (e.g. ``CodecLM``).
+
+    ``prefill(cond, keep)`` runs the condition prefix and returns a mutable cache;
+    ``step(cache, tokens [B, K]) -> logits [B, K, V]`` appends one delayed column to it.
+    ``condition_names`` are the conditions ``cond`` and ``keep`` carry.
+    """
+
+    @property
+    def condition_names(self) -> Sequence[str]: ...
+
+    @property
+    def n_codebooks(self) -> int: ...
+
+    @property
+    def bos_id(self) -> int: ...
+
+    @property
+    def pad_id(self) -> int: ...
+
+    def prefill(self, cond: Mapping[str, Tensor], keep: Mapping[str, Tensor]) -> Any: ...
+
+    def step(self, cache: Any, tokens: Tensor) -> Tensor: ...
+
+
+def _cond_batch(cond: Mapping[str, Tensor], names: Sequence[str]) -> tuple[int, torch.device]:
+    """Batch size and device of the condition tensors the model reads."""
+    sizes = {cond[name].shape[0] for name in names}
+    if len(sizes) != 1:
+        raise ValueError(f"condition tensors disagree on the batch size: {sorted(sizes)}")
+    return sizes.pop(), cond[names[0]].device
+
+
+def guided_lm_step(model: CodecLMLike, cond: Mapping[str, Tensor], policy: Guidance) -> StepFn:
+    """``step(prev [B, K]) -> guided log-probs [B, K, V]`` for one generation under ``policy``.
+
+    Every guidance branch is one slice of a single batch of ``n_branches * B`` rows laid out
+    branch-major (:class:`~audioguide.guidance.GuidedLogits`), sharing one KV cache that is
+    prefilled here by ``model.prefill``; the closure owns that cache.
+    """
+    names = tuple(model.condition_names)
+    unknown = set(policy.conditions) - set(names)
+    if unknown:
+        raise ValueError(f"guidance names conditions this model lacks: {', '.join(sorted(unknown))}")
+    gl = GuidedLogits(policy)
+    B, device = _cond_batch(cond, names)
+    cache = model.prefill({k: gl.expand(v) for k, v in cond.items()}, gl.keep(B, device))
+
+    def step(prev: Tensor) -> Tensor:
+        return gl(model.step(cache, gl.expand(prev.to(device))))
+
+    return step
+
+
+@torch.no_grad()
+def sample_codec_lm(
+    model: CodecLMLike,
+    cond: Mapping[str, Tensor],
+    n_frames: int,
+    policy: Guidance,
+    generator: torch.Generator | None,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> Tensor:
+    """Codes ``[B, K, n_frames]`` sampled from ``model`` with multi-condition CFG on logits.
+
+    Guided log-probs (``sum_i w_i log_softmax(l_i)``, see :class:`~audioguide.guidance.GuidedLogits`)
+    from :func:`guided_lm_step` feed :func:`sample_delayed` (delay pattern, temperature, top-k,
+    top-p; ``temperature = 0`` is greedy). The policy is used as given on every call.
+    """
+    step = guided_lm_step(model, cond, policy)
+    B, _ = _cond_batch(cond, tuple(model.condition_names))
+    return sample_delayed(
+        step, B, model.n_codebooks, n_frames, generator, model.bos_id, model.pad_id, temperature, top_k, top_p
+    )

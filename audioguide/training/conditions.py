@@ -20,8 +20,9 @@ def draw_keep(
     batch: int,
     generator: torch.Generator,
     p_all: float = 0.0,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Tensor]:
-    """Boolean keep masks ``[batch]`` per condition (True = keep), drawn from ``generator``."""
+    """Boolean keep masks ``[batch]`` per condition (True = keep), drawn from ``generator``, on ``device``."""
     for name, p in list(p_drop.items()) + [("all", p_all)]:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"dropout probability for {name!r} must be in [0, 1], got {p}")
@@ -29,5 +30,5 @@ def draw_keep(
     keep = {}
     for name in names:
         u = torch.rand(batch, generator=generator)
-        keep[name] = ~(drop_all | (u < p_drop.get(name, 0.0)))
+        keep[name] = (~(drop_all | (u < p_drop.get(name, 0.0)))).to(device)
     return keep

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from audioguide.core import Cond, Keep, expand_like, from_x0_eps
+from audioguide.guidance import combine
 from audioguide.models.dit import math_attention
 from audioguide.sampling import DiffusionSchedule
 
@@ -281,7 +282,8 @@ def guided_velocity(
         torch.cat([z, z]), torch.cat([t, t]), {k: torch.cat([c, c]) for k, c in cond.items()}, both, **extra
     )
     u_c, u_null = out.detach().chunk(2)
-    folded = config.omega * v + config.kappa * u_c + (1.0 - config.omega - config.kappa) * u_null
+    # the combination itself is guidance math: audioguide.guidance.combine
+    folded = combine(torch.stack([v, u_c, u_null]), [config.omega, config.kappa, 1.0 - config.omega - config.kappa])
     return torch.where(rows.reshape(-1, *([1] * (v.ndim - 1))), folded, v)
 
 

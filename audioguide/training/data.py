@@ -20,7 +20,7 @@ from audioguide.audio import read_audio
 from audioguide.core import AudioguideError
 from audioguide.manifest import Row, read_manifest
 
-INPUT_FIELDS = ("text", "speaker", "caption")
+INPUT_FIELDS = ("text", "speaker", "caption", "style")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class AudioBatch:
     def frame_mask(self, hop: int, frames: int) -> Tensor:
         """``[B, frames]`` True where a latent frame covers real audio (``ceil(length / hop)``)."""
         valid = (self.lengths + hop - 1) // hop
-        return torch.arange(frames)[None] < valid[:, None]
+        return torch.arange(frames, device=valid.device)[None] < valid[:, None]
 
 
 class AudioDataset:
@@ -45,12 +45,7 @@ class AudioDataset:
             raise AudioguideError("the training manifest has no rows")
         self.rows = list(rows)
         self.sample_rate = sample_rate
-        for row in self.rows:
-            if row.audio is None:
-                raise AudioguideError(f"manifest row {row.id!r} has no 'audio'")
-            for field in needs:
-                if getattr(row, field) is None:
-                    raise AudioguideError(f"manifest row {row.id!r} has no {field!r}, which this recipe conditions on")
+        check_rows(self.rows, needs)
         self.audio = [torch.from_numpy(read_audio(r.audio, sample_rate)[0]) for r in self.rows]
 
     @classmethod
@@ -86,6 +81,18 @@ class AudioDataset:
         while len(idx) < batch_size:
             idx.append(int(torch.randint(0, n, (1,), generator=generator)))
         return self.batch(idx, generator, segment_seconds)
+
+
+def check_rows(rows: Sequence[Row], needs: Sequence[str]) -> None:
+    """Every row has audio (that exists) and the inputs the recipe conditions on."""
+    for row in rows:
+        if row.audio is None:
+            raise AudioguideError(f"manifest row {row.id!r} has no 'audio'")
+        if not row.audio.is_file():
+            raise AudioguideError(f"manifest row {row.id!r}: audio file {row.audio} not found")
+        for field in needs:
+            if getattr(row, field) is None:
+                raise AudioguideError(f"manifest row {row.id!r} has no {field!r}, which this recipe conditions on")
 
 
 def split_holdout(rows: Sequence[Row], fraction: float, seed: int) -> tuple[list[Row], list[Row]]:

@@ -16,9 +16,12 @@ generator state and step: everything needed to resume bit-for-bit, and no pickle
 it writes a validation sample from a held-out manifest row. Running the same command again resumes.
 
 Multi-GPU / multi-node: launch the same command with ``torchrun --nproc_per_node N -m
-audioguide.cli train ...`` (torch.distributed: NCCL on GPUs, Gloo on CPUs); each rank draws its
-own batches (seed + rank), gradients are all-reduced and averaged after every backward, and only
-rank 0 writes. The single-process CPU path is the default.
+audioguide.cli train ... --device cuda`` (torch.distributed: NCCL on GPUs, each rank on
+cuda:LOCAL_RANK; Gloo on CPUs); each rank draws its own batches (seed + rank), gradients are
+all-reduced and averaged after every backward, running buffers (codebooks) are averaged, and only
+rank 0 writes. A resumed multi-process run re-seeds each rank from (seed, rank, step), so it is
+reproducible but not identical to an uninterrupted one; single-process resumes are bit-exact.
+The single-process CPU path is the default.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from audioguide.manifest import read_manifest
 from audioguide.recipes import Recipe
 from audioguide.training.conditions import draw_keep
 from audioguide.training.config import TrainConfig
-from audioguide.training.data import AudioBatch, AudioDataset, split_holdout
+from audioguide.training.data import AudioBatch, AudioDataset, check_rows, split_holdout
 
 STATE_NAME = "train_state.safetensors"
 EXPORT_NAME = "model.safetensors"
@@ -65,7 +68,7 @@ class TrainResult:
 def _conditions(model, batch: AudioBatch, cfg: TrainConfig, generator: torch.Generator):
     names = list(model.conditioners)
     cond = model.encode({n: batch.inputs[n] for n in names})
-    keep = draw_keep(names, dict(cfg.dropout), batch.wav.shape[0], generator, cfg.dropout_all)
+    keep = draw_keep(names, dict(cfg.dropout), batch.wav.shape[0], generator, cfg.dropout_all, batch.wav.device)
     return cond, keep
 
 
@@ -110,8 +113,8 @@ def make_objective(recipe: Recipe, representation, model, cfg: TrainConfig) -> t
         def meanflow(batch, generator, step):
             x0, mask = latents(batch)
             cond, keep = _conditions(model, batch, cfg, generator)
-            ratio = C.curriculum_flow_ratio(step, cfg.curriculum_steps, base.flow_ratio)
-            return C.mean_flow_loss(model, x0, cond, keep, generator, dataclasses.replace(base, flow_ratio=ratio), mask=mask)
+            config = C.flow_to_mean_flow(base, step, cfg.curriculum_steps)
+            return C.mean_flow_loss(model, x0, cond, keep, generator, config, mask=mask)
 
         return model, meanflow
 
@@ -174,16 +177,24 @@ def save_state(path: Path, module: nn.Module, ema: nn.Module | None, opt, genera
     save_checkpoint(path, tensors, meta, kind="train-state")
 
 
-def load_state(path: Path, module: nn.Module, ema: nn.Module | None, opt, generator: torch.Generator) -> int:
+def load_state(path: Path, module: nn.Module, ema: nn.Module | None, opt, generator: torch.Generator, recipe: Recipe) -> int:
+    """Restore a run; a state that does not fit this recipe is a one-line error (start a new run directory)."""
     ckpt = load_checkpoint(path)
     if ckpt.kind != "train-state":
         raise AudioguideError(f"{path} is not a training state")
+    if ckpt.config.get("recipe") != recipe.name:
+        raise AudioguideError(f"{path} belongs to recipe {ckpt.config.get('recipe')!r}, not {recipe.name!r}: use another --output")
     t = ckpt.tensors
-    module.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-    if ema is not None:
-        ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")})
-    opt.load_state_dict(_optimizer_state(t, ckpt.config["optim"]))
-    generator.set_state(t["rng"])
+    try:
+        module.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+        if ema is not None:
+            ema_state = {k[4:]: v for k, v in t.items() if k.startswith("ema.")}
+            ema.load_state_dict(ema_state or module.state_dict())
+        opt.load_state_dict(_optimizer_state(t, ckpt.config["optim"]))
+        generator.set_state(t["rng"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        reason = str(e).splitlines()[0][:200]
+        raise AudioguideError(f"{path} does not fit the recipe as it is now ({reason}); use another --output") from None
     return int(ckpt.config["step"])
 
 
@@ -207,13 +218,39 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _distributed() -> tuple[int, int]:
+def _distributed(device: str) -> tuple[int, int, str]:
+    """``(rank, world size, device)`` under torchrun; each rank of a GPU run takes cuda:LOCAL_RANK."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
+        gpu = device.startswith("cuda")
+        if gpu:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group("nccl" if gpu else "gloo")
     rank = torch.distributed.get_rank() if world > 1 else 0
-    return rank, world
+    return rank, world, device
+
+
+def _check_device(device: str) -> str:
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise AudioguideError(f"--device {device!r} is not a device (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AudioguideError(f"--device {device}: this torch has no CUDA device")
+    if dev.type not in ("cpu", "cuda"):
+        raise AudioguideError(f"--device {device!r}: use cpu, cuda or cuda:N")
+    return device
+
+
+def _sync_buffers(module: nn.Module, world: int) -> None:
+    """Keep running statistics (codebooks, latent power) equal across ranks: average floats, take rank 0's integers."""
+    for b in module.buffers():
+        if b.is_floating_point():
+            torch.distributed.all_reduce(b)
+            b /= world
+        else:
+            torch.distributed.broadcast(b, 0)
 
 
 def _average_gradients(params: list[nn.Parameter], world: int) -> None:
@@ -225,28 +262,61 @@ def _average_gradients(params: list[nn.Parameter], world: int) -> None:
         p.grad /= world
 
 
-def _validation_sample(recipe, representation, model, rows, out_dir: Path, step: int) -> None:
+def _validation_sample(recipe, representation, model, rows, out_dir: Path, step: int, log: Log | None) -> None:
+    """Write ``samples/stepNNNNNNN.wav`` from the first held-out row; a failure is logged, not fatal."""
     if not rows:
         return
     row = rows[0]
-    samples = out_dir / "samples"
-    if recipe.train.target == "representation":
-        from audioguide.audio import read_audio
+    target = out_dir / "samples" / f"step{step:07d}.wav"
+    device = next(representation.parameters(), torch.empty(0)).device
+    try:
+        if recipe.train.target == "representation":
+            from audioguide.audio import read_audio
 
-        wav, _ = read_audio(row.audio, representation.sample_rate)
-        with torch.no_grad():
-            x = torch.from_numpy(wav)[None]
-            rec = representation.decode(representation.encode(x))[0, : x.shape[-1]]
-        write_wav(samples / f"step{step:07d}.wav", rec.numpy(), representation.sample_rate)
+            wav, _ = read_audio(row.audio, representation.sample_rate)
+            representation.eval()
+            with torch.no_grad():
+                x = torch.from_numpy(wav)[None].to(device)
+                rec = representation.decode(representation.encode(x))[0, : x.shape[-1]]
+            write_wav(target, rec.cpu().numpy(), representation.sample_rate)
+            return
+        from audioguide.pipeline import PRIMARY_INPUT, Pipeline
+
+        primary = PRIMARY_INPUT[recipe.task]
+        inputs = {n: getattr(row, n) for n in model.conditioners if n != primary}
+        audio = Pipeline.from_components(recipe, representation, model)([getattr(row, primary)], seed=0, inputs=inputs)
+        write_wav(target, audio[0], audio.sample_rate)
+    except AudioguideError as e:
+        if log is not None:
+            log(step, {"sample_failed": 1.0})
+        (out_dir / "samples").mkdir(parents=True, exist_ok=True)
+        (out_dir / "samples" / f"step{step:07d}.error.txt").write_text(str(e) + "\n")
+
+
+def check_training_recipe(recipe: Recipe) -> None:
+    """Training-time checks that need the whole recipe: CFG needs trained nulls; crops need unconditioned audio."""
+    from audioguide.pipeline import PRIMARY_INPUT
+    from audioguide.recipes import RecipeError
+
+    cfg, where = recipe.train, f"{recipe.source}: [train]"
+    if cfg.target != "model":
         return
-    from audioguide.pipeline import PRIMARY_INPUT, Pipeline
-
-    pipe = Pipeline.from_components(recipe, representation, model)
-    text = getattr(row, PRIMARY_INPUT[recipe.task])
-    if text:
-        audio = pipe([text], seed=0)
-        write_wav(samples / f"step{step:07d}.wav", audio[0], audio.sample_rate)
-    model.train()
+    dropped = {name for name, p in cfg.dropout if p > 0} if cfg.dropout_all == 0 else set(recipe.condition_names)
+    guided = [name for name, w in recipe.guidance.scales if w != 1.0]
+    meanflow = cfg.meanflow
+    if meanflow is not None and meanflow.guided:
+        guided += list(meanflow.guided_conditions or recipe.condition_names)
+        unknown = [n for n in meanflow.guided_conditions if n not in recipe.condition_names]
+        if unknown:
+            raise RecipeError(f"{where}.meanflow guided_conditions names {unknown[0]!r}; conditions: {', '.join(recipe.condition_names)}")
+    for name in guided:
+        if name not in dropped:
+            raise RecipeError(
+                f"{where}: condition {name!r} is guided but never dropped in training, so its null would stay untrained; "
+                f"set dropout = {{ {name} = 0.1 }}"
+            )
+    if cfg.segment_seconds > 0 and PRIMARY_INPUT[recipe.task] in recipe.condition_names:
+        raise RecipeError(f"{where}: segment_seconds crops audio but {PRIMARY_INPUT[recipe.task]!r} describes the whole clip; use 0")
 
 
 def train(
@@ -268,7 +338,8 @@ def train(
     cfg = recipe.train
     stop = cfg.steps if steps is None else steps
     out_dir = Path(out_dir)
-    rank, world = _distributed()
+    rank, world, device = _distributed(_check_device(device))
+    check_training_recipe(recipe)
     representation, model = build_components(recipe, require_weights=False)
     module, objective = make_objective(recipe, representation, model, cfg)
     representation.to(device)
@@ -277,6 +348,7 @@ def train(
     rows = read_manifest(manifest)
     train_rows, val_rows = split_holdout(rows, cfg.validation, cfg.seed)
     needs = [] if cfg.target == "representation" else list(model.conditioners)
+    check_rows(val_rows, needs)
     data = AudioDataset(train_rows, representation.sample_rate, needs)
 
     generator = torch.Generator().manual_seed(cfg.seed + rank)
@@ -284,7 +356,7 @@ def train(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = copy.deepcopy(module).eval().requires_grad_(False) if cfg.ema > 0 else None
     state_path = out_dir / STATE_NAME
-    step = load_state(state_path, module, ema, opt, generator) if state_path.exists() else 0
+    step = load_state(state_path, module, ema, opt, generator, recipe) if state_path.exists() else 0
     if world > 1 and step:  # the state holds rank 0's generator: give every rank its own stream again
         generator.manual_seed(cfg.seed + 1_000_003 * rank + step)
     losses = []
@@ -299,13 +371,15 @@ def train(
         loss.backward()
         if world > 1:
             _average_gradients(params, world)
+            _sync_buffers(module, world)
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         if ema is not None:
+            decay = min(cfg.ema, (1.0 + step) / (10.0 + step))  # warm-up: early exports are not the init
             with torch.no_grad():
                 for pe, pm in zip(ema.parameters(), module.parameters()):
-                    pe.lerp_(pm, 1.0 - cfg.ema)
+                    pe.lerp_(pm, 1.0 - decay)
                 for be, bm in zip(ema.buffers(), module.buffers()):  # running statistics, codebooks
                     be.copy_(bm)
         step += 1
@@ -316,9 +390,8 @@ def train(
             save_state(state_path, module, ema, opt, generator, step, recipe)
             export(export_path, ema or module, recipe, step)
         if rank == 0 and step % cfg.sample_every == 0:
-            _validation_sample(recipe, representation, ema or module if cfg.target == "model" else model, val_rows, out_dir, step)
-            if cfg.target == "representation":
-                representation.train()
+            _validation_sample(recipe, representation, ema or module if cfg.target == "model" else model, val_rows, out_dir, step, log)
+            module.train()
     if rank == 0 and not export_path.exists():
         export(export_path, ema or module, recipe, step)
     return TrainResult(step, tuple(losses), export_path)
