@@ -65,7 +65,8 @@ def resolve(source: str | Path) -> Path:
         if len(found) == 1:
             return found[0]
         raise AudioguideError(f"no {WEIGHTS_NAME} (or single .safetensors file) in {p}")
-    if _REPO_ID.match(str(source)) and not str(source).endswith(".safetensors"):
+    local_looking = str(source).startswith((".", "/", "~")) or p.parent.exists() and str(p.parent) != "."
+    if _REPO_ID.match(str(source)) and not str(source).endswith(".safetensors") and not local_looking:
         return _from_hub(str(source))
     raise AudioguideError(f"checkpoint not found: {source}")
 

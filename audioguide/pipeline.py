@@ -27,7 +27,7 @@ import torch
 from audioguide.checkpoints import load_checkpoint
 from audioguide.core import Audio, AudioguideError, make_generator
 from audioguide.guidance import Guidance, GuidedField
-from audioguide.recipes import Recipe, RecipeError, check_scales, load_recipe
+from audioguide.recipes import Recipe, RecipeError, check_policy, load_recipe, model_kind
 from audioguide.registry import CONDITIONERS, MODELS, REPRESENTATIONS, SAMPLERS
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -37,12 +37,19 @@ StepCallback = Callable[[int, int], None]
 """``callback(step, total)`` after each sampler step."""
 
 
-def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: str) -> None:
-    packaged = WEIGHTS_DIR / source
-    relative = recipe.source.parent / source
-    path = packaged if packaged.exists() else relative if relative.exists() else source
+def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: str, user: bool = False) -> None:
+    """Load ``source`` into ``module``: a path as given (a user's option: relative to the working
+    directory first), a packaged weight file name, a path relative to the recipe, or a Hub id."""
+    candidates = [WEIGHTS_DIR / source, recipe.source.parent / source]
+    if user:
+        candidates.insert(0, Path(source))
+    path = next((c for c in candidates if c.exists()), source)
     ckpt = load_checkpoint(path)
-    missing, unexpected = module.load_state_dict(ckpt.tensors, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(ckpt.tensors, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        reason = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise AudioguideError(f"checkpoint {ckpt.path} does not fit the {what} of recipe {recipe.name!r}: {reason}") from None
     if missing or unexpected:
         raise AudioguideError(
             f"checkpoint {ckpt.path} does not fit the {what} of recipe {recipe.name!r} "
@@ -53,13 +60,23 @@ def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: st
 def build_components(recipe: Recipe, model_weights: str | None = None, require_weights: bool = True):
     """Build ``(representation, model)`` from a recipe and load their weights.
 
-    ``model_weights`` overrides the recipe's ``[model] weights``. Unless the recipe declares
-    ``random_weights``, a model without weights is an error (when ``require_weights``).
+    ``model_weights`` (a user's option) overrides the recipe's ``[model] weights``. Unless the recipe
+    declares ``random_weights``, a model or trainable representation without weights is an error
+    (when ``require_weights``). Construction leaves torch's global RNG as it was: initial weights
+    come from each component's own seeded generator.
     """
+    with torch.random.fork_rng(devices=[]):
+        return _build(recipe, model_weights, require_weights)
+
+
+def _build(recipe: Recipe, model_weights: str | None, require_weights: bool):
     rep_spec, model_spec = recipe.representation, recipe.model
+    strict = require_weights and not recipe.random_weights
     representation = REPRESENTATIONS[rep_spec.type](rep_spec.config)
     if rep_spec.weights:
         _load_weights(representation, rep_spec.weights, recipe, "representation")
+    elif strict and model_spec is not None and getattr(representation, "trainable", False):
+        raise RecipeError(f"{recipe.source}: [representation] {rep_spec.type!r} has no weights and random_weights is not set")
     if model_spec is None:
         return representation, None
     conditioners = {n: CONDITIONERS[c.type](c.config) for n, c in recipe.conditioners}
@@ -75,10 +92,11 @@ def build_components(recipe: Recipe, model_weights: str | None = None, require_w
         model = cls(model_spec.config, representation.n_codebooks, conditioners)
     else:
         model = cls(model_spec.config, representation.channels, conditioners)
-    source = model_weights or model_spec.weights
-    if source is not None:
-        _load_weights(model, source, recipe, "model")
-    elif require_weights and not recipe.random_weights:
+    if model_weights is not None:
+        _load_weights(model, model_weights, recipe, "model", user=True)
+    elif model_spec.weights is not None:
+        _load_weights(model, model_spec.weights, recipe, "model")
+    elif strict:
         raise RecipeError(f"{recipe.source}: [model] has no weights and random_weights is not set")
     return representation, model
 
@@ -136,7 +154,7 @@ class Pipeline:
                 policy = dataclasses.replace(policy, rescale=rescale)
         except ValueError as e:
             raise AudioguideError(f"guidance: {e}") from None
-        check_scales(policy, SAMPLERS[self.recipe.sampler.type].cfgpp, "guidance")
+        check_policy(policy, self.recipe.sampler.type, model_kind(self.recipe.model), "guidance")
         return policy
 
     def sampler_config(self, steps: int | None = None):

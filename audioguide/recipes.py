@@ -167,7 +167,7 @@ def build(cls: type, table: Mapping[str, Any], where: str, **preset: Any) -> Any
         raise RecipeError(f"{where}: {e}") from None
 
 
-def _component(table: Any, registry: Mapping[str, Any], where: str) -> Component:
+def _component(table: Any, registry: Mapping[str, Any], where: str, weights_note: str = "") -> Component:
     if not isinstance(table, Mapping):
         raise RecipeError(f"{where} must be a table")
     kind = table.get("type")
@@ -176,6 +176,8 @@ def _component(table: Any, registry: Mapping[str, Any], where: str) -> Component
         raise RecipeError(f"{where}.type is {shown}; valid choices: {', '.join(sorted(registry))}")
     cls = registry[kind]
     rest = {k: v for k, v in table.items() if k not in ("type", "weights")}
+    if "weights" in table and weights_note:
+        raise RecipeError(f"{where}: no 'weights' here: {weights_note}")
     weights = _coerce(table["weights"], str, f"{where}.weights") if "weights" in table else None
     return Component(kind, build(cls.Config, rest, f"{where} ({kind})"), weights)
 
@@ -189,6 +191,10 @@ def _guidance(table: Mapping[str, Any], where: str) -> Guidance:
     terms = []
     for i, term in enumerate(table.pop("terms", [])):
         terms.append(build(_TermTable, term, f"{where}.terms[{i}]").to_term())
+    if terms and table.get("mode") != "terms":
+        raise RecipeError(f"{where}: 'terms' needs mode = \"terms\"")
+    if table.get("mode") == "terms" and parsed:
+        raise RecipeError(f"{where}: mode \"terms\" takes its weights from 'terms', not 'scales'")
     return build(Guidance, table, where, scales=parsed, custom_terms=tuple(terms))
 
 
@@ -245,9 +251,11 @@ def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
             raise RecipeError(
                 f"{where}: [conditioners.{name}] is not an input of task {task!r}; valid names: {', '.join(TASKS[task])}"
             )
-        conditioners.append((name, _component(table, CONDITIONERS, f"{where}: [conditioners.{name}]")))
+        conditioners.append((name, _component(
+            table, CONDITIONERS, f"{where}: [conditioners.{name}]", "a conditioner's weights are part of the [model] weights"
+        )))
     model = _component(data["model"], MODELS, f"{where}: [model]") if "model" in data else None
-    sampler = _component(data["sampler"], SAMPLERS, f"{where}: [sampler]") if "sampler" in data else None
+    sampler = _component(data["sampler"], SAMPLERS, f"{where}: [sampler]", "samplers have no weights") if "sampler" in data else None
     guidance = _guidance(data.get("guidance", {}), f"{where}: [guidance]")
     recipe = Recipe(
         name=_coerce(data.get("name", source.stem), str, f"{where}: name"),
@@ -289,9 +297,21 @@ def check_compatible(recipe: Recipe, where: str) -> None:
             f"{where}: sampler {recipe.sampler.type!r} needs a model predicting {' or '.join(sampler.kinds)}, "
             f"but [model] predicts {kind!r}"
         )
-    if sampler.mean_flow and not getattr(recipe.model.config, "mean_flow", False):
+    mean_flow = getattr(recipe.model.config, "mean_flow", False)
+    if sampler.mean_flow and not mean_flow:
         raise RecipeError(f"{where}: sampler 'meanflow' needs a mean-flow model (mean_flow = true)")
-    check_scales(recipe.guidance, sampler.cfgpp, where)
+    sampler_cfg = recipe.sampler.config
+    if getattr(sampler_cfg, "eta", 0.0) > 0 and recipe.sampler.type != "ddim":
+        raise RecipeError(f"{where}: [sampler] eta only applies to 'ddim', not {recipe.sampler.type!r}")
+    if kind == "eps" and getattr(sampler_cfg, "zero_terminal_snr", False):
+        raise RecipeError(f"{where}: an eps-prediction model cannot start from pure noise (zero terminal SNR); "
+                          "use kind = \"v\" or zero_terminal_snr = false")
+    train = recipe.train
+    if not mean_flow and (train.meanflow is not None or train.curriculum_steps):
+        raise RecipeError(f"{where}: [train] meanflow and curriculum_steps apply only to mean-flow models")
+    if (kind != "flow" or mean_flow) and train.t_dist != "logit-normal":
+        raise RecipeError(f"{where}: [train] t_dist applies only to flow-matching models")
+    check_policy(recipe.guidance, recipe.sampler.type, kind, where)
 
 
 def model_kind(model: Component) -> str:
@@ -300,11 +320,22 @@ def model_kind(model: Component) -> str:
     return "tokens" if cls.kind == "tokens" else getattr(model.config, "kind", cls.kind)
 
 
-def check_scales(guidance: Guidance, cfgpp: bool, where: str) -> None:
-    if cfgpp:
-        for name, w in guidance.scales:
+def check_policy(guidance: Guidance, sampler: str, kind: str, where: str) -> None:
+    """What a sampler and model kind allow: CFG++ scales in [0, 1]; only CFG terms on codec-LM logits."""
+    if SAMPLERS[sampler].cfgpp:
+        weights = [(name, w) for name, w in guidance.scales] + [
+            ("+".join(sorted(t.keep)) or "null", t.weight) for t in guidance.custom_terms
+        ]
+        for name, w in weights:
             if not 0.0 <= w <= 1.0:
                 raise RecipeError(f"{where}: CFG++ scales live in [0, 1]; scale for {name!r} is {w}")
+    if kind == "tokens":
+        unsupported = [name for name, on in [
+            ("rescale", guidance.rescale), ("apg", guidance.apg), ("interval", guidance.interval),
+            ("zero_star", guidance.zero_star), ("zero_init", guidance.zero_init), ("adaptive", guidance.adaptive),
+        ] if on]
+        if unsupported:
+            raise RecipeError(f"{where}: {unsupported[0]} does not apply to codec-LM logits (only multi-condition CFG does)")
 
 
 # ---------------------------------------------------------------------------------------------

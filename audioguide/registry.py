@@ -64,6 +64,10 @@ class FlowSamplerConfig:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         flow_times(1, self.schedule, self.shift, self.sway)  # validates the schedule
+        if self.shift != 1.0 and self.schedule != "shift":
+            raise ValueError('shift applies only to schedule = "shift"')
+        if self.sway != -1.0 and self.schedule != "sway":
+            raise ValueError('sway applies only to schedule = "sway"')
 
 
 @dataclass(frozen=True)

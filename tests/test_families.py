@@ -106,7 +106,9 @@ def test_mean_flow_dit_with_guidance_folded_into_training(write_recipe, corpus, 
 
 def test_codec_lm_on_autoencoder_tokens(write_recipe, corpus, tmp_path):
     model = 'type = "codec-lm"\n    dim = 32\n    depth = 1\n    heads = 2\n    codebook_size = 16'
-    path = write_recipe(_recipe(TINY_AE, model, 'type = "ar"\n    temperature = 0.8\n    top_k = 8'))
+    text = _recipe(TINY_AE, model, 'type = "ar"\n    temperature = 0.8\n    top_k = 8')
+    # the tiny autoencoder is untrained here: the recipe must say its weights are random
+    path = write_recipe(text.replace('name = "family"', 'name = "family"\n    random_weights = true'))
     _train_and_speak(path, corpus, tmp_path)
 
 

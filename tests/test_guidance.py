@@ -198,10 +198,9 @@ def apg_reference_rows(model, x, t, cond, w, eta, r, beta, avg, rows):
     for b in rows:
         xb, tb = x[b : b + 1], t[b : b + 1]
         a, s = 1 - tb, tb
-        to0 = lambda p: convert_prediction(p, "flow", "x0", xb, a, s)  # noqa: E731
         cb = {k: v[b : b + 1] for k, v in cond.items()}
-        D_c = to0(model.branch(xb, tb, cb, {"text"}))
-        d = D_c - to0(model.branch(xb, tb, cb, set()))
+        D_c = convert_prediction(model.branch(xb, tb, cb, {"text"}), "flow", "x0", xb, a, s)
+        d = D_c - convert_prediction(model.branch(xb, tb, cb, set()), "flow", "x0", xb, a, s)
         d = d if avg[b] is None else d + beta * avg[b]
         avg[b] = d
         d = d * torch.clamp(r / d.flatten(1).norm(dim=1).view(-1, 1, 1), max=1.0)

@@ -49,12 +49,21 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
         (('name = "tiny"', 'name = "tiny"\ncolour = "red"'), ["unknown key 'colour'", "valid keys: name, task"]),
         (("[conditioners.text]", "[conditioners.caption]"), ["[conditioners.caption] is not an input of task 'tts'"]),
         (('hop = 64', 'hop = 64\n[duration]\nmin_seconds = 5.0\nmax_seconds = 1.0'), ["[duration]", "min_seconds <= max_seconds"]),
+        (("steps = 4", "steps = 4\nshift = 3.0"), ['shift applies only to schedule = "shift"']),
+        (("dim = 16", 'dim = 16\nweights = "x.safetensors"'), ["[conditioners.text]: no 'weights' here", "[model] weights"]),
+        (("steps = 4", 'steps = 4\nweights = "x.safetensors"'), ["[sampler]: no 'weights' here"]),
+        (("scales = { text = 3.0 }", "scales = { text = 3.0 }\n[[guidance.terms]]\nkeep = []\nweight = 1.0"), ["'terms' needs mode"]),
+        (("scales = { text = 3.0 }", "scales = { text = 3.0 }\n[train]\ncurriculum_steps = 10"), ["only to mean-flow models"]),
+        (("scales = { text = 3.0 }", 'scales = { text = 3.0 }\n[train]\nt_dist = "uniform"'), []),
     ],
 )
 def test_bad_recipes_are_one_line_errors(write_recipe, edit, expect):
     old, new = edit
     assert old in TINY_TTS
     path = write_recipe(TINY_TTS.replace(old, new, 1))
+    if not expect:  # a valid edit: it must load
+        load_recipe(path)
+        return
     with pytest.raises(RecipeError) as err:
         load_recipe(path)
     msg = _one_line(err)
@@ -111,3 +120,25 @@ def test_unknown_recipe_and_bad_toml(write_recipe):
         load_recipe("missing.toml")
     with pytest.raises(RecipeError, match="invalid TOML"):
         load_recipe(write_recipe("name = \n"))
+
+
+def test_diffusion_sampler_checks(write_recipe):
+    v = TINY_TTS.replace("hidden = 32", 'hidden = 32\nkind = "v"')
+    with pytest.raises(RecipeError, match="eta only applies to 'ddim'"):
+        load_recipe(write_recipe(v.replace('type = "euler"', 'type = "dpmpp-2m"\neta = 0.5')))
+    eps = TINY_TTS.replace('type = "euler"', 'type = "ddim"').replace("hidden = 32", 'hidden = 32\nkind = "eps"')
+    with pytest.raises(RecipeError, match="eps-prediction model cannot start from pure noise"):
+        load_recipe(write_recipe(eps))
+    load_recipe(write_recipe(eps.replace('type = "ddim"', 'type = "ddim"\nzero_terminal_snr = false')))
+
+
+def test_building_components_leaves_global_rng_alone(write_recipe):
+    import torch
+
+    from audioguide.pipeline import build_components
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    build_components(load_recipe(write_recipe(TINY_TTS)))
+    assert torch.equal(torch.rand(3), expected)

@@ -55,8 +55,8 @@ from torch.nn import functional as F
 
 from audioguide.conditioners import Conditioner
 from audioguide.core import Cond, Keep
-from audioguide.models.layers import apply_rope, rope_angles
 from audioguide.models.base import Generator, init_random
+from audioguide.models.layers import apply_rope, rope_angles
 
 __all__ = ["CodecLM", "CodecLMConfig", "KVCache", "rotary"]
 

@@ -194,6 +194,8 @@ class ISTFTHead(nn.Module):
 class Autoencoder(Representation):
     """The trainable VAE + RVQ audio autoencoder described in the module docstring."""
 
+    trainable = True  # its weights come from training: recipes must give them (or random_weights)
+
     Config = AutoencoderConfig
 
     def __init__(self, config: AutoencoderConfig) -> None:

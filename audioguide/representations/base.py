@@ -20,6 +20,7 @@ class Representation(nn.Module):
     sample_rate: int
     channels: int
     hop: int
+    trainable: bool = False  # True: weights come from `audioguide train`, so recipes must name them
     n_codebooks: int = 0
     codebook_size: int = 0
 
