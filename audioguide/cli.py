@@ -85,8 +85,7 @@ def _load(task: str, recipe: str | None, weights: str | None, threads: int | Non
 
 
 def _validate_and_warn(pipe, texts, steps, cfg, scales, rescale) -> None:
-    """Check the inputs and options before any work, then say so if the weights are random."""
-    pipe.check_texts(texts)
+    """Check the options before any work, then say so if the weights are random."""
     pipe.policy(scales=scales, cfg=cfg, rescale=rescale)
     pipe.sampler_config(steps)
     if pipe.recipe.random_weights:
@@ -119,7 +118,7 @@ def _progress():
     )
 
 
-def _generate(task, text, output, recipe, seed, steps, cfg, scale, rescale, seconds, threads, weights, force):
+def _generate(task, text, output, recipe, seed, steps, cfg, scale, rescale, seconds, threads, weights, force, inputs=None):
     from audioguide.audio import write_wav
 
     with _user_errors():
@@ -127,12 +126,14 @@ def _generate(task, text, output, recipe, seed, steps, cfg, scale, rescale, seco
         pipe = _load(task, recipe, weights, threads)
         scales = _parse_scales(scale)
         seconds = pipe.seconds_for(text, seconds)
+        inputs = {k: v for k, v in (inputs or {}).items() if v is not None}
+        pipe.check_texts([text], inputs)
         _validate_and_warn(pipe, [text], steps, cfg, scales, rescale)
         with _progress() as progress:
             bar = progress.add_task("sampling", total=steps or getattr(pipe.recipe.sampler.config, "steps", None))
             audio = pipe(
                 [text], seed=seed, steps=steps, cfg=cfg, scales=scales, rescale=rescale,
-                seconds=seconds, callback=lambda i, total: progress.update(bar, completed=i, total=total),
+                seconds=seconds, inputs=inputs, callback=lambda i, total: progress.update(bar, completed=i, total=total),
             )
         write_wav(output, audio[0], audio.sample_rate)
         typer.echo(f"wrote {output} ({audio.seconds():.2f} s, {audio.sample_rate} Hz)", err=True)
@@ -154,9 +155,14 @@ def tts(
     threads: ThreadsOpt = None,
     weights: WeightsOpt = None,
     force: ForceOpt = False,
+    voice: Annotated[Optional[str], typer.Option("--voice", help="Named voice, for recipes with a speaker condition.")] = None,
+    describe: Annotated[
+        Optional[str], typer.Option("--describe", help="Free-text voice description, for recipes with a style condition.")
+    ] = None,
 ) -> None:
     """Text to speech."""
-    _generate("tts", text, output, recipe, seed, steps, cfg, scale, rescale, None, threads, weights, force)
+    _generate("tts", text, output, recipe, seed, steps, cfg, scale, rescale, None, threads, weights, force,
+              {"speaker": voice, "style": describe})
 
 
 @app.command()
@@ -196,7 +202,7 @@ def render(
     from audioguide.core import AudioguideError
     from audioguide.manifest import read_manifest
     from audioguide.recipes import load_recipe
-    from audioguide.render import prompt_of
+    from audioguide.render import check_rows
     from audioguide.render import render as render_rows
 
     with _user_errors():
@@ -208,7 +214,8 @@ def render(
         chosen = recipe or DEFAULT_RECIPE[task]
         pipe = _load(task or load_recipe(chosen).task, chosen, weights, threads)
         scales = _parse_scales(scale)
-        _validate_and_warn(pipe, [prompt_of(r, pipe.task) for r in rows], steps, cfg, scales, rescale)
+        check_rows(pipe, rows)
+        _validate_and_warn(pipe, [], steps, cfg, scales, rescale)
         with _progress() as progress:
             bar = progress.add_task("rendering", total=len(rows))
             report = render_rows(

@@ -184,8 +184,8 @@ class Pipeline:
         """Fail early, with a one-line error, on input the conditioners cannot take."""
         if not texts:
             raise AudioguideError("nothing to generate: no texts given")
-        self._inputs(texts[:1], inputs)
-        self.model.encode(self._inputs(texts, inputs))
+        for name, values in self._inputs(texts, inputs).items():
+            self.model.conditioners[name].check(values)
 
     def _inputs(self, texts: Sequence[str], inputs: Mapping[str, str] | None) -> dict[str, list[str]]:
         """Every conditioner's input per text: the texts themselves, plus ``inputs`` for the others."""
@@ -195,11 +195,13 @@ class Pipeline:
             if name not in self.model.conditioners or name == primary:
                 others = [n for n in self.model.conditioners if n != primary]
                 raise AudioguideError(f"recipe {self.recipe.name!r} takes no input {name!r}; it takes {', '.join(others) or 'none'}")
-        out = {primary: list(texts)}
+        out = {}
         for name in self.model.conditioners:
-            if name != primary:
-                if name not in extra:
-                    raise AudioguideError(f"recipe {self.recipe.name!r} needs the input {name!r}")
+            if name == primary:
+                out[name] = list(texts)
+            elif name not in extra:
+                raise AudioguideError(f"recipe {self.recipe.name!r} needs the input {name!r}")
+            else:
                 out[name] = [extra[name]] * len(texts)
         return out
 
@@ -232,16 +234,15 @@ class Pipeline:
         sampler_cfg = self.sampler_config(steps)
         durations = [self.seconds_for(t, seconds) for t in texts]
         waves = [
-            self._generate(self._inputs([text], inputs), secs, seed + i, policy, sampler_cfg, callback)
+            self._generate(text, self._inputs([text], inputs), secs, seed + i, policy, sampler_cfg, callback)
             for i, (text, secs) in enumerate(zip(texts, durations))
         ]
         return Audio(tuple(waves), self.sample_rate)
 
-    def _generate(self, inputs, seconds, seed, policy, sampler_cfg, callback) -> np.ndarray:
+    def _generate(self, text, inputs, seconds, seed, policy, sampler_cfg, callback) -> np.ndarray:
         sampler = SAMPLERS[self.recipe.sampler.type]
         rep = self.representation
         cond = self.model.encode(inputs)
-        text = inputs[PRIMARY_INPUT[self.task]][0]
         generator = make_generator(seed, self.device)
         frames = rep.frames_for(seconds)
         if sampler.tokens:

@@ -1,8 +1,9 @@
 """Batch rendering: a manifest in, one WAV per row out; resumable and atomic.
 
 Rows whose output already exists are skipped, so an interrupted job continues where it stopped;
-each WAV is written atomically, so an existing file is always complete. Row ``i`` without its own
-``seed`` uses ``seed + i``, which makes the output independent of how the job was split.
+each WAV is written atomically, so an existing file is always complete. Row ``i`` (its position in
+the manifest) without its own ``seed`` uses ``seed + i``, so a resumed job writes exactly what an
+uninterrupted one would. Every row is validated (prompt, other inputs, duration) before any work.
 """
 
 from __future__ import annotations
@@ -31,6 +32,27 @@ def prompt_of(row: Row, task: str) -> str:
     return value
 
 
+def inputs_of(row: Row, pipe: Pipeline) -> dict[str, str]:
+    """The row's other conditions (speaker, style) that the pipeline's model takes."""
+    primary = PRIMARY_INPUT[pipe.task]
+    out = {}
+    for name in pipe.model.conditioners:
+        if name != primary:
+            value = getattr(row, name, None)
+            if not value:
+                raise AudioguideError(f"manifest row {row.id!r} has no {name!r}, which recipe {pipe.recipe.name!r} needs")
+            out[name] = value
+    return out
+
+
+def check_rows(pipe: Pipeline, rows: Sequence[Row]) -> None:
+    """Validate every row before any work: prompt, other inputs, duration."""
+    for row in rows:
+        pipe.check_texts([prompt_of(row, pipe.task)], inputs_of(row, pipe))
+        if pipe.task == "t2a" and row.duration is not None:
+            pipe.seconds_for("", row.duration)
+
+
 def render(
     pipe: Pipeline,
     rows: Sequence[Row],
@@ -41,14 +63,15 @@ def render(
 ) -> RenderReport:
     """Render every row to ``out_dir/<id>.wav``; ``options`` go to the pipeline call."""
     out_dir = Path(out_dir)
-    prompts = [prompt_of(r, pipe.task) for r in rows]  # validate every row before any work
+    check_rows(pipe, rows)
     written = skipped = 0
-    for i, (row, prompt) in enumerate(zip(rows, prompts)):
+    for i, row in enumerate(rows):
         target = out_dir / f"{row.id}.wav"
         done = target.exists()
         if not done:
             seconds = row.duration if pipe.task == "t2a" else None
-            audio = pipe([prompt], seed=row.seed if row.seed is not None else seed + i, seconds=seconds, **options)
+            audio = pipe([prompt_of(row, pipe.task)], seed=row.seed if row.seed is not None else seed + i,
+                         seconds=seconds, inputs=inputs_of(row, pipe), **options)
             write_wav(target, audio[0], audio.sample_rate)
         written += not done
         skipped += done

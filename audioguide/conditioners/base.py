@@ -33,6 +33,14 @@ class Conditioner(nn.Module):
     def forward(self, inputs: Sequence[str]) -> Encoded:
         raise NotImplementedError
 
+    def check(self, inputs: Sequence[str]) -> None:
+        """Raise a one-line ``AudioguideError`` for inputs this conditioner cannot take.
+
+        Cheaper than encoding where a subclass can tell (ids, names, files); by default it encodes.
+        """
+        with torch.no_grad():
+            self(inputs)
+
     def select(self, enc: Encoded, keep: Tensor) -> Encoded:
         """Replace dropped rows (``keep`` False) by the null condition."""
         k = keep.view(-1, 1, 1)

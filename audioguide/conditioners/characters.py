@@ -47,6 +47,9 @@ class Characters(Conditioner):
             ids[i, : len(b)] = torch.tensor(list(b), dtype=torch.long)
         return ids, ids != 256
 
+    def check(self, inputs: Sequence[str]) -> None:
+        self.ids(inputs)
+
     def forward(self, inputs: Sequence[str]) -> Encoded:
         ids, mask = self.ids(inputs)
         return Encoded(self.table(ids.to(self.null.device)), mask.to(self.null.device))

@@ -78,6 +78,9 @@ class Phonemes(Conditioner):
             ids[i, : len(s)] = torch.tensor(s)
         return ids, ids != 0
 
+    def check(self, inputs: Sequence[str]) -> None:
+        self.ids(inputs)
+
     def forward(self, inputs: Sequence[str]) -> Encoded:
         ids, mask = self.ids(inputs)
         return Encoded(self.table(ids.to(self.null.device)), mask.to(self.null.device))

@@ -38,11 +38,14 @@ class SpeakerId(Conditioner):
         self.index = {v: i for i, v in enumerate(config.voices)}
         self.table = nn.Embedding(len(config.voices), config.dim)
 
+    def check(self, inputs: Sequence[str]) -> None:
+        for v in inputs:
+            if v not in self.index:
+                raise AudioguideError(f"unknown voice {v!r}; voices: {', '.join(self.config.voices)}")
+
     def forward(self, inputs: Sequence[str]) -> Encoded:
-        try:
-            ids = torch.tensor([self.index[v] for v in inputs], dtype=torch.long, device=self.null.device)
-        except KeyError as e:
-            raise AudioguideError(f"unknown voice {e.args[0]!r}; voices: {', '.join(self.config.voices)}") from None
+        self.check(inputs)
+        ids = torch.tensor([self.index[v] for v in inputs], dtype=torch.long, device=self.null.device)
         emb = self.table(ids)[:, None]
         return Encoded(emb, torch.ones(emb.shape[:2], dtype=torch.bool, device=emb.device))
 
@@ -64,7 +67,8 @@ class SpeakerReference(Conditioner):
     """Embeds a reference recording (path to an audio file): log-mel -> conv stack -> mean over time.
 
     Trained jointly with the generator (as a zero-shot speaker prompt), returning a length-1
-    sequence; d-vector style statistics pooling (Variani et al. 2014) over a small conv encoder.
+    sequence: mean and standard deviation over time ("statistics pooling" of x-vectors, Snyder et
+    al. 2018) of a small conv encoder.
     """
 
     Config = SpeakerReferenceConfig
@@ -88,6 +92,17 @@ class SpeakerReference(Conditioner):
             h = self.net(mel)[0]
             out.append(torch.cat([h.mean(-1), h.std(-1, unbiased=False)]))
         return self.proj(torch.stack(out))
+
+    def check(self, inputs: Sequence[str]) -> None:
+        import soundfile as sf
+
+        for path in inputs:
+            try:
+                info = sf.info(str(path))
+            except (sf.LibsndfileError, RuntimeError, OSError) as e:
+                raise AudioguideError(f"cannot read audio {path}: {e}") from None
+            if info.duration < 0.1:
+                raise AudioguideError(f"reference audio {path} is shorter than 0.1 s")
 
     def forward(self, inputs: Sequence[str]) -> Encoded:
         wavs = []

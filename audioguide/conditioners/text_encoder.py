@@ -99,6 +99,11 @@ class PretrainedText(Conditioner):
             mask = torch.ones(out.shape[:2], dtype=torch.bool)
         return Encoded(out, mask)
 
+    def check(self, inputs: Sequence[str]) -> None:
+        for t in inputs:
+            if not t.strip():
+                raise AudioguideError("text is empty")
+
     def forward(self, inputs: Sequence[str]) -> Encoded:
         enc = self.hidden_states(inputs)
         emb = self.proj(enc.emb.to(self.null.device))
