@@ -138,3 +138,29 @@ def test_render_cli_validates_all_rows_first(tmp_path):
     assert (tmp_path / "out" / "a.wav").exists()
     res = run("render", manifest, "-o", tmp_path / "out")
     assert res.exit_code == 0 and "skipped 1 already done" in res.output
+
+
+SPEAKER = TINY_TTS.replace(
+    "[model]", '[conditioners.speaker]\ntype = "speaker-id"\nvoices = ["ava", "bob"]\ndim = 8\n[model]'
+).replace("scales = { text = 3.0 }", "scales = { text = 3.0, speaker = 2.0 }")
+
+
+def test_voices_from_the_cli_and_manifests(tmp_path, write_recipe):
+    recipe = write_recipe(SPEAKER)
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    assert run("tts", "Hello.", "-r", recipe, "--voice", "ava", "-o", a).exit_code == 0
+    assert run("tts", "Hello.", "-r", recipe, "--voice", "bob", "-o", b).exit_code == 0
+    assert a.read_bytes() != b.read_bytes()
+    res = run("tts", "Hello.", "-r", recipe, "-o", tmp_path / "c.wav")
+    assert res.exit_code == 2 and "needs the input 'speaker'" in res.output
+    res = run("tts", "Hello.", "-r", recipe, "--voice", "carl", "-o", tmp_path / "c.wav")
+    assert res.exit_code == 2 and "unknown voice 'carl'; voices: ava, bob" in res.output
+    res = run("tts", "Hello.", "--describe", "a deep voice", "-o", tmp_path / "c.wav")
+    assert res.exit_code == 2 and "takes no input 'style'" in res.output
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(manifest, [{"id": "x", "text": "Hello.", "speaker": "bob"}, {"id": "y", "text": "Hi.", "speaker": "eve"}])
+    res = run("render", manifest, "-r", recipe, "-o", tmp_path / "out")
+    assert res.exit_code == 2 and "unknown voice 'eve'" in res.output and not (tmp_path / "out").exists()
+    write_manifest(manifest, [{"id": "x", "text": "Hello.", "speaker": "bob"}])
+    assert run("render", manifest, "-r", recipe, "-o", tmp_path / "out").exit_code == 0
+    assert (tmp_path / "out" / "x.wav").read_bytes() == b.read_bytes()

@@ -23,7 +23,7 @@ Typical step without a discriminator::
     loss, logs = autoencoder_loss(model, wav, generator)
     loss.backward(); opt.step()
 
-With one, the trainer alternates::
+With one, a GAN trainer alternates (``audioguide train`` does not wire the discriminator yet)::
 
     rec = reconstruct(model, wav, generator, weights)
     loss, logs = reconstruction_loss(model, wav, rec, weights, disc)      # generator step
