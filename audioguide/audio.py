@@ -1,13 +1,13 @@
 """Audio I/O and spectrograms: soundfile for files, librosa for resampling and mel filters, torch.stft.
 
-Writes are atomic: audio goes to a temporary file beside the target and is renamed into place only
-when complete, so an interrupted run never leaves a partial or corrupt WAV behind.
+Writes are atomic (:func:`audioguide.core.atomic_write`): audio goes to a temporary file beside
+the target and is renamed into place only when complete, so an interrupted run never leaves a
+partial or corrupt WAV behind.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from audioguide.core import AudioguideError
+from audioguide.core import AudioguideError, atomic_write
 
 
 def write_wav(path: str | Path, waveform: np.ndarray, sample_rate: int) -> Path:
@@ -30,20 +30,10 @@ def write_wav(path: str | Path, waveform: np.ndarray, sample_rate: int) -> Path:
         raise AudioguideError(f"refusing to write non-finite audio to {path}")
     if path.suffix.lower() != ".wav":
         raise AudioguideError(f"output must be a .wav file, got {path}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    except OSError as e:
-        raise AudioguideError(f"cannot write to {path.parent}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sf.write(f, np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        sf.write(f, np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 

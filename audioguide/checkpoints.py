@@ -8,16 +8,14 @@ Pickled formats (``.pt``, ``.bin``, ``.ckpt``) are refused: loading them can run
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
-from audioguide.core import AudioguideError
+from audioguide.core import AudioguideError, atomic_write
 
 FORMAT = "audioguide/1"
 WEIGHTS_NAME = "model.safetensors"
@@ -37,18 +35,10 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], config: dict[s
     """Write ``tensors`` with ``config`` (JSON) and ``kind`` in the safetensors metadata, atomically."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": FORMAT, "kind": kind, "config": json.dumps(config, sort_keys=True)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_write(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    return Path(path)
 
 
 def resolve(source: str | Path) -> Path:

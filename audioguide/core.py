@@ -28,8 +28,12 @@ the space they work in and convert through :func:`to_x0_eps` / :func:`from_x0_ep
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
@@ -154,3 +158,29 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     if not isinstance(seed, int) or seed < 0:
         raise AudioguideError(f"seed must be a non-negative integer, got {seed!r}")
     return torch.Generator(device=device).manual_seed(seed)
+
+
+@contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary file beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    A crash or error leaves any previous file untouched and no partial file behind. The result has
+    the usual permissions (``0666 & ~umask``), not ``mkstemp``'s 0600.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except OSError as e:
+        raise AudioguideError(f"cannot write to {path.parent}: {e.strerror}") from None
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

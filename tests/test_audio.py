@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -18,6 +20,9 @@ def test_write_then_read_roundtrip(tmp_path):
     path = write_wav(tmp_path / "sub" / "a.wav", wav, 8000)
     info = sf.info(str(path))
     assert info.samplerate == 8000 and info.frames == 8000 and info.subtype == "PCM_16"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
     back, sr = read_audio(path)
     assert sr == 8000 and np.abs(back - wav).max() < 1e-4
     res, sr2 = read_audio(path, sample_rate=16000)
