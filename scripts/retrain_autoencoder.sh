@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Rebuild the speech corpus and retrain the shipped speech autoencoder from scratch, seeded.
 #   bash scripts/retrain_autoencoder.sh [WORKDIR]
-# Measured on the 2-core CPU (Nov 2026): corpus of 2500 + 400 utterances (5 voices, 2.6 h of audio)
-# in ~3 min; 5000 training steps of batch 8 x 1 s at ~1.1-1.3 s/step with 2 threads (~1.7 h).
+# Measured on the 2-core CPU (Nov 2026): corpus of 2500 + 400 utterances (5 voices, 2.9 h of audio)
+# in ~3 min (flite must be installed: apt-get install flite); 5000 training steps of batch 8 x 1 s
+# took 50 min with 2 threads (0.45 s/step on an idle machine, ~1.2 s/step when shared).
 # On a GPU pass --device cuda (the recipe is the same).
 set -euo pipefail
 work="${1:-work}"
