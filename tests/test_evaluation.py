@@ -54,6 +54,15 @@ def test_speech_corpus_builder_resumes(tmp_path):
     paths = build_speech_corpus(tmp_path, n_sentences=3, seed=1, n_held_out=2)
     rows = read_manifest(paths["train"])
     assert len(rows) == 3 and all(r.audio.exists() and r.text and r.extra["phonemes"] for r in rows)
+    try:  # teacher durations need the onnx package (corpus extra)
+        import onnx  # noqa: F401
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        for r in rows:
+            samples = r.extra["phoneme_samples"]
+            assert len(samples) >= 3 and min(samples) >= 0 and r.extra["teacher_phonemes"]
+            assert sum(samples) == round(r.duration * 24000)  # exact: 2 frames of 300 samples per unit
     held = {r.text for r in read_manifest(paths["held_out"])}
     assert not held & {r.text for r in rows}
     stamps = {r.audio: r.audio.stat().st_mtime_ns for r in rows}

@@ -4,7 +4,9 @@
 
 Writes ``wavs/<speaker>/<id>.wav`` plus ``train.jsonl``, ``held_out.jsonl`` (unseen sentence
 templates) and ``sus.jsonl`` (semantically unpredictable sentences) with text, speaker, phonemes,
-duration and voice attributes. Rerunning resumes: finished WAVs are kept. Teachers are build-time
+duration and voice attributes; for hibari also its phoneme string (``teacher_phonemes``, with a
+pad at each end) and per-phoneme durations in samples (``phoneme_samples``, summing exactly to the
+clip length). Rerunning resumes: finished WAVs are kept. Teachers are build-time
 tools (hibari's packaged "heart" voice, Apache-2.0; piper's joe, CC0, through the ``corpus`` extra;
 CMU flite's slt, rms, awb and kal16 from Debian's ``flite``); more voices plug in as ``Teacher`` s.
 """
@@ -27,12 +29,17 @@ from audioguide.manifest import write_manifest
 
 @dataclass
 class Teacher:
-    """A voice that speaks text: ``synth(text) -> float32 waveform`` at ``sample_rate``."""
+    """A voice that speaks text: ``synth(text) -> float32 waveform`` at ``sample_rate``.
+
+    ``alignment(text, n_samples)``, where a teacher can tell, returns its own phoneme string and
+    per-phoneme durations in samples (summing to ``n_samples``), or None.
+    """
 
     name: str
     sample_rate: int
     attributes: dict[str, str]
     synth: Callable[[str], np.ndarray] = field(repr=False)
+    alignment: Callable[[str, int], tuple[str, list[int]] | None] | None = field(default=None, repr=False)
 
 
 def hibari_teacher(voice: str = "heart") -> Teacher:
@@ -46,7 +53,41 @@ def hibari_teacher(voice: str = "heart") -> Teacher:
         sample_rate=tts.sample_rate,
         attributes={"gender": "female", "accent": "american", "source": "hibari-tts (Apache-2.0)"},
         synth=lambda text: np.asarray(tts(text), dtype=np.float32),
+        alignment=_hibari_alignment(tts),
     )
+
+
+HIBARI_HOP = 300  # samples per output frame at 24 kHz; durations come in units of 2 frames (25 ms)
+
+
+def _hibari_alignment(tts):
+    """Per-phoneme durations from hibari's ONNX graph (REFERENCE §7): its internal node
+    ``/Cast_32_output_0`` holds integer durations in 25 ms units, one per input id (pads included),
+    exposed as an extra graph output with the ``onnx`` package. Returns None where unavailable."""
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    model = onnx.load(tts.model_path)
+    model.graph.output.append(helper.make_tensor_value_info("/Cast_32_output_0", TensorProto.INT64, None))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.log_severity_level = 1, 3
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    index = [o.name for o in session.get_outputs()].index("/Cast_32_output_0")
+
+    def alignment(text: str, n_samples: int) -> tuple[str, list[int]] | None:
+        chunks = tts.phonemize(text)
+        if len(chunks) != 1:  # multi-chunk texts are joined with pauses: no exact alignment
+            return None
+        ids = tts.ids(chunks[0])
+        out = session.run(None, {"ids": np.array([ids], dtype=np.int64), "speed": np.array([1.0], dtype=np.float32)})
+        units = out[index].reshape(-1).tolist()
+        samples = [2 * HIBARI_HOP * u for u in units]
+        return (chunks[0], samples) if sum(samples) == n_samples else None
+
+    return alignment
 
 
 FLITE_VOICES = {
@@ -183,8 +224,12 @@ def build_speech_corpus(
                 if not target.exists():
                     write_wav(target, voice.synth(text), voice.sample_rate)
                 wav, sr = read_audio(target)
-                rows.append({"id": rid, "audio": str(rel), "text": text, "speaker": voice.name,
-                             "phonemes": phonemize(text), "duration": round(len(wav) / sr, 3), **voice.attributes})
+                row = {"id": rid, "audio": str(rel), "text": text, "speaker": voice.name,
+                       "phonemes": phonemize(text), "duration": round(len(wav) / sr, 3), **voice.attributes}
+                aligned = voice.alignment(text, len(wav)) if voice.alignment else None
+                if aligned is not None:  # the teacher's own phonemes (with edge pads) and their lengths
+                    row["teacher_phonemes"], row["phoneme_samples"] = aligned
+                rows.append(row)
                 done += 1
                 if on_item is not None:
                     on_item(done, total)
