@@ -27,11 +27,11 @@ import torch
 from audioguide.checkpoints import load_checkpoint
 from audioguide.core import Audio, AudioguideError, make_generator
 from audioguide.guidance import Guidance, GuidedField
-from audioguide.recipes import Recipe, RecipeError, check_policy, load_recipe, model_kind
+from audioguide.recipes import TASKS, Recipe, RecipeError, check_policy, load_recipe, model_kind
 from audioguide.registry import CONDITIONERS, MODELS, REPRESENTATIONS, SAMPLERS
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-PRIMARY_INPUT = {"tts": "text", "t2a": "caption"}
+PRIMARY_INPUT = {task: inputs[0] for task, inputs in TASKS.items()}  # what the texts of a call are
 
 StepCallback = Callable[[int, int], None]
 """``callback(step, total)`` after each sampler step."""

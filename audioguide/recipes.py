@@ -47,7 +47,8 @@ from audioguide.training.config import TrainConfig
 
 BUILTIN_DIR = Path(__file__).parent / "recipes"
 TASKS: dict[str, tuple[str, ...]] = {
-    "tts": ("text", "speaker", "style"),  # the inputs a condition of each task may name
+    # the inputs a condition of each task may name; the first is what the task's texts are
+    "tts": ("text", "speaker", "style"),
     "t2a": ("caption",),
 }
 
