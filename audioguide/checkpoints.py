@@ -55,10 +55,16 @@ def resolve(source: str | Path) -> Path:
         if len(found) == 1:
             return found[0]
         raise AudioguideError(f"no {WEIGHTS_NAME} (or single .safetensors file) in {p}")
-    local_looking = str(source).startswith((".", "/", "~")) or p.parent.exists() and str(p.parent) != "."
-    if _REPO_ID.match(str(source)) and not str(source).endswith(".safetensors") and not local_looking:
+    if is_hub_id(str(source)) and not str(source).endswith(".safetensors"):
         return _from_hub(str(source))
     raise AudioguideError(f"checkpoint not found: {source}")
+
+
+def is_hub_id(source: str) -> bool:
+    """``owner/name`` that cannot be a local path (not existing, not path-like, no existing parent)."""
+    p = Path(source).expanduser()
+    local = p.exists() or source.startswith((".", "/", "~")) or (p.parent.exists() and str(p.parent) != ".")
+    return bool(_REPO_ID.match(source)) and not local
 
 
 def _from_hub(repo_id: str) -> Path:

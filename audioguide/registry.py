@@ -21,6 +21,8 @@ from audioguide.models import ToyFlow
 from audioguide.models.codec_lm import CodecLM
 from audioguide.models.dit import DiT
 from audioguide.representations import Autoencoder, Encodec, Frames
+from audioguide.sampling.common import Callback
+from audioguide.sampling.diffusion import DIFFUSION_KINDS
 from audioguide.sampling import (
     DiffusionSchedule,
     flow_times,
@@ -45,7 +47,6 @@ CONDITIONERS: dict[str, type] = {
 }
 MODELS: dict[str, type] = {"toy-flow": ToyFlow, "dit": DiT, "codec-lm": CodecLM}
 
-Callback = Callable[[int, float, Tensor], None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,15 +154,14 @@ def _autoregressive(model, cond, policy, frames, cfg, generator):
     return sample_codec_lm(model, cond, frames, policy, generator, cfg.temperature, cfg.top_k, cfg.top_p)
 
 
-_DIFF = ("eps", "v", "x0")
 SAMPLERS: dict[str, Sampler] = {
     "euler": _flow(sample_euler),
     "heun": _flow(sample_heun),
     "midpoint": _flow(sample_midpoint),
     "euler-cfgpp": _flow(sample_euler_cfgpp, pair=True),
-    "ddim": Sampler(DiffusionSamplerConfig, _DIFF, lambda c: c.schedule().alpha_sigma, _ddim),
-    "dpmpp-2m": Sampler(DiffusionSamplerConfig, _DIFF, lambda c: c.schedule().alpha_sigma, _dpmpp),
-    "ddim-cfgpp": Sampler(DiffusionSamplerConfig, _DIFF, lambda c: c.schedule().alpha_sigma, _ddim_cfgpp, cfgpp=True),
+    "ddim": Sampler(DiffusionSamplerConfig, DIFFUSION_KINDS, lambda c: c.schedule().alpha_sigma, _ddim),
+    "dpmpp-2m": Sampler(DiffusionSamplerConfig, DIFFUSION_KINDS, lambda c: c.schedule().alpha_sigma, _dpmpp),
+    "ddim-cfgpp": Sampler(DiffusionSamplerConfig, DIFFUSION_KINDS, lambda c: c.schedule().alpha_sigma, _ddim_cfgpp, cfgpp=True),
     "meanflow": Sampler(MeanFlowSamplerConfig, ("flow",), lambda c: flow_alpha_sigma, _meanflow, mean_flow=True),
     "ar": Sampler(TokenSamplerConfig, ("tokens",), lambda c: flow_alpha_sigma, _autoregressive, tokens=True),
 }

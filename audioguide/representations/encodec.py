@@ -22,20 +22,19 @@ that a token sequence cannot carry.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from audioguide.checkpoints import is_hub_id
 from audioguide.core import AudioguideError
 from audioguide.representations.base import Representation
 
 if TYPE_CHECKING:
     from transformers import EncodecModel
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ def load_encodec_model(source: str) -> EncodecModel:
     if not source:
         raise AudioguideError("encodec needs a source: a save_pretrained directory or a Hub id")
     path = Path(source).expanduser()
-    is_local = path.exists() or source.startswith((".", "/", "~")) or not _HUB_ID.match(source)
+    is_local = not is_hub_id(source)
     if is_local and not (path / "config.json").is_file():
         raise AudioguideError(f"EnCodec source {source} is not a directory holding config.json")
     from transformers import EncodecModel

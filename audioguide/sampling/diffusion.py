@@ -27,10 +27,8 @@ import torch
 from torch import Tensor
 
 from audioguide.core import VectorField, to_x0_eps
+from audioguide.sampling.common import Callback, GuidedPair, check_grid, t_batch
 
-Callback = Callable[[int, float, Tensor], None]
-GuidedPair = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-"""``model_pair(x, t) -> (pred_guided, pred_uncond)``, both of the sampler's ``kind``."""
 
 CLEAN_T: float = -1.0
 """The time that stands for clean data (``alpha = 1``, ``sigma = 0``); any ``t < 0`` does."""
@@ -155,14 +153,6 @@ def _x0_eps(pred: Tensor, kind: str, x: Tensor, alpha: float, sigma: float) -> t
     return to_x0_eps(pred, kind, x, alpha, sigma)
 
 
-def _t_batch(t: float, x: Tensor) -> Tensor:
-    return torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
-
-
-def _check_grid(ts: Tensor) -> None:
-    if ts.ndim != 1 or ts.numel() < 2:
-        raise ValueError(f"ts must be a 1-D tensor of at least 2 times, got shape {tuple(ts.shape)}")
-
 
 def sample_ddim(
     model: VectorField,
@@ -181,7 +171,7 @@ def sample_ddim(
     ``generator`` (required when ``eta > 0``); ``eta = 0`` is the deterministic sampler, ``eta = 1``
     ancestral DDPM. At zero terminal SNR (``alpha = 0``) only ``"v"``/``"x0"`` models work.
     """
-    _check_grid(ts)
+    check_grid(ts)
     if not eta >= 0.0:
         raise ValueError(f"eta must be non-negative, got {eta!r}")
     if eta > 0.0 and generator is None:
@@ -189,7 +179,7 @@ def sample_ddim(
     for i in range(ts.numel() - 1):
         t, t_next = float(ts[i]), float(ts[i + 1])
         (alpha, sigma), (alpha_next, sigma_next) = _alpha_sigma(schedule, t), _alpha_sigma(schedule, t_next)
-        x0, eps = _x0_eps(model(x, _t_batch(t, x)), kind, x, alpha, sigma)
+        x0, eps = _x0_eps(model(x, t_batch(t, x)), kind, x, alpha, sigma)
         ratio = (alpha / alpha_next) ** 2 if alpha_next > 0.0 else 1.0
         c = eta * (sigma_next / sigma) * math.sqrt(max(1.0 - ratio, 0.0))
         x = alpha_next * x0 + math.sqrt(max(sigma_next**2 - c**2, 0.0)) * eps
@@ -226,12 +216,12 @@ def sample_dpmpp_2m(
     ``sigma_{i+1} = 0`` (clean end); the first step and any step where ``h_i`` or ``h_{i-1}`` is
     infinite use the first-order update ``D_i = x0_i`` (which is DDIM).
     """
-    _check_grid(ts)
+    check_grid(ts)
     x0_prev, h_prev = None, math.inf
     for i in range(ts.numel() - 1):
         t, t_next = float(ts[i]), float(ts[i + 1])
         (alpha, sigma), (alpha_next, sigma_next) = _alpha_sigma(schedule, t), _alpha_sigma(schedule, t_next)
-        x0, _ = _x0_eps(model(x, _t_batch(t, x)), kind, x, alpha, sigma)
+        x0, _ = _x0_eps(model(x, t_batch(t, x)), kind, x, alpha, sigma)
         h = _half_log_snr(alpha_next, sigma_next) - _half_log_snr(alpha, sigma)
         d = x0
         if x0_prev is not None and math.isfinite(h) and math.isfinite(h_prev):
@@ -259,11 +249,11 @@ def sample_ddim_cfgpp(
     ``x <- alpha' x0(guided) + sigma' eps(uncond)``. With equal predictions this is
     :func:`sample_ddim`.
     """
-    _check_grid(ts)
+    check_grid(ts)
     for i in range(ts.numel() - 1):
         t, t_next = float(ts[i]), float(ts[i + 1])
         (alpha, sigma), (alpha_next, sigma_next) = _alpha_sigma(schedule, t), _alpha_sigma(schedule, t_next)
-        pred_guided, pred_uncond = model_pair(x, _t_batch(t, x))
+        pred_guided, pred_uncond = model_pair(x, t_batch(t, x))
         x0, _ = _x0_eps(pred_guided, kind, x, alpha, sigma)
         _, eps = _x0_eps(pred_uncond, kind, x, alpha, sigma)
         x = alpha_next * x0 + sigma_next * eps

@@ -17,10 +17,8 @@ import torch
 from torch import Tensor
 
 from audioguide.core import VectorField, flow_alpha_sigma, to_x0_eps
+from audioguide.sampling.common import Callback, GuidedPair, check_grid, t_batch
 
-Callback = Callable[[int, float, Tensor], None]
-GuidedPair = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-"""``model_pair(x, t) -> (v_guided, v_uncond)``, both shaped like ``x``."""
 
 # Sway sampling keeps the grid monotone only for coef in [-1, 1 / (pi/2 - 1)].
 _SWAY_MAX = 1.0 / (math.pi / 2.0 - 1.0)
@@ -31,14 +29,6 @@ def _check_steps(steps: int) -> None:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
 
 
-def _check_grid(ts: Tensor) -> None:
-    if ts.ndim != 1 or ts.numel() < 2:
-        raise ValueError(f"ts must be a 1-D tensor of at least 2 times, got shape {tuple(ts.shape)}")
-
-
-def _t_batch(t: float, x: Tensor) -> Tensor:
-    """The scalar time ``t`` as the ``[B]`` tensor a model expects."""
-    return torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
 
 
 def _pin_ends(ts: Tensor) -> Tensor:
@@ -99,10 +89,10 @@ def sample_euler(model: VectorField, x: Tensor, ts: Tensor, callback: Callback |
     First order; one model call per step. For a point-mass data distribution the exact velocity
     is constant along the straight path, so a single step is exact.
     """
-    _check_grid(ts)
+    check_grid(ts)
     for i in range(ts.numel() - 1):
         t, t_next = float(ts[i]), float(ts[i + 1])
-        x = x + (t_next - t) * model(x, _t_batch(t, x))
+        x = x + (t_next - t) * model(x, t_batch(t, x))
         if callback is not None:
             callback(i, t_next, x)
     return x
@@ -115,16 +105,16 @@ def sample_heun(model: VectorField, x: Tensor, ts: Tensor, callback: Callback | 
     that lands on ``t = 0`` uses the Euler predictor alone (the velocity at the data end can be
     singular), so a grid of ``n`` steps ending at 0 costs ``2n - 1`` model calls.
     """
-    _check_grid(ts)
+    check_grid(ts)
     for i in range(ts.numel() - 1):
         t, t_next = float(ts[i]), float(ts[i + 1])
         h = t_next - t
-        v = model(x, _t_batch(t, x))
+        v = model(x, t_batch(t, x))
         x_pred = x + h * v
         if t_next <= 0.0:
             x = x_pred
         else:
-            x = x + 0.5 * h * (v + model(x_pred, _t_batch(t_next, x)))
+            x = x + 0.5 * h * (v + model(x_pred, t_batch(t_next, x)))
         if callback is not None:
             callback(i, t_next, x)
     return x
@@ -135,12 +125,12 @@ def sample_midpoint(model: VectorField, x: Tensor, ts: Tensor, callback: Callbac
 
     ``x_mid = x + h/2 v(x, t)``, ``x <- x + h v(x_mid, t + h/2)`` with ``h = t_{i+1} - t_i``.
     """
-    _check_grid(ts)
+    check_grid(ts)
     for i in range(ts.numel() - 1):
         t, t_next = float(ts[i]), float(ts[i + 1])
         h = t_next - t
-        x_mid = x + 0.5 * h * model(x, _t_batch(t, x))
-        x = x + h * model(x_mid, _t_batch(t + 0.5 * h, x))
+        x_mid = x + 0.5 * h * model(x, t_batch(t, x))
+        x = x + h * model(x_mid, t_batch(t + 0.5 * h, x))
         if callback is not None:
             callback(i, t_next, x)
     return x
@@ -157,10 +147,10 @@ def sample_euler_cfgpp(
     sample is re-noised onto the straight path: ``x <- (1 - t_{i+1}) x0 + t_{i+1} eps``. With
     ``v_guided == v_uncond`` this is exactly :func:`sample_euler`.
     """
-    _check_grid(ts)
+    check_grid(ts)
     for i in range(ts.numel() - 1):
         t, t_next = float(ts[i]), float(ts[i + 1])
-        t_b = _t_batch(t, x)
+        t_b = t_batch(t, x)
         v_guided, v_uncond = model_pair(x, t_b)
         alpha, sigma = flow_alpha_sigma(t_b)
         x0, _ = to_x0_eps(v_guided, "flow", x, alpha, sigma)

@@ -13,14 +13,13 @@ wrapped to receive ``1 - t`` and ``1 - r``. The model is
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from audioguide.core import VectorField
+from audioguide.sampling.common import Callback
 
-Callback = Callable[[int, float, Tensor], None]
 
 
 def sample_meanflow(

@@ -44,10 +44,10 @@ from audioguide.core import Cond, Keep, expand_like, from_x0_eps
 from audioguide.guidance import combine
 from audioguide.models.dit import math_attention
 from audioguide.sampling import DiffusionSchedule
+from audioguide.sampling.diffusion import DIFFUSION_KINDS
 
 Logs = dict[str, float]
 T_DISTS: tuple[str, ...] = ("logit-normal", "uniform")
-DIFFUSION_KINDS: tuple[str, ...] = ("eps", "v", "x0")
 
 
 # ---------------------------------------------------------------------------------------------
