@@ -55,19 +55,20 @@ def _user_errors():
         _fail("interrupted", 130)
 
 
-def _parse_scales(items: list[str] | None) -> dict[str, float]:
+def _pairs(items: list[str] | None, option: str = "--scale") -> dict[str, float]:
+    """``NAME=NUMBER`` options as a mapping; a one-line error names the bad item."""
     from audioguide.core import AudioguideError
 
-    scales = {}
+    out = {}
     for item in items or []:
         name, sep, value = item.partition("=")
         try:
             if not sep or not name:
                 raise ValueError
-            scales[name.strip()] = float(value)
+            out[name.strip()] = float(value)
         except ValueError:
-            raise AudioguideError(f"--scale expects NAME=NUMBER, got {item!r}") from None
-    return scales
+            raise AudioguideError(f"{option} expects NAME=NUMBER, got {item!r}") from None
+    return out
 
 
 def _load(task: str, recipe: str | None, weights: str | None, threads: int | None):
@@ -124,8 +125,9 @@ def _generate(task, text, output, recipe, seed, steps, cfg, scale, rescale, seco
     with _user_errors():
         _check_output(output, force)
         pipe = _load(task, recipe, weights, threads)
-        scales = _parse_scales(scale)
-        seconds = pipe.seconds_for(text, seconds)
+        scales = _pairs(scale)
+        if seconds is not None:
+            pipe.seconds_for(text, seconds)  # validates the range
         inputs = {k: v for k, v in (inputs or {}).items() if v is not None}
         pipe.check_texts([text], inputs)
         _validate_and_warn(pipe, [text], steps, cfg, scales, rescale)
@@ -213,7 +215,7 @@ def render(
             task = "t2a" if all(r.caption and not r.text for r in rows) else "tts"
         chosen = recipe or DEFAULT_RECIPE[task]
         pipe = _load(task or load_recipe(chosen).task, chosen, weights, threads)
-        scales = _parse_scales(scale)
+        scales = _pairs(scale)
         check_rows(pipe, rows)
         _validate_and_warn(pipe, [], steps, cfg, scales, rescale)
         with _progress() as progress:
@@ -251,12 +253,33 @@ def train(
             bar = progress.add_task("training", total=steps or r.train.steps)
 
             def log(step, logs):
-                progress.update(bar, completed=step, description=f"training loss {logs['loss']:.4f}")
+                if "loss" in logs:
+                    progress.update(bar, completed=step, description=f"training loss {logs['loss']:.4f}")
                 if not sys.stderr.isatty():
                     typer.echo(f"step {step} " + " ".join(f"{k}={v:.4g}" for k, v in logs.items()), err=True)
 
             result = run_training(r, data, out_dir, steps=steps, device=device, log=log)
         typer.echo(f"trained to step {result.step}; weights: {result.export}", err=True)
+
+
+@app.command()
+def voices(recipe: RecipeOpt = None) -> None:
+    """List the named voices of a tts recipe (for --voice), the default marked with *."""
+    from audioguide.recipes import load_recipe
+
+    with _user_errors():
+        from audioguide.core import AudioguideError
+
+        r = load_recipe(recipe or DEFAULT_RECIPE["tts"])
+        speaker = dict(r.conditioners).get("speaker")
+        if speaker is None or speaker.type != "speaker-id":
+            raise AudioguideError(f"recipe {r.name!r} has no named voices")
+        default = dict(r.defaults).get("speaker")
+        notes = speaker.config.descriptions or ("",) * len(speaker.config.voices)
+        width = max(len(v) for v in speaker.config.voices)
+        for name, note in zip(speaker.config.voices, notes):
+            mark = "*" if name == default else " "
+            typer.echo(f"{mark} {name:<{width}}  {note}".rstrip())
 
 
 data_app = typer.Typer(help="Build training corpora offline.", no_args_is_help=True)
@@ -273,6 +296,10 @@ def data_speech(
         typer.Option("--teacher", help="Teacher voice (repeatable): hibari-heart, piper-joe, flite-{slt,rms,awb,kal16}, "
                      "kokoro-{alpha,gongitsune,nezumi,tebukuro,kumo,alpha+kumo,nezumi+kumo}."),
     ] = None,
+    limit: Annotated[
+        Optional[list[str]],
+        typer.Option("--limit", help="NAME=N: at most N training sentences for that teacher (repeatable; slow voices)."),
+    ] = None,
     seed: SeedOpt = 0,
 ) -> None:
     """Synthesise a speech corpus (WAVs + JSONL manifests) from offline teacher voices; resumable."""
@@ -283,7 +310,23 @@ def data_speech(
         paths = build_speech_corpus(
             out_dir, sentences, seed, tuple(teacher or ["hibari-heart"]), held_out,
             on_item=lambda i, n: progress.update(bar, completed=i, total=n),
+            sentences_for={k: int(v) for k, v in _pairs(limit or [], "--limit").items()},
         )
+    for split, path in paths.items():
+        typer.echo(f"{split}: {path}", err=True)
+
+
+@data_app.command("merge")
+def data_merge(
+    corpora: Annotated[list[Path], typer.Argument(help="Corpus directories (each with train/held_out/sus.jsonl).")],
+    out_dir: Annotated[Path, typer.Option("--output", "-o", help="Directory for the merged manifests.")] = Path("corpus/speech"),
+    seed: SeedOpt = 0,
+) -> None:
+    """Merge corpus directories into one set of manifests (audio stays where it is)."""
+    from audioguide.corpus.speech import merge_corpora
+
+    with _user_errors():
+        paths = merge_corpora(out_dir, corpora, seed)
     for split, path in paths.items():
         typer.echo(f"{split}: {path}", err=True)
 
@@ -301,9 +344,10 @@ def eval_codec(
     per_voice: Annotated[int, typer.Option("--per-voice", min=1, help="At most this many rows per speaker.")] = 100000,
     judge: Annotated[str, typer.Option("--judge", help="Whisper judge: tiny.en or a CTranslate2 model directory.")] = "tiny.en",
     report: Annotated[Optional[Path], typer.Option("--report", help="Also write the table (Markdown) here.")] = None,
+    perceptual: Annotated[bool, typer.Option("--pesq/--no-pesq", help="Wideband PESQ and STOI against the original.")] = True,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Resynthesis quality of a representation: mel / STFT distance, WER through Whisper, speed."""
+    """Resynthesis quality of a representation: mel / STFT distance, PESQ, STOI, WER through Whisper, speed."""
     import dataclasses
     from collections import Counter
 
@@ -329,12 +373,101 @@ def eval_codec(
                 rows.append(row)
         with _progress() as progress:
             bar = progress.add_task("evaluating", total=len(rows))
-            reports = evaluate_resynthesis(representation, rows, tokens, judge, lambda i, n: progress.update(bar, completed=i))
+            reports = evaluate_resynthesis(representation, rows, tokens, judge, lambda i, n: progress.update(bar, completed=i),
+                                           perceptual=perceptual)
         table = markdown(reports, f"{r.name} ({'tokens' if tokens else 'latents'}) on {data}")
         typer.echo(table)
         if report:
-            report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_text(table)
+            _write_report(report, table)
+
+
+def _write_report(path: Path, text: str) -> None:
+    from audioguide.core import atomic_write
+
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {path}", err=True)
+
+
+@eval_app.command("speakers")
+def eval_speakers(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Training manifest of real recordings with 'audio' and 'speaker'.")],
+    held_out: Annotated[Path, typer.Option("--held-out", help="Held-out manifest of real recordings: the classifier's accuracy on it is printed.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Classifier .safetensors to write.")] = Path("speaker-classifier.safetensors"),
+    per_voice: Annotated[int, typer.Option("--per-voice", min=1, help="At most this many training recordings per voice.")] = 200,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Train the speaker-identification judge on real recordings and report its held-out accuracy."""
+    import torch
+
+    from audioguide.core import AudioguideError
+    from audioguide.evaluation.speaker import held_out_accuracy, train_speaker_classifier
+    from audioguide.manifest import read_manifest
+
+    with _user_errors():
+        if threads:
+            torch.set_num_threads(threads)
+        if output.suffix != ".safetensors":
+            raise AudioguideError(f"output must end in .safetensors, got {output}")
+        train_rows, held_rows = read_manifest(data), read_manifest(held_out)
+        with _progress() as progress:
+            bar = progress.add_task("features (train)", total=None)
+            clf = train_speaker_classifier(train_rows, per_voice, seed,
+                                           on_item=lambda i, n: progress.update(bar, completed=i, total=n))
+            bar = progress.add_task("features (held out)", total=None)
+            acc = held_out_accuracy(clf, held_rows, on_item=lambda i, n: progress.update(bar, completed=i, total=n))
+        clf.config["held_out_accuracy"] = acc.overall
+        clf.save(output)
+        typer.echo(f"speaker classifier: {len(clf.voices)} voices, {clf.config['train_items']} training recordings, "
+                   f"train accuracy {100 * clf.config['train_accuracy']:.1f} %")
+        typer.echo(f"held-out accuracy on real audio: {100 * acc.overall:.1f} % ({acc.items} recordings)")
+        for voice, (a, n) in acc.per_voice.items():
+            flag = "" if voice in clf.voices else "  (not a training voice)"
+            typer.echo(f"  {voice:24s} {100 * a:5.1f} % of {n}{flag}")
+        typer.echo(f"wrote {output}", err=True)
+
+
+@eval_app.command("tts")
+def eval_tts(
+    recipe: Annotated[str, typer.Argument(help="TTS recipe name or path.")],
+    data: Annotated[list[Path], typer.Option("--data", "-d", help="Manifest with 'text' and 'speaker' (repeatable); its file stem labels the split, e.g. held_out, sus.")],
+    per_voice: Annotated[int, typer.Option("--per-voice", min=1, help="At most this many rows per voice from each manifest.")] = 10,
+    classifier: Annotated[Optional[Path], typer.Option("--classifier", help="Speaker classifier from `audioguide eval speakers` (speaker accuracy).")] = None,
+    sweep: Annotated[
+        Optional[list[str]],
+        typer.Option("--sweep", help="NAME=W1,W2,...: also evaluate these scales of one condition, the others at the recipe's (repeatable)."),
+    ] = None,
+    judge: Annotated[str, typer.Option("--judge", help="Whisper judge: tiny.en or a CTranslate2 model directory ('' skips WER).")] = "tiny.en",
+    report: Annotated[Optional[Path], typer.Option("--report", help="Also write the tables (Markdown) here.")] = None,
+    real: Annotated[bool, typer.Option("--real/--no-real", help="Also judge the manifests' real recordings (the ceiling).")] = True,
+    steps: StepsOpt = None,
+    weights: WeightsOpt = None,
+    threads: ThreadsOpt = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Speech quality of a TTS recipe per guidance setting: WER through Whisper, speaker accuracy, speed."""
+    from audioguide.evaluation.speaker import SpeakerClassifier
+    from audioguide.evaluation.tts import evaluate_tts, parse_sweep, read_splits, sweep_settings
+
+    with _user_errors():
+        sweeps = parse_sweep(sweep or [])
+        splits = read_splits(data)
+        clf = SpeakerClassifier.load(classifier) if classifier is not None else None
+        pipe = _load("tts", recipe, weights, threads)
+        pipe.sampler_config(steps)
+        settings = sweep_settings(pipe.recipe.guidance.scales, sweeps)
+        if pipe.recipe.random_weights:
+            typer.secho(f"warning: recipe {pipe.recipe.name!r} has RANDOM weights: expect a WER near 100 %.",
+                        fg=typer.colors.YELLOW, err=True)
+        with _progress() as progress:
+            bar = progress.add_task("synthesising and judging", total=None)
+            result = evaluate_tts(pipe, splits, settings, judge or None, clf, seed, per_voice, real=real, steps=steps,
+                                  on_item=lambda i, n: progress.update(bar, completed=i, total=n))
+        table = result.markdown(f"{pipe.recipe.name} on {', '.join(str(p) for p in data)}")
+        typer.echo(table)
+        if report:
+            _write_report(report, table)
 
 
 @app.command("recipes")

@@ -7,17 +7,25 @@
 
 Generation of one input, in order:
   1. encode the input's conditions once (text, speaker, caption, ...);
-  2. choose the number of latent frames (speech: from the text; sound: ``seconds``);
+  2. choose the number of latent frames (sound: ``seconds``; speech: from the model's predicted
+     phoneme durations where it has them, else from the text's length);
   3. draw the starting noise from ``torch.Generator(seed + index)``;
   4. bind model, conditions and guidance policy into a :class:`~audioguide.guidance.GuidedField`;
   5. run the recipe's sampler over it;
   6. decode the latents to a waveform and trim it to the requested length.
 Input ``i`` of a call with ``seed`` always equals a single call on that input with ``seed + i``.
+
+Speech longer than one sentence is split into sentences (:func:`split_sentences`), generated one
+by one with the same voice and seed, and joined with short pauses (:func:`join_speech`).
+Secondary inputs (speaker, style) that a call does not give are absent: their conditioner's null
+condition, with guidance on them off. A call that gives only texts uses the recipe's
+``[defaults]`` (e.g. the default voice).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -35,6 +43,42 @@ PRIMARY_INPUT = {task: inputs[0] for task, inputs in TASKS.items()}  # what the 
 
 StepCallback = Callable[[int, int], None]
 """``callback(step, total)`` after each sampler step."""
+
+SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=\S)")
+PAUSE_SECONDS = 0.18  # between joined sentences
+FADE_SECONDS = 0.01
+
+
+def split_sentences(text: str, max_chars: int = 220) -> list[str]:
+    """Split ``text`` after ``. ! ? ;``; a piece longer than ``max_chars`` is split again at commas,
+    then at spaces. Whitespace-only pieces are dropped."""
+    out: list[str] = []
+    for piece in SENTENCE_END.split(text.strip()):
+        while len(piece) > max_chars:
+            cut = piece.rfind(", ", 0, max_chars)
+            cut = cut + 1 if cut > 0 else (piece.rfind(" ", 0, max_chars) if piece.rfind(" ", 0, max_chars) > 0 else max_chars)
+            out.append(piece[:cut].strip())
+            piece = piece[cut:].strip()
+        if piece.strip():
+            out.append(piece.strip())
+    return out
+
+
+def join_speech(waves: Sequence[np.ndarray], sample_rate: int, pause: float = PAUSE_SECONDS) -> np.ndarray:
+    """Concatenate sentence waveforms with ``pause`` seconds of silence, each faded in and out over
+    10 ms so that no join clicks."""
+    fade = int(FADE_SECONDS * sample_rate)
+    gap = np.zeros(int(pause * sample_rate), dtype=np.float32)
+    parts = []
+    for i, w in enumerate(waves):
+        w = np.array(w, dtype=np.float32)
+        n = min(fade, len(w) // 2)
+        if n:
+            ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+            w[:n] *= ramp
+            w[-n:] *= ramp[::-1]
+        parts.extend([gap, w] if i else [w])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
 def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: str, user: bool = False) -> None:
@@ -57,12 +101,18 @@ def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: st
         )
 
 
+def _weights_exist(source: str, recipe: Recipe) -> bool:
+    """Whether a packaged or recipe-relative weight file is there (training starts from scratch if not)."""
+    return (WEIGHTS_DIR / source).exists() or (recipe.source.parent / source).exists()
+
+
 def build_components(recipe: Recipe, model_weights: str | None = None, require_weights: bool = True):
     """Build ``(representation, model)`` from a recipe and load their weights.
 
     ``model_weights`` (a user's option) overrides the recipe's ``[model] weights``. Unless the recipe
     declares ``random_weights``, a model or trainable representation without weights is an error
-    (when ``require_weights``). Construction leaves torch's global RNG as it was: initial weights
+    (when ``require_weights``; otherwise, as for training, a model whose packaged or recipe-relative
+    weight file does not exist yet starts from its seeded initialisation). Construction leaves torch's global RNG as it was: initial weights
     come from each component's own seeded generator.
     """
     with torch.random.fork_rng(devices=[]):
@@ -94,7 +144,7 @@ def _build(recipe: Recipe, model_weights: str | None, require_weights: bool):
         model = cls(model_spec.config, representation.channels, conditioners)
     if model_weights is not None:
         _load_weights(model, model_weights, recipe, "model", user=True)
-    elif model_spec.weights is not None:
+    elif model_spec.weights is not None and (strict or _weights_exist(model_spec.weights, recipe)):
         _load_weights(model, model_spec.weights, recipe, "model")
     elif strict:
         raise RecipeError(f"{recipe.source}: [model] has no weights and random_weights is not set")
@@ -157,6 +207,11 @@ class Pipeline:
         check_policy(policy, self.recipe.sampler.type, model_kind(self.recipe.model), "guidance")
         return policy
 
+    def _without(self, policy: Guidance, absent: Sequence[str]) -> Guidance:
+        """No guidance on absent conditions (their conditional and null branches are the same)."""
+        off = {n: 1.0 for n in absent if n in policy.conditions}
+        return policy.with_scales(**off) if off else policy
+
     def sampler_config(self, steps: int | None = None):
         cfg = self.recipe.sampler.config
         if steps is None:
@@ -169,6 +224,8 @@ class Pipeline:
             raise AudioguideError(f"sampler: {e}") from None
 
     def seconds_for(self, text: str, seconds: float | None = None) -> float:
+        """Seconds to generate: ``seconds`` checked against the recipe's range, else the recipe's
+        estimate (sound: its ``seconds``; speech: by characters)."""
         d = self.recipe.duration
         if seconds is None:
             if self.task == "t2a":
@@ -185,24 +242,26 @@ class Pipeline:
         if not texts:
             raise AudioguideError("nothing to generate: no texts given")
         for name, values in self._inputs(texts, inputs).items():
-            self.model.conditioners[name].check(values)
+            if values is not None:
+                self.model.conditioners[name].check(values)
 
-    def _inputs(self, texts: Sequence[str], inputs: Mapping[str, str] | None) -> dict[str, list[str]]:
-        """Every conditioner's input per text: the texts themselves, plus ``inputs`` for the others."""
+    def _inputs(self, texts: Sequence[str], inputs: Mapping[str, str] | None) -> dict[str, list[str] | None]:
+        """Every conditioner's input per text: the texts themselves, ``inputs`` for the others (the
+        recipe's ``[defaults]`` when ``inputs`` is empty), None for an absent one."""
         primary = PRIMARY_INPUT[self.task]
-        extra = dict(inputs or {})
+        extra = {k: v for k, v in (inputs or {}).items() if v is not None}
         for name in extra:
             if name not in self.model.conditioners or name == primary:
                 others = [n for n in self.model.conditioners if n != primary]
                 raise AudioguideError(f"recipe {self.recipe.name!r} takes no input {name!r}; it takes {', '.join(others) or 'none'}")
-        out = {}
+        if not extra:
+            extra = dict(self.recipe.defaults)
+        out: dict[str, list[str] | None] = {}
         for name in self.model.conditioners:
             if name == primary:
                 out[name] = list(texts)
-            elif name not in extra:
-                raise AudioguideError(f"recipe {self.recipe.name!r} needs the input {name!r}")
             else:
-                out[name] = [extra[name]] * len(texts)
+                out[name] = [extra[name]] * len(texts) if name in extra else None
         return out
 
     # -- generation --------------------------------------------------------------------------------
@@ -232,19 +291,53 @@ class Pipeline:
         self.check_texts(texts, inputs)
         policy = self.policy(guidance, scales, cfg, rescale)
         sampler_cfg = self.sampler_config(steps)
-        durations = [self.seconds_for(t, seconds) for t in texts]
-        waves = [
-            self._generate(text, self._inputs([text], inputs), secs, seed + i, policy, sampler_cfg, callback)
-            for i, (text, secs) in enumerate(zip(texts, durations))
-        ]
+        aligned = getattr(self.model, "aligned", "")
+        if seconds is not None or not aligned:  # aligned speech takes its length from predicted durations
+            durations = [self.seconds_for(t, seconds) for t in texts]
+        else:
+            durations = [None] * len(texts)
+        waves = []
+        for i, (text, secs) in enumerate(zip(texts, durations)):
+            conditions = self._inputs([text], inputs)
+            call_policy = self._without(policy, [n for n, v in conditions.items() if v is None])
+            pieces = split_sentences(text) if self.task == "tts" and seconds is None else [text]
+            if len(pieces) == 1:
+                waves.append(self._generate(text, conditions, secs, seed + i, call_policy, sampler_cfg, callback))
+                continue
+            parts = [
+                self._generate(p, {**conditions, PRIMARY_INPUT[self.task]: [p]}, None if aligned else self.seconds_for(p),
+                               seed + i, call_policy, sampler_cfg, callback)
+                for p in pieces
+            ]
+            waves.append(join_speech(parts, self.sample_rate))
         return Audio(tuple(waves), self.sample_rate)
+
+    def _length(self, cond: dict, seconds: float | None) -> tuple[int, float]:
+        """Latent frames and seconds to generate; for a model with a frame-aligned condition, its
+        predicted durations (scaled to ``seconds`` when given) go into ``cond``."""
+        rep, aligned = self.representation, getattr(self.model, "aligned", "")
+        if not aligned:
+            return rep.frames_for(seconds), seconds
+        d = self.recipe.duration
+        predicted = self.model.predict_durations(cond)
+        total = max(int(predicted.sum()), 1)
+        if seconds is not None:
+            predicted = self.model.predict_durations(cond, pace=rep.frames_for(seconds) / total)
+        else:
+            limit = rep.frames_for(d.max_seconds)
+            if total > limit:
+                raise AudioguideError(f"this sentence would last over {d.max_seconds:g} s; split it")
+        predicted[:, -1] += max(1 - int(predicted.sum()), 0)  # never zero frames
+        cond[f"{aligned}.durations"] = predicted
+        frames = int(predicted.sum())
+        return frames, frames * rep.hop / rep.sample_rate
 
     def _generate(self, text, inputs, seconds, seed, policy, sampler_cfg, callback) -> np.ndarray:
         sampler = SAMPLERS[self.recipe.sampler.type]
         rep = self.representation
         cond = self.model.encode(inputs)
         generator = make_generator(seed, self.device)
-        frames = rep.frames_for(seconds)
+        frames, seconds = self._length(cond, seconds)
         if sampler.tokens:
             codes = sampler.run(self.model, cond, policy, frames, sampler_cfg, generator)
             return self._finish(rep.decode_tokens(codes)[0], seconds, text)

@@ -28,6 +28,9 @@ becomes: an unknown key, an unknown component type or an out-of-range value is a
 
     [duration]
     seconds_per_char = 0.07
+
+    [defaults]                         # inputs used when a call gives none but the text
+    speaker = "ava"
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ class Recipe:
     random_weights: bool
     source: Path
     train: TrainConfig = TrainConfig()
+    defaults: tuple[tuple[str, str], ...] = ()  # (condition, input) used when a call gives only the text
 
     @property
     def condition_names(self) -> tuple[str, ...]:
@@ -225,7 +229,20 @@ class _TermTable:
 
 
 _TOP = ("name", "task", "description", "random_weights", "representation", "conditioners",
-        "model", "sampler", "guidance", "duration", "train")
+        "model", "sampler", "guidance", "duration", "train", "defaults")
+
+
+def _defaults(table: Any, names: list[str], task: str, where: str) -> tuple[tuple[str, str], ...]:
+    """``[defaults]``: a default input per secondary condition (never the task's primary input)."""
+    if not isinstance(table, Mapping):
+        raise RecipeError(f"{where} must be a table")
+    valid = [n for n in names if n != TASKS[task][0]]
+    out = []
+    for key, value in table.items():
+        if key not in valid:
+            raise RecipeError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid) or 'none'}")
+        out.append((key, _coerce(value, str, f"{where} {key}")))
+    return tuple(out)
 
 
 def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
@@ -271,6 +288,7 @@ def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
         random_weights=_coerce(data.get("random_weights", False), bool, f"{where}: random_weights"),
         source=source,
         train=_train(data.get("train", {}), f"{where}: [train]", "model" if model is not None else "representation"),
+        defaults=_defaults(data.get("defaults", {}), [n for n, _ in conditioners], task, f"{where}: [defaults]"),
     )
     check_compatible(recipe, where)
     return recipe

@@ -151,8 +151,13 @@ def test_voices_from_the_cli_and_manifests(tmp_path, write_recipe):
     assert run("tts", "Hello.", "-r", recipe, "--voice", "ava", "-o", a).exit_code == 0
     assert run("tts", "Hello.", "-r", recipe, "--voice", "bob", "-o", b).exit_code == 0
     assert a.read_bytes() != b.read_bytes()
-    res = run("tts", "Hello.", "-r", recipe, "-o", tmp_path / "c.wav")
-    assert res.exit_code == 2 and "needs the input 'speaker'" in res.output
+    # no --voice: the speaker condition is absent (its null), so the voice is neither ava nor bob
+    res = run("tts", "Hello.", "-r", recipe, "-o", tmp_path / "null.wav")
+    assert res.exit_code == 0 and (tmp_path / "null.wav").read_bytes() not in (a.read_bytes(), b.read_bytes())
+    # a recipe's [defaults] fill in a call that gives only the text
+    default = write_recipe(SPEAKER + '\n[defaults]\nspeaker = "bob"\n', "d.toml")
+    assert run("tts", "Hello.", "-r", default, "-o", tmp_path / "d.wav").exit_code == 0
+    assert (tmp_path / "d.wav").read_bytes() == b.read_bytes()
     res = run("tts", "Hello.", "-r", recipe, "--voice", "carl", "-o", tmp_path / "c.wav")
     assert res.exit_code == 2 and "unknown voice 'carl'; voices: ava, bob" in res.output
     res = run("tts", "Hello.", "--describe", "a deep voice", "-o", tmp_path / "c.wav")

@@ -41,6 +41,11 @@ class Conditioner(nn.Module):
         with torch.no_grad():
             self(inputs)
 
+    def absent(self, batch: int) -> Encoded:
+        """The null condition for ``batch`` rows: what a row sees when its input is not given."""
+        emb = self.null[None, None].expand(batch, 1, self.dim).clone()
+        return Encoded(emb, torch.ones(batch, 1, dtype=torch.bool, device=emb.device))
+
     def select(self, enc: Encoded, keep: Tensor) -> Encoded:
         """Replace dropped rows (``keep`` False) by the null condition."""
         k = keep.view(-1, 1, 1)

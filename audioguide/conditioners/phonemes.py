@@ -3,7 +3,10 @@
 The G2P is hibari's port of misaki (Apache-2.0; lexicon + POS tagger + an out-of-vocabulary net,
 no spaCy, no espeak-ng), which also normalises numbers, dates and abbreviations. The phoneme
 alphabet below covers misaki's American and British English symbols; anything else maps to
-``<unk>``. Sentences keep their punctuation, which carries prosody.
+``<unk>``. Sentences keep their punctuation, which carries prosody. With ``edges = true`` the
+sequence is framed by an ``<edge>`` token at each end, one token per symbol: the layout of the
+corpus's ``phoneme_samples`` durations (:mod:`audioguide.corpus.speech`), for models that align
+phonemes to frames (:mod:`audioguide.models.duration`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from audioguide.core import AudioguideError
 PUNCTUATION = " !\"(),.:;?—“”…-'"
 LETTERS = "AIOQSTWYabcdefghijklmnopqrstuvwxyz"
 IPA = "æçðŋɐɑɒɔəɚɛɜɡɪɹɾʃʊʌʒʔʤʧθβχˈˌːᵊᵻ"
-SYMBOLS: tuple[str, ...] = ("<pad>", "<unk>", *dict.fromkeys(PUNCTUATION + LETTERS + IPA))
+SYMBOLS: tuple[str, ...] = ("<pad>", "<unk>", *dict.fromkeys(PUNCTUATION + LETTERS + IPA), "<edge>")
+EDGE = len(SYMBOLS) - 1
 _INDEX = {s: i for i, s in enumerate(SYMBOLS)}
 
 
@@ -44,6 +48,7 @@ class PhonemesConfig:
     dim: int = 64
     max_len: int = 600  # phonemes
     british: bool = False
+    edges: bool = False  # an <edge> token before and after the phonemes (the silences of aligned speech)
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.max_len <= 0:
@@ -72,7 +77,8 @@ class Phonemes(Conditioner):
                 raise AudioguideError(
                     f"text has {len(phones)} phonemes, over this conditioner's limit of {self.config.max_len}; split it"
                 )
-            seqs.append([_INDEX.get(c, 1) for c in phones])
+            ids = [_INDEX.get(c, 1) for c in phones]
+            seqs.append([EDGE, *ids, EDGE] if self.config.edges else ids)
         ids = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
         for i, s in enumerate(seqs):
             ids[i, : len(s)] = torch.tensor(s)

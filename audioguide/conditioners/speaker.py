@@ -17,10 +17,13 @@ from audioguide.core import AudioguideError
 class SpeakerIdConfig:
     voices: tuple[str, ...] = ()
     dim: int = 64
+    descriptions: tuple[str, ...] = ()  # optional, one per voice, shown by `audioguide voices`
 
     def __post_init__(self) -> None:
         if not self.voices:
             raise ValueError("voices must name at least one voice")
+        if self.descriptions and len(self.descriptions) != len(self.voices):
+            raise ValueError(f"descriptions must give one line per voice ({len(self.voices)}), got {len(self.descriptions)}")
         if len(set(self.voices)) != len(self.voices):
             raise ValueError("voices must be unique")
         if self.dim <= 0:

@@ -4,16 +4,18 @@
 
 Writes ``wavs/<speaker>/<id>.wav`` plus ``train.jsonl``, ``held_out.jsonl`` (unseen sentence
 templates) and ``sus.jsonl`` (semantically unpredictable sentences) with text, speaker, phonemes,
-duration and voice attributes; for hibari also its phoneme string (``teacher_phonemes``, with a
-pad at each end) and per-phoneme durations in samples (``phoneme_samples``, summing exactly to the
-clip length). Rerunning resumes: finished WAVs are kept. Teachers are build-time
-tools (hibari's packaged "heart" voice, Apache-2.0; piper's joe, CC0, through the ``corpus`` extra;
-CMU flite's slt, rms, awb and kal16 from Debian's ``flite``); more voices plug in as ``Teacher`` s.
+duration, voice attributes (gender, accent, median F0, F0 range, speaking rate) and the duration of
+each token of ``<edge> + phonemes + <edge>`` in samples (``phoneme_samples``, summing exactly to
+the clip length; ``alignment`` says ``exact`` or ``dtw``). Rerunning resumes: finished rows are
+kept. Teachers are build-time tools (hibari's packaged "heart" voice, Apache-2.0; piper's joe, CC0,
+and Kokoro-82M, Apache-2.0, through the ``corpus`` extra; CMU flite's slt, rms, awb and kal16 from
+Debian's ``flite``); more voices plug in as ``Teacher`` s.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,15 +33,17 @@ from audioguide.manifest import write_manifest
 class Teacher:
     """A voice that speaks text: ``synth(text) -> float32 waveform`` at ``sample_rate``.
 
-    ``alignment(text, n_samples)``, where a teacher can tell, returns its own phoneme string and
-    per-phoneme durations in samples (summing to ``n_samples``), or None.
+    ``alignment(text, wav)``, where a teacher can tell, returns the duration in samples of each
+    token of ``<edge> + phonemize(text) + <edge>`` (summing to ``len(wav)``), or None. Hibari and
+    Kokoro read it from their own duration predictor (exact); other voices are aligned by dynamic
+    time warping against hibari speaking the same text (:func:`dtw_alignment`).
     """
 
     name: str
     sample_rate: int
     attributes: dict[str, str]
     synth: Callable[[str], np.ndarray] = field(repr=False)
-    alignment: Callable[[str, int], tuple[str, list[int]] | None] | None = field(default=None, repr=False)
+    alignment: Callable[[str, np.ndarray], list[int] | None] | None = field(default=None, repr=False)
 
 
 def hibari_teacher(voice: str = "heart") -> Teacher:
@@ -48,12 +52,13 @@ def hibari_teacher(voice: str = "heart") -> Teacher:
     except ImportError:
         raise AudioguideError("the hibari teacher needs hibari-tts: pip install hibari-tts") from None
     tts = Hibari(voice=voice, threads=1)
+    exact = _hibari_alignment(tts)
     return Teacher(
         name=f"hibari-{voice}",
         sample_rate=tts.sample_rate,
         attributes={"gender": "female", "accent": "american", "source": "hibari-tts (Apache-2.0)"},
         synth=lambda text: np.asarray(tts(text), dtype=np.float32),
-        alignment=_hibari_alignment(tts),
+        alignment=None if exact is None else (lambda text, wav: exact(text, len(wav))),
     )
 
 
@@ -77,15 +82,59 @@ def _hibari_alignment(tts):
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     index = [o.name for o in session.get_outputs()].index("/Cast_32_output_0")
 
-    def alignment(text: str, n_samples: int) -> tuple[str, list[int]] | None:
+    from audioguide.conditioners.phonemes import phonemize
+
+    def alignment(text: str, n_samples: int) -> list[int] | None:
         chunks = tts.phonemize(text)
-        if len(chunks) != 1:  # multi-chunk texts are joined with pauses: no exact alignment
+        # multi-chunk texts are joined with pauses, and a different phoneme string has other tokens
+        if len(chunks) != 1 or chunks[0] != phonemize(text):
             return None
         ids = tts.ids(chunks[0])
+        if len(ids) != len(chunks[0]) + 2:
+            return None
         out = session.run(None, {"ids": np.array([ids], dtype=np.int64), "speed": np.array([1.0], dtype=np.float32)})
-        units = out[index].reshape(-1).tolist()
-        samples = [2 * HIBARI_HOP * u for u in units]
-        return (chunks[0], samples) if sum(samples) == n_samples else None
+        samples = [2 * HIBARI_HOP * int(u) for u in out[index].reshape(-1)]
+        return samples if sum(samples) == n_samples else None
+
+    return alignment
+
+
+def dtw_alignment(
+    reference: Teacher, sample_rate: int, hop_seconds: float = 0.01
+) -> Callable[[str, np.ndarray], list[int] | None]:
+    """Token durations for any voice by dynamic time warping against an exactly aligned reference.
+
+    The reference voice (hibari) speaks the same text; its token boundaries are carried over to the
+    target recording (at ``sample_rate``) along the DTW path between the two utterances' MFCCs (Sakoe & Chiba 1978;
+    cepstra without c0, with deltas, mean/variance normalised per utterance so that the speakers'
+    timbres matter less than the phonetic content). Both are analysed at 16 kHz.
+    """
+    import librosa
+
+    def features(wav: np.ndarray, sr: int) -> np.ndarray:
+        y = librosa.resample(wav, orig_sr=sr, target_sr=16000) if sr != 16000 else wav
+        hop = int(16000 * hop_seconds)
+        m = librosa.feature.mfcc(y=y, sr=16000, n_mfcc=21, n_fft=512, hop_length=hop, n_mels=40)[1:]
+        f = np.concatenate([m, librosa.feature.delta(m, width=5)])
+        return (f - f.mean(axis=1, keepdims=True)) / (f.std(axis=1, keepdims=True) + 1e-5)
+
+    def alignment(text: str, wav: np.ndarray) -> list[int] | None:
+        ref_wav = reference.synth(text)
+        ref = reference.alignment(text, ref_wav) if reference.alignment else None
+        if ref is None:
+            return None
+        a, b = features(ref_wav, reference.sample_rate), features(wav, sample_rate)
+        _, path = librosa.sequence.dtw(X=a, Y=b, metric="euclidean")
+        path = path[::-1]
+        first_target = np.full(a.shape[1], b.shape[1] - 1)
+        for i, j in path:  # the earliest target frame each reference frame maps to
+            first_target[i] = min(first_target[i], j)
+        bounds_ref = np.cumsum(ref)[:-1] / reference.sample_rate  # seconds, inner boundaries
+        frames = np.clip(np.round(bounds_ref / hop_seconds).astype(int), 0, a.shape[1] - 1)
+        bounds = first_target[frames] * hop_seconds * sample_rate
+        edges = np.concatenate([[0], np.maximum.accumulate(np.round(bounds)), [len(wav)]]).astype(int)
+        edges = np.clip(edges, 0, len(wav))
+        return np.diff(edges).tolist()
 
     return alignment
 
@@ -134,6 +183,8 @@ def piper_joe_teacher() -> Teacher:
     return Teacher(name="piper-joe", sample_rate=voice.config.sample_rate, attributes=attrs, synth=synth)
 
 
+KOKORO_DURATIONS = "/encoder/Clip_output_0"  # per-token durations inside Kokoro-82M's ONNX graph
+KOKORO_UNIT = 600  # samples per duration unit (24 kHz, 2 x hop 300)
 KOKORO_VOICES = {"alpha": "female", "gongitsune": "female", "nezumi": "female", "tebukuro": "female", "kumo": "male"}
 KOKORO_BLENDS = {"alpha+kumo": {"alpha": 0.5, "kumo": 0.5}, "nezumi+kumo": {"nezumi": 0.3, "kumo": 0.7}}
 
@@ -155,7 +206,17 @@ def _kokoro():
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(core.model_path()), opts, providers=["CPUExecutionProvider"]), vocab, styles
+    model = str(core.model_path())
+    try:  # expose the duration predictor's rounded output (units of KOKORO_UNIT samples) as a graph output
+        import onnx
+        from onnx import TensorProto, helper
+
+        graph = onnx.load(model)
+        graph.graph.output.append(helper.make_tensor_value_info(KOKORO_DURATIONS, TensorProto.FLOAT, None))
+        model = graph.SerializeToString()
+    except ImportError:
+        pass
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"]), vocab, styles
 
 
 def kokoro_teacher(mix: dict[str, float], name: str) -> Teacher:
@@ -168,18 +229,36 @@ def kokoro_teacher(mix: dict[str, float], name: str) -> Teacher:
 
     session, vocab, styles = _kokoro()
     style = sum(w * styles[v] for v, w in mix.items())
+    has_durations = KOKORO_DURATIONS in [o.name for o in session.get_outputs()]
+    last: dict[str, list[int]] = {}  # durations of the last synthesised text
 
     def synth(text: str) -> np.ndarray:
-        ids = [vocab[c] for c in phonemize(text) if c in vocab][:510]
+        phones = phonemize(text)
+        kept = [c in vocab for c in phones]
+        ids = [vocab[c] for c in phones if c in vocab][:510]
         ref = style[len(ids) - 1].reshape(1, -1).astype(np.float32)
-        audio = session.run(None, {"tokens": np.array([[0, *ids, 0]], dtype=np.int64), "style": ref,
-                                   "speed": np.array([1.0], dtype=np.float32)})[0]
-        return np.asarray(audio, dtype=np.float32).ravel()
+        out = session.run(None, {"tokens": np.array([[0, *ids, 0]], dtype=np.int64), "style": ref,
+                                 "speed": np.array([1.0], dtype=np.float32)})
+        audio = np.asarray(out[0], dtype=np.float32).ravel()
+        last.clear()
+        if has_durations and len(ids) == sum(kept):
+            units = iter(int(u) for u in np.asarray(out[-1]).ravel())
+            first = next(units)
+            inner = [next(units) if k else 0 for k in kept]  # symbols Kokoro lacks last 0 samples
+            last[text] = [KOKORO_UNIT * u for u in [first, *inner, next(units)]]
+        return audio
+
+    def alignment(text: str, wav: np.ndarray) -> list[int] | None:
+        samples = last.get(text)
+        if samples is None:  # resumed: the WAV was written by an earlier run
+            synth(text)
+            samples = last.get(text)
+        return samples if samples is not None and sum(samples) == len(wav) else None
 
     genders = {KOKORO_VOICES[v] for v in mix}
     attrs = {"gender": genders.pop() if len(genders) == 1 else "neutral", "accent": "japanese",
              "source": "Kokoro-82M int8 (Apache-2.0), style " + "+".join(mix)}
-    return Teacher(name=name, sample_rate=24000, attributes=attrs, synth=synth)
+    return Teacher(name=name, sample_rate=24000, attributes=attrs, synth=synth, alignment=alignment)
 
 
 TEACHERS: dict[str, Callable[[], Teacher]] = {
@@ -191,6 +270,24 @@ TEACHERS: dict[str, Callable[[], Teacher]] = {
 }
 
 
+def voice_measures(wav: np.ndarray, sr: int, phonemes: str) -> dict[str, float]:
+    """Per-utterance voice attributes: median F0 (Hz), F0 range (semitones between the 10th and
+    90th percentiles of voiced frames; YIN, de Cheveigne & Kawahara 2002) and speaking rate
+    (phoneme symbols per second, punctuation and spaces excluded)."""
+    import librosa
+
+    y = librosa.resample(wav, orig_sr=sr, target_sr=16000) if sr != 16000 else wav
+    f0 = librosa.yin(y, fmin=55, fmax=450, sr=16000, frame_length=1024, hop_length=160)
+    rms = librosa.feature.rms(y=y, frame_length=1024, hop_length=160)[0][: len(f0)]
+    voiced = f0[: len(rms)][rms > 0.25 * np.median(rms[rms > 0]) if (rms > 0).any() else rms > 0]
+    if len(voiced) < 5:
+        voiced = f0
+    lo, med, hi = np.percentile(voiced, [10, 50, 90])
+    phones = sum(ch.isalpha() or ch in "ˈˌːᵊᵻæçðŋɐɑɒɔəɚɛɜɡɪɹɾʃʊʌʒʔʤʧθβχ" for ch in phonemes if ch not in "ˈˌː")
+    return {"f0_hz": round(float(med), 1), "f0_range_st": round(float(12 * np.log2(hi / lo)), 2),
+            "phones_per_second": round(phones / max(len(wav) / sr, 1e-3), 2)}
+
+
 def build_speech_corpus(
     out_dir: str | Path,
     n_sentences: int,
@@ -198,11 +295,16 @@ def build_speech_corpus(
     teachers: Sequence[str] = ("hibari-heart",),
     n_held_out: int = 40,
     on_item: Callable[[int, int], None] | None = None,
+    sentences_for: dict[str, int] | None = None,
 ) -> dict[str, Path]:
-    """Synthesise the corpus; returns the manifest path of each split."""
+    """Synthesise the corpus; returns the manifest path of each split.
+
+    ``sentences_for`` caps the training sentences of some teachers (slow ones). Each finished row
+    keeps its metadata in a JSON file beside its WAV, so a rerun resumes without redoing any work.
+    """
     from audioguide.conditioners.phonemes import phonemize
 
-    unknown = [t for t in teachers if t not in TEACHERS]
+    unknown = [t for t in [*teachers, *(sentences_for or {})] if t not in TEACHERS]
     if unknown:
         raise AudioguideError(f"unknown teacher {unknown[0]!r}; teachers: {', '.join(TEACHERS)}")
     out_dir = Path(out_dir)
@@ -211,28 +313,134 @@ def build_speech_corpus(
         "held_out": sentences(n_held_out, seed, "held_out"),
         "sus": sentences(n_held_out, seed, "sus"),
     }
-    total = sum(len(v) for v in splits.values()) * len(teachers)
-    done, paths = 0, {}
+    limits = {t: (sentences_for or {}).get(t, n_sentences) for t in teachers}
+    total = sum(len(v) if k != "train" else 0 for k, v in splits.items()) * len(teachers)
+    total += sum(min(limits[t], len(splits["train"])) for t in teachers)
+    done, paths, rate_bounds = 0, {}, None
     voices = [TEACHERS[t]() for t in teachers]
+    if any(v.alignment is None for v in voices):
+        reference = next((v for v in voices if v.name == "hibari-heart"), None) or hibari_teacher()
+        for v in voices:
+            if v.alignment is None and reference.alignment is not None:
+                v.alignment = dtw_alignment(reference, v.sample_rate)
+                v.attributes = {**v.attributes, "alignment": "dtw"}
     for split, texts in splits.items():
         rows = []
-        for voice in voices:
-            for i, text in enumerate(texts):
+        for voice, name in zip(voices, teachers):
+            for i, text in enumerate(texts[: limits[name]] if split == "train" else texts):
                 rid = f"{voice.name}_{split}_{i:05d}"
                 rel = Path("wavs") / voice.name / f"{rid}.wav"
-                target = out_dir / rel
-                if not target.exists():
-                    write_wav(target, voice.synth(text), voice.sample_rate)
-                wav, sr = read_audio(target)
-                row = {"id": rid, "audio": str(rel), "text": text, "speaker": voice.name,
-                       "phonemes": phonemize(text), "duration": round(len(wav) / sr, 3), **voice.attributes}
-                aligned = voice.alignment(text, len(wav)) if voice.alignment else None
-                if aligned is not None:  # the teacher's own phonemes (with edge pads) and their lengths
-                    row["teacher_phonemes"], row["phoneme_samples"] = aligned
+                target, meta = out_dir / rel, (out_dir / rel).with_suffix(".json")
+                row = json.loads(meta.read_text()) if meta.exists() and target.exists() else None
+                if row is None or row.get("text") != text:
+                    wav = voice.synth(text)
+                    write_wav(target, wav, voice.sample_rate)
+                    wav, sr = read_audio(target)
+                    phones = phonemize(text)
+                    row = {"id": rid, "audio": str(rel), "text": text, "speaker": voice.name, "phonemes": phones,
+                           "duration": round(len(wav) / sr, 3),
+                           **{"alignment": "exact", **voice.attributes}, **voice_measures(wav, sr, phones)}
+                    samples = voice.alignment(text, wav) if voice.alignment else None
+                    if samples is not None and len(samples) == len(phones) + 2 and sum(samples) == len(wav):
+                        row["phoneme_samples"] = [int(x) for x in samples]  # <edge> + phonemes + <edge>
+                    else:
+                        row.pop("alignment")
+                    meta.write_text(json.dumps(row, ensure_ascii=False))
                 rows.append(row)
                 done += 1
                 if on_item is not None:
                     on_item(done, total)
+        rate_bounds = describe_rows(rows, seed, rate_bounds)
+        paths[split] = out_dir / f"{split}.jsonl"
+        write_manifest(paths[split], rows)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Voice descriptions (the ``style`` condition) from measured attributes
+# ---------------------------------------------------------------------------------------------
+
+PITCH_WORDS = ((110.0, "deep"), (150.0, "low"), (190.0, "medium-pitched"), (float("inf"), "high"))
+RANGE_WORDS = ((5.0, "flat, monotone"), (12.0, ""), (float("inf"), "lively, expressive"))
+ACCENT_WORDS = {"american": "an American accent", "scottish": "a Scottish accent", "japanese": "a Japanese accent",
+                "british": "a British accent"}
+DESCRIPTION_TEMPLATES = (
+    "a {pitch} {gender} voice",
+    "a {gender} speaker talking {rate}",
+    "a {pitch} {gender} voice speaking {rate}",
+    "{gender} voice with {accent}",
+    "a {range} {gender} voice",
+    "someone with a {pitch} voice, speaking {rate}",
+    "a {pitch}, {range} {gender} voice with {accent}",
+    "{pace} speech from a {gender} speaker with {accent}",
+    "a {gender} voice, {pitch}, {pace}",
+)
+
+
+def _word(value: float, table: tuple[tuple[float, str], ...]) -> str:
+    return next(word for bound, word in table if value < bound)
+
+
+def describe_rows(rows: Sequence[dict], seed: int = 0, rate_bounds: tuple[float, float] | None = None) -> tuple[float, float]:
+    """Write a free-text ``style`` description into every row, in varied phrasings (seeded).
+
+    Pitch words come from the speaker's median F0 over its rows, the expressiveness word from its
+    median F0 range, gender and accent from the teacher; the pace (slowly / at a moderate pace /
+    quickly) from the row's own speaking rate against the corpus's terciles (``rate_bounds``,
+    computed from ``rows`` when not given; returned so that other splits reuse them). Rows
+    without measures are left alone.
+    """
+    measured = [r for r in rows if "phones_per_second" in r]
+    if not measured:
+        return rate_bounds or (0.0, 0.0)
+    if rate_bounds is None:
+        lo, hi = np.percentile([r["phones_per_second"] for r in measured], [33.3, 66.7])
+        rate_bounds = (float(lo), float(hi))
+    by_voice: dict[str, list[dict]] = {}
+    for r in measured:
+        by_voice.setdefault(r["speaker"], []).append(r)
+    voice = {v: (float(np.median([r["f0_hz"] for r in rs])), float(np.median([r["f0_range_st"] for r in rs])))
+             for v, rs in by_voice.items()}
+    rng = np.random.default_rng(seed)
+    for r in measured:
+        f0, spread = voice[r["speaker"]]
+        rate = r["phones_per_second"]
+        words = {
+            "pitch": _word(f0, PITCH_WORDS),
+            "range": _word(spread, RANGE_WORDS) or "natural",
+            "gender": r.get("gender", "neutral") if r.get("gender") in ("male", "female") else "",
+            "accent": ACCENT_WORDS.get(r.get("accent", ""), "a neutral accent"),
+            "rate": "slowly" if rate < rate_bounds[0] else "quickly" if rate > rate_bounds[1] else "at a moderate pace",
+            "pace": "slow" if rate < rate_bounds[0] else "fast" if rate > rate_bounds[1] else "moderately paced",
+        }
+        text = DESCRIPTION_TEMPLATES[int(rng.integers(len(DESCRIPTION_TEMPLATES)))].format(**words)
+        r["style"] = " ".join(text.split()).replace(" ,", ",")
+    return rate_bounds
+
+
+def merge_corpora(out_dir: str | Path, corpora: Sequence[str | Path], seed: int = 0) -> dict[str, Path]:
+    """Merge the split manifests of several corpus directories into ``out_dir``.
+
+    Audio paths are rewritten relative to ``out_dir`` (nothing is copied) and the voice
+    descriptions are written again over the merged rows, so that pace words use the terciles of
+    the whole corpus. Lets slow teachers be built separately (or on other machines) and joined.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths, bounds = {}, None
+    for split in ("train", "held_out", "sus"):
+        rows = []
+        for corpus in map(Path, corpora):
+            manifest = corpus / f"{split}.jsonl"
+            if not manifest.exists():
+                raise AudioguideError(f"{manifest} not found; build that corpus first (audioguide data speech)")
+            for line in manifest.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    audio = Path(row["audio"]) if Path(row["audio"]).is_absolute() else corpus / row["audio"]
+                    row["audio"] = os.path.relpath(audio.resolve(), out_dir.resolve())
+                    rows.append(row)
+        bounds = describe_rows(rows, seed, bounds)
         paths[split] = out_dir / f"{split}.jsonl"
         write_manifest(paths[split], rows)
     return paths

@@ -2,10 +2,16 @@
 
 Sentences are assembled from templates over word lists: statements, questions, exclamations,
 numbers, years, dates, times, money, names and places, short and long. ``held_out`` sentences come
-from a separate template set, so evaluation text is never seen in training.
+from a separate template set, so evaluation text is never seen in training. A share of the training
+sentences draws open-vocabulary words (:func:`open_words`) instead of the small lists.
 """
 
 from __future__ import annotations
+
+import gzip
+import json
+from functools import lru_cache
+from importlib import resources
 
 import numpy as np
 
@@ -59,6 +65,52 @@ SUS_TEMPLATES = [
 ]
 
 
+# Open-vocabulary training sentences: words drawn from the thousands of unambiguous English words in
+# hibari's POS-tagger dictionary (nouns, adjectives, adverbs, gerunds) that its gold lexicon knows,
+# so training text covers far more of English than the word lists above.
+OPEN_TEMPLATES = [
+    "The {jj} {nn} was {rb} {jj2}.",
+    "{Name} thinks the {nn} is more {jj} than the {nn2}.",
+    "Is the {nn} {jj}, or is it just {jj2}?",
+    "We talked about {vbg} the {jj} {nn} for {num} hours.",
+    "Nobody expected a {jj} {nn} and a {jj2} {nn2} in {place}.",
+    "The {nn}, the {nn2} and the {nn3} were all {jj}.",
+    "{Rb}, the {jj} {nn} became a {nn2}.",
+    "She kept {vbg} the {nn} until the {nn2} was {jj}.",
+]
+OPEN_FRACTION = 0.4  # of training sentences
+
+
+@lru_cache(maxsize=1)
+def open_words() -> dict[str, list[str]]:
+    """Word lists by tag (``nn, jj, rb, vbg``) from hibari's tagger dictionary, filtered to lowercase
+    alphabetic words of 3+ letters with a gold pronunciation. Sorted, so draws are reproducible."""
+    assets = resources.files("hibari") / "assets"
+    with (assets / "tagger.json.gz").open("rb") as f:
+        tagdict = json.load(gzip.open(f))["tagdict"]
+    with (assets / "lexicon_us_gold.json.gz").open("rb") as f:
+        gold = json.load(gzip.open(f))
+    out: dict[str, list[str]] = {"nn": [], "jj": [], "rb": [], "vbg": []}
+    for word, tag in tagdict.items():
+        key = {"NN": "nn", "JJ": "jj", "RB": "rb", "VBG": "vbg"}.get(tag)
+        if key and word.isalpha() and word.islower() and len(word) > 2 and word in gold:
+            out[key].append(word)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _fill_open(template: str, rng: np.random.Generator) -> str:
+    words = open_words()
+    pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
+    values = {
+        "nn": pick(words["nn"]), "nn2": pick(words["nn"]), "nn3": pick(words["nn"]), "jj": pick(words["jj"]),
+        "jj2": pick(words["jj"]), "rb": pick(words["rb"]), "Rb": pick(words["rb"]).capitalize(),
+        "vbg": pick(words["vbg"]), "Name": pick(NAMES), "place": pick(PLACES),
+        "num": str(int(rng.choice([2, 3, 7, 12, 15, 24, 40]))),
+    }
+    text = template.format(**values)
+    return text[0].upper() + text[1:]
+
+
 def _fill(template: str, rng: np.random.Generator) -> str:
     pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
     hour, minute = int(rng.integers(1, 13)), int(rng.choice([0, 5, 15, 20, 30, 45]))
@@ -82,6 +134,9 @@ def sentences(n: int, seed: int, split: str = "train") -> list[str]:
     out: dict[str, None] = {}
     tries = 0
     while len(out) < n and tries < 50 * n:
-        out[_fill(templates[int(rng.integers(len(templates)))], rng)] = None
+        if split == "train" and rng.random() < OPEN_FRACTION:
+            out[_fill_open(OPEN_TEMPLATES[int(rng.integers(len(OPEN_TEMPLATES)))], rng)] = None
+        else:
+            out[_fill(templates[int(rng.integers(len(templates)))], rng)] = None
         tries += 1
     return list(out)

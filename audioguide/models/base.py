@@ -43,15 +43,19 @@ class Generator(nn.Module):
 
     kind: str = "flow"
     mean_flow: bool = False
+    aligned: str = ""  # a condition aligned to frames by durations (then ``predict_durations`` / ``duration_loss``)
 
     def __init__(self, conditioners: Mapping[str, Conditioner]) -> None:
         super().__init__()
         self.conditioners = nn.ModuleDict(dict(conditioners))
 
-    def encode(self, inputs: Mapping[str, Sequence[str]]) -> dict[str, Tensor]:
+    def encode(self, inputs: Mapping[str, Sequence[str] | None]) -> dict[str, Tensor]:
+        """``{name: inputs}`` -> ``cond``; a condition whose inputs are None (absent) is its null."""
         cond: dict[str, Tensor] = {}
+        batch = next((len(v) for v in inputs.values() if v is not None), 1)
         for name, conditioner in self.conditioners.items():
-            enc = conditioner(inputs[name])
+            values = inputs.get(name)
+            enc = conditioner.absent(batch) if values is None else conditioner(values)
             cond[name], cond[f"{name}.mask"] = enc.emb, enc.mask
         return cond
 

@@ -7,6 +7,9 @@ so that each block starts as the identity and the network's initial output is ex
 
 Conditioning
 ------------
+* Patches (``patch = p``): ``p`` consecutive latent frames form one transformer token (DiT's
+  patchify, §3.1, in one dimension), so attention costs ``p^2`` times less; the output layer
+  predicts the ``p`` frames of each token. A clip is padded to whole patches and cut back.
 * Time: sinusoidal features of ``t`` (Vaswani et al. 2017, §3.5) through a two-layer MLP; a
   mean-flow model (Geng et al. 2025, MeanFlow, §4) also embeds the interval length ``t - r`` with
   its own MLP and adds it (``r`` defaults to ``t``, i.e. the instantaneous velocity).
@@ -17,6 +20,16 @@ Conditioning
   by the conditions' masks; PixArt-alpha style cross-attention, gated like the other branches);
   ``cond_mode = "prefix"`` prepends the projected condition tokens to the frames (in-context
   conditioning, DiT §3.2) and drops them again after the last block.
+
+* Frame-aligned condition (``aligned = "text"``): that condition's tokens (phonemes) pass through
+  ``encoder_depth`` transformer blocks with convolutional feed-forwards (FastSpeech's FFT blocks,
+  Ren et al. 2019, §3.1), are expanded to the frames by per-token durations (the length regulator,
+  :mod:`audioguide.models.duration`) and added to the frame inputs, the way FastSpeech and
+  Grad-TTS (Popov et al. 2021, §3) condition a decoder on aligned text. The durations travel in
+  ``cond["<name>.durations"]`` ``[B, L]`` (teacher durations in training); a duration predictor
+  on the encoded tokens plus the pooled other conditions (speaker, style) supplies them at
+  inference (:meth:`DiT.predict_durations`). A dropped aligned condition is its null token on
+  every frame, so classifier-free guidance on content works as on any condition.
 
 Guidance is never computed here: rows whose ``keep`` flag is False simply see their
 conditioner's null condition (:meth:`Generator.conditions`); :mod:`audioguide.guidance` batches
@@ -50,6 +63,7 @@ from audioguide.conditioners import Conditioner, Encoded
 from audioguide.core import PREDICTION_KINDS, Cond, Keep
 from audioguide.models.layers import apply_rope, rope_angles, sinusoidal
 from audioguide.models.base import Generator, init_random
+from audioguide.models.duration import DurationPredictor, regulate
 
 COND_MODES: tuple[str, ...] = ("cross", "prefix")
 
@@ -68,6 +82,9 @@ class DiTConfig:
     qk_norm: bool = True  # RMSNorm on queries and keys
     rope: bool = True  # rotary positions in self-attention (else sinusoidal absolute positions)
     pool: bool = True  # add each condition's masked mean to the adaLN vector
+    patch: int = 1  # latent frames per transformer token (DiT's patchify, §3.1, in 1-D)
+    aligned: str = ""  # a condition expanded to the frames by token durations (FastSpeech length regulator)
+    encoder_depth: int = 2  # transformer blocks over the aligned condition's tokens
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -83,6 +100,10 @@ class DiTConfig:
             raise ValueError(f"kind must be one of {', '.join(PREDICTION_KINDS)}, got {self.kind!r}")
         if self.cond_mode not in COND_MODES:
             raise ValueError(f"cond_mode must be one of {', '.join(COND_MODES)}, got {self.cond_mode!r}")
+        if self.patch < 1:
+            raise ValueError(f"patch must be >= 1, got {self.patch}")
+        if self.encoder_depth < 0:
+            raise ValueError(f"encoder_depth must be >= 0, got {self.encoder_depth}")
         if self.mean_flow and self.kind != "flow":
             raise ValueError(f"a mean-flow model predicts kind 'flow', got {self.kind!r}")
 
@@ -224,6 +245,25 @@ class DiTBlock(nn.Module):
         return h + gate[:, None] * self.mlp(modulate(self.norm_mlp(h), shift, scale))
 
 
+class TokenBlock(nn.Module):
+    """FastSpeech's FFT block (Ren et al. 2019, §3.1) over condition tokens, pre-LN: self-attention
+    with rotary positions, then two 1-D convolutions (kernel 3) in place of the position-wise MLP."""
+
+    def __init__(self, dim: int, heads: int, qk_norm: bool, kernel: int = 3, ratio: float = 2.0) -> None:
+        super().__init__()
+        hidden = max(1, int(round(dim * ratio)))
+        self.norm_attn, self.norm_conv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, qk_norm)
+        self.conv_in = nn.Conv1d(dim, hidden, kernel, padding=kernel // 2)
+        self.conv_out = nn.Conv1d(hidden, dim, kernel, padding=kernel // 2)
+
+    def forward(self, h: Tensor, mask: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
+        x = self.norm_attn(h)
+        h = h + self.attn(x, x, mask, rope)
+        x = (self.norm_conv(h) * mask[..., None].to(h.dtype)).transpose(1, 2)
+        return h + self.conv_out(F.gelu(self.conv_in(x))).transpose(1, 2)
+
+
 class FinalLayer(nn.Module):
     """DiT's output head: adaLN (shift, scale) then a Linear to the latent channels."""
 
@@ -257,17 +297,28 @@ class DiT(Generator):
     def __init__(self, config: DiTConfig, channels: int, conditioners: Mapping[str, Conditioner]) -> None:
         super().__init__(conditioners)
         self.config, self.kind, self.mean_flow = config, config.kind, config.mean_flow
+        self.aligned = config.aligned
+        if self.aligned and self.aligned not in conditioners:
+            raise ValueError(f"aligned names {self.aligned!r}, which is not a condition ({', '.join(conditioners) or 'none'})")
         d = config.dim
-        self.inp = nn.Linear(channels, d)
+        self.inp = nn.Linear(channels * config.patch, d)
         self.time = TimeEmbedding(d)
         self.interval = TimeEmbedding(d) if config.mean_flow else None
-        self.cond_proj = nn.ModuleDict({n: nn.Linear(c.dim, d) for n, c in conditioners.items()})
+        sequences = {n: c for n, c in conditioners.items() if n != self.aligned}
+        self.cond_proj = nn.ModuleDict({n: nn.Linear(c.dim, d) for n, c in sequences.items()})
         self.pool_proj = nn.ModuleDict(
             {n: nn.Linear(c.dim, d) for n, c in conditioners.items()} if config.pool else {}
         )
-        cross = config.cond_mode == "cross" and len(conditioners) > 0
+        if self.aligned:
+            self.token_in = nn.Linear(conditioners[self.aligned].dim, d)
+            self.token_blocks = nn.ModuleList(
+                TokenBlock(d, config.heads, config.qk_norm) for _ in range(config.encoder_depth)
+            )
+            self.token_norm = nn.LayerNorm(d)
+            self.duration = DurationPredictor(d)
+        cross = config.cond_mode == "cross" and len(sequences) > 0
         self.blocks = nn.ModuleList(DiTBlock(config, cross) for _ in range(config.depth))
-        self.final = FinalLayer(d, channels)
+        self.final = FinalLayer(d, channels * config.patch)
         init_random(self, config.seed)
         self._init_zero()
 
@@ -280,8 +331,10 @@ class DiT(Generator):
             for p in (self.final.ada[-1].weight, self.final.ada[-1].bias, self.final.out.weight, self.final.out.bias):
                 p.zero_()
             for m in self.modules():
-                if isinstance(m, nn.RMSNorm) and m.weight is not None:
+                if isinstance(m, (nn.RMSNorm, nn.LayerNorm)) and m.weight is not None:
                     m.weight.fill_(1.0)
+                if isinstance(m, nn.LayerNorm) and m.bias is not None:
+                    m.bias.zero_()
 
     # -- pieces of the forward -----------------------------------------------------------------
 
@@ -295,12 +348,62 @@ class DiT(Generator):
         return c
 
     def _context(self, conds: Mapping[str, Encoded]) -> Encoded | None:
-        """The projected condition sequences, concatenated along length, with their masks."""
-        if not conds:
+        """The projected condition sequences (the aligned one excepted), concatenated along length."""
+        names = [n for n in conds if n in self.cond_proj]
+        if not names:
             return None
-        embs = [self.cond_proj[n](enc.emb) for n, enc in conds.items()]
-        masks = [enc.mask for enc in conds.values()]
+        embs = [self.cond_proj[n](conds[n].emb) for n in names]
+        masks = [conds[n].mask for n in names]
         return Encoded(torch.cat(embs, dim=1), torch.cat(masks, dim=1))
+
+    # -- the frame-aligned condition -------------------------------------------------------------
+
+    def _tokens(self, enc: Encoded) -> Tensor:
+        """The aligned condition's tokens through the FFT blocks: ``[B, L, dim]``."""
+        h = self.token_in(enc.emb)
+        pos = torch.arange(h.shape[1], dtype=h.dtype, device=h.device)
+        rope = rope_angles(pos, self.config.dim // self.config.heads)
+        for block in self.token_blocks:
+            h = block(h, enc.mask, rope)
+        return self.token_norm(h)
+
+    def _log_durations(self, conds: Mapping[str, Encoded]) -> Tensor:
+        """Predicted ``log(1 + d)`` per aligned token from its states plus the pooled other conditions."""
+        enc = conds[self.aligned]
+        h = self._tokens(enc)
+        for name, proj in self.pool_proj.items():
+            if name != self.aligned:
+                h = h + proj(masked_mean(conds[name]))[:, None]
+        return self.duration(h, enc.mask)
+
+    @torch.no_grad()
+    def predict_durations(self, cond: Cond, pace: float = 1.0) -> Tensor:
+        """Durations ``[B, L]`` in frames of the aligned condition's tokens, all conditions kept.
+
+        ``pace`` scales them (2.0 speaks half as fast). Needs ``aligned``.
+        """
+        if not self.aligned:
+            raise ValueError("this DiT has no aligned condition")
+        conds = self.conditions(cond, {})
+        return DurationPredictor.to_frames(self._log_durations(conds), conds[self.aligned].mask, pace)
+
+    def duration_loss(self, cond: Cond, keep: Keep) -> Tensor:
+        """The duration predictor's MSE on ``log(1 + d)`` against ``cond["<aligned>.durations"]``,
+        over the rows whose aligned condition is kept (FastSpeech §3.3)."""
+        conds = self.conditions(cond, keep)
+        enc = conds[self.aligned]
+        kept = keep.get(self.aligned)
+        mask = enc.mask if kept is None else enc.mask & kept.view(-1, 1)
+        return DurationPredictor.loss(self._log_durations(conds), cond[f"{self.aligned}.durations"], mask)
+
+    def _regulated(self, enc: Encoded, durations: Tensor, kept: Tensor | None, frames: int) -> Tensor:
+        """Token states expanded to ``frames`` by ``durations``; a dropped row repeats its null token."""
+        durations = durations.long()
+        if kept is not None:
+            kept = kept.view(-1, 1).to(durations.device)
+            durations = torch.where(kept, durations, torch.zeros_like(durations))
+            durations[:, 0] = torch.where(kept[:, 0], durations[:, 0], torch.full_like(durations[:, 0], frames))
+        return regulate(self._tokens(enc), durations, frames)
 
     def _positions(self, h: Tensor, prefix: int) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
         """Frame positions: RoPE angles (prefix tokens at position 0), or absolute sinusoids added."""
@@ -333,7 +436,17 @@ class DiT(Generator):
         conds = self.conditions(cond, keep)
         c = self._adaln_vector(t, r, conds)
         context = self._context(conds)
-        h = self.inp(x.transpose(1, 2))
+        p = self.config.patch
+        pad = -T % p
+        if pad:  # pad to whole patches; padded frames are masked and cut off again
+            x = F.pad(x, (0, pad))
+            mask = F.pad(mask, (0, pad))
+        h = self.inp(x.transpose(1, 2).reshape(B, (T + pad) // p, -1))
+        mask = mask.view(B, -1, p).any(dim=-1)
+        if self.aligned:
+            durations = cond[f"{self.aligned}.durations"]
+            frames = self._regulated(conds[self.aligned], durations, keep.get(self.aligned), T + pad)
+            h = h + frames.view(B, -1, p, frames.shape[-1]).mean(dim=2)
         prefix = 0
         if self.config.cond_mode == "prefix" and context is not None:
             prefix = context.emb.shape[1]
@@ -342,4 +455,5 @@ class DiT(Generator):
         h, rope = self._positions(h, prefix)
         for block in self.blocks:
             h = block(h, c, mask, rope, context)
-        return self.final(h[:, prefix:], c).transpose(1, 2)
+        out = self.final(h[:, prefix:], c).reshape(B, T + pad, -1)
+        return out[:, :T].transpose(1, 2)

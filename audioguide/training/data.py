@@ -25,11 +25,15 @@ INPUT_FIELDS = ("text", "speaker", "caption", "style")
 
 @dataclass(frozen=True)
 class AudioBatch:
-    """Padded waveforms ``[B, S]``, their lengths ``[B]`` and the rows' inputs by field."""
+    """Padded waveforms ``[B, S]``, their lengths ``[B]``, the rows' inputs by field, the rows'
+    indices in the dataset and their per-token durations in samples (``phoneme_samples``; None
+    where a row has none, and for cropped clips)."""
 
     wav: Tensor
     lengths: Tensor
     inputs: dict[str, list[str]]
+    indices: tuple[int, ...] = ()
+    alignments: tuple[list[int] | None, ...] = ()
 
     def frame_mask(self, hop: int, frames: int) -> Tensor:
         """``[B, frames]`` True where a latent frame covers real audio (``ceil(length / hop)``)."""
@@ -72,7 +76,8 @@ class AudioDataset:
         for j, c in enumerate(clips):
             out[j, : len(c)] = c
         inputs = {f: [getattr(self.rows[i], f) or "" for i in indices] for f in INPUT_FIELDS}
-        return AudioBatch(out, lengths, inputs)
+        alignments = tuple(None if segment else self.rows[i].extra.get("phoneme_samples") for i in indices)
+        return AudioBatch(out, lengths, inputs, tuple(indices), alignments)
 
     def sample(self, batch_size: int, generator: torch.Generator, segment_seconds: float = 0.0) -> AudioBatch:
         """A random batch (with replacement across steps, without within a batch when possible)."""

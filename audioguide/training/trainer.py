@@ -65,11 +65,35 @@ class TrainResult:
 # ---------------------------------------------------------------------------------------------
 
 
-def _conditions(model, batch: AudioBatch, cfg: TrainConfig, generator: torch.Generator):
+def _conditions(
+    model, batch: AudioBatch, cfg: TrainConfig, generator: torch.Generator, mask: Tensor | None = None, hop: int = 1
+):
+    """Encoded conditions and dropout flags; for a model with a frame-aligned condition also its
+    teacher durations in latent frames (``mask`` ``[B, T]``: each row's real frames; ``hop``:
+    samples per frame)."""
     names = list(model.conditioners)
     cond = model.encode({n: batch.inputs[n] for n in names})
+    if model.aligned:
+        frames = mask.sum(dim=1).tolist()
+        cond[f"{model.aligned}.durations"] = _teacher_durations(model, batch, cond, frames, hop)
     keep = draw_keep(names, dict(cfg.dropout), batch.wav.shape[0], generator, cfg.dropout_all, batch.wav.device)
     return cond, keep
+
+
+def _teacher_durations(model, batch: AudioBatch, cond, frames: list[int], hop: int) -> Tensor:
+    from audioguide.models.duration import samples_to_frames
+
+    name = model.aligned
+    tokens = cond[f"{name}.mask"].sum(dim=1).tolist()
+    for i, (n, samples) in enumerate(zip(tokens, batch.alignments)):
+        if samples is None or len(samples) != n:
+            have = "none" if samples is None else f"{len(samples)} tokens"
+            raise AudioguideError(
+                f"training row {batch.indices[i] if batch.indices else i}: the {name!r} condition has {n} tokens but "
+                f"phoneme_samples has {have}; rebuild the corpus with `audioguide data speech`"
+            )
+    durations = samples_to_frames(batch.alignments, hop, frames, cond[name].shape[1])
+    return durations.to(cond[name].device)
 
 
 def make_objective(recipe: Recipe, representation, model, cfg: TrainConfig) -> tuple[nn.Module, Objective]:
@@ -102,39 +126,60 @@ def make_objective(recipe: Recipe, representation, model, cfg: TrainConfig) -> t
 
     from audioguide.training import continuous as C
 
+    hop = representation.hop
+    cache: dict[int, Tensor] = {}  # whole clips (no crops): each row's latents, encoded once
+
     def latents(batch):
-        with torch.no_grad():
-            x0 = representation.encode(batch.wav)
-        return x0, batch.frame_mask(representation.hop, x0.shape[-1])
+        if cfg.segment_seconds > 0 or not batch.indices:
+            with torch.no_grad():
+                x0 = representation.encode(batch.wav)
+            return x0, batch.frame_mask(hop, x0.shape[-1])
+        for i, n in zip(batch.indices, batch.lengths.tolist()):
+            if i not in cache:
+                with torch.no_grad():
+                    z = representation.encode(batch.wav[batch.indices.index(i), :n][None])[0]
+                cache[i] = z
+        zs = [cache[i] for i in batch.indices]
+        x0 = torch.zeros(len(zs), zs[0].shape[0], max(z.shape[-1] for z in zs), dtype=zs[0].dtype, device=zs[0].device)
+        for j, z in enumerate(zs):
+            x0[j, :, : z.shape[-1]] = z
+        return x0, batch.frame_mask(hop, x0.shape[-1])
+
+    def with_durations(objective):
+        """Adds the duration predictor's loss for a model with a frame-aligned condition."""
+        def run(batch, generator, step):
+            x0, mask = latents(batch)
+            cond, keep = _conditions(model, batch, cfg, generator, mask, hop)
+            loss, logs = objective(x0, mask, cond, keep, generator, step)
+            if model.aligned:
+                dur = model.duration_loss(cond, keep)
+                loss, logs = loss + dur, {**logs, "duration": float(dur.detach())}
+            return loss, logs
+
+        return run
 
     if model.mean_flow:
         base = cfg.meanflow or C.MeanFlowConfig()
 
-        def meanflow(batch, generator, step):
-            x0, mask = latents(batch)
-            cond, keep = _conditions(model, batch, cfg, generator)
+        def meanflow(x0, mask, cond, keep, generator, step):
             config = C.flow_to_mean_flow(base, step, cfg.curriculum_steps)
             return C.mean_flow_loss(model, x0, cond, keep, generator, config, mask=mask)
 
-        return model, meanflow
+        return model, with_durations(meanflow)
 
     if model.kind == "flow":
 
-        def flow(batch, generator, step):
-            x0, mask = latents(batch)
-            cond, keep = _conditions(model, batch, cfg, generator)
+        def flow(x0, mask, cond, keep, generator, step):
             return C.flow_matching_loss(model, x0, cond, keep, generator, mask=mask, t_dist=cfg.t_dist)
 
-        return model, flow
+        return model, with_durations(flow)
 
     schedule = recipe.sampler.config.schedule()
 
-    def diffusion(batch, generator, step):
-        x0, mask = latents(batch)
-        cond, keep = _conditions(model, batch, cfg, generator)
+    def diffusion(x0, mask, cond, keep, generator, step):
         return C.diffusion_loss(model, x0, cond, keep, generator, schedule, model.kind, mask=mask)
 
-    return model, diffusion
+    return model, with_durations(diffusion)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,6 +391,13 @@ def train(
     module.to(device).train()
 
     rows = read_manifest(manifest)
+    if cfg.target == "model" and model.aligned:  # rows without teacher durations cannot train it
+        aligned = [r for r in rows if r.extra.get("phoneme_samples")]
+        if not aligned:
+            raise AudioguideError(f"no row of {manifest} has phoneme_samples, which the aligned condition needs")
+        if log is not None and len(aligned) < len(rows):
+            log(0, {"rows_without_durations_skipped": float(len(rows) - len(aligned))})
+        rows = aligned
     train_rows, val_rows = split_holdout(rows, cfg.validation, cfg.seed)
     needs = [] if cfg.target == "representation" else list(model.conditioners)
     check_rows(val_rows, needs)
@@ -365,7 +417,7 @@ def train(
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         batch = data.sample(cfg.batch_size, generator, cfg.segment_seconds)
-        batch = AudioBatch(batch.wav.to(device), batch.lengths.to(device), batch.inputs)
+        batch = dataclasses.replace(batch, wav=batch.wav.to(device), lengths=batch.lengths.to(device))
         loss, logs = objective(batch, generator, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,0 +1,309 @@
+"""Speech evaluation: intelligibility, voice identity and speed of a TTS recipe across guidance settings.
+
+For every guidance setting and every manifest row the recipe speaks ``row.text`` in the voice
+``row.speaker`` (when the recipe has a speaker condition) and three numbers are measured:
+
+* **word error rate** through an ASR judge (the offline Whisper of :mod:`audioguide.evaluation.asr`
+  or any ``judge(wav, sample_rate) -> transcript`` callable), corpus-level per split: total word
+  errors (substitutions + deletions + insertions) over total reference words, after Whisper's
+  English normaliser;
+* **speaker accuracy**: how often the speaker classifier of :mod:`audioguide.evaluation.speaker`
+  (trained on real recordings only) names the requested voice;
+* **real-time factor**: synthesis wall time over seconds of audio produced (below 1 is faster than
+  real time).
+
+Rows come in splits (the manifest's file stem: ``held_out`` for ordinary sentences, ``sus`` for
+semantically unpredictable ones, where the judge's language model cannot guess the words). The
+same row gets the same seed under every setting, so settings are compared on paired samples. The
+real recordings of the rows, judged the same way, are the ceiling.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from audioguide.core import AudioguideError
+from audioguide.manifest import Row
+
+Judge = Callable[[np.ndarray, int], str]
+"""``judge(wav, sample_rate) -> transcript``."""
+
+Setting = tuple[str, dict[str, float]]
+"""A labelled guidance setting: ``(label, {condition: scale})``."""
+
+DEFAULT_LABEL = "recipe default"
+NO_GUIDANCE_LABEL = "no guidance"
+REAL_LABEL = "real recordings"
+
+
+def _fmt(w: float) -> str:
+    return f"{w:g}"
+
+
+def parse_sweep(items: Sequence[str]) -> dict[str, list[float]]:
+    """``NAME=W1,W2,...`` options as ``{name: [w1, w2, ...]}``; a one-line error names a bad item."""
+    out: dict[str, list[float]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        name = name.strip()
+        try:
+            if not sep or not name:
+                raise ValueError
+            ws = [float(v) for v in values.split(",") if v.strip()]
+            if not ws:
+                raise ValueError
+        except ValueError:
+            raise AudioguideError(f"--sweep expects NAME=W1,W2,..., got {item!r}") from None
+        for w in ws:
+            if not math.isfinite(w) or w < 0:
+                raise AudioguideError(f"--sweep scale for {name!r} must be a finite number >= 0, got {w:g}")
+        out.setdefault(name, []).extend(ws)
+    return out
+
+
+def sweep_settings(recipe_scales: Mapping[str, float] | Sequence[tuple[str, float]],
+                   sweeps: Mapping[str, Sequence[float]] | None = None) -> list[Setting]:
+    """Guidance settings to compare: the recipe's own scales, no guidance (every scale 1), and for
+    each swept condition its values with the other conditions at the recipe's scales.
+
+    Settings with the same scales as an earlier one are dropped (the earlier label is kept).
+    """
+    base = dict(recipe_scales)
+    for name in sweeps or {}:
+        if name not in base:
+            raise AudioguideError(f"cannot sweep {name!r}: the recipe guides on {', '.join(base) or 'nothing'}")
+    settings: list[Setting] = [(DEFAULT_LABEL, dict(base)), (NO_GUIDANCE_LABEL, {n: 1.0 for n in base})]
+    for name, values in (sweeps or {}).items():
+        for w in values:
+            settings.append((f"{name}={_fmt(w)}", {**base, name: float(w)}))
+    out: list[Setting] = []
+    seen: set[tuple] = set()
+    for label, scales in settings:
+        key = tuple(sorted(scales.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append((label, scales))
+    return out
+
+
+def read_splits(paths: Sequence[str | Path]) -> dict[str, list[Row]]:
+    """Manifests by split label (the file stem); two manifests with one stem are an error."""
+    from audioguide.manifest import read_manifest
+
+    splits: dict[str, list[Row]] = {}
+    for p in paths:
+        stem = Path(p).stem
+        if stem in splits:
+            raise AudioguideError(f"two manifests named {stem!r}; the file stem labels the split, rename one")
+        splits[stem] = read_manifest(p)
+    return splits
+
+
+def cap_per_voice(rows: Sequence[Row], per_voice: int | None) -> list[Row]:
+    """At most ``per_voice`` rows per speaker, in manifest order."""
+    if per_voice is None:
+        return list(rows)
+    seen: Counter = Counter()
+    out = []
+    for row in rows:
+        seen[row.speaker] += 1
+        if seen[row.speaker] <= per_voice:
+            out.append(row)
+    return out
+
+
+@dataclass(frozen=True)
+class Item:
+    split: str
+    row_id: str
+    voice: str | None  # the row's speaker
+    reference: str
+    transcript: str | None
+    predicted_voice: str | None  # None where no voice was requested or no classifier ran
+    seconds: float
+    synthesis_seconds: float | None  # None for real recordings
+
+
+@dataclass(frozen=True)
+class SettingResult:
+    label: str
+    scales: dict[str, float]
+    items: tuple[Item, ...]
+
+    def wer(self, split: str | None = None, voice: str | None = None) -> float:
+        from audioguide.evaluation.asr import word_error_rate
+
+        chosen = [it for it in self.items if it.transcript is not None
+                  and (split is None or it.split == split) and (voice is None or it.voice == voice)]
+        if not chosen:
+            return float("nan")
+        try:
+            return word_error_rate([it.reference for it in chosen], [it.transcript for it in chosen])
+        except ValueError:  # every reference normalised to nothing
+            return float("nan")
+
+    def speaker_accuracy(self, split: str | None = None, voice: str | None = None) -> float:
+        hits = [it.predicted_voice == it.voice for it in self.items if it.predicted_voice is not None
+                and (split is None or it.split == split) and (voice is None or it.voice == voice)]
+        return float(np.mean(hits)) if hits else float("nan")
+
+    @property
+    def rtf(self) -> float:
+        timed = [it for it in self.items if it.synthesis_seconds is not None]
+        secs = sum(it.seconds for it in timed)
+        return sum(it.synthesis_seconds for it in timed) / secs if timed and secs > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class TTSReport:
+    recipe: str
+    splits: tuple[str, ...]
+    results: tuple[SettingResult, ...]
+    default: str = DEFAULT_LABEL
+    real: SettingResult | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def result(self, label: str) -> SettingResult:
+        for r in self.results:
+            if r.label == label:
+                return r
+        raise KeyError(label)
+
+    def markdown(self, title: str | None = None) -> str:
+        return markdown(self, title)
+
+
+def _pct(x: float) -> str:
+    return "-" if math.isnan(x) else f"{100 * x:.1f} %"
+
+
+def _num(x: float, digits: int = 3) -> str:
+    return "-" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+def markdown(report: TTSReport, title: str | None = None) -> str:
+    """Settings table (WER per split, speaker accuracy, RTF) and a per-voice table for the default."""
+    splits = report.splits
+    lines = [f"### {title or f'{report.recipe}: speech evaluation'}", ""]
+    lines.append("| setting | scales | " + " | ".join(f"WER {s}" for s in splits) + " | speaker acc | RTF |")
+    lines.append("|---|---|" + "---|" * len(splits) + "---|---|")
+    rows = list(report.results) + ([report.real] if report.real is not None else [])
+    for r in rows:
+        scales = " ".join(f"{n}={_fmt(w)}" for n, w in r.scales.items()) or "-"
+        lines.append(f"| {r.label} | {scales} | " + " | ".join(_pct(r.wer(s)) for s in splits)
+                     + f" | {_pct(r.speaker_accuracy())} | {_num(r.rtf)} |")
+    try:
+        default = report.result(report.default)
+    except KeyError:
+        default = report.results[0] if report.results else None
+    if default is not None:
+        voices = sorted({it.voice for it in default.items if it.voice})
+        if voices:
+            lines += ["", f"Per voice, {default.label}:", "",
+                      "| voice | items | " + " | ".join(f"WER {s}" for s in splits) + " | speaker acc |",
+                      "|---|---|" + "---|" * len(splits) + "---|"]
+            for v in voices:
+                n = sum(it.voice == v for it in default.items)
+                lines.append(f"| {v} | {n} | " + " | ".join(_pct(default.wer(s, v)) for s in splits)
+                             + f" | {_pct(default.speaker_accuracy(voice=v))} |")
+    items = len(report.results[0].items) if report.results else 0
+    lines += ["", (f"{items} sentences per setting; WER is corpus-level (word errors / reference words) after "
+                   "Whisper's English normaliser; speaker accuracy is the real-audio-trained classifier naming the "
+                   "requested voice; RTF is synthesis time / audio seconds.")]
+    for note in report.notes:
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def _judge(judge: str | Judge | None) -> Judge | None:
+    if judge is None or judge == "":
+        return None
+    if callable(judge):
+        return judge
+    from audioguide.evaluation.asr import load_judge, transcribe
+
+    load_judge(judge)  # fail early (missing package or model) with a one-line error
+    return lambda wav, sr: transcribe(wav, sr, judge)
+
+
+def evaluate_tts(
+    pipe, rows: Mapping[str, Sequence[Row]] | Sequence[Row], settings: Sequence[Setting],
+    judge: str | Judge | None = "tiny.en", classifier=None, seed: int = 0, per_voice: int | None = None,
+    real: bool = True, steps: int | None = None, on_item: Callable[[int, int], None] | None = None,
+) -> TTSReport:
+    """Synthesise every row under every setting and judge it (see the module docstring).
+
+    ``rows`` maps split labels to rows (a plain sequence is the split ``all``); ``per_voice`` caps
+    the rows per speaker in each split; row ``i`` (counting across splits) uses seed ``seed + i``.
+    ``real`` also judges the rows' real recordings (where they have ``audio``) as the ceiling.
+    Everything is validated before any synthesis.
+    """
+    from audioguide.audio import read_audio
+
+    splits = dict(rows) if isinstance(rows, Mapping) else {"all": list(rows)}
+    chosen = [(split, row) for split, rs in splits.items() for row in cap_per_voice(rs, per_voice)]
+    if not chosen:
+        raise AudioguideError("no rows to evaluate")
+    if pipe.task != "tts":
+        raise AudioguideError(f"recipe {pipe.recipe.name!r} is a {pipe.task} recipe; speech evaluation needs a tts recipe")
+    if not settings:
+        raise AudioguideError("no guidance settings to evaluate")
+    voiced = "speaker" in pipe.model.conditioners
+    if classifier is not None:
+        unknown = sorted({r.speaker for _, r in chosen if r.speaker and r.speaker not in classifier.voices})
+        if unknown:
+            raise AudioguideError(f"the speaker classifier does not know voice(s) {', '.join(unknown)}; "
+                                  f"it knows {', '.join(classifier.voices)}")
+    for split, row in chosen:
+        if not row.text or not row.text.strip():
+            raise AudioguideError(f"{split}: row {row.id!r} has no 'text'")
+        pipe.check_texts([row.text], {"speaker": row.speaker} if voiced and row.speaker else None)
+    for _, scales in settings:
+        pipe.policy(scales=scales)
+    pipe.sampler_config(steps)
+    transcribe = _judge(judge)
+    with_real = real and all(row.audio is not None for _, row in chosen)
+    total = len(chosen) * (len(settings) + with_real)
+    done = 0
+
+    def judged(split, row, wav, sr, synth) -> Item:
+        nonlocal done
+        asked = row.speaker and (voiced or synth is None)  # a voice was requested (or is the recording's)
+        predicted = classifier.predict([wav], sr)[0] if classifier is not None and asked else None
+        item = Item(split, row.id, row.speaker, row.text,
+                    transcribe(wav, sr) if transcribe is not None else None, predicted, len(wav) / sr, synth)
+        done += 1
+        if on_item is not None:
+            on_item(done, total)
+        return item
+
+    row0 = chosen[0][1]  # warm-up (lazy initialisation is not synthesis time)
+    pipe([row0.text], seed=seed, scales=settings[0][1], steps=steps,
+         inputs={"speaker": row0.speaker} if voiced and row0.speaker else None)
+    results = []
+    for label, scales in settings:
+        items = []
+        for i, (split, row) in enumerate(chosen):
+            inputs = {"speaker": row.speaker} if voiced and row.speaker else None
+            t0 = time.perf_counter()
+            audio = pipe([row.text], seed=seed + i, scales=scales, inputs=inputs, steps=steps)
+            elapsed = time.perf_counter() - t0
+            items.append(judged(split, row, audio[0], audio.sample_rate, elapsed))
+        results.append(SettingResult(label, dict(scales), tuple(items)))
+    real_result = None
+    if with_real:
+        items = []
+        for split, row in chosen:
+            wav, sr = read_audio(row.audio)
+            items.append(judged(split, row, wav, sr, None))
+        real_result = SettingResult(REAL_LABEL, {}, tuple(items))
+    notes = () if voiced else ("The recipe has no speaker condition: its speaker accuracy is not measured.",)
+    default = next((label for label, s in settings if s == dict(pipe.recipe.guidance.scales)), settings[0][0])
+    return TTSReport(pipe.recipe.name, tuple(splits), tuple(results), default, real_result, notes)

@@ -1,0 +1,145 @@
+"""Frame-aligned speech: the length regulator, the duration predictor, the aligned DiT and its pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from audioguide.conditioners.phonemes import EDGE, Phonemes, PhonemesConfig
+from audioguide.conditioners.speaker import SpeakerId, SpeakerIdConfig
+from audioguide.models.dit import DiT, DiTConfig, math_attention
+from audioguide.models.duration import DurationPredictor, frame_tokens, regulate, samples_to_frames
+from audioguide.pipeline import join_speech, split_sentences
+
+
+def test_frame_tokens_repeats_each_token_its_duration():
+    d = torch.tensor([[2, 0, 3, 1], [1, 1, 0, 0]])
+    idx = frame_tokens(d, 7)
+    assert idx[0].tolist() == [0, 0, 2, 2, 2, 3, 3]  # past sum(d) = 6: the last token
+    assert idx[1].tolist() == [0, 1, 3, 3, 3, 3, 3]
+    tokens = torch.arange(4.0).view(1, 4, 1).expand(2, 4, 1)
+    assert regulate(tokens, d, 6)[0, :, 0].tolist() == [0, 0, 2, 2, 2, 3]
+
+
+def test_samples_to_frames_keeps_every_total_exact():
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(0, 3000, size=n).tolist() for n in (5, 9, 17)]
+    hop = 256
+    frames = [-(-sum(r) // hop) for r in rows]
+    out = samples_to_frames(rows, hop, frames, width=20)
+    assert out.shape == (3, 20)
+    assert out.sum(dim=1).tolist() == frames
+    assert (out >= 0).all() and out[0, 5:].abs().sum() == 0
+    # rounding never drifts: each boundary is within one frame of the exact one
+    ends = np.cumsum(rows[2]) / hop
+    assert np.abs(out[2, :17].cumsum(0).numpy()[:-1] - ends[:-1]).max() <= 0.5 + 1e-9
+
+
+def test_duration_predictor_loss_and_rounding():
+    log_d = torch.log1p(torch.tensor([[0.0, 3.0, 7.0]]))
+    mask = torch.tensor([[True, True, False]])
+    assert DurationPredictor.to_frames(log_d, mask).tolist() == [[0, 3, 0]]
+    assert DurationPredictor.to_frames(log_d, mask, pace=2.0).tolist() == [[0, 6, 0]]
+    target = torch.tensor([[0, 3, 100]])
+    assert DurationPredictor.loss(log_d, target, mask) == pytest.approx(0.0, abs=1e-6)  # padding ignored
+    assert DurationPredictor.loss(log_d, torch.tensor([[1, 3, 0]]), mask) > 0.1
+
+
+def _model(mean_flow=False, patch=1):
+    conds = {"text": Phonemes(PhonemesConfig(dim=16, edges=True)),
+             "speaker": SpeakerId(SpeakerIdConfig(voices=("a", "b"), dim=8))}
+    config = DiTConfig(dim=32, depth=2, heads=4, aligned="text", encoder_depth=1, mean_flow=mean_flow, patch=patch)
+    model = DiT(config, 4, conds)
+    with torch.no_grad():  # leave adaLN-Zero so that outputs depend on the inputs
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    return model.eval()
+
+
+def test_edges_frame_the_phonemes():
+    cond = Phonemes(PhonemesConfig(dim=4, edges=True)).ids(["Hi."])[0][0].tolist()
+    plain = Phonemes(PhonemesConfig(dim=4)).ids(["Hi."])[0][0].tolist()
+    assert cond == [EDGE, *plain, EDGE]
+
+
+def test_aligned_dit_follows_durations_and_drops_content():
+    model = _model()
+    cond = model.encode({"text": ["Hello there."] * 2, "speaker": ["a", "a"]})
+    L = cond["text"].shape[1]
+    d1 = torch.full((2, L), 2)
+    d2 = d1.clone()
+    d2[:, 3], d2[:, 4] = 0, 4  # same total, other alignment
+    x, t = torch.randn(2, 4, 2 * L, generator=torch.Generator().manual_seed(0)), torch.full((2,), 0.5)
+    y1 = model(x, t, {**cond, "text.durations": d1}, {})
+    y2 = model(x, t, {**cond, "text.durations": d2}, {})
+    assert not torch.allclose(y1, y2)
+    # dropped text: every frame sees the null token, so durations no longer matter
+    drop = {"text": torch.tensor([False, False])}
+    z1 = model(x, t, {**cond, "text.durations": d1}, drop)
+    z2 = model(x, t, {**cond, "text.durations": d2}, drop)
+    torch.testing.assert_close(z1, z2)
+    assert not torch.allclose(z1, y1)
+
+
+def test_aligned_dit_patches_pad_and_crop():
+    model = _model(patch=2)
+    cond = model.encode({"text": ["Hi."], "speaker": ["b"]})
+    L = cond["text"].shape[1]
+    cond["text.durations"] = torch.ones(1, L, dtype=torch.long)
+    cond["text.durations"][0, -1] = 2  # an odd number of frames: one padded
+    T = int(cond["text.durations"].sum())
+    assert T % 2 == 1
+    y = model(torch.randn(1, 4, T), torch.tensor([0.3]), cond, {})
+    assert y.shape == (1, 4, T) and torch.isfinite(y).all()
+
+
+def test_duration_predictor_sees_the_speaker_and_trains():
+    model = _model()
+    inputs = {"text": ["Hello there."] * 2, "speaker": ["a", "b"]}
+    L = model.encode(inputs)["text"].shape[1]
+    durations = torch.randint(0, 6, (2, L), generator=torch.Generator().manual_seed(1))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    first = None
+    for _ in range(60):
+        cond = {**model.encode(inputs), "text.durations": durations}
+        loss = model.duration_loss(cond, {})
+        first = first if first is not None else float(loss.detach())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    cond = {**model.encode(inputs), "text.durations": durations}
+    assert float(model.duration_loss(cond, {})) < 0.3 * first
+    pred = model.predict_durations(cond)
+    assert pred.shape == (2, L) and pred.dtype == torch.long
+    assert not torch.equal(pred[0], pred[1])  # same text, other speaker: other durations
+    # rows whose text is dropped are not trained on
+    assert float(model.duration_loss(cond, {"text": torch.tensor([False, False])})) == 0.0
+
+
+def test_aligned_mean_flow_jvp_runs():
+    model = _model(mean_flow=True)
+    cond = model.encode({"text": ["Yes."], "speaker": ["a"]})
+    cond["text.durations"] = torch.full((1, cond["text"].shape[1]), 2)
+    T = int(cond["text.durations"].sum())
+    x = torch.randn(1, 4, T)
+    with math_attention(model):
+        f = lambda z, r, t: model(z, t, cond, {}, r=r)  # noqa: E731
+        _, du = torch.func.jvp(f, (x, torch.zeros(1), torch.ones(1)), (torch.randn_like(x), torch.zeros(1), torch.ones(1)))
+    assert du.shape == x.shape and torch.isfinite(du).all()
+
+
+def test_split_sentences_and_join():
+    assert split_sentences("Hello there. How are you? Fine!") == ["Hello there.", "How are you?", "Fine!"]
+    assert split_sentences("  One sentence only  ") == ["One sentence only"]
+    long = ", ".join(["a clause of several words"] * 20) + "."
+    parts = split_sentences(long, max_chars=100)
+    assert len(parts) > 1 and all(len(p) <= 100 for p in parts)
+    assert " ".join(parts).replace(" ", "") == long.replace(" ", "")
+    sr = 1000
+    a, b = np.ones(100, np.float32), np.ones(50, np.float32)
+    joined = join_speech([a, b], sr, pause=0.2)
+    assert len(joined) == 100 + 200 + 50
+    assert joined[0] == 0.0 and joined[50] == 1.0 and np.all(joined[100:300] == 0)  # faded edges, silent gap
