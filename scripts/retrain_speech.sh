@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Rebuild the speech corpus and retrain the shipped default speech model ("speech" recipe) from
+# scratch, seeded; then ship its weights and measure it.
+#   bash scripts/retrain_speech.sh [WORKDIR]          (DEVICE=cuda for a GPU)
+# Needs: pip install -e ".[corpus,eval]"  and  apt-get install flite.
+# Measured on the 2-core CPU (Nov 2026, machine shared with other jobs):
+#   fast voices (hibari + 4 flite, 1200/300 sentences each): ~25 min of one core;
+#   slow voices (piper 600, Kokoro alpha 150 / kumo 100 sentences): ~45 min of one core (Kokoro's
+#   RTF is ~1-6 on a loaded core), run in parallel with the fast ones;
+#   training: 1800 steps of batch 12 at 2-4 s/step with 2 threads (~1.5 h);
+#   evaluation: ~10 min.
+set -euo pipefail
+work="${1:-work}"
+device="${DEVICE:-cpu}"
+corpus="$work/corpus"
+audioguide data speech -o "$corpus/fast" --sentences 1200 --held-out 40 --seed 0 \
+  --teacher hibari-heart --teacher flite-slt --teacher flite-rms --teacher flite-awb --teacher flite-kal16 \
+  --limit flite-kal16=300 &
+audioguide data speech -o "$corpus/slow" --sentences 1200 --held-out 10 --seed 0 \
+  --teacher piper-joe --teacher kokoro-alpha --teacher kokoro-kumo \
+  --limit piper-joe=600 --limit kokoro-alpha=150 --limit kokoro-kumo=100 &
+wait
+audioguide data merge "$corpus/fast" "$corpus/slow" -o "$corpus/speech"
+audioguide train speech --data "$corpus/speech/train.jsonl" -o "$work/runs/speech" --device "$device" --threads 2
+python scripts/ship_weights.py "$work/runs/speech/model.safetensors" audioguide/weights/speech.safetensors
+audioguide eval speakers --data "$corpus/speech/train.jsonl" --held-out "$corpus/speech/held_out.jsonl" \
+  -o "$work/speakers.safetensors"
+audioguide eval tts speech --data "$corpus/speech/held_out.jsonl" --data "$corpus/speech/sus.jsonl" \
+  --per-voice 10 --classifier "$work/speakers.safetensors" --sweep text=1,2,3 --sweep speaker=1,2,3 \
+  --report benchmarks/results/speech_eval.md
+python benchmarks/tts_speed.py --report benchmarks/results/tts_speed.md
