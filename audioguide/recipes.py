@@ -326,8 +326,8 @@ def check_compatible(recipe: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: an eps-prediction model cannot start from pure noise (zero terminal SNR); "
                           "use kind = \"v\" or zero_terminal_snr = false")
     train = recipe.train
-    if not mean_flow and (train.meanflow is not None or train.curriculum_steps):
-        raise RecipeError(f"{where}: [train] meanflow and curriculum_steps apply only to mean-flow models")
+    if not mean_flow and (train.meanflow is not None or train.curriculum_steps or train.flow_steps):
+        raise RecipeError(f"{where}: [train] meanflow, flow_steps and curriculum_steps apply only to mean-flow models")
     if (kind != "flow" or mean_flow) and train.t_dist != "logit-normal":
         raise RecipeError(f"{where}: [train] t_dist applies only to flow-matching models")
     check_policy(recipe.guidance, recipe.sampler.type, kind, where)

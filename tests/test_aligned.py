@@ -99,24 +99,26 @@ def test_duration_predictor_sees_the_speaker_and_trains():
     inputs = {"text": ["Hello there."] * 2, "speaker": ["a", "b"]}
     L = model.encode(inputs)["text"].shape[1]
     durations = torch.randint(0, 6, (2, L), generator=torch.Generator().manual_seed(1))
+    x0 = torch.randn(2, 4, int(durations.sum(1).max()))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
     first = None
     for _ in range(60):
         cond = {**model.encode(inputs), "text.durations": durations}
-        loss = model.duration_loss(cond, {})
+        loss = model.aligned_losses(cond, {}, x0)["duration"]
         first = first if first is not None else float(loss.detach())
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     cond = {**model.encode(inputs), "text.durations": durations}
-    assert float(model.duration_loss(cond, {})) < 0.3 * first
+    assert float(model.aligned_losses(cond, {}, x0)["duration"]) < 0.3 * first
     pred = model.predict_durations(cond)
     assert pred.shape == (2, L) and pred.dtype == torch.long
     assert not torch.equal(pred[0], pred[1])  # same text, other speaker: other durations
     # rows whose text is dropped are not trained on
-    assert float(model.duration_loss(cond, {"text": torch.tensor([False, False])})) == 0.0
+    dropped = model.aligned_losses(cond, {"text": torch.tensor([False, False])}, x0)
+    assert float(dropped["duration"]) == 0.0 and float(dropped["prior"]) == 0.0
 
 
 def test_aligned_mean_flow_jvp_runs():
@@ -143,3 +145,21 @@ def test_split_sentences_and_join():
     joined = join_speech([a, b], sr, pause=0.2)
     assert len(joined) == 100 + 200 + 50
     assert joined[0] == 0.0 and joined[50] == 1.0 and np.all(joined[100:300] == 0)  # faded edges, silent gap
+
+
+def test_prior_loss_regresses_regulated_tokens_onto_latents():
+    model = _model()
+    inputs = {"text": ["Hi there."], "speaker": ["a"]}
+    L = model.encode(inputs)["text"].shape[1]
+    durations = torch.full((1, L), 2)
+    x0 = torch.randn(1, 4, 2 * L, generator=torch.Generator().manual_seed(2))
+    mask = torch.ones(1, 2 * L, dtype=torch.bool)
+    mask[:, -4:] = False
+    cond = {**model.encode(inputs), "text.durations": durations}
+    losses = model.aligned_losses(cond, {}, x0, mask)
+    mu = model.prior(regulate(model._tokens(model.conditions(cond, {})["text"]), durations, 2 * L)).transpose(1, 2)
+    expected = (mu - x0)[..., :-4].square().mean()
+    torch.testing.assert_close(losses["prior"], expected)
+    x0_padded = x0.clone()
+    x0_padded[..., -4:] = 100.0  # padding never counts
+    torch.testing.assert_close(model.aligned_losses(cond, {}, x0_padded, mask)["prior"], expected)

@@ -36,3 +36,29 @@ def test_shipped_speech_autoencoder_resynthesises_unseen_speech():
     for rec in (latent, tokens):
         assert float(mel_distance(torch.from_numpy(wav), rec, 24000)) < 0.4
         assert word_error_rate([text], [transcribe(rec.numpy(), 24000)]) <= 0.15
+
+
+SPEECH = WEIGHTS_DIR / "speech.safetensors"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SPEECH.exists(), reason="no shipped speech model")
+def test_shipped_speech_recipe_speaks_unseen_text_in_its_voices():
+    pytest.importorskip("faster_whisper")
+    from audioguide.evaluation.asr import transcribe, word_error_rate
+    from audioguide.pipeline import Pipeline
+
+    torch.set_num_threads(1)
+    pipe = Pipeline.from_recipe("speech")
+    text = "The patient clerk at the museum charged twelve dollars for a warm coat."  # a held-out template
+    audio = pipe(text, seed=0)
+    again = pipe(text, seed=0)
+    assert np.array_equal(audio[0], again[0])  # same seed, same audio
+    assert word_error_rate([text], [transcribe(audio[0], audio.sample_rate)]) <= 0.2
+    # other voices and a free-text description give other audio; long input is split and joined
+    deep = pipe(text, seed=0, inputs={"speaker": "piper-joe"})[0]
+    described = pipe(text, seed=0, inputs={"style": "a deep male voice"})[0]
+    assert not np.array_equal(deep[: len(audio[0])], audio[0][: len(deep)])
+    assert described.size and np.isfinite(described).all()
+    long = pipe("Yes. " + text + " No, thank you.", seed=0)[0]
+    assert len(long) > len(audio[0]) + audio.sample_rate * 0.5

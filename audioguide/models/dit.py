@@ -316,6 +316,7 @@ class DiT(Generator):
             )
             self.token_norm = nn.LayerNorm(d)
             self.duration = DurationPredictor(d)
+            self.prior = nn.Linear(d, channels)  # Grad-TTS's encoder output mu (training signal only)
         cross = config.cond_mode == "cross" and len(sequences) > 0
         self.blocks = nn.ModuleList(DiTBlock(config, cross) for _ in range(config.depth))
         self.final = FinalLayer(d, channels * config.patch)
@@ -387,14 +388,29 @@ class DiT(Generator):
         conds = self.conditions(cond, {})
         return DurationPredictor.to_frames(self._log_durations(conds), conds[self.aligned].mask, pace)
 
-    def duration_loss(self, cond: Cond, keep: Keep) -> Tensor:
-        """The duration predictor's MSE on ``log(1 + d)`` against ``cond["<aligned>.durations"]``,
-        over the rows whose aligned condition is kept (FastSpeech §3.3)."""
+    def aligned_losses(self, cond: Cond, keep: Keep, x0: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
+        """Direct supervision of the aligned condition's encoder, over the rows where it is kept:
+
+        * ``duration``: the duration predictor's MSE on ``log(1 + d)`` against
+          ``cond["<aligned>.durations"]`` (FastSpeech §3.3);
+        * ``prior``: the regulated token states, projected to the latent channels, regressed onto
+          the clean latents ``x0`` ``[B, C, T]`` (Grad-TTS, Popov et al. 2021, eq. 14, the encoder
+          loss ``||x0 - mu||^2``), which teaches the encoder what each phoneme sounds like far
+          faster than the generative loss alone.
+        """
         conds = self.conditions(cond, keep)
         enc = conds[self.aligned]
         kept = keep.get(self.aligned)
-        mask = enc.mask if kept is None else enc.mask & kept.view(-1, 1)
-        return DurationPredictor.loss(self._log_durations(conds), cond[f"{self.aligned}.durations"], mask)
+        kept = torch.ones(enc.mask.shape[0], dtype=torch.bool, device=enc.mask.device) if kept is None else kept.view(-1)
+        durations = cond[f"{self.aligned}.durations"]
+        log_d = self._log_durations(conds)
+        duration = DurationPredictor.loss(log_d, durations, enc.mask & kept[:, None])
+        T = x0.shape[-1]
+        mu = self.prior(regulate(self._tokens(enc), durations.long(), T)).transpose(1, 2)
+        frames = torch.ones(x0.shape[0], T, dtype=torch.bool, device=x0.device) if mask is None else mask.bool()
+        w = (frames & kept[:, None]).to(x0.dtype)[:, None]
+        prior = ((mu - x0).square() * w).sum() / (w.sum() * x0.shape[1]).clamp_min(1.0)
+        return {"duration": duration, "prior": prior}
 
     def _regulated(self, enc: Encoded, durations: Tensor, kept: Tensor | None, frames: int) -> Tensor:
         """Token states expanded to ``frames`` by ``durations``; a dropped row repeats its null token."""

@@ -9,6 +9,8 @@
     dropout = { text = 0.1, speaker = 0.1 }   # per-condition dropout for CFG
     dropout_all = 0.1
     ema = 0.999                 # exported weights are the EMA (0 = off)
+    flow_steps = 900            # mean-flow models: pure flow matching first (MeanAudio's pre-training),
+    curriculum_steps = 200      # then the share of r < t rows ramps up to 1 - flow_ratio
     [train.meanflow]            # mean-flow models only (audioguide.training.continuous.MeanFlowConfig)
     omega = 0.3
     kappa = 0.9
@@ -39,6 +41,7 @@ class TrainConfig:
     dropout: tuple[tuple[str, float], ...] = ()
     dropout_all: float = 0.0
     t_dist: str = "logit-normal"  # flow matching time distribution: logit-normal | uniform
+    flow_steps: int = 0  # mean flow: steps of pure flow matching (r = t) before the curriculum starts
     curriculum_steps: int = 0  # mean flow: steps over which r = t (flow matching) fades to the mean-flow mix
     meanflow: Any = None  # audioguide.training.continuous.MeanFlowConfig, from [train.meanflow]
 
@@ -61,5 +64,5 @@ class TrainConfig:
                 raise ValueError(f"dropout for {name!r} must be in [0, 1], got {p}")
         if self.t_dist not in ("logit-normal", "uniform"):
             raise ValueError(f"t_dist must be logit-normal or uniform, got {self.t_dist!r}")
-        if self.curriculum_steps < 0:
-            raise ValueError("curriculum_steps must be >= 0")
+        if self.curriculum_steps < 0 or self.flow_steps < 0:
+            raise ValueError("curriculum_steps and flow_steps must be >= 0")

@@ -146,14 +146,14 @@ def make_objective(recipe: Recipe, representation, model, cfg: TrainConfig) -> t
         return x0, batch.frame_mask(hop, x0.shape[-1])
 
     def with_durations(objective):
-        """Adds the duration predictor's loss for a model with a frame-aligned condition."""
+        """Adds the aligned-encoder losses for a model with a frame-aligned condition."""
         def run(batch, generator, step):
             x0, mask = latents(batch)
             cond, keep = _conditions(model, batch, cfg, generator, mask, hop)
             loss, logs = objective(x0, mask, cond, keep, generator, step)
-            if model.aligned:
-                dur = model.duration_loss(cond, keep)
-                loss, logs = loss + dur, {**logs, "duration": float(dur.detach())}
+            if model.aligned:  # direct supervision of the aligned encoder: durations and Grad-TTS's prior
+                for name, extra in model.aligned_losses(cond, keep, x0, mask).items():
+                    loss, logs = loss + extra, {**logs, name: float(extra.detach())}
             return loss, logs
 
         return run
@@ -162,7 +162,9 @@ def make_objective(recipe: Recipe, representation, model, cfg: TrainConfig) -> t
         base = cfg.meanflow or C.MeanFlowConfig()
 
         def meanflow(x0, mask, cond, keep, generator, step):
-            config = C.flow_to_mean_flow(base, step, cfg.curriculum_steps)
+            config = C.flow_to_mean_flow(base, max(step - cfg.flow_steps, 0), cfg.curriculum_steps)
+            if step < cfg.flow_steps:  # pre-training: plain flow matching rows only
+                config = dataclasses.replace(config, flow_ratio=1.0)
             return C.mean_flow_loss(model, x0, cond, keep, generator, config, mask=mask)
 
         return model, with_durations(meanflow)
