@@ -33,16 +33,11 @@ def prompt_of(row: Row, task: str) -> str:
 
 
 def inputs_of(row: Row, pipe: Pipeline) -> dict[str, str]:
-    """The row's other conditions (speaker, style) that the pipeline's model takes."""
+    """The row's other conditions (speaker, style) that the pipeline's model takes; those a row
+    leaves out are absent (the recipe's ``[defaults]`` when it gives none, as on the command line)."""
     primary = PRIMARY_INPUT[pipe.task]
-    out = {}
-    for name in pipe.model.conditioners:
-        if name != primary:
-            value = getattr(row, name, None)
-            if not value:
-                raise AudioguideError(f"manifest row {row.id!r} has no {name!r}, which recipe {pipe.recipe.name!r} needs")
-            out[name] = value
-    return out
+    return {name: value for name in pipe.model.conditioners
+            if name != primary and (value := getattr(row, name, None))}
 
 
 def check_rows(pipe: Pipeline, rows: Sequence[Row]) -> None:

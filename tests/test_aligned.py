@@ -157,7 +157,7 @@ def test_prior_loss_regresses_regulated_tokens_onto_latents():
     mask[:, -4:] = False
     cond = {**model.encode(inputs), "text.durations": durations}
     losses = model.aligned_losses(cond, {}, x0, mask)
-    mu = model.prior(regulate(model._tokens(model.conditions(cond, {})["text"]), durations, 2 * L)).transpose(1, 2)
+    mu = model.prior(regulate(model._voiced_tokens(model.conditions(cond, {})), durations, 2 * L)).transpose(1, 2)
     expected = (mu - x0)[..., :-4].square().mean()
     torch.testing.assert_close(losses["prior"], expected)
     x0_padded = x0.clone()

@@ -25,13 +25,13 @@ def run(*args):
 
 def test_tts_writes_a_valid_wav_and_warns_about_random_weights(tmp_path):
     out = tmp_path / "hello.wav"
-    res = run("tts", "Hello world.", "-o", out, "--seed", 1, "--steps", 3)
+    res = run("tts", "Hello world.", "-r", "random-tts", "-o", out, "--seed", 1, "--steps", 3)
     assert res.exit_code == 0, res.output
     assert "RANDOM weights" in res.output
     data, sr = sf.read(str(out))
     assert sr == 16000 and data.size > 0 and np.abs(data).max() <= 1.0
     again = tmp_path / "again.wav"
-    assert run("tts", "Hello world.", "-o", again, "--seed", 1, "--steps", 3).exit_code == 0
+    assert run("tts", "Hello world.", "-r", "random-tts", "-o", again, "--seed", 1, "--steps", 3).exit_code == 0
     assert out.read_bytes() == again.read_bytes()
 
 
@@ -53,7 +53,7 @@ def test_t2a_and_recipes_listing(tmp_path):
         (["tts", "Hi.", "--recipe", "nope"], "unknown recipe 'nope'"),
         (["tts", "Hi.", "--scale", "text=-3"], "must be a finite number >= 0"),
         (["tts", "Hi.", "--scale", "text"], "--scale expects NAME=NUMBER"),
-        (["tts", "Hi.", "--scale", "style=2"], "no guidance scale named 'style'"),
+        (["tts", "Hi.", "--scale", "accent=2"], "no guidance scale named 'accent'"),
         (["tts", "Hi.", "--rescale", "1.5"], "rescale phi must be in [0, 1]"),
         (["tts", "Hi.", "--cfg", "-1"], ">= 0"),
         (["tts", "   "], "text is empty"),
@@ -160,7 +160,7 @@ def test_voices_from_the_cli_and_manifests(tmp_path, write_recipe):
     assert (tmp_path / "d.wav").read_bytes() == b.read_bytes()
     res = run("tts", "Hello.", "-r", recipe, "--voice", "carl", "-o", tmp_path / "c.wav")
     assert res.exit_code == 2 and "unknown voice 'carl'; voices: ava, bob" in res.output
-    res = run("tts", "Hello.", "--describe", "a deep voice", "-o", tmp_path / "c.wav")
+    res = run("tts", "Hello.", "-r", "random-tts", "--describe", "a deep voice", "-o", tmp_path / "c.wav")
     assert res.exit_code == 2 and "takes no input 'style'" in res.output
     manifest = tmp_path / "m.jsonl"
     write_manifest(manifest, [{"id": "x", "text": "Hello.", "speaker": "bob"}, {"id": "y", "text": "Hi.", "speaker": "eve"}])

@@ -368,14 +368,18 @@ class DiT(Generator):
             h = block(h, enc.mask, rope)
         return self.token_norm(h)
 
-    def _log_durations(self, conds: Mapping[str, Encoded]) -> Tensor:
-        """Predicted ``log(1 + d)`` per aligned token from its states plus the pooled other conditions."""
-        enc = conds[self.aligned]
-        h = self._tokens(enc)
+    def _voiced_tokens(self, conds: Mapping[str, Encoded]) -> Tensor:
+        """The aligned tokens' states plus the pooled other conditions (speaker, style): what the
+        duration predictor and the prior see."""
+        h = self._tokens(conds[self.aligned])
         for name, proj in self.pool_proj.items():
             if name != self.aligned:
                 h = h + proj(masked_mean(conds[name]))[:, None]
-        return self.duration(h, enc.mask)
+        return h
+
+    def _log_durations(self, conds: Mapping[str, Encoded]) -> Tensor:
+        """Predicted ``log(1 + d)`` per aligned token."""
+        return self.duration(self._voiced_tokens(conds), conds[self.aligned].mask)
 
     @torch.no_grad()
     def predict_durations(self, cond: Cond, pace: float = 1.0) -> Tensor:
@@ -393,7 +397,8 @@ class DiT(Generator):
 
         * ``duration``: the duration predictor's MSE on ``log(1 + d)`` against
           ``cond["<aligned>.durations"]`` (FastSpeech §3.3);
-        * ``prior``: the regulated token states, projected to the latent channels, regressed onto
+        * ``prior``: the regulated token states (with the pooled speaker and style), projected to
+          the latent channels, regressed onto
           the clean latents ``x0`` ``[B, C, T]`` (Grad-TTS, Popov et al. 2021, eq. 14, the encoder
           loss ``||x0 - mu||^2``), which teaches the encoder what each phoneme sounds like far
           faster than the generative loss alone.
@@ -403,10 +408,9 @@ class DiT(Generator):
         kept = keep.get(self.aligned)
         kept = torch.ones(enc.mask.shape[0], dtype=torch.bool, device=enc.mask.device) if kept is None else kept.view(-1)
         durations = cond[f"{self.aligned}.durations"]
-        log_d = self._log_durations(conds)
-        duration = DurationPredictor.loss(log_d, durations, enc.mask & kept[:, None])
+        duration = DurationPredictor.loss(self._log_durations(conds), durations, enc.mask & kept[:, None])
         T = x0.shape[-1]
-        mu = self.prior(regulate(self._tokens(enc), durations.long(), T)).transpose(1, 2)
+        mu = self.prior(regulate(self._voiced_tokens(conds), durations.long(), T)).transpose(1, 2)
         frames = torch.ones(x0.shape[0], T, dtype=torch.bool, device=x0.device) if mask is None else mask.bool()
         w = (frames & kept[:, None]).to(x0.dtype)[:, None]
         prior = ((mu - x0).square() * w).sum() / (w.sum() * x0.shape[1]).clamp_min(1.0)

@@ -1,0 +1,73 @@
+"""Speech corpus text, voice descriptions, merging, and the `voices` command."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from audioguide.cli import app
+from audioguide.corpus.speech import describe_rows, merge_corpora
+from audioguide.corpus.texts import OPEN_FRACTION, open_words, sentences
+from audioguide.manifest import read_manifest
+
+runner = CliRunner()
+
+
+def test_open_vocabulary_sentences_are_seeded_and_varied():
+    words = open_words()
+    assert all(len(words[k]) > 100 for k in ("nn", "jj", "rb"))
+    a, b = sentences(300, 0), sentences(300, 0)
+    assert a == b and len(set(a)) == 300
+    vocab = {w.strip(".,!?").lower() for s in a for w in s.split()}
+    assert len(vocab) > 400  # far beyond the small template lists
+    held = sentences(50, 0, "held_out")
+    assert not set(held) & set(a)
+    assert 0 < OPEN_FRACTION < 1
+
+
+def _row(speaker, f0, rate, gender="female", accent="american"):
+    return {"speaker": speaker, "f0_hz": f0, "f0_range_st": 8.0, "phones_per_second": rate, "gender": gender, "accent": accent}
+
+
+def test_descriptions_follow_the_measured_attributes():
+    rows = [_row("deep", 95.0, r, "male") for r in (8.0, 10.0, 12.0) for _ in range(20)]
+    rows += [_row("high", 230.0, r, "female", "japanese") for r in (8.0, 10.0, 12.0) for _ in range(20)]
+    bounds = describe_rows(rows, seed=0)
+    assert bounds[0] < 10.0 < bounds[1]
+    deep = " ".join(r["style"] for r in rows if r["speaker"] == "deep")
+    high = " ".join(r["style"] for r in rows if r["speaker"] == "high")
+    assert "deep" in deep and "high" not in deep.replace("high,", "") and " male" in deep and "female" not in deep
+    assert "high" in high and "Japanese" in high and "deep" not in high
+    slow = [r["style"] for r in rows if r["phones_per_second"] == 8.0]
+    assert not any("quickly" in s or "fast" in s for s in slow)
+    again = [dict(r) for r in rows]
+    describe_rows(again, seed=0)
+    assert [r["style"] for r in again] == [r["style"] for r in rows]  # seeded
+
+
+def test_merge_rewrites_paths_and_describes(tmp_path):
+    for name in ("fast", "slow"):
+        d = tmp_path / name
+        (d / "wavs").mkdir(parents=True)
+        for split in ("train", "held_out", "sus"):
+            row = {"id": f"{name}-{split}", "audio": f"wavs/{name}.wav", "text": "Hi.", **_row(name, 120.0, 10.0)}
+            (d / f"{split}.jsonl").write_text(json.dumps(row) + "\n")
+        (d / "wavs" / f"{name}.wav").write_bytes(b"")
+    paths = merge_corpora(tmp_path / "all", [tmp_path / "fast", tmp_path / "slow"])
+    rows = read_manifest(paths["train"])
+    assert [r.id for r in rows] == ["fast-train", "slow-train"]
+    assert rows[0].audio.resolve() == (tmp_path / "fast" / "wavs" / "fast.wav").resolve()
+    assert all(r.style for r in rows)
+    res = runner.invoke(app, ["data", "merge", str(tmp_path / "nope"), "-o", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "not found" in res.output
+
+
+def test_voices_lists_the_recipe_voices_and_its_default():
+    res = runner.invoke(app, ["voices", "-r", "speech"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert len(lines) == 8 and lines[0].startswith("* hibari-heart")
+    assert sum(line.startswith("*") for line in lines) == 1
+    res = runner.invoke(app, ["voices", "-r", "random-tts"])
+    assert res.exit_code == 2 and "has no named voices" in res.output
