@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -46,10 +48,11 @@ def test_duration_predictor_loss_and_rounding():
     assert DurationPredictor.loss(log_d, torch.tensor([[1, 3, 0]]), mask) > 0.1
 
 
-def _model(mean_flow=False, patch=1):
+def _model(mean_flow=False, patch=1, prior_input=False):
     conds = {"text": Phonemes(PhonemesConfig(dim=16, edges=True)),
              "speaker": SpeakerId(SpeakerIdConfig(voices=("a", "b"), dim=8))}
-    config = DiTConfig(dim=32, depth=2, heads=4, aligned="text", encoder_depth=1, mean_flow=mean_flow, patch=patch)
+    config = DiTConfig(dim=32, depth=2, heads=4, aligned="text", encoder_depth=1, mean_flow=mean_flow, patch=patch,
+                       prior_input=prior_input)
     model = DiT(config, 4, conds)
     with torch.no_grad():  # leave adaLN-Zero so that outputs depend on the inputs
         for p in model.parameters():
@@ -163,3 +166,21 @@ def test_prior_loss_regresses_regulated_tokens_onto_latents():
     x0_padded = x0.clone()
     x0_padded[..., -4:] = 100.0  # padding never counts
     torch.testing.assert_close(model.aligned_losses(cond, {}, x0_padded, mask)["prior"], expected)
+
+
+def test_prior_input_starts_as_the_model_without_it_and_then_reads_mu():
+    plain = _model()
+    fed = DiT(dataclasses.replace(plain.config, prior_input=True), 4, plain.conditioners).eval()
+    assert fed.prior_in.weight.abs().sum() == 0 and fed.prior_in.bias.abs().sum() == 0
+    missing, unexpected = fed.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["prior_in.bias", "prior_in.weight"] and not unexpected
+    cond = plain.encode({"text": ["Hi there."], "speaker": ["a"]})
+    cond["text.durations"] = torch.full((1, cond["text"].shape[1]), 2)
+    T = int(cond["text.durations"].sum())
+    x, t = torch.randn(1, 4, T), torch.tensor([0.7])
+    torch.testing.assert_close(fed(x, t, cond, {}), plain(x, t, cond, {}))  # zero-initialised: a warm start
+    with torch.no_grad():
+        fed.prior_in.weight.normal_()
+    assert not torch.allclose(fed(x, t, cond, {}), plain(x, t, cond, {}))
+    with pytest.raises(ValueError, match="prior_input needs an aligned condition"):
+        DiTConfig(prior_input=True)

@@ -29,7 +29,11 @@ Conditioning
   ``cond["<name>.durations"]`` ``[B, L]`` (teacher durations in training); a duration predictor
   on the encoded tokens plus the pooled other conditions (speaker, style) supplies them at
   inference (:meth:`DiT.predict_durations`). A dropped aligned condition is its null token on
-  every frame, so classifier-free guidance on content works as on any condition.
+  every frame, so classifier-free guidance on content works as on any condition. With
+  ``prior_input`` the frames also read the prior mean ``mu`` (the regulated tokens with the pooled
+  speaker and style, projected to the latent channels and trained towards the latents, Grad-TTS
+  eq. 14), as Matcha-TTS's decoder does (Mehta et al. 2024, §3.2), through a zero-initialised
+  projection.
 
 Guidance is never computed here: rows whose ``keep`` flag is False simply see their
 conditioner's null condition (:meth:`Generator.conditions`); :mod:`audioguide.guidance` batches
@@ -85,6 +89,7 @@ class DiTConfig:
     patch: int = 1  # latent frames per transformer token (DiT's patchify, §3.1, in 1-D)
     aligned: str = ""  # a condition expanded to the frames by token durations (FastSpeech length regulator)
     encoder_depth: int = 2  # transformer blocks over the aligned condition's tokens
+    prior_input: bool = False  # aligned: also feed the prior mean mu to the frames (Matcha-TTS)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -102,6 +107,8 @@ class DiTConfig:
             raise ValueError(f"cond_mode must be one of {', '.join(COND_MODES)}, got {self.cond_mode!r}")
         if self.patch < 1:
             raise ValueError(f"patch must be >= 1, got {self.patch}")
+        if self.prior_input and not self.aligned:
+            raise ValueError("prior_input needs an aligned condition")
         if self.encoder_depth < 0:
             raise ValueError(f"encoder_depth must be >= 0, got {self.encoder_depth}")
         if self.mean_flow and self.kind != "flow":
@@ -316,7 +323,8 @@ class DiT(Generator):
             )
             self.token_norm = nn.LayerNorm(d)
             self.duration = DurationPredictor(d)
-            self.prior = nn.Linear(d, channels)  # Grad-TTS's encoder output mu (training signal only)
+            self.prior = nn.Linear(d, channels)  # Grad-TTS's encoder output mu
+        self.prior_in = nn.Linear(channels * config.patch, d) if self.aligned and config.prior_input else None
         cross = config.cond_mode == "cross" and len(sequences) > 0
         self.blocks = nn.ModuleList(DiTBlock(config, cross) for _ in range(config.depth))
         self.final = FinalLayer(d, channels * config.patch)
@@ -329,7 +337,10 @@ class DiT(Generator):
             for block in self.blocks:
                 block.ada[-1].weight.zero_()
                 block.ada[-1].bias.zero_()
-            for p in (self.final.ada[-1].weight, self.final.ada[-1].bias, self.final.out.weight, self.final.out.bias):
+            zeros = [self.final.ada[-1].weight, self.final.ada[-1].bias, self.final.out.weight, self.final.out.bias]
+            if self.prior_in is not None:  # starts as the model without it (warm starts keep their behaviour)
+                zeros += [self.prior_in.weight, self.prior_in.bias]
+            for p in zeros:
                 p.zero_()
             for m in self.modules():
                 if isinstance(m, (nn.RMSNorm, nn.LayerNorm)) and m.weight is not None:
@@ -368,10 +379,10 @@ class DiT(Generator):
             h = block(h, enc.mask, rope)
         return self.token_norm(h)
 
-    def _voiced_tokens(self, conds: Mapping[str, Encoded]) -> Tensor:
-        """The aligned tokens' states plus the pooled other conditions (speaker, style): what the
-        duration predictor and the prior see."""
-        h = self._tokens(conds[self.aligned])
+    def _voiced_tokens(self, conds: Mapping[str, Encoded], tokens: Tensor | None = None) -> Tensor:
+        """The aligned tokens' states (``tokens``, computed when not given) plus the pooled other
+        conditions (speaker, style): what the duration predictor and the prior see."""
+        h = self._tokens(conds[self.aligned]) if tokens is None else tokens
         for name, proj in self.pool_proj.items():
             if name != self.aligned:
                 h = h + proj(masked_mean(conds[name]))[:, None]
@@ -416,14 +427,15 @@ class DiT(Generator):
         prior = ((mu - x0).square() * w).sum() / (w.sum() * x0.shape[1]).clamp_min(1.0)
         return {"duration": duration, "prior": prior}
 
-    def _regulated(self, enc: Encoded, durations: Tensor, kept: Tensor | None, frames: int) -> Tensor:
-        """Token states expanded to ``frames`` by ``durations``; a dropped row repeats its null token."""
+    @staticmethod
+    def _regulated(states: Tensor, durations: Tensor, kept: Tensor | None, frames: int) -> Tensor:
+        """Token ``states`` expanded to ``frames`` by ``durations``; a dropped row repeats its null token."""
         durations = durations.long()
         if kept is not None:
             kept = kept.view(-1, 1).to(durations.device)
             durations = torch.where(kept, durations, torch.zeros_like(durations))
             durations[:, 0] = torch.where(kept[:, 0], durations[:, 0], torch.full_like(durations[:, 0], frames))
-        return regulate(self._tokens(enc), durations, frames)
+        return regulate(states, durations, frames)
 
     def _positions(self, h: Tensor, prefix: int) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
         """Frame positions: RoPE angles (prefix tokens at position 0), or absolute sinusoids added."""
@@ -464,9 +476,13 @@ class DiT(Generator):
         h = self.inp(x.transpose(1, 2).reshape(B, (T + pad) // p, -1))
         mask = mask.view(B, -1, p).any(dim=-1)
         if self.aligned:
-            durations = cond[f"{self.aligned}.durations"]
-            frames = self._regulated(conds[self.aligned], durations, keep.get(self.aligned), T + pad)
+            durations, kept = cond[f"{self.aligned}.durations"], keep.get(self.aligned)
+            tokens = self._tokens(conds[self.aligned])
+            frames = self._regulated(tokens, durations, kept, T + pad)
             h = h + frames.view(B, -1, p, frames.shape[-1]).mean(dim=2)
+            if self.prior_in is not None:  # Matcha-TTS: the decoder also reads the prior mean mu
+                mu = self.prior(self._regulated(self._voiced_tokens(conds, tokens), durations, kept, T + pad))
+                h = h + self.prior_in(mu.reshape(B, (T + pad) // p, -1))
         prefix = 0
         if self.config.cond_mode == "prefix" and context is not None:
             prefix = context.emb.shape[1]
