@@ -349,12 +349,11 @@ def eval_codec(
 ) -> None:
     """Resynthesis quality of a representation: mel / STFT distance, PESQ, STOI, WER through Whisper, speed."""
     import dataclasses
-    from collections import Counter
 
     import torch
 
     from audioguide.evaluation.codec import evaluate_resynthesis, markdown
-    from audioguide.manifest import read_manifest
+    from audioguide.manifest import cap_per_voice, read_manifest
     from audioguide.pipeline import build_components
     from audioguide.recipes import load_recipe
 
@@ -366,11 +365,7 @@ def eval_codec(
             r = dataclasses.replace(r, representation=dataclasses.replace(r.representation, weights=weights))
         representation, _ = build_components(dataclasses.replace(r, model=None), require_weights=False)
         representation.eval()
-        rows, seen = [], Counter()
-        for row in read_manifest(data):
-            seen[row.speaker] += 1
-            if seen[row.speaker] <= per_voice:
-                rows.append(row)
+        rows = cap_per_voice(read_manifest(data), per_voice)
         with _progress() as progress:
             bar = progress.add_task("evaluating", total=len(rows))
             reports = evaluate_resynthesis(representation, rows, tokens, judge, lambda i, n: progress.update(bar, completed=i),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,17 @@ def read_manifest(path: str | Path) -> list[Row]:
     if not rows:
         raise AudioguideError(f"manifest {path} has no rows")
     return rows
+
+
+def cap_per_voice(rows: Sequence[Row], per_voice: int | None) -> list[Row]:
+    """At most ``per_voice`` rows per speaker (None: all), in manifest order."""
+    seen: Counter = Counter()
+    out = []
+    for row in rows:
+        seen[row.speaker] += 1
+        if per_voice is None or seen[row.speaker] <= per_voice:
+            out.append(row)
+    return out
 
 
 def write_manifest(path: str | Path, rows: list[dict[str, Any]]) -> None:

@@ -18,7 +18,6 @@ statistics as tensors, voice names and hyper-parameters in the metadata config.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from torch import Tensor
 
 from audioguide.core import AudioguideError, make_generator
-from audioguide.manifest import Row
+from audioguide.manifest import Row, cap_per_voice
 
 SAMPLE_RATE = 16000
 N_MELS = 64
@@ -141,15 +140,7 @@ class SpeakerClassifier:
 
 def _rows_by_voice(rows: Sequence[Row], per_voice: int | None) -> list[Row]:
     """Rows with audio and a speaker, at most ``per_voice`` per speaker, in manifest order."""
-    seen: Counter = Counter()
-    out = []
-    for row in rows:
-        if row.audio is None or not row.speaker:
-            continue
-        seen[row.speaker] += 1
-        if per_voice is None or seen[row.speaker] <= per_voice:
-            out.append(row)
-    return out
+    return cap_per_voice([row for row in rows if row.audio is not None and row.speaker], per_voice)
 
 
 def row_features(

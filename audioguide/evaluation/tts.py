@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from audioguide.core import AudioguideError
-from audioguide.manifest import Row
+from audioguide.manifest import Row, cap_per_voice
 
 Judge = Callable[[np.ndarray, int], str]
 """``judge(wav, sample_rate) -> transcript``."""
@@ -104,19 +103,6 @@ def read_splits(paths: Sequence[str | Path]) -> dict[str, list[Row]]:
             raise AudioguideError(f"two manifests named {stem!r}; the file stem labels the split, rename one")
         splits[stem] = read_manifest(p)
     return splits
-
-
-def cap_per_voice(rows: Sequence[Row], per_voice: int | None) -> list[Row]:
-    """At most ``per_voice`` rows per speaker, in manifest order."""
-    if per_voice is None:
-        return list(rows)
-    seen: Counter = Counter()
-    out = []
-    for row in rows:
-        seen[row.speaker] += 1
-        if seen[row.speaker] <= per_voice:
-            out.append(row)
-    return out
 
 
 @dataclass(frozen=True)
