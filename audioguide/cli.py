@@ -468,13 +468,13 @@ def eval_tts(
 @app.command("recipes")
 def list_recipes() -> None:
     """List the built-in recipes, one line each."""
-    from audioguide.pipeline import WEIGHTS_DIR
+    from audioguide.pipeline import local_weights
     from audioguide.recipes import builtin_recipes
 
     with _user_errors():
         for r in builtin_recipes():
             flag = (" [train only]" if r.model is None else " [random weights]" if r.random_weights
-                    else " [weights not shipped yet]" if r.model.weights and not (WEIGHTS_DIR / r.model.weights).exists()
+                    else " [weights not shipped yet]" if r.model.weights and not local_weights(r.model.weights, r)
                     else "")
             typer.echo(f"{r.name:24s} {r.task:4s} {r.description}{flag}")
 

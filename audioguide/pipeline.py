@@ -81,14 +81,19 @@ def join_speech(waves: Sequence[np.ndarray], sample_rate: int, pause: float = PA
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
-def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: str, user: bool = False) -> None:
-    """Load ``source`` into ``module``: a path as given (a user's option: relative to the working
-    directory first), a packaged weight file name, a path relative to the recipe, or a Hub id."""
+def local_weights(source: str, recipe: Recipe, user: bool = False) -> Path | None:
+    """The local file or directory a weights ``source`` names: a path as given (a user's option:
+    relative to the working directory first), a packaged weight file name, or a path relative to
+    the recipe; None if there is none (a Hub id, or weights not trained yet)."""
     candidates = [WEIGHTS_DIR / source, recipe.source.parent / source]
     if user:
         candidates.insert(0, Path(source))
-    path = next((c for c in candidates if c.exists()), source)
-    ckpt = load_checkpoint(path)
+    return next((c for c in candidates if c.exists()), None)
+
+
+def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: str, user: bool = False) -> None:
+    """Load ``source`` into ``module``: a local file (:func:`local_weights`) or a Hub id."""
+    ckpt = load_checkpoint(local_weights(source, recipe, user) or source)
     try:
         missing, unexpected = module.load_state_dict(ckpt.tensors, strict=False)
     except RuntimeError as e:  # shape mismatches
@@ -101,19 +106,14 @@ def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: st
         )
 
 
-def _weights_exist(source: str, recipe: Recipe) -> bool:
-    """Whether a packaged or recipe-relative weight file is there (training starts from scratch if not)."""
-    return (WEIGHTS_DIR / source).exists() or (recipe.source.parent / source).exists()
-
-
 def build_components(recipe: Recipe, model_weights: str | None = None, require_weights: bool = True):
     """Build ``(representation, model)`` from a recipe and load their weights.
 
     ``model_weights`` (a user's option) overrides the recipe's ``[model] weights``. Unless the recipe
     declares ``random_weights``, a model or trainable representation without weights is an error
     (when ``require_weights``; otherwise, as for training, a model whose packaged or recipe-relative
-    weight file does not exist yet starts from its seeded initialisation). Construction leaves torch's global RNG as it was: initial weights
-    come from each component's own seeded generator.
+    weight file does not exist yet starts from its seeded initialisation). Construction leaves
+    torch's global RNG as it was: initial weights come from each component's own seeded generator.
     """
     with torch.random.fork_rng(devices=[]):
         return _build(recipe, model_weights, require_weights)
@@ -144,7 +144,7 @@ def _build(recipe: Recipe, model_weights: str | None, require_weights: bool):
         model = cls(model_spec.config, representation.channels, conditioners)
     if model_weights is not None:
         _load_weights(model, model_weights, recipe, "model", user=True)
-    elif model_spec.weights is not None and (strict or _weights_exist(model_spec.weights, recipe)):
+    elif model_spec.weights is not None and (strict or local_weights(model_spec.weights, recipe) is not None):
         _load_weights(model, model_spec.weights, recipe, "model")
     elif strict:
         raise RecipeError(f"{recipe.source}: [model] has no weights and random_weights is not set")
