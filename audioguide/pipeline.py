@@ -55,8 +55,8 @@ def split_sentences(text: str, max_chars: int = 220) -> list[str]:
     out: list[str] = []
     for piece in SENTENCE_END.split(text.strip()):
         while len(piece) > max_chars:
-            cut = piece.rfind(", ", 0, max_chars)
-            cut = cut + 1 if cut > 0 else (piece.rfind(" ", 0, max_chars) if piece.rfind(" ", 0, max_chars) > 0 else max_chars)
+            comma, space = piece.rfind(", ", 0, max_chars), piece.rfind(" ", 0, max_chars)
+            cut = comma + 1 if comma > 0 else space if space > 0 else max_chars
             out.append(piece[:cut].strip())
             piece = piece[cut:].strip()
         if piece.strip():
@@ -291,25 +291,21 @@ class Pipeline:
         self.check_texts(texts, inputs)
         policy = self.policy(guidance, scales, cfg, rescale)
         sampler_cfg = self.sampler_config(steps)
-        aligned = getattr(self.model, "aligned", "")
-        if seconds is not None or not aligned:  # aligned speech takes its length from predicted durations
-            durations = [self.seconds_for(t, seconds) for t in texts]
-        else:
-            durations = [None] * len(texts)
+        aligned, primary = getattr(self.model, "aligned", ""), PRIMARY_INPUT[self.task]
         waves = []
-        for i, (text, secs) in enumerate(zip(texts, durations)):
+        for i, text in enumerate(texts):
             conditions = self._inputs([text], inputs)
             call_policy = self._without(policy, [n for n, v in conditions.items() if v is None])
-            pieces = split_sentences(text) if self.task == "tts" and seconds is None else [text]
-            if len(pieces) == 1:
-                waves.append(self._generate(text, conditions, secs, seed + i, call_policy, sampler_cfg, callback))
-                continue
+            pieces = split_sentences(text) if self.task == "tts" and seconds is None else []
+            if len(pieces) < 2:
+                pieces = [text]  # one sentence: the text exactly as given
             parts = [
-                self._generate(p, {**conditions, PRIMARY_INPUT[self.task]: [p]}, None if aligned else self.seconds_for(p),
+                # aligned speech takes its length from predicted durations unless seconds are given
+                self._generate(p, {**conditions, primary: [p]}, None if aligned and seconds is None else self.seconds_for(p, seconds),
                                seed + i, call_policy, sampler_cfg, callback)
                 for p in pieces
             ]
-            waves.append(join_speech(parts, self.sample_rate))
+            waves.append(parts[0] if len(parts) == 1 else join_speech(parts, self.sample_rate))
         return Audio(tuple(waves), self.sample_rate)
 
     def _length(self, cond: dict, seconds: float | None) -> tuple[int, float]:
@@ -319,14 +315,9 @@ class Pipeline:
         if not aligned:
             return rep.frames_for(seconds), seconds
         d = self.recipe.duration
-        predicted = self.model.predict_durations(cond)
-        total = max(int(predicted.sum()), 1)
-        if seconds is not None:
-            predicted = self.model.predict_durations(cond, pace=rep.frames_for(seconds) / total)
-        else:
-            limit = rep.frames_for(d.max_seconds)
-            if total > limit:
-                raise AudioguideError(f"this sentence would last over {d.max_seconds:g} s; split it")
+        predicted = self.model.predict_durations(cond, frames=None if seconds is None else rep.frames_for(seconds))
+        if seconds is None and int(predicted.sum()) > rep.frames_for(d.max_seconds):
+            raise AudioguideError(f"this sentence would last over {d.max_seconds:g} s; split it")
         predicted[:, -1] += max(1 - int(predicted.sum()), 0)  # never zero frames
         cond[f"{aligned}.durations"] = predicted
         frames = int(predicted.sum())

@@ -43,7 +43,7 @@ class Generator(nn.Module):
 
     kind: str = "flow"
     mean_flow: bool = False
-    aligned: str = ""  # a condition aligned to frames by durations (then ``predict_durations`` / ``duration_loss``)
+    aligned: str = ""  # a condition aligned to frames by durations (then ``predict_durations`` / ``aligned_losses``)
 
     def __init__(self, conditioners: Mapping[str, Conditioner]) -> None:
         super().__init__()

@@ -393,15 +393,20 @@ class DiT(Generator):
         return self.duration(self._voiced_tokens(conds), conds[self.aligned].mask)
 
     @torch.no_grad()
-    def predict_durations(self, cond: Cond, pace: float = 1.0) -> Tensor:
+    def predict_durations(self, cond: Cond, pace: float = 1.0, frames: int | None = None) -> Tensor:
         """Durations ``[B, L]`` in frames of the aligned condition's tokens, all conditions kept.
 
-        ``pace`` scales them (2.0 speaks half as fast). Needs ``aligned``.
+        ``pace`` scales them (2.0 speaks half as fast); ``frames`` instead sets the pace so that the
+        total comes to about that many frames. Needs ``aligned``.
         """
         if not self.aligned:
             raise ValueError("this DiT has no aligned condition")
         conds = self.conditions(cond, {})
-        return DurationPredictor.to_frames(self._log_durations(conds), conds[self.aligned].mask, pace)
+        log_d, mask = self._log_durations(conds), conds[self.aligned].mask
+        durations = DurationPredictor.to_frames(log_d, mask, pace)
+        if frames is not None:
+            durations = DurationPredictor.to_frames(log_d, mask, frames / max(int(durations.sum()), 1))
+        return durations
 
     def aligned_losses(self, cond: Cond, keep: Keep, x0: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
         """Direct supervision of the aligned condition's encoder, over the rows where it is kept:
@@ -419,9 +424,10 @@ class DiT(Generator):
         kept = keep.get(self.aligned)
         kept = torch.ones(enc.mask.shape[0], dtype=torch.bool, device=enc.mask.device) if kept is None else kept.view(-1)
         durations = cond[f"{self.aligned}.durations"]
-        duration = DurationPredictor.loss(self._log_durations(conds), durations, enc.mask & kept[:, None])
+        voiced = self._voiced_tokens(conds)  # the token encoder runs once for both losses
+        duration = DurationPredictor.loss(self.duration(voiced, enc.mask), durations, enc.mask & kept[:, None])
         T = x0.shape[-1]
-        mu = self.prior(regulate(self._voiced_tokens(conds), durations.long(), T)).transpose(1, 2)
+        mu = self.prior(regulate(voiced, durations.long(), T)).transpose(1, 2)
         frames = torch.ones(x0.shape[0], T, dtype=torch.bool, device=x0.device) if mask is None else mask.bool()
         w = (frames & kept[:, None]).to(x0.dtype)[:, None]
         prior = ((mu - x0).square() * w).sum() / (w.sum() * x0.shape[1]).clamp_min(1.0)

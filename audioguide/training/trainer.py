@@ -134,11 +134,10 @@ def make_objective(recipe: Recipe, representation, model, cfg: TrainConfig) -> t
             with torch.no_grad():
                 x0 = representation.encode(batch.wav)
             return x0, batch.frame_mask(hop, x0.shape[-1])
-        for i, n in zip(batch.indices, batch.lengths.tolist()):
+        for j, (i, n) in enumerate(zip(batch.indices, batch.lengths.tolist())):
             if i not in cache:
                 with torch.no_grad():
-                    z = representation.encode(batch.wav[batch.indices.index(i), :n][None])[0]
-                cache[i] = z
+                    cache[i] = representation.encode(batch.wav[j, :n][None])[0]
         zs = [cache[i] for i in batch.indices]
         x0 = torch.zeros(len(zs), zs[0].shape[0], max(z.shape[-1] for z in zs), dtype=zs[0].dtype, device=zs[0].device)
         for j, z in enumerate(zs):
