@@ -283,7 +283,7 @@ def voice_measures(wav: np.ndarray, sr: int, phonemes: str) -> dict[str, float]:
     if len(voiced) < 5:
         voiced = f0
     lo, med, hi = np.percentile(voiced, [10, 50, 90])
-    phones = sum(ch.isalpha() or ch in "ˈˌːᵊᵻæçðŋɐɑɒɔəɚɛɜɡɪɹɾʃʊʌʒʔʤʧθβχ" for ch in phonemes if ch not in "ˈˌː")
+    phones = sum(ch.isalpha() for ch in phonemes if ch not in "ˈˌː")  # stress and length marks are letters too
     return {"f0_hz": round(float(med), 1), "f0_range_st": round(float(12 * np.log2(hi / lo)), 2),
             "phones_per_second": round(phones / max(len(wav) / sr, 1e-3), 2)}
 
