@@ -242,6 +242,11 @@ def evaluate_tts(
     if not settings:
         raise AudioguideError("no guidance settings to evaluate")
     voiced = "speaker" in pipe.model.conditioners
+
+    def voice_of(row: Row) -> dict[str, str] | None:
+        """The row's voice as the pipeline's input (None: the recipe's default)."""
+        return {"speaker": row.speaker} if voiced and row.speaker else None
+
     if classifier is not None:
         unknown = sorted({r.speaker for _, r in chosen if r.speaker and r.speaker not in classifier.voices})
         if unknown:
@@ -250,7 +255,7 @@ def evaluate_tts(
     for split, row in chosen:
         if not row.text or not row.text.strip():
             raise AudioguideError(f"{split}: row {row.id!r} has no 'text'")
-        pipe.check_texts([row.text], {"speaker": row.speaker} if voiced and row.speaker else None)
+        pipe.check_texts([row.text], voice_of(row))
     for _, scales in settings:
         pipe.policy(scales=scales)
     pipe.sampler_config(steps)
@@ -271,15 +276,13 @@ def evaluate_tts(
         return item
 
     row0 = chosen[0][1]  # warm-up (lazy initialisation is not synthesis time)
-    pipe([row0.text], seed=seed, scales=settings[0][1], steps=steps,
-         inputs={"speaker": row0.speaker} if voiced and row0.speaker else None)
+    pipe([row0.text], seed=seed, scales=settings[0][1], steps=steps, inputs=voice_of(row0))
     results = []
     for label, scales in settings:
         items = []
         for i, (split, row) in enumerate(chosen):
-            inputs = {"speaker": row.speaker} if voiced and row.speaker else None
             t0 = time.perf_counter()
-            audio = pipe([row.text], seed=seed + i, scales=scales, inputs=inputs, steps=steps)
+            audio = pipe([row.text], seed=seed + i, scales=scales, inputs=voice_of(row), steps=steps)
             elapsed = time.perf_counter() - t0
             items.append(judged(split, row, audio[0], audio.sample_rate, elapsed))
         results.append(SettingResult(label, dict(scales), tuple(items)))
