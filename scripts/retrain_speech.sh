@@ -3,12 +3,13 @@
 # scratch, seeded; then ship its weights and measure it.
 #   bash scripts/retrain_speech.sh [WORKDIR]          (DEVICE=cuda for a GPU)
 # Needs: pip install -e ".[corpus,eval]"  and  apt-get install flite.
-# Measured on the 2-core CPU (Nov 2026, machine shared with other jobs):
-#   fast voices (hibari + 4 flite, 1200/300 sentences each): ~25 min of one core;
-#   slow voices (piper 600, Kokoro alpha 150 / kumo 100 sentences): ~45 min of one core (Kokoro's
-#   RTF is ~1-6 on a loaded core), run in parallel with the fast ones;
-#   training: 1800 steps of batch 12 at 2-4 s/step with 2 threads (~1.5 h);
-#   evaluation: ~10 min.
+# Measured on the 2-core CPU (Nov 2026), not yet in one uninterrupted run:
+#   fast voices (hibari + 4 flite, 1200/300 sentences each): ~35 min of one shared core;
+#   slow voices (piper 600, Kokoro alpha 150 / kumo 100 sentences): ~45 min of one shared core
+#   (Kokoro's RTF is 1-6 on a loaded core), run in parallel with the fast ones;
+#   training, 2 threads, batch 12: 1.0-1.3 s/step for the 1650 flow-matching steps, 3-4 s/step
+#   for the 450 mean-flow ones (about 1 h on an otherwise idle CPU);
+#   evaluation and samples: not timed yet.
 set -euo pipefail
 work="${1:-work}"
 device="${DEVICE:-cpu}"
