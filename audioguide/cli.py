@@ -235,6 +235,7 @@ def train(
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Stop at this total step (default: the recipe's; the schedule follows the recipe).")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")] = "cpu",
     threads: ThreadsOpt = None,
+    from_scratch: Annotated[bool, typer.Option("--from-scratch", help="Start from the seeded initialisation even where the recipe's weights file exists (by default a new run warm-starts from it).")] = False,
 ) -> None:
     """Train a recipe's model (or its autoencoder); rerun the same command to resume.
 
@@ -258,7 +259,7 @@ def train(
                 if not sys.stderr.isatty():
                     typer.echo(f"step {step} " + " ".join(f"{k}={v:.4g}" for k, v in logs.items()), err=True)
 
-            result = run_training(r, data, out_dir, steps=steps, device=device, log=log)
+            result = run_training(r, data, out_dir, steps=steps, device=device, log=log, warm_start=not from_scratch)
         typer.echo(f"trained to step {result.step}; weights: {result.export}", err=True)
 
 

@@ -106,20 +106,21 @@ def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: st
         )
 
 
-def build_components(recipe: Recipe, model_weights: str | None = None, require_weights: bool = True):
+def build_components(recipe: Recipe, model_weights: str | None = None, require_weights: bool = True, load_model: bool = True):
     """Build ``(representation, model)`` from a recipe and load their weights.
 
     ``model_weights`` (a user's option) overrides the recipe's ``[model] weights``. Unless the recipe
     declares ``random_weights``, a model or trainable representation without weights is an error
     (when ``require_weights``; otherwise, as for training, a model whose packaged or recipe-relative
-    weight file does not exist yet starts from its seeded initialisation). Construction leaves
+    weight file does not exist yet starts from its seeded initialisation; ``load_model=False``
+    always starts the model there, for training from scratch). Construction leaves
     torch's global RNG as it was: initial weights come from each component's own seeded generator.
     """
     with torch.random.fork_rng(devices=[]):
-        return _build(recipe, model_weights, require_weights)
+        return _build(recipe, model_weights, require_weights, load_model)
 
 
-def _build(recipe: Recipe, model_weights: str | None, require_weights: bool):
+def _build(recipe: Recipe, model_weights: str | None, require_weights: bool, load_model: bool = True):
     rep_spec, model_spec = recipe.representation, recipe.model
     strict = require_weights and not recipe.random_weights
     representation = REPRESENTATIONS[rep_spec.type](rep_spec.config)
@@ -142,7 +143,9 @@ def _build(recipe: Recipe, model_weights: str | None, require_weights: bool):
         model = cls(model_spec.config, representation.n_codebooks, conditioners)
     else:
         model = cls(model_spec.config, representation.channels, conditioners)
-    if model_weights is not None:
+    if not load_model:
+        pass
+    elif model_weights is not None:
         _load_weights(model, model_weights, recipe, "model", user=True)
     elif model_spec.weights is not None and (strict or local_weights(model_spec.weights, recipe) is not None):
         _load_weights(model, model_spec.weights, recipe, "model")

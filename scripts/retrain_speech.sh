@@ -7,9 +7,12 @@
 #   fast voices (hibari + 4 flite, 1200/300 sentences each): ~35 min of one shared core;
 #   slow voices (piper 600, Kokoro alpha 150 / kumo 100 sentences): ~45 min of one shared core
 #   (Kokoro's RTF is 1-6 on a loaded core), run in parallel with the fast ones;
-#   training, 2 threads, batch 12: 1.0-1.3 s/step for the 1650 flow-matching steps, 3-4 s/step
-#   for the 450 mean-flow ones (about 1 h on an otherwise idle CPU);
-#   evaluation and samples: not timed yet.
+#   training, 2 threads, batch 12: ~2 s/step for the flow-matching steps (FastSpeech decoder
+#   included), 3-4 s/step for mean-flow ones.
+# The shipped weights did not come from this exact command: they are 1600 steps of an earlier
+# form of the recipe (no decoder_depth), then a warm start (`audioguide train` continues from the
+# recipe's weights file when it exists) of 2400 flow-matching steps of this one (~80 min). This
+# script trains from scratch (--from-scratch), which has not been run end to end yet.
 set -euo pipefail
 work="${1:-work}"
 device="${DEVICE:-cpu}"
@@ -22,7 +25,8 @@ audioguide data speech -o "$corpus/slow" --sentences 1200 --held-out 10 --seed 0
   --limit piper-joe=600 --limit kokoro-alpha=150 --limit kokoro-kumo=100 &
 wait
 audioguide data merge "$corpus/fast" "$corpus/slow" -o "$corpus/speech"
-audioguide train speech --data "$corpus/speech/train.jsonl" -o "$work/runs/speech" --device "$device" --threads 2
+audioguide train speech --data "$corpus/speech/train.jsonl" -o "$work/runs/speech" --device "$device" --threads 2 \
+  --from-scratch
 python scripts/ship_weights.py "$work/runs/speech/model.safetensors" audioguide/weights/speech.safetensors
 audioguide eval speakers --data "$corpus/speech/train.jsonl" --held-out "$corpus/speech/held_out.jsonl" \
   -o "$work/speakers.safetensors"

@@ -38,6 +38,17 @@ def test_samples_to_frames_keeps_every_total_exact():
     assert np.abs(out[2, :17].cumsum(0).numpy()[:-1] - ends[:-1]).max() <= 0.5 + 1e-9
 
 
+def test_samples_to_frames_rescales_recordings_made_at_another_rate():
+    # a 16 kHz recording (flite) of 1 s, three tokens, read at 24 kHz (the representation's rate)
+    row = [4000, 8000, 4000]
+    hop, n = 240, 100  # 24000 samples = 100 frames
+    native = samples_to_frames([row], hop, [n], width=3, lengths=[24000])
+    assert native.tolist() == [[25, 50, 25]]  # the same fractions of the clip as in the recording
+    assert samples_to_frames([row], hop, [n], width=3).tolist() == [[17, 33, 50]]  # unscaled: content drifts
+    same_rate = [[6000, 12000, 6000]]
+    assert samples_to_frames(same_rate, hop, [n], 3, lengths=[24000]).tolist() == native.tolist()
+
+
 def test_duration_predictor_loss_and_rounding():
     log_d = torch.log1p(torch.tensor([[0.0, 3.0, 7.0]]))
     mask = torch.tensor([[True, True, False]])
@@ -184,3 +195,40 @@ def test_prior_input_starts_as_the_model_without_it_and_then_reads_mu():
     assert not torch.allclose(fed(x, t, cond, {}), plain(x, t, cond, {}))
     with pytest.raises(ValueError, match="prior_input needs an aligned condition"):
         DiTConfig(prior_input=True)
+
+
+def test_decoder_feeds_the_frames_and_the_prior_per_patch():
+    plain = _model(patch=2)
+    decoded = DiT(dataclasses.replace(plain.config, decoder_depth=1), 4, plain.conditioners).eval()
+    assert decoded.frame_in.weight.abs().sum() == 0  # zero-initialised: a warm start keeps its behaviour
+    state = {k: v for k, v in plain.state_dict().items() if not k.startswith("prior.")}
+    missing, unexpected = decoded.load_state_dict(state, strict=False)
+    assert all(k.startswith(("frame_", "prior.")) for k in missing) and not unexpected
+    cond = plain.encode({"text": ["Hi there."], "speaker": ["a"]})
+    L = cond["text"].shape[1]
+    cond["text.durations"] = torch.full((1, L), 3)
+    T = 3 * L  # odd when L is odd: the last patch is padded
+    x, t = torch.randn(1, 4, T, generator=torch.Generator().manual_seed(1)), torch.tensor([0.6])
+    torch.testing.assert_close(decoded(x, t, cond, {}), plain(x, t, cond, {}))
+    with torch.no_grad():
+        decoded.frame_in.weight.normal_(generator=torch.Generator().manual_seed(3))
+    out = decoded(x, t, cond, {})
+    assert out.shape == x.shape and not torch.allclose(out, plain(x, t, cond, {}))
+    # the prior is the decoder's per-patch output, p frames per token, trained towards x0
+    x0 = torch.randn(1, 4, T, generator=torch.Generator().manual_seed(4))
+    voiced = decoded._voiced_tokens(decoded.conditions(cond, {}))
+    patches = torch.ones(1, -(-T // 2), dtype=torch.bool)
+    g, mu = decoded._prior(voiced, cond["text.durations"], None, T + T % 2, patches)
+    assert g.shape == (1, -(-T // 2), 32) and mu.shape == (1, T + T % 2, 4)
+    prior = decoded.aligned_losses(cond, {}, x0)["prior"]
+    torch.testing.assert_close(prior, (mu[:, :T].transpose(1, 2) - x0).square().mean())
+    opt = torch.optim.Adam(decoded.parameters(), lr=1e-2)
+    for _ in range(30):
+        fresh = {**decoded.encode({"text": ["Hi there."], "speaker": ["a"]}), "text.durations": cond["text.durations"]}
+        loss = decoded.aligned_losses(fresh, {}, x0)["prior"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.5 * float(prior)
+    with pytest.raises(ValueError, match="decoder_depth needs an aligned condition"):
+        DiTConfig(decoder_depth=1)

@@ -59,6 +59,21 @@ def test_resume_is_bit_identical(write_recipe, corpus, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_new_run_warm_starts_from_the_recipe_weights_unless_from_scratch(write_recipe, corpus, tmp_path):
+    first = train(_recipe(write_recipe), corpus, tmp_path / "first", steps=10)
+    warm_recipe = _recipe(write_recipe, text=TINY_TTS.replace('hidden = 32', f'hidden = 32\n    weights = "{first.export}"'))
+    scratch = train(_recipe(write_recipe), corpus, tmp_path / "scratch", steps=1)
+    warm = train(warm_recipe, corpus, tmp_path / "warm", steps=1)
+    cold = train(warm_recipe, corpus, tmp_path / "cold", steps=1, warm_start=False)
+    assert cold.losses == scratch.losses  # the seeded initialisation, as if there were no weights file
+    assert warm.losses[0] < 0.8 * scratch.losses[0]  # continues from the first run's trained weights
+    runner = CliRunner()
+    args = ["train", str(warm_recipe.source), "--data", str(corpus), "--steps", "1", "--from-scratch", "-o"]
+    assert runner.invoke(app, args + [str(tmp_path / "cli")]).exit_code == 0
+    a, b = load_checkpoint(tmp_path / "cli" / "model.safetensors").tensors, load_checkpoint(cold.export).tensors
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_ema_weights_are_exported(write_recipe, corpus, tmp_path):
     recipe = _recipe(write_recipe, "ema = 0.9")
     result = train(recipe, corpus, tmp_path / "run", steps=10)

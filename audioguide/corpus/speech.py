@@ -5,8 +5,9 @@
 Writes ``wavs/<speaker>/<id>.wav`` plus ``train.jsonl``, ``held_out.jsonl`` (unseen sentence
 templates) and ``sus.jsonl`` (semantically unpredictable sentences) with text, speaker, phonemes,
 duration, voice attributes (gender, accent, median F0, F0 range, speaking rate) and the duration of
-each token of ``<edge> + phonemes + <edge>`` in samples (``phoneme_samples``, summing exactly to
-the clip length; ``alignment`` says ``exact`` or ``dtw``). Rerunning resumes: finished rows are
+each token of ``<edge> + phonemes + <edge>`` in samples of the recording at its own rate
+(``phoneme_samples``, summing exactly to the clip length; ``alignment`` says ``exact`` or
+``dtw``; training rescales them to the representation's rate). Rerunning resumes: finished rows are
 kept. Teachers are build-time tools (hibari's packaged "heart" voice, Apache-2.0; piper's joe, CC0,
 and Kokoro-82M, Apache-2.0, through the ``corpus`` extra; CMU flite's slt, rms, awb and kal16 from
 Debian's ``flite``); more voices plug in as ``Teacher`` s.

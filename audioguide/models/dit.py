@@ -33,7 +33,11 @@ Conditioning
   ``prior_input`` the frames also read the prior mean ``mu`` (the regulated tokens with the pooled
   speaker and style, projected to the latent channels and trained towards the latents, Grad-TTS
   eq. 14), as Matcha-TTS's decoder does (Mehta et al. 2024, §3.2), through a zero-initialised
-  projection.
+  projection. With ``decoder_depth > 0`` the regulated states (one token per patch) first pass
+  through that many FFT blocks, FastSpeech's decoder (§3.1); ``mu`` is read from their output and
+  the frames also read the decoder states themselves (zero-initialised projection). The prior
+  loss then trains a whole FastSpeech regression model inside the DiT, so content is in the
+  frame inputs long before the generative loss alone would put it there.
 
 Guidance is never computed here: rows whose ``keep`` flag is False simply see their
 conditioner's null condition (:meth:`Generator.conditions`); :mod:`audioguide.guidance` batches
@@ -90,6 +94,7 @@ class DiTConfig:
     aligned: str = ""  # a condition expanded to the frames by token durations (FastSpeech length regulator)
     encoder_depth: int = 2  # transformer blocks over the aligned condition's tokens
     prior_input: bool = False  # aligned: also feed the prior mean mu to the frames (Matcha-TTS)
+    decoder_depth: int = 0  # aligned: FFT blocks over the regulated frames (FastSpeech's decoder) before mu
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -109,8 +114,10 @@ class DiTConfig:
             raise ValueError(f"patch must be >= 1, got {self.patch}")
         if self.prior_input and not self.aligned:
             raise ValueError("prior_input needs an aligned condition")
-        if self.encoder_depth < 0:
-            raise ValueError(f"encoder_depth must be >= 0, got {self.encoder_depth}")
+        if self.encoder_depth < 0 or self.decoder_depth < 0:
+            raise ValueError(f"encoder_depth and decoder_depth must be >= 0, got {self.encoder_depth}, {self.decoder_depth}")
+        if self.decoder_depth and not self.aligned:
+            raise ValueError("decoder_depth needs an aligned condition")
         if self.mean_flow and self.kind != "flow":
             raise ValueError(f"a mean-flow model predicts kind 'flow', got {self.kind!r}")
 
@@ -323,7 +330,14 @@ class DiT(Generator):
             )
             self.token_norm = nn.LayerNorm(d)
             self.duration = DurationPredictor(d)
-            self.prior = nn.Linear(d, channels)  # Grad-TTS's encoder output mu
+            # FastSpeech's decoder over the regulated states, one token per patch; mu is read from it
+            self.frame_blocks = nn.ModuleList(
+                TokenBlock(d, config.heads, config.qk_norm) for _ in range(config.decoder_depth)
+            )
+            self.frame_norm = nn.LayerNorm(d) if config.decoder_depth else None
+            self.frame_in = nn.Linear(d, d) if config.decoder_depth else None
+            # Grad-TTS's encoder output mu: per frame, or per patch (p frames) after the decoder
+            self.prior = nn.Linear(d, channels * (config.patch if config.decoder_depth else 1))
         self.prior_in = nn.Linear(channels * config.patch, d) if self.aligned and config.prior_input else None
         cross = config.cond_mode == "cross" and len(sequences) > 0
         self.blocks = nn.ModuleList(DiTBlock(config, cross) for _ in range(config.depth))
@@ -338,8 +352,9 @@ class DiT(Generator):
                 block.ada[-1].weight.zero_()
                 block.ada[-1].bias.zero_()
             zeros = [self.final.ada[-1].weight, self.final.ada[-1].bias, self.final.out.weight, self.final.out.bias]
-            if self.prior_in is not None:  # starts as the model without it (warm starts keep their behaviour)
-                zeros += [self.prior_in.weight, self.prior_in.bias]
+            for late in (self.prior_in, getattr(self, "frame_in", None)):
+                if late is not None:  # starts as the model without it (warm starts keep their behaviour)
+                    zeros += [late.weight, late.bias]
             for p in zeros:
                 p.zero_()
             for m in self.modules():
@@ -413,8 +428,8 @@ class DiT(Generator):
 
         * ``duration``: the duration predictor's MSE on ``log(1 + d)`` against
           ``cond["<aligned>.durations"]`` (FastSpeech §3.3);
-        * ``prior``: the regulated token states (with the pooled speaker and style), projected to
-          the latent channels, regressed onto
+        * ``prior``: the regulated token states (with the pooled speaker and style; through the
+          decoder when ``decoder_depth > 0``), projected to the latent channels, regressed onto
           the clean latents ``x0`` ``[B, C, T]`` (Grad-TTS, Popov et al. 2021, eq. 14, the encoder
           loss ``||x0 - mu||^2``), which teaches the encoder what each phoneme sounds like far
           faster than the generative loss alone.
@@ -427,8 +442,10 @@ class DiT(Generator):
         voiced = self._voiced_tokens(conds)  # the token encoder runs once for both losses
         duration = DurationPredictor.loss(self.duration(voiced, enc.mask), durations, enc.mask & kept[:, None])
         T = x0.shape[-1]
-        mu = self.prior(regulate(voiced, durations.long(), T)).transpose(1, 2)
         frames = torch.ones(x0.shape[0], T, dtype=torch.bool, device=x0.device) if mask is None else mask.bool()
+        pad = -T % self.config.patch
+        patches = F.pad(frames, (0, pad)).view(x0.shape[0], -1, self.config.patch).any(dim=-1)
+        mu = self._prior(voiced, durations, None, T + pad, patches)[1][:, :T].transpose(1, 2)
         w = (frames & kept[:, None]).to(x0.dtype)[:, None]
         prior = ((mu - x0).square() * w).sum() / (w.sum() * x0.shape[1]).clamp_min(1.0)
         return {"duration": duration, "prior": prior}
@@ -442,6 +459,27 @@ class DiT(Generator):
             durations = torch.where(kept, durations, torch.zeros_like(durations))
             durations[:, 0] = torch.where(kept[:, 0], durations[:, 0], torch.full_like(durations[:, 0], frames))
         return regulate(states, durations, frames)
+
+    def _prior(
+        self, voiced: Tensor, durations: Tensor, kept: Tensor | None, frames: int, mask: Tensor
+    ) -> tuple[Tensor | None, Tensor]:
+        """``(g, mu)``: the decoder's states ``[B, frames / p, dim]`` (None without a decoder) and the
+        prior mean ``mu`` ``[B, frames, C]`` from the voiced token states ``[B, L, dim]``.
+
+        ``frames`` is a whole number of patches; ``mask`` ``[B, frames / p]`` marks real patches. The
+        decoder (FastSpeech §3.1: FFT blocks after the length regulator) runs one token per patch.
+        """
+        regulated = self._regulated(voiced, durations, kept, frames)
+        if self.frame_norm is None:
+            return None, self.prior(regulated)
+        B, p = voiced.shape[0], self.config.patch
+        g = regulated.view(B, frames // p, p, -1).mean(dim=2)
+        pos = torch.arange(g.shape[1], dtype=g.dtype, device=g.device)
+        rope = rope_angles(pos, self.config.dim // self.config.heads)
+        for block in self.frame_blocks:
+            g = block(g, mask, rope)
+        g = self.frame_norm(g)
+        return g, self.prior(g).reshape(B, frames, -1)
 
     def _positions(self, h: Tensor, prefix: int) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
         """Frame positions: RoPE angles (prefix tokens at position 0), or absolute sinusoids added."""
@@ -486,9 +524,12 @@ class DiT(Generator):
             tokens = self._tokens(conds[self.aligned])
             frames = self._regulated(tokens, durations, kept, T + pad)
             h = h + frames.view(B, -1, p, frames.shape[-1]).mean(dim=2)
-            if self.prior_in is not None:  # Matcha-TTS: the decoder also reads the prior mean mu
-                mu = self.prior(self._regulated(self._voiced_tokens(conds, tokens), durations, kept, T + pad))
-                h = h + self.prior_in(mu.reshape(B, (T + pad) // p, -1))
+            if self.prior_in is not None or self.frame_in is not None:
+                g, mu = self._prior(self._voiced_tokens(conds, tokens), durations, kept, T + pad, mask)
+                if self.frame_in is not None:  # FastSpeech's decoder states
+                    h = h + self.frame_in(g)
+                if self.prior_in is not None:  # Matcha-TTS: the frames also read the prior mean mu
+                    h = h + self.prior_in(mu.reshape(B, (T + pad) // p, -1))
         prefix = 0
         if self.config.cond_mode == "prefix" and context is not None:
             prefix = context.emb.shape[1]

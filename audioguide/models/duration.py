@@ -40,15 +40,23 @@ def regulate(tokens: Tensor, durations: Tensor, frames: int) -> Tensor:
     return tokens.gather(1, index[..., None].expand(-1, -1, tokens.shape[-1]))
 
 
-def samples_to_frames(samples: Sequence[Sequence[int]], hop: int, frames: Sequence[int], width: int) -> Tensor:
+def samples_to_frames(
+    samples: Sequence[Sequence[int]], hop: int, frames: Sequence[int], width: int, lengths: Sequence[int] | None = None
+) -> Tensor:
     """Per-token durations in samples -> latent frames ``[B, width]`` (zero-padded).
 
-    Token boundaries are rounded to frames (``round(D_i / hop)``) and the last is set to the row's
-    frame count, so each row's durations sum exactly to ``frames[b]``.
+    A row's durations count samples of its own recording, at whatever rate it was made (flite
+    speaks at 16 kHz, piper at 22.05 kHz); ``lengths`` gives each clip's length in samples at the
+    representation's rate, and the boundaries are rescaled to it (without ``lengths`` the rates
+    are taken to be equal). Token boundaries are then rounded to frames (``round(D_i / hop)``) and
+    the last is set to the row's frame count, so each row's durations sum exactly to ``frames[b]``.
     """
     out = torch.zeros(len(samples), width, dtype=torch.long)
     for b, (row, n) in enumerate(zip(samples, frames)):
-        ends = torch.tensor(row, dtype=torch.float64).cumsum(0).div(hop).round().long().clamp(0, n)
+        ends = torch.tensor(row, dtype=torch.float64).cumsum(0)
+        if lengths is not None and ends[-1] > 0:
+            ends = ends * (float(lengths[b]) / float(ends[-1]))
+        ends = ends.div(hop).round().long().clamp(0, n)
         ends[-1] = n
         out[b, : len(row)] = torch.diff(ends, prepend=ends.new_zeros(1)).clamp_min(0)
     return out

@@ -92,7 +92,7 @@ def _teacher_durations(model, batch: AudioBatch, cond, frames: list[int], hop: i
                 f"training row {batch.indices[i] if batch.indices else i}: the {name!r} condition has {n} tokens but "
                 f"phoneme_samples has {have}; rebuild the corpus with `audioguide data speech`"
             )
-    durations = samples_to_frames(batch.alignments, hop, frames, cond[name].shape[1])
+    durations = samples_to_frames(batch.alignments, hop, frames, cond[name].shape[1], batch.lengths.tolist())
     return durations.to(cond[name].device)
 
 
@@ -372,8 +372,12 @@ def train(
     steps: int | None = None,
     device: str = "cpu",
     log: Log | None = None,
+    warm_start: bool = True,
 ) -> TrainResult:
     """Train what ``recipe`` says on ``manifest`` into ``out_dir``; resumes from its state file.
+
+    A new run starts from the recipe's model weights where that file exists (a warm start), or
+    from the seeded initialisation with ``warm_start=False`` or when there is none.
 
     ``steps`` stops this call at that total step count (default: the recipe's ``steps``); the
     learning-rate schedule always follows the recipe, so a run split into several calls is
@@ -386,7 +390,7 @@ def train(
     out_dir = Path(out_dir)
     rank, world, device = _distributed(_check_device(device))
     check_training_recipe(recipe)
-    representation, model = build_components(recipe, require_weights=False)
+    representation, model = build_components(recipe, require_weights=False, load_model=warm_start)
     module, objective = make_objective(recipe, representation, model, cfg)
     representation.to(device)
     module.to(device).train()
