@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DEFAULT_RECIPE = {"tts": "random-tts", "t2a": "random-t2a"}
+DEFAULT_RECIPE = {"tts": "speech", "t2a": "random-t2a"}
 
 RecipeOpt = Annotated[Optional[str], typer.Option("--recipe", "-r", help="Built-in recipe name or path to a recipe .toml.")]
 SeedOpt = Annotated[int, typer.Option("--seed", "-s", min=0, help="Random seed; the same seed gives the same audio.")]

@@ -1,7 +1,7 @@
 """Real-time factor of the default speech recipe on this CPU, vocoder included, next to offline peers.
 
 Synthesises held-out sentences (never seen in training) with the shipped ``speech`` recipe at its
-defaults (one mean-flow step, guidance branches in one batched forward, our decoder) and, in the
+defaults (its sampler and steps, guidance branches in one batched forward, our decoder) and, in the
 same run, with the offline TTS engines that install here: hibari (Kokoro distilled, ONNX) and
 piper (VITS, ONNX) where installed. Real-time factor = compute seconds / audio seconds (lower is
 better); ``ratio`` = peer RTF / our RTF (> 1: we are faster). The breakdown times our stages

@@ -9,10 +9,12 @@
 #   (Kokoro's RTF is 1-6 on a loaded core), run in parallel with the fast ones;
 #   training, 2 threads, batch 12: ~2 s/step for the flow-matching steps (FastSpeech decoder
 #   included), 3-4 s/step for mean-flow ones.
-# The shipped weights did not come from this exact command: they are 1600 steps of an earlier
-# form of the recipe (no decoder_depth), then a warm start (`audioguide train` continues from the
-# recipe's weights file when it exists) of 2400 flow-matching steps of this one (~80 min). This
-# script trains from scratch (--from-scratch), which has not been run end to end yet.
+# The shipped weights did not come from this exact command: they are a warm-start chain
+# (`audioguide train` continues from the recipe's weights file when it exists) of 1600 steps of an
+# earlier form of the recipe (no decoder_depth), 2400 flow-matching steps of this one (lr 5e-4,
+# ~90 min), then STEPS_C more after the fix that rescales 16 kHz / 22.05 kHz teacher durations to
+# 24 kHz (lr 3e-4). This script trains the recipe's 4800-step schedule from scratch
+# (--from-scratch), ~3 h on the 2-core CPU; it has not been run end to end yet.
 set -euo pipefail
 work="${1:-work}"
 device="${DEVICE:-cpu}"
@@ -31,6 +33,6 @@ python scripts/ship_weights.py "$work/runs/speech/model.safetensors" audioguide/
 audioguide eval speakers --data "$corpus/speech/train.jsonl" --held-out "$corpus/speech/held_out.jsonl" \
   -o "$work/speakers.safetensors"
 audioguide eval tts speech --data "$corpus/speech/held_out.jsonl" --data "$corpus/speech/sus.jsonl" \
-  --per-voice 10 --classifier "$work/speakers.safetensors" --sweep text=1,2,3 --sweep speaker=1,2,3 \
+  --per-voice 5 --judge base --classifier "$work/speakers.safetensors" --sweep text=1,2,3 --sweep speaker=1,3 \
   --report benchmarks/results/speech_eval.md
 python benchmarks/tts_speed.py --report benchmarks/results/tts_speed.md
