@@ -12,7 +12,7 @@
 # The shipped weights did not come from this exact command: they are a warm-start chain
 # (`audioguide train` continues from the recipe's weights file when it exists) of 1600 steps of an
 # earlier form of the recipe (no decoder_depth), 2400 flow-matching steps of this one (lr 5e-4,
-# ~90 min), then STEPS_C more after the fix that rescales 16 kHz / 22.05 kHz teacher durations to
+# ~90 min), then 700 more after the fix that rescales 16 kHz / 22.05 kHz teacher durations to
 # 24 kHz (lr 3e-4). This script trains the recipe's 4800-step schedule from scratch
 # (--from-scratch), ~3 h on the 2-core CPU; it has not been run end to end yet.
 set -euo pipefail
