@@ -144,8 +144,8 @@ def _build(recipe: Recipe, model_weights: str | None, require_weights: bool, loa
     else:
         model = cls(model_spec.config, representation.channels, conditioners)
     if not load_model:
-        pass
-    elif model_weights is not None:
+        return representation, model
+    if model_weights is not None:
         _load_weights(model, model_weights, recipe, "model", user=True)
     elif model_spec.weights is not None and (strict or local_weights(model_spec.weights, recipe) is not None):
         _load_weights(model, model_spec.weights, recipe, "model")

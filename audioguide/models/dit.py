@@ -385,11 +385,15 @@ class DiT(Generator):
 
     # -- the frame-aligned condition -------------------------------------------------------------
 
+    def _sequence_rope(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """RoPE angles for positions ``0 .. L-1`` of ``h`` ``[B, L, dim]`` (the FFT blocks' positions)."""
+        pos = torch.arange(h.shape[1], dtype=h.dtype, device=h.device)
+        return rope_angles(pos, self.config.dim // self.config.heads)
+
     def _tokens(self, enc: Encoded) -> Tensor:
         """The aligned condition's tokens through the FFT blocks: ``[B, L, dim]``."""
         h = self.token_in(enc.emb)
-        pos = torch.arange(h.shape[1], dtype=h.dtype, device=h.device)
-        rope = rope_angles(pos, self.config.dim // self.config.heads)
+        rope = self._sequence_rope(h)
         for block in self.token_blocks:
             h = block(h, enc.mask, rope)
         return self.token_norm(h)
@@ -474,8 +478,7 @@ class DiT(Generator):
             return None, self.prior(regulated)
         B, p = voiced.shape[0], self.config.patch
         g = regulated.view(B, frames // p, p, -1).mean(dim=2)
-        pos = torch.arange(g.shape[1], dtype=g.dtype, device=g.device)
-        rope = rope_angles(pos, self.config.dim // self.config.heads)
+        rope = self._sequence_rope(g)
         for block in self.frame_blocks:
             g = block(g, mask, rope)
         g = self.frame_norm(g)
