@@ -69,6 +69,19 @@ class Denoiser(Protocol):
     def __call__(self, x: Tensor, t: Tensor, cond: Cond, keep: Keep, **extra: Tensor) -> Tensor: ...
 
 
+def prepare(model: object, cond: Cond, keep: Keep, frames: int, mask: Tensor | None = None) -> dict[str, Tensor]:
+    """``cond`` plus the model's step-invariant work for ``keep`` over ``frames`` latent frames.
+
+    A model may define ``prepare(cond, keep, frames, mask)``: whatever its forward computes from
+    the conditions alone (never from ``x`` or ``t``) is computed once and travels in the returned
+    mapping, which the forward then reuses, at every sampling step and in every loss of a training
+    step. The result is only valid with the same ``keep`` rows, ``frames`` and ``mask``. A model
+    without the method (a plain function) gets ``cond`` back unchanged.
+    """
+    method = getattr(model, "prepare", None)
+    return dict(cond) if method is None else method(cond, keep, frames, mask)
+
+
 VectorField = Callable[..., Tensor]
 """What samplers call: ``model(x, t, **extra) -> prediction`` with conditions already bound."""
 

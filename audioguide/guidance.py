@@ -73,6 +73,7 @@ from audioguide.core import (
     Denoiser,
     convert_prediction,
     flow_alpha_sigma,
+    prepare,
 )
 
 __all__ = [
@@ -376,11 +377,14 @@ def evaluate_branches(
     requests: Sequence[tuple[frozenset[str], Tensor]],
     conditions: Sequence[str],
     extra: Mapping[str, Tensor] | None = None,
+    prepared: Mapping[frozenset[str], Cond] | None = None,
 ) -> list[Tensor]:
     """Evaluate several condition subsets in ONE forward of ``model``.
 
     ``requests`` holds ``(kept conditions, row indices into the batch)``; the rows of every request
-    are stacked into one batch, with the ``keep`` mask of each condition set per row. Returns one
+    are stacked into one batch, with the ``keep`` mask of each condition set per row. ``prepared``
+    optionally holds, per condition subset, ``cond`` prepared for it
+    (:func:`audioguide.core.prepare`); each request then takes its rows from its own. Returns one
     prediction per request, shaped ``[len(rows), ...]``.
     """
     rows = torch.cat([r for _, r in requests])
@@ -390,10 +394,15 @@ def evaluate_branches(
         )
         for name in conditions
     }
+    if prepared is None:
+        stacked = {k: _repeat_rows(v, rows) for k, v in cond.items()}
+    else:
+        names = prepared[requests[0][0]].keys()
+        stacked = {n: torch.cat([_repeat_rows(prepared[k][n], r) for k, r in requests]) for n in names}
     out = model(
         _repeat_rows(x, rows),
         _repeat_rows(t, rows),
-        {k: _repeat_rows(v, rows) for k, v in cond.items()},
+        stacked,
         keep,
         **{k: _repeat_rows(v, rows) for k, v in (extra or {}).items()},
     )
@@ -418,6 +427,8 @@ class _State:
     streak: Tensor | None = None
     converged: Tensor | None = None
     rows_evaluated: int = 0
+    prepared: dict[frozenset[str], Cond] = field(default_factory=dict)  # per kept-condition subset
+    frames: int = -1  # the latent length ``prepared`` was computed for
 
 
 class GuidedField:
@@ -427,7 +438,9 @@ class GuidedField:
     policy. It holds per-generation state (APG momentum, adaptive-guidance streaks), so build a new
     one for every generation. ``kind`` is the model's prediction kind and ``alpha_sigma`` its noise
     schedule; both are needed to move predictions into the space a variant declares.
-    ``rows_evaluated`` counts network rows evaluated (NFE x batch), to measure savings.
+    ``rows_evaluated`` counts network rows evaluated (NFE x batch), to measure savings. The model's
+    step-invariant work (:func:`audioguide.core.prepare`) is done once per condition subset, at
+    the first call, and reused at every step.
     """
 
     def __init__(
@@ -492,7 +505,8 @@ class GuidedField:
         requests = [(self.reference, all_rows)]
         if len(act_rows):
             requests += [(k, act_rows) for k in other_keeps]
-        outs = evaluate_branches(self.model, x, t, self.cond, requests, p.conditions, extra)
+        prepared = self._prepared([self.reference, *other_keeps], x, extra.get("mask"))
+        outs = evaluate_branches(self.model, x, t, self.cond, requests, p.conditions, extra, prepared)
         self.state.rows_evaluated += sum(len(r) for _, r in requests)
         c = outs[0]
         by_keep = dict(zip(other_keeps, outs[1:]))
@@ -512,6 +526,17 @@ class GuidedField:
             zeroed = (t > 1.0 - p.zero_init).view(-1, *([1] * (guided.ndim - 1)))
             guided = torch.where(zeroed, torch.zeros_like(guided), guided)
         return guided, uncond
+
+    def _prepared(self, keeps: Sequence[frozenset[str]], x: Tensor, mask: Tensor | None) -> dict[frozenset[str], Cond]:
+        """``cond`` prepared for each subset in ``keeps`` (all rows), computed once per generation."""
+        state, B = self.state, x.shape[0]
+        if state.frames != x.shape[-1]:
+            state.prepared, state.frames = {}, x.shape[-1]
+        for k in keeps:
+            if k not in state.prepared:
+                keep = {n: torch.full((B,), n in k, dtype=torch.bool, device=x.device) for n in self.policy.conditions}
+                state.prepared[k] = prepare(self.model, self.cond, keep, x.shape[-1], mask)
+        return state.prepared
 
     def _combine(self, c: Tensor, preds: list[Tensor], x: Tensor, t: Tensor, active: Tensor) -> Tensor:
         """Guided prediction on the active rows; ``c``, ``preds``, ``x``, ``t`` hold those rows only

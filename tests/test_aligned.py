@@ -232,3 +232,88 @@ def test_decoder_feeds_the_frames_and_the_prior_per_patch():
     assert float(loss) < 0.5 * float(prior)
     with pytest.raises(ValueError, match="decoder_depth needs an aligned condition"):
         DiTConfig(decoder_depth=1)
+
+
+def _decoded_model(**overrides):
+    plain = _model(patch=2)
+    model = DiT(dataclasses.replace(plain.config, decoder_depth=1, prior_input=True, **overrides), 4, plain.conditioners)
+    with torch.no_grad():  # wake the zero-initialised projections too
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel() + 1)))
+    return model.eval()
+
+
+def _speech_inputs(model, T_pad=0):
+    cond = model.encode({"text": ["Hi there.", "A longer one, here."], "speaker": ["a", "b"]})
+    L = cond["text"].shape[1]
+    d = torch.randint(1, 4, (2, L), generator=torch.Generator().manual_seed(5)) * cond["text.mask"].long()
+    cond["text.durations"] = d
+    T = int(d.sum(1).max()) + T_pad
+    mask = torch.arange(T)[None] < d.sum(1)[:, None]
+    return cond, mask, T
+
+
+def test_prepared_states_are_what_the_forward_and_the_losses_compute():
+    from audioguide.core import prepare
+
+    model = _decoded_model()
+    cond, mask, T = _speech_inputs(model)
+    g = torch.Generator().manual_seed(6)
+    x, x0, t = torch.randn(2, 4, T, generator=g), torch.randn(2, 4, T, generator=g), torch.tensor([0.3, 0.8])
+    keep = {"text": torch.tensor([True, False]), "speaker": torch.tensor([False, True])}
+    prepared = prepare(model, cond, keep, T, mask)
+    assert prepared["text.inputs"].shape == (2, -(-T // 2), 32) and prepared["text.mu"].shape[1] >= T
+    assert all(torch.equal(prepared[k], v) for k, v in cond.items())  # cond itself is untouched
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, prepared, keep, mask=mask), model(x, t, cond, keep, mask=mask))
+        fresh, shared = model.aligned_losses(cond, keep, x0, mask), model.aligned_losses(prepared, keep, x0, mask)
+    assert fresh.keys() == shared.keys() and all(torch.equal(fresh[k], shared[k]) for k in fresh)
+    # states prepared for other keep flags are the wrong ones: the forward really reads them
+    other = prepare(model, cond, {"text": torch.tensor([True, True])}, T, mask)
+    with torch.no_grad():
+        assert not torch.allclose(model(x, t, other, keep, mask=mask), model(x, t, cond, keep, mask=mask))
+    # a plain function has nothing to prepare
+    assert prepare(lambda *a, **k: None, cond, keep, T) == dict(cond)
+
+
+def test_guided_field_prepares_once_per_branch_and_matches_the_unprepared_model():
+    from audioguide.guidance import Guidance, GuidedField
+    from audioguide.sampling.flow import sample_euler
+
+    model = _decoded_model()
+    cond, mask, T = _speech_inputs(model)
+    calls = []
+    prepare_of_model = model.prepare
+
+    def counting(cond_, keep_, frames, mask_=None):
+        calls.append({n: k.tolist() for n, k in keep_.items()})
+        return prepare_of_model(cond_, keep_, frames, mask_)
+
+    model.prepare = counting
+    policy = Guidance(scales={"text": 3.0, "speaker": 1.5})
+    x = torch.randn(2, 4, T, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        field = GuidedField(model, cond, policy)
+        fast = sample_euler(lambda x_, t_: field(x_, t_, mask=mask), x, torch.linspace(1, 0, 5))
+        prepared = len(calls)
+        # the same model seen as a plain function: no preparation, everything per step
+        plain = GuidedField(lambda *a, **k: DiT.forward(model, *a, **k), cond, policy)
+        slow = sample_euler(lambda x_, t_: plain(x_, t_, mask=mask), x, torch.linspace(1, 0, 5))
+    assert prepared == 3  # reference, text dropped, both dropped: once each, not once per step
+    assert len(calls) == prepared + 4  # the unprepared forward does the same work at every step
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
+
+
+def test_folded_guidance_prepares_its_null_rows_itself():
+    from audioguide.core import prepare
+    from audioguide.training.continuous import MeanFlowConfig, guided_velocity
+
+    model = _decoded_model(mean_flow=True)
+    cond, mask, T = _speech_inputs(model)
+    keep = {"text": torch.tensor([True, True]), "speaker": torch.tensor([True, False])}
+    g = torch.Generator().manual_seed(8)
+    z, v, t = torch.randn(2, 4, T, generator=g), torch.randn(2, 4, T, generator=g), torch.tensor([0.4, 0.9])
+    config = MeanFlowConfig(omega=2.0, kappa=0.3, guided_conditions=("text",))
+    with_states = guided_velocity(model, z, t, v, prepare(model, cond, keep, T, mask), keep, config, mask)
+    torch.testing.assert_close(with_states, guided_velocity(model, z, t, v, cond, keep, config, mask))
+    assert not torch.allclose(with_states, v)  # guidance really folded in

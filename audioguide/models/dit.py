@@ -437,22 +437,61 @@ class DiT(Generator):
           the clean latents ``x0`` ``[B, C, T]`` (Grad-TTS, Popov et al. 2021, eq. 14, the encoder
           loss ``||x0 - mu||^2``), which teaches the encoder what each phoneme sounds like far
           faster than the generative loss alone.
+
+        ``cond`` prepared by :meth:`prepare` (same ``keep``, ``mask`` and length) shares the
+        encoder and decoder states with the training step's forward; otherwise they are computed.
         """
-        conds = self.conditions(cond, keep)
-        enc = conds[self.aligned]
-        kept = keep.get(self.aligned)
-        kept = torch.ones(enc.mask.shape[0], dtype=torch.bool, device=enc.mask.device) if kept is None else kept.view(-1)
-        durations = cond[f"{self.aligned}.durations"]
-        voiced = self._voiced_tokens(conds)  # the token encoder runs once for both losses
-        duration = DurationPredictor.loss(self.duration(voiced, enc.mask), durations, enc.mask & kept[:, None])
         T = x0.shape[-1]
+        if f"{self.aligned}.mu" not in cond:
+            cond = self.prepare(cond, keep, T, mask)
+        enc_mask = cond[f"{self.aligned}.mask"]
+        kept = keep.get(self.aligned)
+        kept = torch.ones(enc_mask.shape[0], dtype=torch.bool, device=enc_mask.device) if kept is None else kept.view(-1)
+        log_d = cond[f"{self.aligned}.log_durations"]
+        duration = DurationPredictor.loss(log_d, cond[f"{self.aligned}.durations"], enc_mask.bool() & kept[:, None])
+        # a dropped row's mu is the null token's; only kept rows enter the loss
+        mu = cond[f"{self.aligned}.mu"][:, :T].transpose(1, 2)
         frames = torch.ones(x0.shape[0], T, dtype=torch.bool, device=x0.device) if mask is None else mask.bool()
-        pad = -T % self.config.patch
-        patches = F.pad(frames, (0, pad)).view(x0.shape[0], -1, self.config.patch).any(dim=-1)
-        mu = self._prior(voiced, durations, None, T + pad, patches)[1][:, :T].transpose(1, 2)
         w = (frames & kept[:, None]).to(x0.dtype)[:, None]
         prior = ((mu - x0).square() * w).sum() / (w.sum() * x0.shape[1]).clamp_min(1.0)
         return {"duration": duration, "prior": prior}
+
+    def _patches(self, B: int, T: int, mask: Tensor | None, device: torch.device) -> tuple[int, Tensor]:
+        """``(pad, patch mask [B, (T + pad) / p])``: the padding to whole patches and which are real."""
+        frames = torch.ones(B, T, dtype=torch.bool, device=device) if mask is None else mask.bool()
+        pad = -T % self.config.patch
+        return pad, F.pad(frames, (0, pad)).view(B, -1, self.config.patch).any(dim=-1)
+
+    def prepare(self, cond: Cond, keep: Keep, frames: int, mask: Tensor | None = None) -> dict[str, Tensor]:
+        """``cond`` plus the aligned condition's step-invariant states for ``frames`` latent frames
+        (:func:`audioguide.core.prepare`); a DiT without an aligned condition returns ``cond``.
+
+        Adds ``<aligned>.inputs`` ``[B, P, dim]`` (what the aligned condition adds to the ``P``
+        patch tokens: the regulated token states, the decoder states and ``mu`` through their
+        projections), ``<aligned>.mu`` ``[B, P p, C]`` (the prior mean) and
+        ``<aligned>.log_durations`` ``[B, L]`` (the duration predictor's output). The token
+        encoder, length regulator and decoder thus run once per generation instead of once per
+        sampling step and branch, and once per training step instead of twice.
+        """
+        out = dict(cond)
+        if not self.aligned:
+            return out
+        B, p = cond[self.aligned].shape[0], self.config.patch
+        pad, patches = self._patches(B, frames, mask, cond[self.aligned].device)
+        conds = self.conditions(cond, keep)
+        durations, kept = cond[f"{self.aligned}.durations"], keep.get(self.aligned)
+        tokens = self._tokens(conds[self.aligned])
+        regulated = self._regulated(tokens, durations, kept, frames + pad)
+        inputs = regulated.view(B, -1, p, regulated.shape[-1]).mean(dim=2)
+        voiced = self._voiced_tokens(conds, tokens)
+        g, mu = self._prior(voiced, durations, kept, frames + pad, patches)
+        if self.frame_in is not None:  # FastSpeech's decoder states
+            inputs = inputs + self.frame_in(g)
+        if self.prior_in is not None:  # Matcha-TTS: the frames also read the prior mean mu
+            inputs = inputs + self.prior_in(mu.reshape(B, patches.shape[1], -1))
+        out[f"{self.aligned}.inputs"], out[f"{self.aligned}.mu"] = inputs, mu
+        out[f"{self.aligned}.log_durations"] = self.duration(voiced, conds[self.aligned].mask)
+        return out
 
     @staticmethod
     def _regulated(states: Tensor, durations: Tensor, kept: Tensor | None, frames: int) -> Tensor:
@@ -511,28 +550,17 @@ class DiT(Generator):
         B, _, T = x.shape
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(B)
         r = t if r is None else torch.as_tensor(r, dtype=x.dtype, device=x.device).expand(B)
-        mask = torch.ones(B, T, dtype=torch.bool, device=x.device) if mask is None else mask.bool()
         conds = self.conditions(cond, keep)
         c = self._adaln_vector(t, r, conds)
         context = self._context(conds)
-        p = self.config.patch
-        pad = -T % p
-        if pad:  # pad to whole patches; padded frames are masked and cut off again
-            x = F.pad(x, (0, pad))
-            mask = F.pad(mask, (0, pad))
-        h = self.inp(x.transpose(1, 2).reshape(B, (T + pad) // p, -1))
-        mask = mask.view(B, -1, p).any(dim=-1)
+        # pad to whole patches; padded frames are masked and cut off again
+        pad, patches = self._patches(B, T, mask, x.device)
+        h = self.inp(F.pad(x, (0, pad)).transpose(1, 2).reshape(B, patches.shape[1], -1))
         if self.aligned:
-            durations, kept = cond[f"{self.aligned}.durations"], keep.get(self.aligned)
-            tokens = self._tokens(conds[self.aligned])
-            frames = self._regulated(tokens, durations, kept, T + pad)
-            h = h + frames.view(B, -1, p, frames.shape[-1]).mean(dim=2)
-            if self.prior_in is not None or self.frame_in is not None:
-                g, mu = self._prior(self._voiced_tokens(conds, tokens), durations, kept, T + pad, mask)
-                if self.frame_in is not None:  # FastSpeech's decoder states
-                    h = h + self.frame_in(g)
-                if self.prior_in is not None:  # Matcha-TTS: the frames also read the prior mean mu
-                    h = h + self.prior_in(mu.reshape(B, (T + pad) // p, -1))
+            if f"{self.aligned}.inputs" not in cond:  # not prepared: the step-invariant states, here
+                cond = self.prepare(cond, keep, T, mask)
+            h = h + cond[f"{self.aligned}.inputs"]
+        mask = patches
         prefix = 0
         if self.config.cond_mode == "prefix" and context is not None:
             prefix = context.emb.shape[1]

@@ -40,7 +40,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from audioguide.core import Cond, Keep, expand_like, from_x0_eps
+from audioguide.core import Cond, Keep, expand_like, from_x0_eps, prepare
 from audioguide.guidance import combine
 from audioguide.models.dit import math_attention
 from audioguide.sampling import DiffusionSchedule
@@ -277,10 +277,10 @@ def guided_velocity(
     rows = kept_rows(keep, tuple(guided), B, z.device)
     null_keep = {n: (torch.zeros_like(k) if n in guided else k) for n, k in keep.items()}
     both = {n: torch.cat([keep[n], null_keep[n]]) for n in keep}
-    extra = _extra(None if mask is None else torch.cat([mask, mask]), r=torch.cat([t, t]))
-    out = model(
-        torch.cat([z, z]), torch.cat([t, t]), {k: torch.cat([c, c]) for k, c in cond.items()}, both, **extra
-    )
+    mask2 = None if mask is None else torch.cat([mask, mask])
+    # prepared states (if any) were for ``keep``; the null rows need their own
+    cond2 = prepare(model, {k: torch.cat([c, c]) for k, c in cond.items()}, both, z.shape[-1], mask2)
+    out = model(torch.cat([z, z]), torch.cat([t, t]), cond2, both, **_extra(mask2, r=torch.cat([t, t])))
     u_c, u_null = out.detach().chunk(2)
     # the combination itself is guidance math: audioguide.guidance.combine
     folded = combine(torch.stack([v, u_c, u_null]), [config.omega, config.kappa, 1.0 - config.omega - config.kappa])

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from audioguide.audio import write_wav
 from audioguide.checkpoints import load_checkpoint, save_checkpoint
-from audioguide.core import AudioguideError
+from audioguide.core import AudioguideError, prepare
 from audioguide.manifest import read_manifest
 from audioguide.recipes import Recipe
 from audioguide.training.conditions import draw_keep
@@ -149,6 +149,8 @@ def make_objective(recipe: Recipe, representation, model, cfg: TrainConfig) -> t
         def run(batch, generator, step):
             x0, mask = latents(batch)
             cond, keep = _conditions(model, batch, cfg, generator, mask, hop)
+            # the conditions' step-invariant states, shared by the objective's forward and the losses below
+            cond = prepare(model, cond, keep, x0.shape[-1], mask)
             loss, logs = objective(x0, mask, cond, keep, generator, step)
             if model.aligned:  # direct supervision of the aligned encoder: durations and Grad-TTS's prior
                 for name, extra in model.aligned_losses(cond, keep, x0, mask).items():
