@@ -76,7 +76,7 @@ def prepare(model: object, cond: Cond, keep: Keep, frames: int, mask: Tensor | N
     the conditions alone (never from ``x`` or ``t``) is computed once and travels in the returned
     mapping, which the forward then reuses, at every sampling step and in every loss of a training
     step. The result is only valid with the same ``keep`` rows, ``frames`` and ``mask``. A model
-    without the method (a plain function) gets ``cond`` back unchanged.
+    without the method (a plain function) gets a copy of ``cond``.
     """
     method = getattr(model, "prepare", None)
     return dict(cond) if method is None else method(cond, keep, frames, mask)

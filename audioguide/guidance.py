@@ -428,7 +428,7 @@ class _State:
     converged: Tensor | None = None
     rows_evaluated: int = 0
     prepared: dict[frozenset[str], Cond] = field(default_factory=dict)  # per kept-condition subset
-    frames: int = -1  # the latent length ``prepared`` was computed for
+    frames: tuple[int, int] = (0, 0)  # the batch size and latent length ``prepared`` was computed for
 
 
 class GuidedField:
@@ -439,8 +439,9 @@ class GuidedField:
     one for every generation. ``kind`` is the model's prediction kind and ``alpha_sigma`` its noise
     schedule; both are needed to move predictions into the space a variant declares.
     ``rows_evaluated`` counts network rows evaluated (NFE x batch), to measure savings. The model's
-    step-invariant work (:func:`audioguide.core.prepare`) is done once per condition subset, at
-    the first call, and reused at every step.
+    step-invariant work (:func:`audioguide.core.prepare`) is done once per condition subset, the
+    first time that subset is evaluated, and reused at every later step; a generation keeps one
+    batch size, length and ``mask`` (a new length or batch size prepares again).
     """
 
     def __init__(
@@ -530,8 +531,8 @@ class GuidedField:
     def _prepared(self, keeps: Sequence[frozenset[str]], x: Tensor, mask: Tensor | None) -> dict[frozenset[str], Cond]:
         """``cond`` prepared for each subset in ``keeps`` (all rows), computed once per generation."""
         state, B = self.state, x.shape[0]
-        if state.frames != x.shape[-1]:
-            state.prepared, state.frames = {}, x.shape[-1]
+        if state.frames != (B, x.shape[-1]):
+            state.prepared, state.frames = {}, (B, x.shape[-1])
         for k in keeps:
             if k not in state.prepared:
                 keep = {n: torch.full((B,), n in k, dtype=torch.bool, device=x.device) for n in self.policy.conditions}

@@ -283,13 +283,13 @@ def test_guided_field_prepares_once_per_branch_and_matches_the_unprepared_model(
     model = _decoded_model()
     cond, mask, T = _speech_inputs(model)
     calls = []
-    prepare_of_model = model.prepare
+    states_of_model = model._aligned_states
 
-    def counting(cond_, keep_, frames, mask_=None):
+    def counting(cond_, keep_, frames, mask_, losses):
         calls.append({n: k.tolist() for n, k in keep_.items()})
-        return prepare_of_model(cond_, keep_, frames, mask_)
+        return states_of_model(cond_, keep_, frames, mask_, losses)
 
-    model.prepare = counting
+    model._aligned_states = counting  # the token encoder + decoder run
     policy = Guidance(scales={"text": 3.0, "speaker": 1.5})
     x = torch.randn(2, 4, T, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():

@@ -59,6 +59,11 @@ class Generator(nn.Module):
             cond[name], cond[f"{name}.mask"] = enc.emb, enc.mask
         return cond
 
+    def prepare(self, cond: Mapping[str, Tensor], keep: Keep, frames: int, mask: Tensor | None = None) -> dict[str, Tensor]:
+        """``cond`` plus the work of a forward that depends on the conditions only, for these
+        ``keep`` flags, ``frames`` and ``mask`` (:func:`audioguide.core.prepare`); here none, a copy."""
+        return dict(cond)
+
     def conditions(self, cond: Mapping[str, Tensor], keep: Keep) -> dict[str, Encoded]:
         out = {}
         for name, conditioner in self.conditioners.items():

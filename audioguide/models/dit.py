@@ -338,6 +338,8 @@ class DiT(Generator):
             self.frame_in = nn.Linear(d, d) if config.decoder_depth else None
             # Grad-TTS's encoder output mu: per frame, or per patch (p frames) after the decoder
             self.prior = nn.Linear(d, channels * (config.patch if config.decoder_depth else 1))
+        else:
+            self.frame_norm = self.frame_in = None
         self.prior_in = nn.Linear(channels * config.patch, d) if self.aligned and config.prior_input else None
         cross = config.cond_mode == "cross" and len(sequences) > 0
         self.blocks = nn.ModuleList(DiTBlock(config, cross) for _ in range(config.depth))
@@ -352,7 +354,7 @@ class DiT(Generator):
                 block.ada[-1].weight.zero_()
                 block.ada[-1].bias.zero_()
             zeros = [self.final.ada[-1].weight, self.final.ada[-1].bias, self.final.out.weight, self.final.out.bias]
-            for late in (self.prior_in, getattr(self, "frame_in", None)):
+            for late in (self.prior_in, self.frame_in):
                 if late is not None:  # starts as the model without it (warm starts keep their behaviour)
                     zeros += [late.weight, late.bias]
             for p in zeros:
@@ -464,7 +466,7 @@ class DiT(Generator):
 
     def prepare(self, cond: Cond, keep: Keep, frames: int, mask: Tensor | None = None) -> dict[str, Tensor]:
         """``cond`` plus the aligned condition's step-invariant states for ``frames`` latent frames
-        (:func:`audioguide.core.prepare`); a DiT without an aligned condition returns ``cond``.
+        (:func:`audioguide.core.prepare`); a DiT without an aligned condition returns a copy of ``cond``.
 
         Adds ``<aligned>.inputs`` ``[B, P, dim]`` (what the aligned condition adds to the ``P``
         patch tokens: the regulated token states, the decoder states and ``mu`` through their
@@ -474,8 +476,13 @@ class DiT(Generator):
         sampling step and branch, and once per training step instead of twice.
         """
         out = dict(cond)
-        if not self.aligned:
-            return out
+        if self.aligned:
+            states = self._aligned_states(cond, keep, frames, mask, losses=True)
+            out.update({f"{self.aligned}.{name}": v for name, v in states.items()})
+        return out
+
+    def _aligned_states(self, cond: Cond, keep: Keep, frames: int, mask: Tensor | None, losses: bool) -> dict[str, Tensor]:
+        """``inputs`` (and, with ``losses``, ``mu`` and ``log_durations``): see :meth:`prepare`."""
         B, p = cond[self.aligned].shape[0], self.config.patch
         pad, patches = self._patches(B, frames, mask, cond[self.aligned].device)
         conds = self.conditions(cond, keep)
@@ -483,15 +490,17 @@ class DiT(Generator):
         tokens = self._tokens(conds[self.aligned])
         regulated = self._regulated(tokens, durations, kept, frames + pad)
         inputs = regulated.view(B, -1, p, regulated.shape[-1]).mean(dim=2)
-        voiced = self._voiced_tokens(conds, tokens)
-        g, mu = self._prior(voiced, durations, kept, frames + pad, patches)
-        if self.frame_in is not None:  # FastSpeech's decoder states
-            inputs = inputs + self.frame_in(g)
-        if self.prior_in is not None:  # Matcha-TTS: the frames also read the prior mean mu
-            inputs = inputs + self.prior_in(mu.reshape(B, patches.shape[1], -1))
-        out[f"{self.aligned}.inputs"], out[f"{self.aligned}.mu"] = inputs, mu
-        out[f"{self.aligned}.log_durations"] = self.duration(voiced, conds[self.aligned].mask)
-        return out
+        out: dict[str, Tensor] = {}
+        if losses or self.frame_in is not None or self.prior_in is not None:
+            voiced = self._voiced_tokens(conds, tokens)
+            g, mu = self._prior(voiced, durations, kept, frames + pad, patches)
+            if self.frame_in is not None:  # FastSpeech's decoder states
+                inputs = inputs + self.frame_in(g)
+            if self.prior_in is not None:  # Matcha-TTS: the frames also read the prior mean mu
+                inputs = inputs + self.prior_in(mu.reshape(B, patches.shape[1], -1))
+            if losses:
+                out["mu"], out["log_durations"] = mu, self.duration(voiced, conds[self.aligned].mask)
+        return {"inputs": inputs, **out}
 
     @staticmethod
     def _regulated(states: Tensor, durations: Tensor, kept: Tensor | None, frames: int) -> Tensor:
@@ -545,7 +554,8 @@ class DiT(Generator):
         """Prediction of ``self.kind`` (or average velocity ``u(x, r, t)``) shaped like ``x`` ``[B, C, T]``.
 
         ``t`` and ``r`` are ``[B]`` (``r`` defaults to ``t``); ``mask`` ``[B, T]`` marks real frames
-        (padded frames are never attended to; their own outputs are meaningless).
+        (padded frames are never attended to; their own outputs are meaningless). A ``cond`` from
+        :meth:`prepare` must have been prepared with this ``keep``, ``mask`` and length.
         """
         B, _, T = x.shape
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(B)
@@ -557,9 +567,13 @@ class DiT(Generator):
         pad, patches = self._patches(B, T, mask, x.device)
         h = self.inp(F.pad(x, (0, pad)).transpose(1, 2).reshape(B, patches.shape[1], -1))
         if self.aligned:
-            if f"{self.aligned}.inputs" not in cond:  # not prepared: the step-invariant states, here
-                cond = self.prepare(cond, keep, T, mask)
-            h = h + cond[f"{self.aligned}.inputs"]
+            inputs = cond.get(f"{self.aligned}.inputs")
+            if inputs is None:  # not prepared: the step-invariant states, here
+                inputs = self._aligned_states(cond, keep, T, mask, losses=False)["inputs"]
+            elif inputs.shape[:2] != h.shape[:2]:
+                raise ValueError(f"cond was prepared for {inputs.shape[1]} patches of {inputs.shape[0]} rows, "
+                                 f"this forward has {h.shape[1]} of {h.shape[0]}")
+            h = h + inputs
         mask = patches
         prefix = 0
         if self.config.cond_mode == "prefix" and context is not None:

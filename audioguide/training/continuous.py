@@ -278,8 +278,11 @@ def guided_velocity(
     null_keep = {n: (torch.zeros_like(k) if n in guided else k) for n, k in keep.items()}
     both = {n: torch.cat([keep[n], null_keep[n]]) for n in keep}
     mask2 = None if mask is None else torch.cat([mask, mask])
-    # prepared states (if any) were for ``keep``; the null rows need their own
-    cond2 = prepare(model, {k: torch.cat([c, c]) for k, c in cond.items()}, both, z.shape[-1], mask2)
+    # the null rows need their own prepared states; the conditional rows reuse cond's (if prepared)
+    null = prepare(model, cond, null_keep, z.shape[-1], mask)
+    if null.keys() != cond.keys():
+        cond = prepare(model, cond, keep, z.shape[-1], mask)
+    cond2 = {k: torch.cat([cond[k], null[k]]) for k in null}
     out = model(torch.cat([z, z]), torch.cat([t, t]), cond2, both, **_extra(mask2, r=torch.cat([t, t])))
     u_c, u_null = out.detach().chunk(2)
     # the combination itself is guidance math: audioguide.guidance.combine
