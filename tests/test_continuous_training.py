@@ -25,6 +25,7 @@ from audioguide.training.continuous import (
     flow_matching_loss,
     flow_to_mean_flow,
     guided_velocity,
+    average_velocity,
     mean_flow_jvp,
     mean_flow_loss,
     mean_flow_target,
@@ -89,6 +90,30 @@ def test_jvp_matches_central_finite_difference_on_a_dit():
     assert (dudt - fd)[valid].abs().max() < 1e-6 * scale
     assert torch.allclose(u, plain, atol=1e-10)  # the JVP's primal is the ordinary forward
     assert u.requires_grad and not dudt.requires_grad
+
+
+def test_jvp_only_on_mean_rows_equals_the_jvp_over_the_batch():
+    model = tiny_dit(mean_flow=True).double()
+    x0, cond, keep, mask = batch(model, dtype=DT)
+    g = gen(2)
+    z, v = torch.randn(x0.shape, generator=g, dtype=DT), torch.randn(x0.shape, generator=g, dtype=DT)
+    t = torch.tensor([0.9, 0.6, 0.5, 0.3], dtype=DT)
+    for r in (torch.tensor([0.2, 0.6, 0.5, 0.0], dtype=DT), t.clone(), t - 0.1):
+        u_all, dudt_all = mean_flow_jvp(model, z, r, t, v, cond, keep, mask)
+        u, dudt = average_velocity(model, z, r, t, v, cond, keep, mask)
+        valid = mask[:, None, :].expand_as(u)
+        torch.testing.assert_close(u[valid], u_all[valid])
+        mean = (r < t)[:, None, None].expand_as(u) & valid
+        torch.testing.assert_close(dudt[mean], dudt_all[mean])  # where r = t it is never used:
+        torch.testing.assert_close(mean_flow_target(v, r, t, dudt)[valid], mean_flow_target(v, r, t, dudt_all)[valid])
+        assert u.requires_grad and not dudt.requires_grad
+        assert bool((dudt[r == t] == 0).all())
+    # gradients reach the parameters through both kinds of rows
+    r = torch.tensor([0.2, 0.6, 0.5, 0.0], dtype=DT)
+    u, _ = average_velocity(model, z, r, t, v, cond, keep, mask)
+    w = model.final.out.weight
+    grads = torch.autograd.grad(u[1].sum(), w, retain_graph=True), torch.autograd.grad(u[0].sum(), w)
+    assert all(float(gr[0].abs().sum()) > 0 for gr in grads)
 
 
 def test_exact_average_velocity_is_a_fixed_point_of_the_target():

@@ -315,6 +315,40 @@ def mean_flow_jvp(
     return u, dudt.detach()
 
 
+def average_velocity(
+    model: nn.Module,
+    z: Tensor,
+    r: Tensor,
+    t: Tensor,
+    v: Tensor,
+    cond: Cond,
+    keep: Keep,
+    mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``(u, du/dt)`` as :func:`mean_flow_jvp`, with the JVP only on the rows where ``r < t``.
+
+    On rows with ``r = t`` the JVP term is multiplied by ``t - r = 0`` (MeanFlow eq. 10), so they
+    get one ordinary forward and ``du/dt = 0``; forward-mode AD, the costly part, runs on the
+    others only. Rows are independent, so this equals the JVP over the whole batch.
+    """
+    flow = r == t
+    if bool(flow.all()):
+        return model(z, t, cond, keep, **_extra(mask, r=r)), torch.zeros_like(z)
+    if not bool(flow.any()):
+        return mean_flow_jvp(model, z, r, t, v, cond, keep, mask)
+    fi, mi = flow.nonzero().squeeze(1), (~flow).nonzero().squeeze(1)
+
+    def rows(i: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor | None]:
+        return {k: c[i] for k, c in cond.items()}, {k: k_[i] for k, k_ in keep.items()}, None if mask is None else mask[i]
+
+    cond_f, keep_f, mask_f = rows(fi)
+    u_f = model(z[fi], t[fi], cond_f, keep_f, **_extra(mask_f, r=r[fi]))
+    cond_m, keep_m, mask_m = rows(mi)
+    u_m, dudt_m = mean_flow_jvp(model, z[mi], r[mi], t[mi], v[mi], cond_m, keep_m, mask_m)
+    u = torch.zeros_like(z, dtype=u_f.dtype).index_copy(0, fi, u_f).index_copy(0, mi, u_m)
+    return u, torch.zeros_like(z, dtype=dudt_m.dtype).index_copy(0, mi, dudt_m)
+
+
 def mean_flow_target(v_tgt: Tensor, r: Tensor, t: Tensor, dudt: Tensor) -> Tensor:
     """``u_tgt = sg(v_tgt - (t - r) du/dt)`` (MeanFlow eq. 10)."""
     return (v_tgt - expand_like(t - r, v_tgt) * dudt).detach()
@@ -342,7 +376,7 @@ def mean_flow_terms(
 ) -> MeanFlowTerms:
     """Draw ``(r, t, eps)``, fold guidance, and compute ``u``, ``du/dt`` and the target (Alg. 1).
 
-    When every row has ``r = t`` the JVP is skipped (its term vanishes) and ``du/dt`` is zero.
+    Rows with ``r = t`` skip the JVP (its term vanishes there; :func:`average_velocity`).
     """
     if not getattr(model, "mean_flow", True):
         raise ValueError("mean_flow_loss needs a mean-flow model (config mean_flow = true)")
@@ -353,12 +387,8 @@ def mean_flow_terms(
     z = (1.0 - te) * x0 + te * eps
     v = eps - x0
     v_tgt = guided_velocity(model, z, t, v, cond, keep, config, mask) if config.guided else v
-    if bool((r == t).all()):
-        # Pure flow matching (flow_ratio = 1, e.g. the curriculum's first phase): the JVP term is
-        # multiplied by t - r = 0, so skip it and run one ordinary forward.
-        u, dudt = model(z, t, cond, keep, **_extra(mask, r=r)), torch.zeros_like(z)
-    else:
-        u, dudt = mean_flow_jvp(model, z, r, t, v_tgt, cond, keep, mask)
+    # rows with r = t (all of them in the curriculum's flow-matching phase) skip the JVP
+    u, dudt = average_velocity(model, z, r, t, v_tgt, cond, keep, mask)
     return MeanFlowTerms(r, t, z, v, v_tgt, u, dudt, mean_flow_target(v_tgt, r, t, dudt))
 
 
@@ -420,6 +450,7 @@ __all__ = [
     "MeanFlowConfig",
     "MeanFlowTerms",
     "adaptive_weighted_loss",
+    "average_velocity",
     "curriculum_flow_ratio",
     "diffusion_loss",
     "draw_interval",
