@@ -7,14 +7,18 @@
 #   fast voices (hibari + 4 flite, 1200/300 sentences each): ~35 min of one shared core;
 #   slow voices (piper 600, Kokoro alpha 150 / kumo 100 sentences): ~45 min of one shared core
 #   (Kokoro's RTF is 1-6 on a loaded core), run in parallel with the fast ones;
-#   training, 2 threads, batch 12: ~2 s/step for the flow-matching steps (FastSpeech decoder
-#   included), 3-4 s/step for mean-flow ones.
+#   training, 2 threads, batch 12: ~1.6 s/step for the flow-matching steps (FastSpeech decoder
+#   included), ~2.3 s/step for mean-flow ones (JVP on the r < t rows only).
 # The shipped weights did not come from this exact command: they are a warm-start chain
-# (`audioguide train` continues from the recipe's weights file when it exists) of 1600 steps of an
-# earlier form of the recipe (no decoder_depth), 2400 flow-matching steps of this one (lr 5e-4,
-# ~90 min), then 700 more after the fix that rescales 16 kHz / 22.05 kHz teacher durations to
-# 24 kHz (lr 3e-4). This script trains the recipe's 4800-step schedule from scratch
-# (--from-scratch), ~3 h on the 2-core CPU; it has not been run end to end yet.
+# (`audioguide train` continues from the recipe's weights file when it exists):
+#   1. 1600 steps of an earlier form of the recipe (no decoder_depth);
+#   2. 2400 flow-matching steps of this one (lr 5e-4, ~90 min);
+#   3. 700 after the fix that rescales 16 kHz / 22.05 kHz teacher durations to 24 kHz (lr 3e-4);
+#   4. 1600 more flow-matching steps (lr 3e-4, warm-up 50, cosine over 3000, stopped at 1600; 43 min);
+#   5. 1300 mean-flow steps (58 min) with folded content guidance (this recipe's [train.meanflow];
+#      lr 3e-4, warm-up 50, curriculum 100, cosine over 1500, stopped at 1300).
+# This script trains the recipe's 6300-step schedule from scratch (--from-scratch), ~3 h on the
+# 2-core CPU; it has not been run end to end yet.
 set -euo pipefail
 work="${1:-work}"
 device="${DEVICE:-cpu}"
@@ -33,6 +37,6 @@ python scripts/ship_weights.py "$work/runs/speech/model.safetensors" audioguide/
 audioguide eval speakers --data "$corpus/speech/train.jsonl" --held-out "$corpus/speech/held_out.jsonl" \
   -o "$work/speakers.safetensors"
 audioguide eval tts speech --data "$corpus/speech/held_out.jsonl" --data "$corpus/speech/sus.jsonl" \
-  --per-voice 5 --judge base --classifier "$work/speakers.safetensors" --sweep text=1,2,3 --sweep speaker=1,3 \
+  --per-voice 5 --judge base --classifier "$work/speakers.safetensors" --sweep text=2 --sweep speaker=1.5 \
   --report benchmarks/results/speech_eval.md
 python benchmarks/tts_speed.py --report benchmarks/results/tts_speed.md

@@ -64,7 +64,7 @@ def main() -> None:
         write_wav(args.out / f"{name}.wav", wav, audio.sample_rate)
         who = ", ".join(f"{k}: {v}" for k, v in (inputs or {}).items()) or "default voice"
         if scales:
-            who += " (no guidance)"
+            who += " (all scales 1: no guidance branches; the folded guidance in the weights stays)"
         shown = i < args.pictures or name.startswith(("describe-0", "no-guidance", "long"))
         if shown:
             picture(wav, audio.sample_rate, args.out / f"{name}.png", f"{name}: {who}")
