@@ -89,6 +89,24 @@ def test_pretrained_text_from_local_directory(tiny_encoder_dir):
     assert pooled(["a dog barking"]).emb.shape == (1, 1, 16)
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_loading_the_text_encoder_keeps_the_callers_progress_bar_setting(tiny_encoder_dir, capsys, enabled):
+    from transformers.utils import logging as hf_logging
+
+    from audioguide.conditioners.text_encoder import load_encoder
+
+    before = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    try:
+        load_encoder.cache_clear()
+        load_encoder(str(tiny_encoder_dir))
+        assert hf_logging.is_progress_bar_enabled() is enabled
+        assert "Loading weights" not in capsys.readouterr().err  # no bar on the CLI's output
+    finally:
+        (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
+        load_encoder.cache_clear()
+
+
 def test_pretrained_text_missing_source_is_one_line(tmp_path):
     with pytest.raises(AudioguideError) as err:
         PretrainedText(PretrainedTextConfig(source=str(tmp_path / "nothing")))

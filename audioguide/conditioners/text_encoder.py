@@ -44,15 +44,21 @@ def resolve_source(source: str) -> str:
 def load_encoder(source: str):
     """(tokenizer, model) for a local directory or Hub id, loaded once per process, eval mode."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     path = resolve_source(source)
     local = Path(path).expanduser().is_dir()
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a packaged 90 MB encoder: no "Loading weights" bar on every CLI call
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
         model = AutoModel.from_pretrained(path, local_files_only=local).eval()
     except (OSError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise AudioguideError(f"cannot load text encoder {source!r}: {reason}") from None
+    finally:
+        if bar:  # the caller's setting, as it was
+            hf_logging.enable_progress_bar()
     for p in model.parameters():
         p.requires_grad_(False)
     return tokenizer, model
