@@ -7,7 +7,7 @@ piper (VITS, ONNX) where installed. Real-time factor = compute seconds / audio s
 better); ``ratio`` = peer RTF / our RTF (> 1: we are faster). The breakdown times our stages
 separately: conditions + durations, sampling, decoding.
 
-    python benchmarks/tts_speed.py [--threads 1 2] [--sentences 8] [--recipe speech]
+    python benchmarks/tts_speed.py [--threads 1 2] [--sentences 8] [--recipe speech] [--no-peers]
 """
 
 from __future__ import annotations
@@ -52,11 +52,16 @@ def stages(pipe, texts) -> dict[str, float]:
             frames, seconds = pipe._length(cond, None)
             t1 = time.perf_counter()
             g = torch.Generator().manual_seed(0)
-            x = torch.randn((1, pipe.representation.channels, frames), generator=g)
-            field = GuidedField(pipe.model, cond, policy, pipe.model.kind, sampler.alpha_sigma(cfg))
-            z = sampler.run(field, x, cfg, g, None)
-            t2 = time.perf_counter()
-            pipe.representation.decode(z)
+            if sampler.tokens:  # a codec LM: autoregressive sampling, then the token decoder
+                codes = sampler.run(pipe.model, cond, policy, frames, cfg, g)
+                t2 = time.perf_counter()
+                pipe.representation.decode_tokens(codes)
+            else:
+                x = torch.randn((1, pipe.representation.channels, frames), generator=g)
+                field = GuidedField(pipe.model, cond, policy, pipe.model.kind, sampler.alpha_sigma(cfg))
+                z = sampler.run(field, x, cfg, g, None)
+                t2 = time.perf_counter()
+                pipe.representation.decode(z)
             t3 = time.perf_counter()
             out["conditions + durations"] += t1 - t0
             out["sampling"] += t2 - t1
@@ -92,6 +97,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--sentences", type=int, default=8)
     ap.add_argument("--recipe", default="speech")
+    ap.add_argument("--no-peers", action="store_true", help="time our recipe only")
     ap.add_argument("--report", type=Path, default=Path(__file__).parent / "results" / "tts_speed.md")
     args = ap.parse_args()
     from audioguide.pipeline import Pipeline
@@ -114,7 +120,7 @@ def main() -> None:
         torch.set_num_threads(n)
         ours = rtf(lambda s: pipe(s, seed=0)[0], texts, pipe.sample_rate)
         lines.append(f"| {n} | audioguide `{args.recipe}` (ours, decoder included) | {ours:.4f} | 1.00 |")
-        for name, synth, sr in peers():
+        for name, synth, sr in [] if args.no_peers else peers():
             peer = rtf(synth, texts, sr)
             lines.append(f"| {n} | {name} | {peer:.4f} | {peer / ours:.2f} |")
         breakdown[n] = stages(pipe, texts)

@@ -126,7 +126,7 @@ def test_duration_predictor_sees_the_speaker_and_trains():
         opt.step()
     model.eval()
     cond = {**model.encode(inputs), "text.durations": durations}
-    assert float(model.aligned_losses(cond, {}, x0)["duration"]) < 0.3 * first
+    assert model.aligned_losses(cond, {}, x0)["duration"].item() < 0.3 * first
     pred = model.predict_durations(cond)
     assert pred.shape == (2, L) and pred.dtype == torch.long
     assert not torch.equal(pred[0], pred[1])  # same text, other speaker: other durations

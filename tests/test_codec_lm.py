@@ -249,3 +249,97 @@ def test_training_learns_a_conditional_pattern():
     model.eval()
     out = sample_codec_lm(model, cond, T, Guidance(scales={"text": 1.5}), None, temperature=0.0)
     assert (out == codes).float().mean() > 0.8  # chance is 1 / 12
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame-aligned content (aligned = "text")
+
+
+def aligned_lm(seed: int = 0) -> CodecLM:
+    return tiny(names=("text", "style"), seed=seed, aligned="text", encoder_depth=1)
+
+
+def with_durations(model: CodecLM, texts, durations) -> dict[str, torch.Tensor]:
+    cond = model.encode({"text": texts, "style": STYLES[: len(texts)]})
+    width = cond["text"].shape[1]
+    d = torch.zeros(len(texts), width, dtype=torch.long)
+    for b, row in enumerate(durations):
+        d[b, : len(row)] = torch.tensor(row)
+    cond["text.durations"] = d
+    return cond
+
+
+def test_aligned_config_and_missing_durations_are_errors():
+    with pytest.raises(ValueError, match="not a condition"):
+        tiny(names=("style",), aligned="text")
+    with pytest.raises(ValueError, match="prefix"):
+        tiny(names=("text",), aligned="text")
+    model = aligned_lm()
+    cond = model.encode({"text": TEXTS[:1], "style": STYLES[:1]})
+    with pytest.raises(ValueError, match="text.durations"):
+        model(random_delayed(model, 1, 4), cond, {})
+    with pytest.raises(ValueError, match="text.durations"):
+        model.prefill(cond, {})
+
+
+def test_aligned_kv_cache_matches_full_forward_with_dropped_rows():
+    model = aligned_lm()
+    cond = with_durations(model, TEXTS, [[2] * 11, [3, 3], [1] * 22])  # 22, 6 and 22 frames
+    keep = {"text": torch.tensor([True, False, True]), "style": torch.tensor([True, True, False])}
+    frames = int(cond["text.durations"].sum(1).max())
+    codes_in = random_delayed(model, 3, frames + K - 1)
+    with torch.no_grad():
+        full = model(codes_in, cond, keep)
+        cached = cached_logits(model, codes_in, cond, keep)
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
+
+
+def test_aligned_content_is_causal_in_frames_and_a_dropped_row_ignores_it():
+    """Without encoder blocks (which let tokens see each other), a token aligned to frames >= f
+    changes no logit before step f; a dropped row sees no text, whatever its durations."""
+    model = tiny(names=("text", "style"), seed=2, aligned="text", encoder_depth=0)
+    a = with_durations(model, ["abc"], [[2, 2, 3]])  # the 'c' covers frames 4..6
+    b = with_durations(model, ["abz"], [[2, 2, 3]])
+    codes_in = random_delayed(model, 1, 7 + K - 1)
+    with torch.no_grad():
+        la, lb = model(codes_in, a, {}), model(codes_in, b, {})
+        torch.testing.assert_close(la[:, :, :4], lb[:, :, :4])
+        assert not torch.allclose(la[:, :, 4:], lb[:, :, 4:])
+        dropped = {"text": torch.tensor([False])}
+        torch.testing.assert_close(model(codes_in, a, dropped), model(codes_in, b, dropped))
+        longer = with_durations(model, ["abc"], [[1, 1, 9]])
+        torch.testing.assert_close(model(codes_in, longer, dropped), model(codes_in, a, dropped))
+
+
+def test_aligned_guided_sampling_follows_the_durations_and_is_reproducible():
+    model = aligned_lm(seed=4)
+    cond = model.encode({"text": TEXTS[:2], "style": STYLES[:2]})
+    durations = model.predict_durations(cond, frames=12)
+    assert durations.shape == cond["text.mask"].shape and (durations[cond["text.mask"] == 0] == 0).all()
+    cond["text.durations"] = durations.clamp_min(1) * cond["text.mask"].long()
+    policy = Guidance(scales={"text": 2.0, "style": 1.5})
+    n = int(cond["text.durations"].sum(1).max())
+    one = sample_codec_lm(model, cond, n, policy, gen(7), temperature=1.0, top_k=5)
+    two = sample_codec_lm(model, cond, n, policy, gen(7), temperature=1.0, top_k=5)
+    assert one.shape == (2, K, n) and torch.equal(one, two)
+    assert int(one.min()) >= 0 and int(one.max()) < V
+
+
+def test_aligned_duration_predictor_trains_on_kept_rows_only():
+    model = aligned_lm(seed=5).train()
+    durations = [[4] * 11, [1, 9], [2] * 22]
+    dropped = {"text": torch.tensor([False, False, False])}
+    loss = model.aligned_losses(with_durations(model, TEXTS, durations), dropped)["duration"]
+    assert loss.item() == 0.0  # every row dropped: nothing to learn from
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(60):
+        loss = model.aligned_losses(with_durations(model, TEXTS, durations), {})["duration"]
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * first
+    model.eval()
+    predicted = model.predict_durations(with_durations(model, TEXTS, durations))
+    assert int(predicted[0, :11].sum()) in range(40, 49)  # 11 tokens of 4 frames

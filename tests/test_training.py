@@ -12,6 +12,7 @@ from audioguide.cli import app
 from audioguide.manifest import write_manifest
 from audioguide.pipeline import Pipeline
 from audioguide.recipes import load_recipe
+from audioguide.training.config import TrainConfig
 from audioguide.training.trainer import train
 from tests.conftest import TINY_TTS
 
@@ -138,3 +139,28 @@ def test_torchrun_two_processes_on_cpu(write_recipe, corpus, tmp_path):
     a = load_checkpoint(tmp_path / "ddp" / "model.safetensors").tensors
     b = load_checkpoint(single.export).tensors
     assert any(not torch.equal(a[k], b[k]) for k in a)  # rank 1's batches changed the averaged gradients
+
+
+def test_length_window_batches_pad_less_and_cover_every_clip():
+    from audioguide.manifest import Row
+    from audioguide.training.data import AudioDataset
+
+    class Lengths(AudioDataset):  # clips of 1..60 samples without reading files
+        def __init__(self, n):
+            self.rows, self.sample_rate = [Row(id=str(i)) for i in range(n)], 8000
+            self.audio = [torch.ones(1 + (i * 37) % n) for i in range(n)]
+            self.by_length = torch.tensor(sorted(range(n), key=lambda i: (len(self.audio[i]), i)))
+
+    data, g = Lengths(60), torch.Generator().manual_seed(0)
+    plain = [data.sample(4, g) for _ in range(400)]
+    bucketed = [data.sample(4, g, length_window=2) for _ in range(400)]
+
+    def waste(batches):
+        return sum(float(1 - b.lengths.float().mean() / b.lengths.max()) for b in batches) / len(batches)
+
+    assert waste(bucketed) < 0.5 * waste(plain)
+    counts = torch.bincount(torch.tensor([i for b in bucketed for i in b.indices]), minlength=60)
+    assert counts.min() > 0 and counts.max() < 3 * counts.float().mean()  # the window wraps: no clip starves
+    assert all(len(set(b.indices)) == 4 for b in bucketed)
+    with pytest.raises(ValueError, match="length_window"):
+        TrainConfig(length_window=-1)

@@ -28,6 +28,22 @@ depends only on their position differences, and a row computes the same logits i
 does alone with its padding removed. A padded query attends to itself as well, so no softmax row is
 empty; its output is never read by a real token.
 
+Frame-aligned content (``aligned = "text"``)
+--------------------------------------------
+Without alignment the model must learn from data where each phoneme of the prefix is spoken,
+which on a small corpus it does slowly and brittlely (VALL-E's skipped and repeated words). With
+``aligned`` naming a condition, that condition leaves the prefix: its tokens pass through
+FastSpeech's FFT blocks (Ren et al. 2019, §3.1), are expanded to frames by token durations (the
+length regulator, §3.2, eq. 2; :mod:`audioguide.models.duration`) and the state of frame ``s`` is
+added to the input of the step that predicts frame ``s`` of codebook 0 (an autoregressive decoder
+fed duration-expanded phoneme states, as in DurIAN, Yu et al. 2019, arXiv 1909.01700, here under
+the delay pattern). Steps past the
+last frame repeat the last token. Durations travel in ``cond["<aligned>.durations"]``: teacher
+durations in training, :meth:`CodecLM.predict_durations` at inference (FastSpeech 2's variance
+predictor over the token states plus the pooled other conditions, trained by
+:meth:`CodecLM.aligned_losses`). A dropped aligned condition repeats its null token on every frame,
+so classifier-free guidance on content works as for any condition.
+
 KV cache
 --------
 :class:`KVCache` holds, per layer, the rotated keys and the values ``[B, H, L, D_h]`` of every token
@@ -53,9 +69,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from audioguide.conditioners import Conditioner
+from audioguide.conditioners import Conditioner, Encoded
 from audioguide.core import Cond, Keep
 from audioguide.models.base import Generator, init_random
+from audioguide.models.dit import TokenBlock, masked_mean
+from audioguide.models.duration import DurationPredictor, regulate_kept
 from audioguide.models.layers import apply_rope, rope_angles
 
 __all__ = ["CodecLM", "CodecLMConfig", "KVCache", "rotary"]
@@ -73,6 +91,8 @@ class CodecLMConfig:
     seed: int = 0
     qk_norm: bool = True  # RMS-normalise queries and keys per head before RoPE
     rope_base: float = 10000.0
+    aligned: str = ""  # a condition expanded to the frames by token durations and added to the step inputs
+    encoder_depth: int = 2  # aligned: FFT blocks over the aligned condition's tokens
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.depth <= 0 or self.heads <= 0:
@@ -87,6 +107,8 @@ class CodecLMConfig:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not (math.isfinite(self.rope_base) and self.rope_base > 1.0):
             raise ValueError(f"rope_base must be a finite number > 1, got {self.rope_base}")
+        if self.encoder_depth < 0:
+            raise ValueError(f"encoder_depth must be >= 0, got {self.encoder_depth}")
 
 
 @dataclass
@@ -95,12 +117,16 @@ class KVCache:
 
     ``keys[i]`` and ``values[i]`` are ``[B, H, L, D_h]`` (keys already rotated), ``valid`` is
     ``[B, L]`` (False for prefix padding) and ``next_pos`` ``[B]`` the position id of the next token.
+    With an aligned condition, ``frames`` ``[B, S, D]`` holds what each step adds to its input and
+    ``steps`` counts the steps taken.
     """
 
     keys: list[Tensor]
     values: list[Tensor]
     valid: Tensor
     next_pos: Tensor
+    frames: Tensor | None = None
+    steps: int = 0
 
     @property
     def length(self) -> int:
@@ -172,8 +198,8 @@ class Block(nn.Module):
 class CodecLM(Generator):
     """Decoder-only codec-token LM with in-context condition prefix (see the module docstring).
 
-    ``CodecLM(config, n_codebooks, conditioners)``; needs at least one conditioner (the prefix
-    gives the batch size and the context of the first step).
+    ``CodecLM(config, n_codebooks, conditioners)``; needs at least one conditioner besides the
+    aligned one (the prefix gives the batch size and the context of the first step).
     """
 
     Config = CodecLMConfig
@@ -182,12 +208,24 @@ class CodecLM(Generator):
     def __init__(self, config: CodecLMConfig, n_codebooks: int, conditioners: Mapping[str, Conditioner]) -> None:
         if not isinstance(n_codebooks, int) or isinstance(n_codebooks, bool) or n_codebooks < 1:
             raise ValueError(f"n_codebooks must be a positive integer, got {n_codebooks!r}")
-        if not conditioners:
-            raise ValueError("a codec LM needs at least one conditioner for its prefix")
+        self.aligned = config.aligned
+        if self.aligned and self.aligned not in conditioners:
+            raise ValueError(f"aligned names {self.aligned!r}, which is not a condition ({', '.join(conditioners) or 'none'})")
+        prefixed = {n: c for n, c in conditioners.items() if n != self.aligned}
+        if not prefixed:
+            raise ValueError("a codec LM needs at least one conditioner (besides an aligned one) for its prefix")
         super().__init__(conditioners)
         self.config, self.n_codebooks = config, n_codebooks
         V, D = config.codebook_size, config.dim
-        self.cond_proj = nn.ModuleDict({n: nn.Linear(c.dim, D) for n, c in conditioners.items()})
+        self.cond_proj = nn.ModuleDict({n: nn.Linear(c.dim, D) for n, c in prefixed.items()})
+        if self.aligned:
+            self.token_in = nn.Linear(conditioners[self.aligned].dim, D)
+            self.token_blocks = nn.ModuleList(
+                TokenBlock(D, config.heads, config.qk_norm) for _ in range(config.encoder_depth)
+            )
+            self.token_norm = nn.LayerNorm(D)
+            self.pool_proj = nn.ModuleDict({n: nn.Linear(c.dim, D) for n, c in prefixed.items()})
+            self.duration = DurationPredictor(D)
         self.embed = nn.ModuleList(nn.Embedding(V + 2, D) for _ in range(n_codebooks))
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.norm = nn.LayerNorm(D)
@@ -226,10 +264,69 @@ class CodecLM(Generator):
 
     def prefix(self, cond: Cond, keep: Keep) -> tuple[Tensor, Tensor]:
         """Projected, concatenated condition prefix ``[B, L, D]`` and its validity mask ``[B, L]``."""
-        encoded = self.conditions(cond, keep)
-        embs = [self.cond_proj[name](enc.emb) for name, enc in encoded.items()]
-        masks = [enc.mask.to(torch.bool) for enc in encoded.values()]
+        return self._prefix(self.conditions(cond, keep))
+
+    def _prefix(self, encoded: Mapping[str, Encoded]) -> tuple[Tensor, Tensor]:
+        names = [n for n in encoded if n in self.cond_proj]
+        embs = [self.cond_proj[n](encoded[n].emb) for n in names]
+        masks = [encoded[n].mask.to(torch.bool) for n in names]
         return torch.cat(embs, dim=1), torch.cat(masks, dim=1)
+
+    # -- the frame-aligned condition -------------------------------------------------------------
+
+    def _tokens(self, enc: Encoded) -> Tensor:
+        """The aligned condition's tokens through the FFT blocks: ``[B, L, dim]``."""
+        h = self.token_in(enc.emb)
+        pos = torch.arange(h.shape[1], dtype=h.dtype, device=h.device)
+        rope = rope_angles(pos, self.config.dim // self.config.heads)
+        for block in self.token_blocks:
+            h = block(h, enc.mask, rope)
+        return self.token_norm(h)
+
+    def _log_durations(self, encoded: Mapping[str, Encoded], tokens: Tensor) -> Tensor:
+        """Predicted ``log(1 + d)`` per aligned token from its state plus the pooled other conditions."""
+        h = tokens
+        for name, proj in self.pool_proj.items():
+            h = h + proj(masked_mean(encoded[name]))[:, None]
+        return self.duration(h, encoded[self.aligned].mask)
+
+    def _frames(self, cond: Cond, keep: Keep, encoded: Mapping[str, Encoded], steps: int) -> Tensor:
+        """What the aligned condition adds to each of ``steps`` inputs: ``[B, steps, dim]``."""
+        return regulate_kept(self._tokens(encoded[self.aligned]), self._durations(cond), keep.get(self.aligned), steps)
+
+    def _durations(self, cond: Cond) -> Tensor:
+        durations = cond.get(f"{self.aligned}.durations")
+        if durations is None:
+            raise ValueError(f"an aligned codec LM needs cond[{self.aligned + '.durations'!r}] (see predict_durations)")
+        return durations.long()
+
+    @torch.no_grad()
+    def predict_durations(self, cond: Cond, pace: float = 1.0, frames: int | None = None) -> Tensor:
+        """Durations ``[B, L]`` in frames of the aligned condition's tokens, all conditions kept.
+
+        ``pace`` scales them (2.0 speaks half as fast); ``frames`` instead sets the pace so that the
+        total comes to about that many frames. Needs ``aligned``.
+        """
+        if not self.aligned:
+            raise ValueError("this codec LM has no aligned condition")
+        encoded = self.conditions(cond, {})
+        mask = encoded[self.aligned].mask
+        log_d = self._log_durations(encoded, self._tokens(encoded[self.aligned]))
+        durations = DurationPredictor.to_frames(log_d, mask, pace)
+        if frames is not None:
+            durations = DurationPredictor.to_frames(log_d, mask, frames / max(int(durations.sum()), 1))
+        return durations
+
+    def aligned_losses(self, cond: Cond, keep: Keep) -> dict[str, Tensor]:
+        """``duration``: the duration predictor's MSE on ``log(1 + d)`` against the teacher's
+        ``cond["<aligned>.durations"]`` (FastSpeech §3.3), over the rows where the aligned condition is kept."""
+        encoded = self.conditions(cond, keep)
+        mask = encoded[self.aligned].mask.bool()
+        kept = keep.get(self.aligned)
+        if kept is not None:
+            mask = mask & kept.view(-1, 1).to(mask.device)
+        log_d = self._log_durations(encoded, self._tokens(encoded[self.aligned]))
+        return {"duration": DurationPredictor.loss(log_d, cond[f"{self.aligned}.durations"], mask)}
 
     def embed_tokens(self, tokens: Tensor) -> Tensor:
         """``tokens [B, K, S] -> [B, S, D]``: the sum of the ``K`` codebook embeddings per step."""
@@ -267,10 +364,13 @@ class CodecLM(Generator):
         normally all ``bos_id``); one causal pass over prefix + steps.
         """
         x = self.embed_tokens(codes_in)
-        pre, mask = self.prefix(cond, keep)
+        encoded = self.conditions(cond, keep)
+        pre, mask = self._prefix(encoded)
         B, S = x.shape[0], x.shape[1]
         if pre.shape[0] != B:
             raise ValueError(f"conditions have batch {pre.shape[0]}, codes have batch {B}")
+        if self.aligned:
+            x = x + self._frames(cond, keep, encoded, S)
         pre_pos, n_prefix = self._prefix_positions(mask)
         steps = n_prefix[:, None] + torch.arange(S, device=x.device)
         valid = torch.cat([mask, mask.new_ones(B, S)], dim=1)
@@ -280,19 +380,30 @@ class CodecLM(Generator):
     # -- cached decoding -----------------------------------------------------------------------
 
     def prefill(self, cond: Cond, keep: Keep) -> KVCache:
-        """Run the condition prefix once and return the cache the steps extend."""
-        pre, mask = self.prefix(cond, keep)
+        """Run the condition prefix once and return the cache the steps extend.
+
+        With an aligned condition the frame states of all ``sum(durations) + K - 1`` steps are
+        computed here too, once per generation.
+        """
+        encoded = self.conditions(cond, keep)
+        pre, mask = self._prefix(encoded)
         pos, n_prefix = self._prefix_positions(mask)
         _, kvs = self._run(pre, pos, mask, None)
-        return KVCache([k for k, _ in kvs], [v for _, v in kvs], mask, n_prefix)
+        frames = None
+        if self.aligned:
+            total = int(self._durations(cond).sum(dim=1).max())
+            frames = self._frames(cond, keep, encoded, total + self.n_codebooks - 1)
+        return KVCache([k for k, _ in kvs], [v for _, v in kvs], mask, n_prefix, frames)
 
     def step(self, cache: KVCache, tokens: Tensor) -> Tensor:
         """Logits ``[B, K, V]`` after one more delayed column ``tokens [B, K]``; appends it to ``cache``."""
         if tokens.ndim != 2 or tokens.shape[0] != cache.valid.shape[0]:
             raise ValueError(f"tokens must have shape [{cache.valid.shape[0]}, K], got {tuple(tokens.shape)}")
         x = self.embed_tokens(tokens[:, :, None])
+        if cache.frames is not None:  # past the last frame the last token repeats
+            x = x + cache.frames[:, min(cache.steps, cache.frames.shape[1] - 1)][:, None]
         valid = torch.cat([cache.valid, cache.valid.new_ones(x.shape[0], 1)], dim=1)
         h, kvs = self._run(x.to(cache.keys[0].dtype), cache.next_pos[:, None], valid, cache)
         cache.keys, cache.values = [k for k, _ in kvs], [v for _, v in kvs]
-        cache.valid, cache.next_pos = valid, cache.next_pos + 1
+        cache.valid, cache.next_pos, cache.steps = valid, cache.next_pos + 1, cache.steps + 1
         return self.logits(h)[:, :, 0]

@@ -71,7 +71,7 @@ from audioguide.conditioners import Conditioner, Encoded
 from audioguide.core import PREDICTION_KINDS, Cond, Keep
 from audioguide.models.layers import apply_rope, rope_angles, sinusoidal
 from audioguide.models.base import Generator, init_random
-from audioguide.models.duration import DurationPredictor, regulate
+from audioguide.models.duration import DurationPredictor, regulate_kept
 
 COND_MODES: tuple[str, ...] = ("cross", "prefix")
 
@@ -488,7 +488,7 @@ class DiT(Generator):
         conds = self.conditions(cond, keep)
         durations, kept = cond[f"{self.aligned}.durations"], keep.get(self.aligned)
         tokens = self._tokens(conds[self.aligned])
-        regulated = self._regulated(tokens, durations, kept, frames + pad)
+        regulated = regulate_kept(tokens, durations, kept, frames + pad)
         inputs = regulated.view(B, -1, p, regulated.shape[-1]).mean(dim=2)
         out: dict[str, Tensor] = {}
         if losses or self.frame_in is not None or self.prior_in is not None:
@@ -502,16 +502,6 @@ class DiT(Generator):
                 out["mu"], out["log_durations"] = mu, self.duration(voiced, conds[self.aligned].mask)
         return {"inputs": inputs, **out}
 
-    @staticmethod
-    def _regulated(states: Tensor, durations: Tensor, kept: Tensor | None, frames: int) -> Tensor:
-        """Token ``states`` expanded to ``frames`` by ``durations``; a dropped row repeats its null token."""
-        durations = durations.long()
-        if kept is not None:
-            kept = kept.view(-1, 1).to(durations.device)
-            durations = torch.where(kept, durations, torch.zeros_like(durations))
-            durations[:, 0] = torch.where(kept[:, 0], durations[:, 0], torch.full_like(durations[:, 0], frames))
-        return regulate(states, durations, frames)
-
     def _prior(
         self, voiced: Tensor, durations: Tensor, kept: Tensor | None, frames: int, mask: Tensor
     ) -> tuple[Tensor | None, Tensor]:
@@ -521,7 +511,7 @@ class DiT(Generator):
         ``frames`` is a whole number of patches; ``mask`` ``[B, frames / p]`` marks real patches. The
         decoder (FastSpeech §3.1: FFT blocks after the length regulator) runs one token per patch.
         """
-        regulated = self._regulated(voiced, durations, kept, frames)
+        regulated = regulate_kept(voiced, durations, kept, frames)
         if self.frame_norm is None:
             return None, self.prior(regulated)
         B, p = voiced.shape[0], self.config.patch

@@ -40,6 +40,17 @@ def regulate(tokens: Tensor, durations: Tensor, frames: int) -> Tensor:
     return tokens.gather(1, index[..., None].expand(-1, -1, tokens.shape[-1]))
 
 
+def regulate_kept(states: Tensor, durations: Tensor, kept: Tensor | None, frames: int) -> Tensor:
+    """:func:`regulate`, except that a row whose aligned condition is dropped (``kept`` False, the
+    row then holds the conditioner's null at token 0) repeats that null token on every frame."""
+    durations = durations.long()
+    if kept is not None:
+        kept = kept.view(-1, 1).to(durations.device)
+        durations = torch.where(kept, durations, torch.zeros_like(durations))
+        durations[:, 0] = torch.where(kept[:, 0], durations[:, 0], torch.full_like(durations[:, 0], frames))
+    return regulate(states, durations, frames)
+
+
 def samples_to_frames(
     samples: Sequence[Sequence[int]], hop: int, frames: Sequence[int], width: int, lengths: Sequence[int] | None = None
 ) -> Tensor:

@@ -6,6 +6,7 @@
     batch_size = 16
     lr = 3e-4
     segment_seconds = 4.0       # random crops; 0 = whole clips
+    length_window = 4           # batches of similar lengths: drawn from batch_size * 4 neighbours (0 = off)
     dropout = { text = 0.1, speaker = 0.1 }   # per-condition dropout for CFG
     dropout_all = 0.1
     ema = 0.999                 # exported weights are the EMA (0 = off)
@@ -33,6 +34,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     segment_seconds: float = 0.0
+    length_window: int = 0  # > 0: each batch comes from batch_size * length_window clips of neighbouring lengths
     validation: float = 0.05  # fraction of the manifest held out for validation samples
     log_every: int = 10
     save_every: int = 200
@@ -59,6 +61,8 @@ class TrainConfig:
             raise ValueError(f"validation must be in [0, 1), got {self.validation}")
         if self.segment_seconds < 0:
             raise ValueError("segment_seconds must be >= 0")
+        if self.length_window < 0:
+            raise ValueError(f"length_window must be >= 0, got {self.length_window}")
         for name, p in self.dropout + (("all", self.dropout_all),):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"dropout for {name!r} must be in [0, 1], got {p}")

@@ -51,6 +51,8 @@ class AudioDataset:
         self.sample_rate = sample_rate
         check_rows(self.rows, needs)
         self.audio = [torch.from_numpy(read_audio(r.audio, sample_rate)[0]) for r in self.rows]
+        # row indices by clip length (ties by index), for length-bucketed batches
+        self.by_length = torch.tensor(sorted(range(len(self.rows)), key=lambda i: (len(self.audio[i]), i)))
 
     @classmethod
     def from_manifest(cls, path: str | Path, sample_rate: int, needs: Sequence[str] = ()) -> AudioDataset:
@@ -79,10 +81,26 @@ class AudioDataset:
         alignments = tuple(None if segment else self.rows[i].extra.get("phoneme_samples") for i in indices)
         return AudioBatch(out, lengths, inputs, tuple(indices), alignments)
 
-    def sample(self, batch_size: int, generator: torch.Generator, segment_seconds: float = 0.0) -> AudioBatch:
-        """A random batch (with replacement across steps, without within a batch when possible)."""
+    def sample(
+        self, batch_size: int, generator: torch.Generator, segment_seconds: float = 0.0, length_window: int = 0
+    ) -> AudioBatch:
+        """A random batch (with replacement across steps, without within a batch when possible).
+
+        ``length_window > 0`` draws the batch from a random window of ``batch_size * length_window``
+        clips that neighbour each other in the order of their lengths, so whole clips pad less (the
+        length-bucketed batching of speech recognition and TTS trainers). The window wraps around
+        the order, so every clip lies in equally many windows and comes up equally often.
+        """
         n = len(self)
-        idx = torch.randperm(n, generator=generator)[: min(batch_size, n)].tolist()
+        pool = None
+        if length_window > 0 and n > batch_size:
+            width = min(n, batch_size * length_window)
+            start = int(torch.randint(0, n, (1,), generator=generator))
+            pool = self.by_length[(start + torch.arange(width)) % n]
+        if pool is None:
+            idx = torch.randperm(n, generator=generator)[: min(batch_size, n)].tolist()
+        else:
+            idx = pool[torch.randperm(len(pool), generator=generator)[:batch_size]].tolist()
         while len(idx) < batch_size:
             idx.append(int(torch.randint(0, n, (1,), generator=generator)))
         return self.batch(idx, generator, segment_seconds)

@@ -113,36 +113,49 @@ def make_objective(recipe: Recipe, representation, model, cfg: TrainConfig) -> t
     for p in representation.parameters():
         p.requires_grad_(False)
 
+    hop = representation.hop
+
+    def cached(encode: Callable[[Tensor], Tensor]) -> Callable[[AudioBatch], tuple[Tensor, Tensor]]:
+        """``batch -> (encoded [B, C, T], frame mask [B, T])``. Whole clips (no crops) are encoded
+        once each and kept (the representation is frozen); the rest of a padded row is zeros."""
+        cache: dict[int, Tensor] = {}
+
+        def run(batch: AudioBatch) -> tuple[Tensor, Tensor]:
+            if cfg.segment_seconds > 0 or not batch.indices:
+                with torch.no_grad():
+                    z = encode(batch.wav)
+                return z, batch.frame_mask(hop, z.shape[-1])
+            for j, (i, n) in enumerate(zip(batch.indices, batch.lengths.tolist())):
+                if i not in cache:
+                    with torch.no_grad():
+                        cache[i] = encode(batch.wav[j, :n][None])[0]
+            zs = [cache[i] for i in batch.indices]
+            z = zs[0].new_zeros(len(zs), zs[0].shape[0], max(z.shape[-1] for z in zs))
+            for j, zj in enumerate(zs):
+                z[j, :, : zj.shape[-1]] = zj
+            return z, batch.frame_mask(hop, z.shape[-1])
+
+        return run
+
     if model.kind == "tokens":
         from audioguide.training.tokens import codec_lm_loss
 
+        tokens = cached(representation.encode_tokens)
+
         def lm(batch, generator, step):
-            with torch.no_grad():
-                codes = representation.encode_tokens(batch.wav)
-            cond, keep = _conditions(model, batch, cfg, generator)
-            return codec_lm_loss(model, codes, cond, keep, mask=batch.frame_mask(representation.hop, codes.shape[-1]))
+            codes, mask = tokens(batch)
+            cond, keep = _conditions(model, batch, cfg, generator, mask, hop)
+            loss, logs = codec_lm_loss(model, codes, cond, keep, mask=mask)
+            if model.aligned:  # the duration predictor, against the teacher's durations
+                for name, extra in model.aligned_losses(cond, keep).items():
+                    loss, logs = loss + extra, {**logs, name: float(extra.detach())}
+            return loss, logs
 
         return model, lm
 
     from audioguide.training import continuous as C
 
-    hop = representation.hop
-    cache: dict[int, Tensor] = {}  # whole clips (no crops): each row's latents, encoded once
-
-    def latents(batch):
-        if cfg.segment_seconds > 0 or not batch.indices:
-            with torch.no_grad():
-                x0 = representation.encode(batch.wav)
-            return x0, batch.frame_mask(hop, x0.shape[-1])
-        for j, (i, n) in enumerate(zip(batch.indices, batch.lengths.tolist())):
-            if i not in cache:
-                with torch.no_grad():
-                    cache[i] = representation.encode(batch.wav[j, :n][None])[0]
-        zs = [cache[i] for i in batch.indices]
-        x0 = torch.zeros(len(zs), zs[0].shape[0], max(z.shape[-1] for z in zs), dtype=zs[0].dtype, device=zs[0].device)
-        for j, z in enumerate(zs):
-            x0[j, :, : z.shape[-1]] = z
-        return x0, batch.frame_mask(hop, x0.shape[-1])
+    latents = cached(representation.encode)
 
     def with_durations(objective):
         """Adds the aligned-encoder losses for a model with a frame-aligned condition."""
@@ -423,7 +436,7 @@ def train(
     while step < stop:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        batch = data.sample(cfg.batch_size, generator, cfg.segment_seconds)
+        batch = data.sample(cfg.batch_size, generator, cfg.segment_seconds, cfg.length_window)
         batch = dataclasses.replace(batch, wav=batch.wav.to(device), lengths=batch.lengths.to(device))
         loss, logs = objective(batch, generator, step)
         opt.zero_grad(set_to_none=True)
