@@ -132,7 +132,7 @@ def test_duration_predictor_sees_the_speaker_and_trains():
     assert not torch.equal(pred[0], pred[1])  # same text, other speaker: other durations
     # rows whose text is dropped are not trained on
     dropped = model.aligned_losses(cond, {"text": torch.tensor([False, False])}, x0)
-    assert float(dropped["duration"]) == 0.0 and float(dropped["prior"]) == 0.0
+    assert dropped["duration"].item() == 0.0 and dropped["prior"].item() == 0.0
 
 
 def test_aligned_mean_flow_jvp_runs():

@@ -343,3 +343,30 @@ def test_aligned_duration_predictor_trains_on_kept_rows_only():
     model.eval()
     predicted = model.predict_durations(with_durations(model, TEXTS, durations))
     assert int(predicted[0, :11].sum()) in range(40, 49)  # 11 tokens of 4 frames
+
+
+def test_input_dropout_hides_inputs_reproducibly_but_never_the_targets():
+    model = tiny(seed=6)
+    cond = model.encode({"text": TEXTS, "style": STYLES})
+    codes = torch.randint(0, V, (3, K, 9), generator=gen(2))
+    seen = []
+    original = model.forward
+
+    def spy(codes_in, cond, keep):
+        seen.append(codes_in.clone())
+        return original(codes_in, cond, keep)
+
+    model.forward = spy
+    with torch.no_grad():
+        plain, _ = codec_lm_loss(model, codes, cond, {})
+        a, logs = codec_lm_loss(model, codes, cond, {}, input_dropout=0.5, generator=gen(3))
+        b, _ = codec_lm_loss(model, codes, cond, {}, input_dropout=0.5, generator=gen(3))
+    clean, dropped = seen[0], seen[1]
+    hidden = dropped != clean
+    assert torch.equal(dropped, seen[2]) and a == b  # the same generator, the same inputs
+    assert (dropped[hidden] == model.pad_id).all() and (dropped[:, :, 0] == model.bos_id).all()
+    assert 0.3 < hidden.float().mean() < 0.7 and a != plain and set(logs) >= {"loss", "ce/0", "acc/0"}
+    with pytest.raises(ValueError, match="Generator"):
+        codec_lm_loss(model, codes, cond, {}, input_dropout=0.2)
+    with pytest.raises(ValueError, match="input_dropout"):
+        codec_lm_loss(model, codes, cond, {}, input_dropout=1.0, generator=gen(0))

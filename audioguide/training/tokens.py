@@ -57,19 +57,39 @@ def delayed_io(codes: Tensor, bos_id: int, pad_id: int, mask: Tensor | None = No
 
 
 def codec_lm_loss(
-    model: CodecLMLike, codes: Tensor, cond: Cond, keep: Keep, mask: Tensor | None = None
+    model: CodecLMLike,
+    codes: Tensor,
+    cond: Cond,
+    keep: Keep,
+    mask: Tensor | None = None,
+    input_dropout: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Mean over codebooks of the cross-entropy on real targets; logs per-codebook CE and accuracy.
 
     ``codes [B, K, T]`` hold values in ``[0, V)``; ``mask [B, T]`` (True = real frame) excludes
     padded frames, and delay-pattern pads are never targets. ``keep`` is the condition dropout of
     :func:`audioguide.training.conditions.draw_keep`. Logs: ``loss``, ``ce/k`` and ``acc/k``.
+
+    ``input_dropout`` replaces that fraction of the teacher-forced input tokens (drawn from
+    ``generator``) by ``pad_id``, so the model cannot predict a frame by copying the frames before
+    it and must read its conditions. This plays the part of Tacotron 2's prenet dropout (Shen et
+    al. 2018, arXiv 1712.05884, §2.3), which its authors found necessary for the decoder to use
+    the text; targets are unchanged.
     """
     if codes.ndim != 3 or codes.shape[1] != model.n_codebooks:
         raise ValueError(f"codes must have shape [B, {model.n_codebooks}, T], got {tuple(codes.shape)}")
+    if not 0.0 <= input_dropout < 1.0:
+        raise ValueError(f"input_dropout must lie in [0, 1), got {input_dropout}")
     inputs, targets, valid = delayed_io(codes, model.bos_id, model.pad_id, mask)
     if not valid.any():
         raise ValueError("codec_lm_loss needs at least one valid frame")
+    if input_dropout > 0:
+        if generator is None:
+            raise ValueError("input_dropout needs an explicit torch.Generator")
+        drop = torch.rand(inputs.shape, generator=generator, device=generator.device).to(inputs.device) < input_dropout
+        drop[:, :, 0] = False  # the bos column stays
+        inputs = inputs.masked_fill(drop, model.pad_id)
     logits = model(inputs, cond, keep).float()  # [B, K, S, V]
     ce = F.cross_entropy(logits.flatten(0, 2), targets.masked_fill(~valid, 0).flatten(), reduction="none")
     ce, correct = ce.view_as(valid), (logits.argmax(-1) == targets) & valid

@@ -145,7 +145,7 @@ def make_objective(recipe: Recipe, representation, model, cfg: TrainConfig) -> t
         def lm(batch, generator, step):
             codes, mask = tokens(batch)
             cond, keep = _conditions(model, batch, cfg, generator, mask, hop)
-            loss, logs = codec_lm_loss(model, codes, cond, keep, mask=mask)
+            loss, logs = codec_lm_loss(model, codes, cond, keep, mask, cfg.input_dropout, generator)
             if model.aligned:  # the duration predictor, against the teacher's durations
                 for name, extra in model.aligned_losses(cond, keep).items():
                     loss, logs = loss + extra, {**logs, name: float(extra.detach())}
