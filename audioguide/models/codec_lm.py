@@ -72,7 +72,7 @@ from torch.nn import functional as F
 from audioguide.conditioners import Conditioner, Encoded
 from audioguide.core import Cond, Keep
 from audioguide.models.base import Generator, init_random
-from audioguide.models.dit import TokenBlock, masked_mean
+from audioguide.models.dit import TokenBlock, masked_mean, token_blocks
 from audioguide.models.duration import DurationPredictor, regulate_kept
 from audioguide.models.layers import apply_rope, rope_angles
 
@@ -276,12 +276,7 @@ class CodecLM(Generator):
 
     def _tokens(self, enc: Encoded) -> Tensor:
         """The aligned condition's tokens through the FFT blocks: ``[B, L, dim]``."""
-        h = self.token_in(enc.emb)
-        pos = torch.arange(h.shape[1], dtype=h.dtype, device=h.device)
-        rope = rope_angles(pos, self.config.dim // self.config.heads)
-        for block in self.token_blocks:
-            h = block(h, enc.mask, rope)
-        return self.token_norm(h)
+        return self.token_norm(token_blocks(self.token_blocks, self.token_in(enc.emb), enc.mask, self.config.heads))
 
     def _log_durations(self, encoded: Mapping[str, Encoded], tokens: Tensor) -> Tensor:
         """Predicted ``log(1 + d)`` per aligned token from its state plus the pooled other conditions."""
@@ -312,10 +307,7 @@ class CodecLM(Generator):
         encoded = self.conditions(cond, {})
         mask = encoded[self.aligned].mask
         log_d = self._log_durations(encoded, self._tokens(encoded[self.aligned]))
-        durations = DurationPredictor.to_frames(log_d, mask, pace)
-        if frames is not None:
-            durations = DurationPredictor.to_frames(log_d, mask, frames / max(int(durations.sum()), 1))
-        return durations
+        return DurationPredictor.to_frames(log_d, mask, pace, frames)
 
     def aligned_losses(self, cond: Cond, keep: Keep) -> dict[str, Tensor]:
         """``duration``: the duration predictor's MSE on ``log(1 + d)`` against the teacher's

@@ -59,7 +59,7 @@ padding the batch adds. Without ``rope``, sinusoidal absolute positions are adde
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -278,6 +278,15 @@ class TokenBlock(nn.Module):
         return h + self.conv_out(F.gelu(self.conv_in(x))).transpose(1, 2)
 
 
+def token_blocks(blocks: Iterable[TokenBlock], h: Tensor, mask: Tensor, heads: int) -> Tensor:
+    """``h`` ``[B, L, dim]`` through a stack of FFT blocks, with rotary positions ``0 .. L-1``."""
+    pos = torch.arange(h.shape[1], dtype=h.dtype, device=h.device)
+    rope = rope_angles(pos, h.shape[-1] // heads)
+    for block in blocks:
+        h = block(h, mask, rope)
+    return h
+
+
 class FinalLayer(nn.Module):
     """DiT's output head: adaLN (shift, scale) then a Linear to the latent channels."""
 
@@ -387,18 +396,9 @@ class DiT(Generator):
 
     # -- the frame-aligned condition -------------------------------------------------------------
 
-    def _sequence_rope(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """RoPE angles for positions ``0 .. L-1`` of ``h`` ``[B, L, dim]`` (the FFT blocks' positions)."""
-        pos = torch.arange(h.shape[1], dtype=h.dtype, device=h.device)
-        return rope_angles(pos, self.config.dim // self.config.heads)
-
     def _tokens(self, enc: Encoded) -> Tensor:
         """The aligned condition's tokens through the FFT blocks: ``[B, L, dim]``."""
-        h = self.token_in(enc.emb)
-        rope = self._sequence_rope(h)
-        for block in self.token_blocks:
-            h = block(h, enc.mask, rope)
-        return self.token_norm(h)
+        return self.token_norm(token_blocks(self.token_blocks, self.token_in(enc.emb), enc.mask, self.config.heads))
 
     def _voiced_tokens(self, conds: Mapping[str, Encoded], tokens: Tensor | None = None) -> Tensor:
         """The aligned tokens' states (``tokens``, computed when not given) plus the pooled other
@@ -424,10 +424,7 @@ class DiT(Generator):
             raise ValueError("this DiT has no aligned condition")
         conds = self.conditions(cond, {})
         log_d, mask = self._log_durations(conds), conds[self.aligned].mask
-        durations = DurationPredictor.to_frames(log_d, mask, pace)
-        if frames is not None:
-            durations = DurationPredictor.to_frames(log_d, mask, frames / max(int(durations.sum()), 1))
-        return durations
+        return DurationPredictor.to_frames(log_d, mask, pace, frames)
 
     def aligned_losses(self, cond: Cond, keep: Keep, x0: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
         """Direct supervision of the aligned condition's encoder, over the rows where it is kept:
@@ -516,10 +513,7 @@ class DiT(Generator):
             return None, self.prior(regulated)
         B, p = voiced.shape[0], self.config.patch
         g = regulated.view(B, frames // p, p, -1).mean(dim=2)
-        rope = self._sequence_rope(g)
-        for block in self.frame_blocks:
-            g = block(g, mask, rope)
-        g = self.frame_norm(g)
+        g = self.frame_norm(token_blocks(self.frame_blocks, g, mask, self.config.heads))
         return g, self.prior(g).reshape(B, frames, -1)
 
     def _positions(self, h: Tensor, prefix: int) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:

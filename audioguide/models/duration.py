@@ -92,10 +92,15 @@ class DurationPredictor(nn.Module):
         return self.out(h).squeeze(-1) * mask.to(h.dtype)
 
     @staticmethod
-    def to_frames(log_d: Tensor, mask: Tensor, pace: float = 1.0) -> Tensor:
-        """Predicted ``log(1 + d)`` -> integer durations, scaled by ``pace`` (> 1 is slower)."""
-        d = (torch.expm1(log_d) * pace).round().clamp_min(0).long()
-        return d * mask.long()
+    def to_frames(log_d: Tensor, mask: Tensor, pace: float = 1.0, frames: int | None = None) -> Tensor:
+        """Predicted ``log(1 + d)`` -> integer durations, scaled by ``pace`` (> 1 is slower).
+
+        ``frames`` instead sets the pace so that the total comes to about that many frames.
+        """
+        d = (torch.expm1(log_d) * pace).round().clamp_min(0).long() * mask.long()
+        if frames is None:
+            return d
+        return DurationPredictor.to_frames(log_d, mask, frames / max(int(d.sum()), 1))
 
     @staticmethod
     def loss(log_d: Tensor, target: Tensor, mask: Tensor) -> Tensor:

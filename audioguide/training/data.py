@@ -92,15 +92,13 @@ class AudioDataset:
         the order, so every clip lies in equally many windows and comes up equally often.
         """
         n = len(self)
-        pool = None
         if length_window > 0 and n > batch_size:
             width = min(n, batch_size * length_window)
             start = int(torch.randint(0, n, (1,), generator=generator))
             pool = self.by_length[(start + torch.arange(width)) % n]
-        if pool is None:
-            idx = torch.randperm(n, generator=generator)[: min(batch_size, n)].tolist()
+            idx = pool[torch.randperm(width, generator=generator)[:batch_size]].tolist()
         else:
-            idx = pool[torch.randperm(len(pool), generator=generator)[:batch_size]].tolist()
+            idx = torch.randperm(n, generator=generator)[: min(batch_size, n)].tolist()
         while len(idx) < batch_size:
             idx.append(int(torch.randint(0, n, (1,), generator=generator)))
         return self.batch(idx, generator, segment_seconds)
