@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DEFAULT_RECIPE = {"tts": "speech", "t2a": "random-t2a"}
+DEFAULT_RECIPE = {"tts": "speech", "t2a": "sound"}
 
 RecipeOpt = Annotated[Optional[str], typer.Option("--recipe", "-r", help="Built-in recipe name or path to a recipe .toml.")]
 SeedOpt = Annotated[int, typer.Option("--seed", "-s", min=0, help="Random seed; the same seed gives the same audio.")]
@@ -92,7 +92,7 @@ def _validate_and_warn(pipe, texts, steps, cfg, scales, rescale) -> None:
     if pipe.recipe.random_weights:
         typer.secho(
             f"warning: recipe {pipe.recipe.name!r} has RANDOM weights (a test recipe): the output is noise, "
-            "not speech or sound. Trained default models are not shipped yet.",
+            "not speech or sound. The trained defaults are the recipes `speech` (tts) and `sound` (t2a).",
             fg=typer.colors.YELLOW,
             err=True,
         )
@@ -119,7 +119,8 @@ def _progress():
     )
 
 
-def _generate(task, text, output, recipe, seed, steps, cfg, scale, rescale, seconds, threads, weights, force, inputs=None):
+def _generate(task, text, output, recipe, seed, steps, cfg, scale, rescale, seconds, threads, weights, force, inputs=None,
+              negative=None):
     from audioguide.audio import write_wav
 
     with _user_errors():
@@ -129,13 +130,14 @@ def _generate(task, text, output, recipe, seed, steps, cfg, scale, rescale, seco
         if seconds is not None:
             pipe.seconds_for(text, seconds)  # validates the range
         inputs = {k: v for k, v in (inputs or {}).items() if v is not None}
-        pipe.check_texts([text], inputs)
+        pipe.check_texts([text], inputs, negative)
         _validate_and_warn(pipe, [text], steps, cfg, scales, rescale)
         with _progress() as progress:
             bar = progress.add_task("sampling", total=steps or getattr(pipe.recipe.sampler.config, "steps", None))
             audio = pipe(
                 [text], seed=seed, steps=steps, cfg=cfg, scales=scales, rescale=rescale,
-                seconds=seconds, inputs=inputs, callback=lambda i, total: progress.update(bar, completed=i, total=total),
+                seconds=seconds, inputs=inputs, negative=negative,
+                callback=lambda i, total: progress.update(bar, completed=i, total=total),
             )
         write_wav(output, audio[0], audio.sample_rate)
         typer.echo(f"wrote {output} ({audio.seconds():.2f} s, {audio.sample_rate} Hz)", err=True)
@@ -181,9 +183,13 @@ def t2a(
     threads: ThreadsOpt = None,
     weights: WeightsOpt = None,
     force: ForceOpt = False,
+    negative: Annotated[
+        Optional[str], typer.Option("--negative", help="Negative prompt: what the sound should not be, e.g. 'music'.")
+    ] = None,
 ) -> None:
     """Text to audio (sound effects, music)."""
-    _generate("t2a", prompt, output, recipe, seed, steps, cfg, scale, rescale, seconds, threads, weights, force)
+    _generate("t2a", prompt, output, recipe, seed, steps, cfg, scale, rescale, seconds, threads, weights, force,
+              negative=negative)
 
 
 @app.command()
@@ -317,6 +323,29 @@ def data_speech(
         typer.echo(f"{split}: {path}", err=True)
 
 
+@data_app.command("sound")
+def data_sound(
+    out_dir: Annotated[Path, typer.Option("--output", "-o", help="Corpus directory.")] = Path("corpus/sound"),
+    music: Annotated[int, typer.Option("--music", min=0, help="Training music pieces (a quarter as many are held out).")] = 1200,
+    speech: Annotated[Optional[Path], typer.Option("--speech", help="A speech corpus directory (train/held_out.jsonl) for speech snippets.")] = None,
+    speech_clips: Annotated[int, typer.Option("--speech-clips", min=0, help="Training speech snippets.")] = 300,
+    seconds: Annotated[float, typer.Option("--seconds", min=1.0, max=30.0, help="Length of a music piece.")] = 4.0,
+    captions: Annotated[int, typer.Option("--captions", min=1, help="Captions per training effect file.")] = 4,
+    seed: SeedOpt = 0,
+) -> None:
+    """Build a captioned sound corpus: real effects from Debian packages, FluidSynth music, speech snippets; resumable."""
+    from audioguide.corpus.sound import build_sound_corpus
+
+    with _user_errors(), _progress() as progress:
+        bar = progress.add_task("rendering", total=None)
+        paths = build_sound_corpus(
+            out_dir, music, seed, speech, seconds, captions, speech_clips=speech_clips,
+            on_item=lambda i, n: progress.update(bar, completed=i, total=n),
+        )
+    for split, path in paths.items():
+        typer.echo(f"{split}: {path}", err=True)
+
+
 @data_app.command("merge")
 def data_merge(
     corpora: Annotated[list[Path], typer.Argument(help="Corpus directories (each with train/held_out/sus.jsonl).")],
@@ -385,6 +414,17 @@ def _write_report(path: Path, text: str) -> None:
     typer.echo(f"wrote {path}", err=True)
 
 
+def _echo_judge(what: str, clf, overall: float, items: int, per: dict, label: str, unit: str) -> None:
+    """Print a trained judge's summary and its held-out accuracy per label (voice, class)."""
+    plural = "classes" if label == "class" else f"{label}s"
+    typer.echo(f"{what}: {len(clf.labels)} {plural}, {clf.config['train_items']} training {unit}, "
+               f"train accuracy {100 * clf.config['train_accuracy']:.1f} %")
+    typer.echo(f"held-out accuracy on real audio: {100 * overall:.1f} % ({items} {unit})")
+    for name, (a, n) in per.items():
+        flag = "" if name in clf.labels else f"  (not a training {label})"
+        typer.echo(f"  {name:24s} {100 * a:5.1f} % of {n}{flag}")
+
+
 @eval_app.command("speakers")
 def eval_speakers(
     data: Annotated[Path, typer.Option("--data", "-d", help="Training manifest of real recordings with 'audio' and 'speaker'.")],
@@ -415,12 +455,7 @@ def eval_speakers(
             acc = held_out_accuracy(clf, held_rows, on_item=lambda i, n: progress.update(bar, completed=i, total=n))
         clf.config["held_out_accuracy"] = acc.overall
         clf.save(output)
-        typer.echo(f"speaker classifier: {len(clf.voices)} voices, {clf.config['train_items']} training recordings, "
-                   f"train accuracy {100 * clf.config['train_accuracy']:.1f} %")
-        typer.echo(f"held-out accuracy on real audio: {100 * acc.overall:.1f} % ({acc.items} recordings)")
-        for voice, (a, n) in acc.per_voice.items():
-            flag = "" if voice in clf.voices else "  (not a training voice)"
-            typer.echo(f"  {voice:24s} {100 * a:5.1f} % of {n}{flag}")
+        _echo_judge("speaker classifier", clf, acc.overall, acc.items, acc.per_voice, "voice", "recordings")
         typer.echo(f"wrote {output}", err=True)
 
 
@@ -461,6 +496,89 @@ def eval_tts(
             result = evaluate_tts(pipe, splits, settings, judge or None, clf, seed, per_voice, real=real, steps=steps,
                                   on_item=lambda i, n: progress.update(bar, completed=i, total=n))
         table = result.markdown(f"{pipe.recipe.name} on {', '.join(str(p) for p in data)}")
+        typer.echo(table)
+        if report:
+            _write_report(report, table)
+
+
+@eval_app.command("sounds")
+def eval_sounds(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Training manifest of a sound corpus: real clips with 'audio' and 'label'.")],
+    held_out: Annotated[Path, typer.Option("--held-out", help="Held-out manifest of real clips: the classifier's accuracy on it is printed.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Classifier .safetensors to write.")] = Path("sound-classifier.safetensors"),
+    per_class: Annotated[Optional[int], typer.Option("--per-class", min=1, help="At most this many training clips per class (default: all).")] = None,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Train the sound-class judge on real clips (never generated audio) and report its held-out accuracy."""
+    import torch
+
+    from audioguide.core import AudioguideError
+    from audioguide.evaluation.sound import clip_rows, held_out_accuracy, train_sound_classifier
+    from audioguide.manifest import read_manifest
+
+    with _user_errors():
+        if threads:
+            torch.set_num_threads(threads)
+        if output.suffix != ".safetensors":
+            raise AudioguideError(f"output must end in .safetensors, got {output}")
+        train_rows, held_rows = read_manifest(data), read_manifest(held_out)
+        shared = {r.audio.resolve() for r in clip_rows(train_rows)} & {r.audio.resolve() for r in clip_rows(held_rows)}
+        with _progress() as progress:
+            bar = progress.add_task("features (train)", total=None)
+            clf = train_sound_classifier(train_rows, seed, per_class=per_class,
+                                         on_item=lambda i, n: progress.update(bar, completed=i, total=n))
+            bar = progress.add_task("features (held out)", total=None)
+            acc = held_out_accuracy(clf, held_rows, on_item=lambda i, n: progress.update(bar, completed=i, total=n))
+        clf.config["held_out_accuracy"] = acc.overall
+        clf.save(output)
+        _echo_judge("sound classifier", clf, acc.overall, acc.items, acc.per_class, "class", "clips")
+        if shared:
+            typer.secho(f"warning: {len(shared)} held-out clip(s) are also training clips: the held-out accuracy is optimistic.",
+                        fg=typer.colors.YELLOW, err=True)
+        typer.echo(f"wrote {output}", err=True)
+
+
+@eval_app.command("t2a")
+def eval_t2a(
+    recipe: Annotated[str, typer.Argument(help="Text-to-audio recipe name or path.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Held-out manifest of a sound corpus: 'caption', 'label' and the real 'audio'.")],
+    classifier: Annotated[Path, typer.Option("--classifier", help="Sound classifier from `audioguide eval sounds` (prompt adherence, FD).")],
+    per_class: Annotated[Optional[int], typer.Option("--per-class", min=1, help="At most this many rows per class, in manifest order (default: all).")] = None,
+    cfg: Annotated[Optional[str], typer.Option("--cfg", help="Guidance scales to sweep, one for every condition, e.g. 1,3,5,8.")] = None,
+    rescale: Annotated[Optional[str], typer.Option("--rescale", help="CFG-rescale phi values to sweep, e.g. 0,0.7.")] = None,
+    steps: Annotated[Optional[str], typer.Option("--steps", help="Sampler steps to sweep, e.g. 1,8.")] = None,
+    seconds: Annotated[Optional[float], typer.Option("--seconds", help="Generate every row this long (default: the row's duration, within the recipe's range).")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Also write the tables (Markdown) here.")] = None,
+    save_wavs: Annotated[Optional[Path], typer.Option("--save-wavs", help="Also keep the generated clips, as DIR/<setting>/<row id>.wav.")] = None,
+    weights: WeightsOpt = None,
+    threads: ThreadsOpt = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Text-to-audio quality per setting (the recipe's, then the --cfg x --rescale x --steps grid): prompt adherence, FD, speed."""
+    from audioguide.core import AudioguideError
+    from audioguide.evaluation.sound import evaluate_t2a, load_sound_classifier, parse_grid, sweep_settings
+    from audioguide.manifest import read_manifest
+    from audioguide.recipes import load_recipe
+
+    with _user_errors():
+        grids = parse_grid(cfg, "--cfg"), parse_grid(rescale, "--rescale"), parse_grid(steps, "--steps", integer=True)
+        r = load_recipe(recipe)
+        if r.task != "t2a":
+            raise AudioguideError(f"recipe {r.name!r} is a {r.task} recipe; sound evaluation needs a t2a recipe "
+                                  "(speech: `audioguide eval tts`)")
+        settings = sweep_settings(r, *grids)
+        rows = read_manifest(data)
+        clf = load_sound_classifier(classifier)
+        pipe = _load("t2a", r, weights, threads)
+        if pipe.recipe.random_weights:
+            typer.secho(f"warning: recipe {pipe.recipe.name!r} has RANDOM weights: expect adherence near chance.",
+                        fg=typer.colors.YELLOW, err=True)
+        with _progress() as progress:
+            bar = progress.add_task("generating and judging", total=None)
+            result = evaluate_t2a(pipe, rows, clf, settings, lambda i, n: progress.update(bar, completed=i, total=n), seconds,
+                                  seed=seed, per_class=per_class, wav_dir=save_wavs)
+        table = result.markdown(f"{pipe.recipe.name} on {data}")
         typer.echo(table)
         if report:
             _write_report(report, table)

@@ -35,6 +35,7 @@ import torch
 from audioguide.checkpoints import load_checkpoint
 from audioguide.core import Audio, AudioguideError, make_generator
 from audioguide.guidance import Guidance, GuidedField
+from audioguide.models.base import with_negative
 from audioguide.recipes import TASKS, Recipe, RecipeError, check_policy, load_recipe, model_kind
 from audioguide.registry import CONDITIONERS, MODELS, REPRESENTATIONS, SAMPLERS
 
@@ -240,13 +241,18 @@ class Pipeline:
             )
         return seconds
 
-    def check_texts(self, texts: Sequence[str], inputs: Mapping[str, str] | None = None) -> None:
+    def check_texts(self, texts: Sequence[str], inputs: Mapping[str, str] | None = None, negative: str | None = None) -> None:
         """Fail early, with a one-line error, on input the conditioners cannot take."""
         if not texts:
             raise AudioguideError("nothing to generate: no texts given")
         for name, values in self._inputs(texts, inputs).items():
             if values is not None:
                 self.model.conditioners[name].check(values)
+        if negative is not None:
+            primary = PRIMARY_INPUT[self.task]
+            if getattr(self.model, "aligned", "") == primary:
+                raise AudioguideError(f"recipe {self.recipe.name!r} aligns its {primary} to the audio; it takes no negative prompt")
+            self.model.conditioners[primary].check([negative])
 
     def _inputs(self, texts: Sequence[str], inputs: Mapping[str, str] | None) -> dict[str, list[str] | None]:
         """Every conditioner's input per text: the texts themselves, ``inputs`` for the others (the
@@ -282,6 +288,7 @@ class Pipeline:
         rescale: float | None = None,
         seconds: float | None = None,
         inputs: Mapping[str, str] | None = None,
+        negative: str | None = None,
         callback: StepCallback | None = None,
     ) -> Audio:
         """Generate one waveform per text (a prompt, for ``t2a`` recipes).
@@ -289,9 +296,12 @@ class Pipeline:
         ``scales`` overrides per-condition guidance scales, ``cfg`` sets every scale at once,
         ``rescale`` the CFG-rescale phi, ``steps`` the sampler's steps; all are validated.
         ``inputs`` gives the other conditions for every text (e.g. ``{"speaker": "ava"}``).
+        ``negative`` is a negative prompt for the primary condition (the caption of a ``t2a``
+        recipe): guidance on that condition steers from it instead of from the null condition, so
+        it acts only where that condition's scale is not 1.
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
-        self.check_texts(texts, inputs)
+        self.check_texts(texts, inputs, negative)
         policy = self.policy(guidance, scales, cfg, rescale)
         sampler_cfg = self.sampler_config(steps)
         aligned, primary = getattr(self.model, "aligned", ""), PRIMARY_INPUT[self.task]
@@ -305,7 +315,7 @@ class Pipeline:
             parts = [
                 # aligned speech takes its length from predicted durations unless seconds are given
                 self._generate(p, {**conditions, primary: [p]}, None if aligned and seconds is None else self.seconds_for(p, seconds),
-                               seed + i, call_policy, sampler_cfg, callback)
+                               seed + i, call_policy, sampler_cfg, callback, negative)
                 for p in pieces
             ]
             waves.append(parts[0] if len(parts) == 1 else join_speech(parts, self.sample_rate))
@@ -326,10 +336,13 @@ class Pipeline:
         frames = int(predicted.sum())
         return frames, frames * rep.hop / rep.sample_rate
 
-    def _generate(self, text, inputs, seconds, seed, policy, sampler_cfg, callback) -> np.ndarray:
+    def _generate(self, text, inputs, seconds, seed, policy, sampler_cfg, callback, negative=None) -> np.ndarray:
         sampler = SAMPLERS[self.recipe.sampler.type]
         rep = self.representation
         cond = self.model.encode(inputs)
+        if negative is not None:
+            primary = PRIMARY_INPUT[self.task]
+            cond = with_negative(cond, primary, self.model.conditioners[primary]([negative]))
         generator = make_generator(seed, self.device)
         frames, seconds = self._length(cond, seconds)
         if sampler.tokens:

@@ -35,8 +35,9 @@ def rtf(synth, texts, sample_rate) -> float:
     return spent / audio
 
 
-def stages(pipe, texts) -> dict[str, float]:
-    """Seconds per second of audio spent in each stage of our pipeline."""
+def stages(pipe, texts, seconds: float | None = None) -> dict[str, float]:
+    """Seconds per second of audio spent in each stage of our pipeline (``seconds``: the length to
+    generate, for recipes that do not take it from durations, e.g. ``t2a``)."""
     from audioguide.guidance import GuidedField
     from audioguide.registry import SAMPLERS
 
@@ -49,7 +50,7 @@ def stages(pipe, texts) -> dict[str, float]:
         for text in texts:
             t0 = time.perf_counter()
             cond = pipe.model.encode(pipe._inputs([text], None))
-            frames, seconds = pipe._length(cond, None)
+            frames, length = pipe._length(cond, seconds)
             t1 = time.perf_counter()
             g = torch.Generator().manual_seed(0)
             if sampler.tokens:  # a codec LM: autoregressive sampling, then the token decoder
@@ -66,7 +67,7 @@ def stages(pipe, texts) -> dict[str, float]:
             out["conditions + durations"] += t1 - t0
             out["sampling"] += t2 - t1
             out["decoding"] += t3 - t2
-            audio += seconds
+            audio += length
     return {k: v / audio for k, v in out.items()}
 
 

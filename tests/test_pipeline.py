@@ -125,3 +125,39 @@ def test_builtin_random_recipes_generate():
         recipe = load_recipe(name)
         audio = Pipeline.from_recipe(recipe)("A short test.", seed=0, seconds=None)
         assert audio[0].size > 0 and np.isfinite(audio[0]).all()
+
+
+def _tiny_t2a(write_recipe, scale: float = 3.0):
+    text = TINY_TTS.replace('task = "tts"', 'task = "t2a"').replace("conditioners.text", "conditioners.caption")
+    return Pipeline.from_recipe(write_recipe(text.replace("scales = { text = 3.0 }", f"scales = {{ caption = {scale} }}")))
+
+
+def test_negative_prompt_replaces_the_null_branch(write_recipe):
+    pipe = _tiny_t2a(write_recipe)
+    plain = pipe("a dog barking", seed=1)[0]
+    neg = pipe("a dog barking", seed=1, negative="rain on a roof, loud")[0]  # longer than the prompt: padded
+    assert not np.array_equal(plain, neg) and np.isfinite(neg).all()
+    assert np.array_equal(neg, pipe("a dog barking", seed=1, negative="rain on a roof, loud")[0])
+    # with guidance off on the caption (scale 1) the unconditional branch is not used: no effect
+    off = _tiny_t2a(write_recipe, scale=1.0)
+    assert np.array_equal(off("a dog barking", seed=1)[0], off("a dog barking", seed=1, negative="rain")[0])
+    with pytest.raises(AudioguideError, match="text is empty|empty"):
+        pipe("a dog barking", negative="")
+
+
+def test_negative_branch_sees_the_negative_prompt_exactly():
+    """The dropped rows of ``select`` carry the negative's embedding and mask, kept rows their own."""
+    from audioguide.conditioners.base import Encoded
+    from audioguide.models.base import with_negative
+
+    pos = Encoded(torch.randn(2, 3, 4), torch.tensor([[True, True, False], [True, True, True]]))
+    negative = Encoded(torch.randn(1, 5, 4), torch.ones(1, 5, dtype=torch.bool))
+    cond = with_negative({"caption": pos.emb, "caption.mask": pos.mask}, "caption", negative)
+    assert cond["caption"].shape == (2, 5, 4) and not cond["caption.mask"][:, 3:].any()
+    from audioguide.conditioners.characters import Characters, CharactersConfig
+
+    conditioner = Characters(CharactersConfig(dim=4))
+    out = conditioner.select(Encoded(cond["caption"], cond["caption.mask"]), torch.tensor([True, False]),
+                             Encoded(cond["caption.negative"], cond["caption.negative.mask"]))
+    assert torch.equal(out.emb[0, :3], pos.emb[0]) and torch.equal(out.emb[1], negative.emb[0])
+    assert torch.equal(out.mask[1], negative.mask[0]) and torch.equal(out.mask[0, :3], pos.mask[0])

@@ -37,9 +37,12 @@ def test_tts_writes_a_valid_wav_and_warns_about_random_weights(tmp_path):
 
 def test_t2a_and_recipes_listing(tmp_path):
     out = tmp_path / "dog.wav"
-    res = run("t2a", "a dog barking", "-o", out, "--seconds", 1.0, "--rescale", 0.5)
+    res = run("t2a", "a dog barking", "-r", "random-t2a", "-o", out, "--seconds", 1.0, "--rescale", 0.5)
     assert res.exit_code == 0, res.output
     assert sf.info(str(out)).frames == 16000
+    neg = tmp_path / "neg.wav"
+    assert run("t2a", "a dog barking", "-r", "random-t2a", "-o", neg, "--seconds", 1.0, "--negative", "music").exit_code == 0
+    assert neg.read_bytes() != out.read_bytes()  # the negative prompt takes the null branch's place
     res = run("recipes")
     assert res.exit_code == 0
     lines = res.output.strip().splitlines()
@@ -58,7 +61,8 @@ def test_t2a_and_recipes_listing(tmp_path):
         (["tts", "Hi.", "--cfg", "-1"], ">= 0"),
         (["tts", "   "], "text is empty"),
         (["tts", "Hi.", "--recipe", "random-t2a"], "is a t2a recipe; use `audioguide t2a`"),
-        (["t2a", "rain", "--seconds", "500"], "seconds must be in"),
+        (["t2a", "rain", "-r", "random-t2a", "--seconds", "500"], "seconds must be in"),
+        (["t2a", "rain", "-r", "random-t2a", "--negative", "  "], "text is empty"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
@@ -121,7 +125,7 @@ def test_render_resumes_and_matches_single_calls(tmp_path, write_recipe):
 def test_render_cli_infers_sound_from_caption_manifests(tmp_path):
     manifest = tmp_path / "m.jsonl"
     write_manifest(manifest, [{"id": "rain", "caption": "rain on a roof", "duration": 1.0}])
-    res = run("render", manifest, "-o", tmp_path / "out", "--steps", 2)
+    res = run("render", manifest, "-r", "random-t2a", "-o", tmp_path / "out", "--steps", 2)
     assert res.exit_code == 0, res.output
     assert sf.info(str(tmp_path / "out" / "rain.wav")).frames == 16000
 

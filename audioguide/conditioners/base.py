@@ -46,8 +46,15 @@ class Conditioner(nn.Module):
         emb = self.null[None, None].expand(batch, 1, self.dim).clone()
         return Encoded(emb, torch.ones(batch, 1, dtype=torch.bool, device=emb.device))
 
-    def select(self, enc: Encoded, keep: Tensor) -> Encoded:
-        """Replace dropped rows (``keep`` False) by the null condition."""
+    def select(self, enc: Encoded, keep: Tensor, negative: Encoded | None = None) -> Encoded:
+        """Replace dropped rows (``keep`` False) by the null condition, or by ``negative`` (a negative
+        prompt's encoding, padded to ``enc``'s length): then the "unconditional" branch of
+        classifier-free guidance is the negative prompt, and guidance steers away from it (the
+        negative prompts of Stable Diffusion / diffusers, whose negative embeddings take the place
+        of the empty prompt's)."""
+        if negative is not None:
+            k = keep.view(-1, 1, 1)
+            return Encoded(torch.where(k, enc.emb, negative.emb.to(enc.emb.dtype)), torch.where(keep.view(-1, 1), enc.mask, negative.mask))
         k = keep.view(-1, 1, 1)
         emb = torch.where(k, enc.emb, torch.zeros_like(enc.emb))
         emb[:, 0] = torch.where(k[:, 0], emb[:, 0], self.null.to(emb.dtype))

@@ -42,6 +42,14 @@ NO_GUIDANCE_LABEL = "no guidance"
 REAL_LABEL = "real recordings"
 
 
+def real_time_factor(items: Sequence) -> float:
+    """Synthesis seconds over audio seconds of the items that were synthesised (``synthesis_seconds``
+    not None); nan where there are none."""
+    timed = [it for it in items if it.synthesis_seconds is not None]
+    secs = sum(it.seconds for it in timed)
+    return sum(it.synthesis_seconds for it in timed) / secs if timed and secs > 0 else float("nan")
+
+
 def _fmt(w: float) -> str:
     return f"{w:g}"
 
@@ -142,9 +150,7 @@ class SettingResult:
 
     @property
     def rtf(self) -> float:
-        timed = [it for it in self.items if it.synthesis_seconds is not None]
-        secs = sum(it.seconds for it in timed)
-        return sum(it.synthesis_seconds for it in timed) / secs if timed and secs > 0 else float("nan")
+        return real_time_factor(self.items)
 
 
 @dataclass(frozen=True)

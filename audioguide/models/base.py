@@ -38,7 +38,9 @@ class Generator(nn.Module):
 
     Owns its conditioners; :meth:`encode` turns raw inputs into the flat ``cond`` mapping that
     guidance batches (``name`` and ``name.mask`` per condition), and :meth:`conditions` applies the
-    ``keep`` flags, swapping in each conditioner's null where a condition is dropped.
+    ``keep`` flags, swapping in each conditioner's null where a condition is dropped, or the
+    condition's negative prompt where ``cond`` carries one (``name.negative`` and
+    ``name.negative.mask``, the same length as ``name``; see :func:`with_negative`).
     """
 
     kind: str = "flow"
@@ -69,5 +71,26 @@ class Generator(nn.Module):
         for name, conditioner in self.conditioners.items():
             enc = Encoded(cond[name], cond[f"{name}.mask"])
             k = keep.get(name)
-            out[name] = enc if k is None else conditioner.select(enc, k)
+            negative = Encoded(cond[f"{name}.negative"], cond[f"{name}.negative.mask"]) if f"{name}.negative" in cond else None
+            out[name] = enc if k is None else conditioner.select(enc, k, negative)
         return out
+
+
+def with_negative(cond: Mapping[str, Tensor], name: str, negative: Encoded) -> dict[str, Tensor]:
+    """``cond`` with a negative prompt for condition ``name``: its encoding and the condition's are
+    padded (masked) to one length, so guidance's branches stack row by row."""
+    emb, mask = cond[name], cond[f"{name}.mask"]
+    length = max(emb.shape[1], negative.emb.shape[1])
+
+    def pad(e: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+        extra = length - e.shape[1]
+        if extra:
+            e = torch.cat([e, e.new_zeros(e.shape[0], extra, e.shape[2])], 1)
+            m = torch.cat([m, m.new_zeros(m.shape[0], extra)], 1)
+        return e, m
+
+    out = dict(cond)
+    out[name], out[f"{name}.mask"] = pad(emb, mask)
+    neg_emb, neg_mask = pad(negative.emb.expand(emb.shape[0], -1, -1), negative.mask.expand(emb.shape[0], -1))
+    out[f"{name}.negative"], out[f"{name}.negative.mask"] = neg_emb, neg_mask
+    return out

@@ -438,7 +438,11 @@ def train(
             group["lr"] = _lr_at(step, cfg)
         batch = data.sample(cfg.batch_size, generator, cfg.segment_seconds, cfg.length_window)
         batch = dataclasses.replace(batch, wav=batch.wav.to(device), lengths=batch.lengths.to(device))
-        loss, logs = objective(batch, generator, step)
+        # Modules that draw from torch's global RNG (nn.Dropout in the duration predictor) draw from
+        # a stream seeded by (seed, rank, step), so a resumed run repeats them too.
+        with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+            torch.manual_seed(cfg.seed + 1_000_003 * rank + step)
+            loss, logs = objective(batch, generator, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if world > 1:

@@ -1,0 +1,329 @@
+"""Sound evaluation: the sound-class judge, Fréchet distance, the t2a sweep and its CLI.
+
+Everything is synthetic (tones, chirps and noise made with numpy) and fast; a stub pipeline stands in
+for a trained text-to-audio model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from audioguide.audio import write_wav
+from audioguide.checkpoints import save_checkpoint
+from audioguide.cli import app
+from audioguide.core import Audio, AudioguideError
+from audioguide.evaluation.classifier import ClipClassifier, TrainConfig, features, fit
+from audioguide.evaluation.sound import (
+    DEFAULT_LABEL,
+    REAL_LABEL,
+    evaluate_t2a,
+    frechet_distance,
+    held_out_accuracy,
+    load_sound_classifier,
+    parse_grid,
+    sweep_settings,
+    train_sound_classifier,
+)
+from audioguide.evaluation.speaker import SpeakerClassifier
+from audioguide.manifest import read_manifest, write_manifest
+from audioguide.recipes import load_recipe
+
+runner = CliRunner()
+SR = 16000
+KINDS = {"tone": "music", "chirp": "effect", "noise": "effect"}
+CAPTIONS = {"tone": "a steady tone", "chirp": "a rising chirp", "noise": "static hiss"}
+
+
+def synthetic_sound(label: str, rng: np.random.Generator, seconds: float = 0.5, sr: int = SR) -> np.ndarray:
+    """A 'class': a harmonic tone, an exponential chirp or white noise; pitch, level and length vary."""
+    n = int(sr * seconds)
+    t = np.arange(n) / sr
+    if label == "tone":
+        f0 = rng.uniform(200, 400)
+        wav = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 5)) * np.exp(-t * rng.uniform(0.5, 2))
+    elif label == "chirp":
+        f_start, f_end = rng.uniform(300, 600), rng.uniform(3000, 5000)
+        phase = 2 * np.pi * f_start * seconds / np.log(f_end / f_start) * ((f_end / f_start) ** (t / seconds) - 1)
+        wav = np.sin(phase)
+    else:
+        wav = rng.standard_normal(n)
+    wav = wav + 0.002 * rng.standard_normal(n)
+    return (rng.uniform(0.1, 0.5) * wav / np.abs(wav).max()).astype(np.float32)
+
+
+def sound_manifest(root, name: str, per_class: int, seed: int, duration: float | None = 0.5):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, kind in KINDS.items():
+        for i in range(per_class):
+            rid = f"{name}-{label}-{i}"
+            write_wav(root / f"{rid}.wav", synthetic_sound(label, rng), SR)
+            row = {"id": rid, "audio": f"{rid}.wav", "caption": f"{CAPTIONS[label]} number {i}", "label": label, "kind": kind}
+            if duration is not None:
+                row["duration"] = duration
+            rows.append(row)
+    path = root / f"{name}.jsonl"
+    write_manifest(path, rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sound")
+    train, held = sound_manifest(root, "train", 8, seed=1), sound_manifest(root, "held_out", 4, seed=2)
+    clf = train_sound_classifier(read_manifest(train), seed=0)
+    return root, train, held, clf
+
+
+# -- the judge ----------------------------------------------------------------------------------
+
+
+def test_sound_classifier_separates_classes_and_round_trips(corpus, tmp_path):
+    _, train, held, clf = corpus
+    assert clf.kind == "sound-classifier" and clf.labels == ("chirp", "noise", "tone") and clf.config["train_items"] == 24
+    acc = held_out_accuracy(clf, read_manifest(held))
+    assert acc.items == 12 and acc.overall >= 0.9 and set(acc.per_class) == set(KINDS)
+    rng = np.random.default_rng(3)
+    truth = [c for c in KINDS for _ in range(4)]
+    assert clf.accuracy([synthetic_sound(c, rng, sr=24000) for c in truth], 24000, truth) >= 0.9  # resampled inside
+    # rows sharing one audio file are one clip; rows without a label or audio are not training data
+    rows = read_manifest(train)
+    write_manifest(tmp_path / "dup.jsonl", [
+        *({"id": r.id, "audio": str(r.audio), "caption": r.caption, "label": r.extra["label"]} for r in rows),
+        {"id": "again", "audio": str(rows[0].audio), "caption": "another caption", "label": rows[0].extra["label"]},
+        {"id": "unlabelled", "audio": str(rows[1].audio), "caption": "no label"},
+    ])
+    again = train_sound_classifier(read_manifest(tmp_path / "dup.jsonl"), seed=0)
+    assert again.config["train_items"] == 24 and all(torch.equal(again.params[k], clf.params[k]) for k in clf.params)
+    assert train_sound_classifier(rows, per_class=3).config["train_items"] == 9
+    # save / load: the same predictions and embeddings
+    path = clf.save(tmp_path / "sounds.safetensors")
+    loaded = load_sound_classifier(path)
+    clips = [synthetic_sound(c, rng) for c in truth]
+    feats = features(clips, SR)
+    assert loaded.labels == clf.labels and loaded.kind == "sound-classifier" and loaded.predict(clips, SR) == clf.predict(clips, SR)
+    assert loaded.embed(feats).shape == (12, 128) and torch.equal(loaded.embed(feats), clf.embed(feats))
+    with pytest.raises(AudioguideError, match="not a speaker classifier"):
+        SpeakerClassifier.load(path)
+    with pytest.raises(AudioguideError, match="at least two classes"):
+        train_sound_classifier([r for r in rows if r.extra["label"] == "tone"])
+    with pytest.raises(AudioguideError, match="no rows with both 'audio' and a 'label'"):
+        train_sound_classifier(read_manifest(tmp_path / "dup.jsonl")[-1:])
+
+
+def test_embedding_without_hidden_layer_is_the_standardised_features():
+    rng = np.random.default_rng(0)
+    feats = features([synthetic_sound(c, rng) for c in KINDS for _ in range(3)], SR)
+    clf = fit(feats, [c for c in KINDS for _ in range(3)], config=TrainConfig(hidden=0, steps=20))
+    assert torch.allclose(clf.embed(feats), (feats - clf.mean) / clf.std)
+    assert clf.embed(feats[:0]).shape == (0, 256)
+
+
+def test_speaker_checkpoints_written_before_the_generic_classifier_still_load(tmp_path):
+    """The old format: kind speaker-classifier, class names under the metadata key 'voices'."""
+    mean, std = torch.zeros(256), torch.ones(256)
+    params = {"w2": torch.randn(256, 2), "b2": torch.zeros(2)}
+    path = save_checkpoint(tmp_path / "old.safetensors", {"mean": mean, "std": std, **params},
+                           {"voices": ["ava", "bob"], "hidden": 0}, "speaker-classifier")
+    clf = SpeakerClassifier.load(path)
+    assert isinstance(clf, SpeakerClassifier) and clf.voices == ("ava", "bob") and clf.config == {"hidden": 0}
+    assert ClipClassifier.load(path).labels == ("ava", "bob")
+    with pytest.raises(AudioguideError, match="not a sound classifier"):
+        load_sound_classifier(path)
+
+
+# -- Fréchet distance ---------------------------------------------------------------------------
+
+
+def test_frechet_distance():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((300, 8)), rng.standard_normal((300, 8))
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    shifts = [frechet_distance(x, x + s) for s in (0.5, 1.0, 2.0)]
+    assert shifts == pytest.approx([8 * 0.25, 8 * 1.0, 8 * 4.0], rel=1e-6)  # equal covariances: ||mu_a - mu_b||^2
+    assert frechet_distance(x, y) == pytest.approx(frechet_distance(y, x), rel=1e-6)
+    assert 0 < frechet_distance(x, y) < shifts[0]
+    # covariances exactly I and 4 I, equal means: Tr(I + 4 I - 2 (4 I)^(1/2)) = d
+    white = x - x.mean(0)
+    white = white @ np.linalg.inv(np.linalg.cholesky(np.cov(white, rowvar=False))).T
+    assert frechet_distance(white, 2 * white) == pytest.approx(8.0, rel=1e-6)
+    assert frechet_distance(torch.from_numpy(white), torch.from_numpy(2 * white)) == pytest.approx(8.0, rel=1e-6)
+    # fewer samples than dimensions: rank-deficient covariances, still finite and >= 0
+    a, b = rng.standard_normal((5, 64)), rng.standard_normal((7, 64)) + 0.3
+    for d in (frechet_distance(a, b), frechet_distance(a, a), frechet_distance(a[:1], b[:1]), frechet_distance(a[:2], a[2:4])):
+        assert math.isfinite(d) and d >= 0
+    assert frechet_distance(a, a) < 1e-6
+    assert frechet_distance(a[:1], b[:1]) == pytest.approx(((a[0] - b[0]) ** 2).sum())  # one sample: means only
+    with pytest.raises(AudioguideError):
+        frechet_distance(a, b[:, :3])
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+
+def test_sweep_settings_and_grids():
+    recipe = load_recipe("random-t2a")  # caption = 5, rescale 0.75, 10 steps
+    assert parse_grid("1, 3,5,", "--cfg") == [1.0, 3.0, 5.0] and parse_grid(None, "--cfg") == [] and parse_grid("", "--cfg") == []
+    settings = sweep_settings(recipe, cfg=parse_grid("1,5", "--cfg"), rescale=parse_grid("0,0.75", "--rescale"))
+    assert settings == [
+        (DEFAULT_LABEL, {}),
+        ("cfg=1 rescale=0", {"cfg": 1.0, "rescale": 0.0}),
+        # cfg=1 rescale=0.75: with no guidance rescale is a no-op, the same as the previous one
+        ("cfg=5 rescale=0", {"cfg": 5.0, "rescale": 0.0}),
+        # cfg=5 rescale=0.75 is the recipe default
+    ]
+    assert sweep_settings(recipe, steps=parse_grid("2,10", "--steps", integer=True)) == [(DEFAULT_LABEL, {}), ("steps=2", {"steps": 2})]
+    for text, option, integer, message in [("1,a", "--cfg", False, "--cfg expects numbers"), ("1.5", "--steps", True, "whole numbers"),
+                                           ("nan", "--rescale", False, "--rescale expects")]:
+        with pytest.raises(AudioguideError, match=message):
+            parse_grid(text, option, integer)
+    for kwargs, message in [({"cfg": [-1.0]}, "guidance: .*>= 0"), ({"rescale": [2.0]}, "rescale phi must be in"),
+                            ({"steps": [0]}, "steps must be")]:
+        with pytest.raises(AudioguideError, match=message):
+            sweep_settings(recipe, **kwargs)
+
+
+# -- evaluate_t2a -------------------------------------------------------------------------------
+
+
+class StubPipe:
+    """A 't2a model' that follows its prompt when guided (cfg > 1) and makes noise when not: a tone or
+    a chirp for captions that name one, noise otherwise. Records every call."""
+
+    sample_rate = SR
+
+    def __init__(self, recipe: str = "random-t2a"):
+        self.recipe = load_recipe(recipe)
+        self.calls: list[dict] = []
+
+    def __call__(self, texts, *, seed, cfg=None, rescale=None, steps=None, seconds=None):
+        assert len(texts) == 1 and seconds is not None
+        self.calls.append({"caption": texts[0], "seed": seed, "cfg": cfg, "rescale": rescale, "steps": steps, "seconds": seconds})
+        guided = (cfg if cfg is not None else dict(self.recipe.guidance.scales)["caption"]) > 1
+        label = next((c for c in ("tone", "chirp") if guided and c in texts[0]), "noise")
+        return Audio((synthetic_sound(label, np.random.default_rng(seed), seconds),), SR)
+
+
+def stub_rows(tmp_path):
+    """Two rows per class (plus one beyond per_class=2), two rows sharing one clip, one without a label."""
+    path = sound_manifest(tmp_path, "held", 3, seed=5)
+    objs = [json.loads(line) for line in path.read_text().splitlines()]
+    objs[0]["duration"] = 0.1  # below the recipe's min_seconds (0.5)
+    objs[1]["duration"] = 0.7
+    del objs[6]["duration"]  # noise: the recipe's 2 s
+    objs[3]["audio"] = objs[4]["audio"]  # two chirp captions of one clip
+    objs.append({"id": "nolabel", "audio": objs[0]["audio"], "caption": "a steady tone"})
+    write_manifest(path, objs)
+    return read_manifest(path)
+
+
+def test_evaluate_t2a_adherence_pairing_and_report(corpus, tmp_path):
+    clf = corpus[3]
+    rows = stub_rows(tmp_path)
+    pipe = StubPipe()
+    settings = sweep_settings(pipe.recipe, cfg=[1.0, 5.0], steps=[2])
+    assert [label for label, _ in settings] == [DEFAULT_LABEL, "cfg=1 steps=2", "cfg=5 steps=2"]
+    ticks = []
+    report = evaluate_t2a(pipe, rows, clf, settings, on_item=lambda i, n: ticks.append((i, n)), seed=7, per_class=2,
+                          wav_dir=tmp_path / "wavs")
+    assert [r.label for r in report.results] == [DEFAULT_LABEL, "cfg=1 steps=2", "cfg=5 steps=2"] and report.default == DEFAULT_LABEL
+    default, unguided, guided = report.results
+    assert default.adherence() == 1.0 and guided.adherence() == 1.0
+    assert unguided.adherence() == pytest.approx(1 / 3)  # only the noise rows come out right without guidance
+    assert unguided.adherence("noise") == 1.0 and unguided.adherence("tone") == 0.0 and unguided.adherence(kind="music") == 0.0
+    assert (default.scales, default.rescale, default.steps) == ({"caption": 5.0}, 0.75, 10)
+    assert (unguided.scales, unguided.steps) == ({"caption": 1.0}, 2)
+    # realism: the guided clips are distributed like the real ones, the unguided noise is not
+    assert report.real.fd == 0.0 and default.fd < unguided.fd and guided.fd < unguided.fd
+    assert all(r.rtf > 0 for r in report.results) and math.isnan(report.real.rtf)
+    # paired seeds: row i has seed + i in every setting (after one warm-up call)
+    calls = pipe.calls[1:]
+    assert len(calls) == 3 * 6
+    per_setting = [calls[i * 6:(i + 1) * 6] for i in range(3)]
+    assert all([c["seed"] for c in s] == list(range(7, 13)) for s in per_setting)
+    assert all([c["caption"] for c in s] == [c["caption"] for c in per_setting[0]] for s in per_setting)
+    assert [(c["cfg"], c["steps"]) for c in (s[0] for s in per_setting)] == [(None, None), (1.0, 2), (5.0, 2)]
+    # durations: the row's, within the recipe's [0.5, 30], else the recipe's 2 s
+    assert [c["seconds"] for c in per_setting[0]] == [0.5, 0.7, 0.5, 0.5, 2.0, 0.5]
+    # the real reference: each real clip once (two chirp rows share one), judged like the generated ones
+    assert len(report.real.items) == 5 and report.real.adherence() >= 0.8
+    assert ticks[-1] == (3 * 6 + 5, 3 * 6 + 5)
+    assert sorted(p.name for p in (tmp_path / "wavs" / "cfg=1_steps=2").iterdir()) == sorted(f"{r.id}.wav" for r in rows[:2] + rows[3:5] + rows[6:8])
+    text = report.markdown("stub")
+    assert "| setting | cfg | rescale | steps | adherence (top-1) | FD | RTF |" in text
+    assert f"| {DEFAULT_LABEL} | 5 | 0.75 | 10 | 100.0 % |" in text and "| cfg=1 steps=2 | 1 | 0.75 | 2 | 33.3 % |" in text
+    assert f"| {REAL_LABEL} | - | - | - | " in text and "| 0.000 | - |" in text
+    assert "| tone | music | 2 | 100.0 % |" in text and "| noise | effect | 2 | 100.0 % |" in text
+    assert "Judge: top-1 accuracy" in text and "1 row(s) without a caption or a label were skipped" in text
+    # every row the same length with seconds; the same rows and seeds give the same result
+    again = evaluate_t2a(StubPipe(), rows, clf, settings[1:2], seconds=0.6, seed=7, per_class=2)
+    assert {it.seconds for it in again.results[0].items} == {0.6}
+    assert [it.predicted for it in again.results[0].items] == [it.predicted for it in unguided.items]
+
+
+def test_evaluate_t2a_rejects_bad_input(corpus, tmp_path):
+    clf = corpus[3]
+    rows = stub_rows(tmp_path)
+    settings = [(DEFAULT_LABEL, {})]
+    with pytest.raises(AudioguideError, match="is a tts recipe; sound evaluation needs a t2a recipe"):
+        evaluate_t2a(StubPipe("random-tts"), rows, clf, settings)
+    narrow = ClipClassifier(("noise", "tone"), clf.mean, clf.std, {k: v[..., :2] if k in ("w2", "b2") else v for k, v in clf.params.items()}, {})
+    with pytest.raises(AudioguideError, match="does not know class.*chirp"):
+        evaluate_t2a(StubPipe(), rows, narrow, settings)
+    unlabelled = [r for r in rows if "label" not in r.extra]
+    with pytest.raises(AudioguideError, match="no rows with both a 'caption' and a 'label'"):
+        evaluate_t2a(StubPipe(), unlabelled, clf, settings)
+    with pytest.raises(AudioguideError, match=r"seconds must be in \[0.5, 30\]"):
+        evaluate_t2a(StubPipe(), rows, clf, settings, seconds=0.1)
+    with pytest.raises(AudioguideError, match="unknown setting key"):
+        evaluate_t2a(StubPipe(), rows, clf, [("x", {"scale": 2.0})])
+    pipe = StubPipe()
+    with pytest.raises(AudioguideError, match="guidance"):
+        evaluate_t2a(pipe, rows, clf, [("x", {"cfg": -2.0})])
+    assert pipe.calls == []  # validated before any synthesis
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+
+
+def test_eval_sounds_and_t2a_cli(corpus, tmp_path):
+    _, train, held, _ = corpus
+    out = tmp_path / "sounds.safetensors"
+    res = runner.invoke(app, ["eval", "sounds", "--data", str(train), "--held-out", str(held), "-o", str(out), "--per-class", "6"])
+    assert res.exit_code == 0, res.output
+    assert "held-out accuracy on real audio" in res.output and load_sound_classifier(out).config["train_items"] == 18
+    res = runner.invoke(app, ["eval", "sounds", "--data", str(train), "--held-out", str(held), "-o", str(tmp_path / "c.pt")])
+    assert res.exit_code == 2 and "must end in .safetensors" in res.output
+    # a real (random-weight) t2a recipe end to end
+    report = tmp_path / "t2a.md"
+    res = runner.invoke(app, ["eval", "t2a", "random-t2a", "--data", str(held), "--classifier", str(out), "--per-class", "1",
+                              "--cfg", "1,5", "--steps", "2", "--seconds", "0.5", "--report", str(report)])
+    assert res.exit_code == 0, res.output
+    labels = [line.split("|")[1].strip() for line in report.read_text().splitlines() if line.startswith("| ") and "|---" not in line]
+    assert labels[:5] == ["setting", DEFAULT_LABEL, "cfg=1 steps=2", "cfg=5 steps=2", REAL_LABEL]
+    assert not list(tmp_path.glob(".t2a.md.*"))  # written atomically
+    write_manifest(tmp_path / "speech.jsonl", [{"id": "a", "text": "hello", "speaker": "ava"}])
+    speaker = SpeakerClassifier(("a", "b"), torch.zeros(256), torch.ones(256), {"w2": torch.zeros(256, 2), "b2": torch.zeros(2)}, {})
+    speaker.save(tmp_path / "speaker.safetensors")
+    base = ["eval", "t2a", "random-t2a", "--data", str(held), "--classifier", str(out)]
+    for args, message in [
+        (["eval", "t2a", "random-tts", "--data", str(held), "--classifier", str(out)], "is a tts recipe"),
+        (["eval", "t2a", "no-such-recipe", "--data", str(held), "--classifier", str(out)], "no-such-recipe"),
+        (["eval", "t2a", "random-t2a", "--data", str(held), "--classifier", str(tmp_path / "missing.safetensors")], "not found"),
+        (["eval", "t2a", "random-t2a", "--data", str(tmp_path / "missing.jsonl"), "--classifier", str(out)], "cannot read manifest"),
+        (["eval", "t2a", "random-t2a", "--data", str(tmp_path / "speech.jsonl"), "--classifier", str(out)], "no rows with both"),
+        (["eval", "t2a", "random-t2a", "--data", str(held), "--classifier", str(tmp_path / "speaker.safetensors")], "not a sound classifier"),
+        ([*base, "--cfg", "1,x"], "--cfg expects numbers"),
+        ([*base, "--rescale", "3"], "rescale phi"),
+        ([*base, "--steps", "0"], "steps must be"),
+        ([*base, "--seconds", "100"], "seconds must be in"),
+    ]:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, res.output
+        errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0] and "Traceback" not in res.output, res.output

@@ -1,0 +1,172 @@
+"""The captioned sound corpus builder: composition, captions, effect classes, splits, resuming."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audioguide.audio import read_audio, write_wav
+from audioguide.corpus import sound
+from audioguide.corpus.sound import (
+    HELD_OUT_TEMPLATES,
+    INSTRUMENTS,
+    TRAIN_TEMPLATES,
+    Effect,
+    build_sound_corpus,
+    compose,
+    effect_class,
+    effect_segments,
+    music_caption,
+)
+from audioguide.manifest import read_manifest
+
+HAS_FLUIDSYNTH = shutil.which("fluidsynth") is not None and any(Path(p).is_file() for p in sound.SOUNDFONTS)
+needs_fluidsynth = pytest.mark.skipif(not HAS_FLUIDSYNTH, reason="needs fluidsynth and a GM soundfont (apt-get install fluidsynth fluid-soundfont-gm)")
+
+
+def test_compose_is_seeded_and_stays_in_range():
+    for inst in INSTRUMENTS:
+        a = compose(np.random.default_rng(3), inst, 4.0)
+        b = compose(np.random.default_rng(3), inst, 4.0)
+        assert a == b
+        notes, attrs = a
+        assert notes and all(0 <= t < 4.0 and length > 0 and 1 <= v <= 127 for t, length, _, v in notes)
+        assert all(inst.low <= n <= inst.high for _, _, n, _ in notes)
+        assert attrs["instrument"] == inst.name and attrs["tempo"] in sound.TEMPI
+    assert compose(np.random.default_rng(3), INSTRUMENTS[0], 4.0) != compose(np.random.default_rng(4), INSTRUMENTS[0], 4.0)
+
+
+def _template_of(caption: str, templates) -> bool:
+    for t in templates:
+        head, _, tail = t.partition("{x}")
+        if caption.startswith(head) and caption.endswith(tail) and len(caption) > len(head) + len(tail):
+            return True
+    return False
+
+
+def test_held_out_captions_use_only_held_out_phrasings():
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        _, attrs = compose(rng, INSTRUMENTS[i % len(INSTRUMENTS)], 4.0)
+        held = music_caption(attrs, rng, held_out=True)
+        train = music_caption(attrs, rng, held_out=False)
+        name = attrs["instrument"].rstrip("s")  # "drums" may be "a drum kit"
+        assert name in held and name in train
+        assert _template_of(held, HELD_OUT_TEMPLATES) and "  " not in held
+        # the bare "{x}" training phrasing matches anything, so check the reverse only for the framed ones
+        assert not any(_template_of(train, [t]) for t in HELD_OUT_TEMPLATES)
+
+
+@pytest.mark.parametrize(
+    "label,cls",
+    [
+        ("A dog", "dog"), ("dog", "dog"), ("A brown hen", "bird"), ("owls", "bird"), ("A cow", "farm animal"),
+        ("shotgunfire", "gunshot"), ("grenadeimpact", "explosion"), ("im new mail", "chime"), ("sword", "weapon strike"),
+        ("splash", "water"),
+        # creatures' cries and false friends are left out
+        ("wolf hit", None), ("drake die", None), ("hell growl", None), ("comeonthen", None), ("coward", None),
+        ("beep", None), ("UB2006 Penguin II deep sea research vessel", None), ("sniperreload", None),
+    ],
+)
+def test_effect_classes(label, cls):
+    assert effect_class(label) == cls
+
+
+def test_effect_segments_trim_cut_and_normalise(tmp_path):
+    sr = sound.SAMPLE_RATE
+    t = np.arange(int(19.0 * sr)) / sr
+    wav = np.concatenate([np.zeros(sr, np.float32), 0.2 * np.sin(2 * np.pi * 440 * t).astype(np.float32), np.zeros(sr, np.float32)])
+    write_wav(tmp_path / "long.wav", wav, sr)
+    pieces = effect_segments(tmp_path / "long.wav", max_seconds=8.0)
+    assert [round(len(p) / sr, 1) for p in pieces] == [8.0, 8.0, 3.0]  # silence trimmed, cut at 8 s
+    assert all(abs(float(np.abs(p).max()) - 0.9) < 1e-3 for p in pieces)
+    assert len(effect_segments(tmp_path / "long.wav", max_seconds=4.0, max_segments=2)) == 2
+    write_wav(tmp_path / "silent.wav", np.zeros(sr, np.float32), sr)
+    assert effect_segments(tmp_path / "silent.wav", 8.0) == []
+    assert effect_segments(tmp_path / "missing.ogg", 8.0) == []
+
+
+@pytest.fixture
+def fake_sources(tmp_path, monkeypatch):
+    """Two classes of synthetic 'effects' in place of the Debian packages."""
+    sr, rng = sound.SAMPLE_RATE, np.random.default_rng(0)
+    effects = []
+    for i in range(4):
+        for label in ("A dog", "splash"):
+            path = tmp_path / "fx" / f"{label.replace(' ', '_')}_{i}.wav"
+            path.parent.mkdir(exist_ok=True)
+            write_wav(path, (0.3 * rng.standard_normal(int(1.5 * sr))).astype(np.float32), sr)
+            effects.append(Effect(path, label, "fake-package", "CC0"))
+    monkeypatch.setattr(sound, "EFFECT_SOURCES", {"fake": lambda: effects})
+    return effects
+
+
+def _speech_corpus(root: Path) -> Path:
+    sr = 16000
+    for split in ("train", "held_out"):
+        rows = []
+        for i, gender in enumerate(["male", "female"] * 3):
+            path = root / f"{split}_{i}.wav"
+            write_wav(path, np.full(sr, 0.1, np.float32), sr)
+            rows.append({"id": f"{split}_{i}", "audio": path.name, "text": "Hi.", "speaker": f"v{gender}", "gender": gender, "duration": 1.0})
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_build_without_music_splits_effects_and_speech(tmp_path, fake_sources):
+    speech = _speech_corpus((tmp_path / "speech").resolve())
+    speech.mkdir(exist_ok=True)
+    paths = build_sound_corpus(tmp_path / "c", music=0, seed=0, speech=speech, effect_captions=3, speech_clips=4,
+                               sources=("fake",))
+    train, held = read_manifest(paths["train"]), read_manifest(paths["held_out"])
+    labels = {r.extra["label"] for r in train}
+    assert labels == {"dog", "water", "man speaking", "woman speaking"} and {r.extra["label"] for r in held} == labels
+    train_audio = {r.audio for r in train if r.extra["kind"] == "effect"}
+    held_audio = {r.audio for r in held if r.extra["kind"] == "effect"}
+    assert train_audio and held_audio and not (train_audio & held_audio)  # held-out effects are other files
+    per_file = {}
+    for r in train:
+        if r.extra["kind"] == "effect":
+            per_file.setdefault(r.audio, set()).add(r.caption)
+    assert all(1 <= len(c) <= 3 for c in per_file.values()) and len([r for r in train if r.extra["kind"] == "effect"]) == 3 * len(per_file)
+    assert all(r.extra["source"] and r.extra["licence"] for r in train + held)
+    assert all(r.audio.exists() for r in train + held)
+    speech_rows = [r for r in train if r.extra["kind"] == "speech"]
+    assert len(speech_rows) == 4 and len({r.extra["label"] for r in speech_rows}) == 2 and all(
+        bool(re.search(r"\b(man|male)\b", r.caption)) == (r.extra["label"] == "man speaking") for r in speech_rows)
+    counts = json.loads((tmp_path / "c" / "classes.json").read_text())
+    assert sum(counts["train"].values()) == len(train)
+    # a second run is the same corpus, and rewrites no audio
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "c" / "wavs").iterdir()}
+    build_sound_corpus(tmp_path / "c", music=0, seed=0, speech=speech, effect_captions=3, speech_clips=4, sources=("fake",))
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "c" / "wavs").iterdir()} == stamps
+    assert read_manifest(paths["train"]) == train
+
+
+@needs_fluidsynth
+def test_music_renders_each_instrument_audibly(tmp_path, fake_sources):
+    paths = build_sound_corpus(tmp_path / "m", music=10, seed=1, sources=())
+    train, held = read_manifest(paths["train"]), read_manifest(paths["held_out"])
+    assert len(train) == 10 and len(held) == 10
+    assert {r.extra["label"] for r in train} == {i.name for i in INSTRUMENTS}
+    for r in train[:3]:
+        wav, sr = read_audio(r.audio)
+        assert sr == sound.SAMPLE_RATE and len(wav) == 4 * sr
+        assert np.abs(wav).max() == pytest.approx(sound.LEVELS[r.extra["dynamics"]], abs=0.01)
+        assert r.caption.lower().count(r.extra["label"]) >= 1
+
+
+def test_cli_data_sound_without_packages_is_a_one_line_error(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from audioguide.cli import app
+
+    monkeypatch.setattr(sound, "SOUNDFONTS", (str(tmp_path / "none.sf2"),))
+    res = CliRunner().invoke(app, ["data", "sound", "-o", str(tmp_path / "c"), "--music", "2"])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "soundfont" in res.output or "fluidsynth" in res.output.lower()
