@@ -130,10 +130,11 @@ def test_torchrun_two_processes_on_cpu(write_recipe, corpus, tmp_path):
 
     path = write_recipe(TINY_TTS + "\n[train]\nsteps = 3\nbatch_size = 2\nsample_every = 100\nsave_every = 3\ndropout = { text = 0.1 }\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    # --standalone: a local rendezvous on a free port (a fixed port can be taken on a busy machine)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "audioguide.cli", "train", str(path), "--data", str(corpus), "-o", str(tmp_path / "ddp")]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == 0, res.stderr[:3000] + "\n...\n" + res.stderr[-1500:]  # the rank's own error comes first
     assert load_checkpoint(tmp_path / "ddp" / "model.safetensors").config["step"] == 3
     single = train(load_recipe(path), corpus, tmp_path / "single")
     a = load_checkpoint(tmp_path / "ddp" / "model.safetensors").tensors
