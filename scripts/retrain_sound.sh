@@ -31,3 +31,6 @@ python scripts/ship_weights.py "$work/runs/sound/model.safetensors" audioguide/w
 audioguide eval sounds --data "$corpus/train.jsonl" --held-out "$corpus/held_out.jsonl" -o "$work/sounds.safetensors"
 audioguide eval t2a sound --data "$corpus/held_out.jsonl" --classifier "$work/sounds.safetensors" --per-class 10 \
   --cfg 1,3,5,8 --rescale 0,0.7 --steps 1,8 --report benchmarks/results/sound_eval.md
+audioguide eval t2a sound --data "$corpus/unseen.jsonl" --classifier "$work/sounds.safetensors" --per-class 10 \
+  --cfg 1,5 --rescale 0.7 --steps 1,8 --report benchmarks/results/sound_eval_unseen.md
+python benchmarks/t2a_speed.py --report benchmarks/results/t2a_speed.md

@@ -13,12 +13,16 @@ import pytest
 from audioguide.audio import read_audio, write_wav
 from audioguide.corpus import sound
 from audioguide.corpus.sound import (
+    EFFECT_CLASSES,
     HELD_OUT_TEMPLATES,
     INSTRUMENTS,
+    SPEECH_PHRASES,
     TRAIN_TEMPLATES,
+    UNSEEN_PHRASES,
     Effect,
     build_sound_corpus,
     compose,
+    effect_caption,
     effect_class,
     effect_segments,
     music_caption,
@@ -139,6 +143,9 @@ def test_build_without_music_splits_effects_and_speech(tmp_path, fake_sources):
     speech_rows = [r for r in train if r.extra["kind"] == "speech"]
     assert len(speech_rows) == 4 and len({r.extra["label"] for r in speech_rows}) == 2 and all(
         bool(re.search(r"\b(man|male)\b", r.caption)) == (r.extra["label"] == "man speaking") for r in speech_rows)
+    unseen = read_manifest(paths["unseen"])  # the held-out recordings, asked for in other words
+    assert [(r.audio, r.extra["label"]) for r in unseen] == [(r.audio, r.extra["label"]) for r in held]
+    assert all(r.caption != h.caption for r, h in zip(unseen, held))
     counts = json.loads((tmp_path / "c" / "classes.json").read_text())
     assert sum(counts["train"].values()) == len(train)
     # a second run is the same corpus, and rewrites no audio
@@ -170,3 +177,29 @@ def test_cli_data_sound_without_packages_is_a_one_line_error(tmp_path, monkeypat
     res = CliRunner().invoke(app, ["data", "sound", "-o", str(tmp_path / "c"), "--music", "2"])
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert "soundfont" in res.output or "fluidsynth" in res.output.lower()
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def test_unseen_phrases_avoid_every_word_that_singles_out_their_class_in_training():
+    """A word singles out a class when its training captions use it and no other class's do
+    ("cello", "barking", "man"); words several classes share ("playing", "tune", "voice") are
+    allowed, since they alone do not name the class."""
+    rng = np.random.default_rng(0)
+    vocab: dict[str, set[str]] = {}
+    for inst in INSTRUMENTS:
+        vocab[inst.name] = set().union(*(_words(music_caption(compose(rng, inst, 4.0)[1], rng, held_out=False)) for _ in range(300)))
+    for cls, (keys, _) in EFFECT_CLASSES.items():
+        effects = [Effect(Path("x.wav"), k, "s", "l") for k in keys]
+        vocab[cls] = set().union(*(_words(effect_caption(e, cls, rng, held_out=False)) for e in effects for _ in range(20)))
+    for gender, label in sound.SPEECH_LABEL.items():
+        vocab[label] = set().union(*(_words(p) for p in SPEECH_PHRASES[gender])) | _words(" ".join(TRAIN_TEMPLATES))
+    assert set(UNSEEN_PHRASES) == set(vocab)  # every class has unseen phrasings
+    for cls, phrases in UNSEEN_PHRASES.items():
+        specific = vocab[cls] - set().union(*(vocab[c] for c in vocab if c != cls))
+        assert {"cello", "barking", "man"} <= set().union(*(vocab[c] - set().union(*(vocab[o] for o in vocab if o != c))
+                                                            for c in ("cello", "dog", "man speaking")))  # the check has teeth
+        for phrase in phrases:
+            assert not (_words(phrase) & specific), (cls, phrase, _words(phrase) & specific)

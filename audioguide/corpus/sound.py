@@ -15,10 +15,12 @@ Three kinds of material, all offline:
   speaker's gender ("a man speaking").
 
 Every row has ``caption``, ``label`` (its class, what the prompt-adherence judge predicts),
-``kind``, ``source`` and ``licence``. Two splits: ``train.jsonl`` and ``held_out.jsonl``. Held-out
-rows are other recordings (freshly composed music, a quarter of the effect files of each class,
-speech from the speech corpus's held-out split) captioned with phrasings from templates that
-training never uses (:data:`HELD_OUT_TEMPLATES`), so evaluation asks for classes in new words.
+``kind``, ``source`` and ``licence``. Three manifests: ``train.jsonl``, ``held_out.jsonl`` and
+``unseen.jsonl``. Held-out rows are other recordings (freshly composed music, a quarter of the
+effect files of each class, speech from the speech corpus's held-out split) captioned with
+phrasings from templates that training never uses (:data:`HELD_OUT_TEMPLATES`), so evaluation
+asks for classes in new words. ``unseen.jsonl`` asks for the same recordings without the class's
+training vocabulary at all (:data:`UNSEEN_PHRASES`: "a fiddler playing a folk tune" for violin).
 Rerunning with the same arguments resumes: finished WAVs are kept.
 """
 
@@ -415,6 +417,33 @@ SPEECH_PHRASES = {"male": ("a man speaking", "a male voice talking", "a man read
                   "female": ("a woman speaking", "a female voice talking", "a woman reading aloud")}
 SPEECH_LABEL = {"male": "man speaking", "female": "woman speaking"}
 
+# Descriptions of each class in words its training captions never use (no class name, no caption
+# keyword): the ``unseen`` split asks for held-out recordings this way, so prompt adherence there
+# measures what the text encoder brings, not caption matching.
+UNSEEN_PHRASES: dict[str, tuple[str, ...]] = {
+    "piano": ("a pianist practising scales", "someone playing a grand at a recital"),
+    "cello": ("a cellist bowing a sad phrase", "a large bowed string instrument"),
+    "violin": ("a fiddler playing a folk tune", "a violinist performing a solo"),
+    "guitar": ("a guitarist strumming", "fingerpicking on an acoustic six-string"),
+    "flute": ("a flautist performing", "an airy woodwind solo"),
+    "trumpet": ("a brass fanfare", "a trumpeter at a parade"),
+    "saxophone": ("a jazz sax solo", "a saxophonist improvising"),
+    "organ": ("a cathedral organist performing", "a church hymn on pipes"),
+    "marimba": ("mallets striking wooden bars", "a xylophone tune"),
+    "drums": ("a drummer keeping time", "snare and cymbals groove"),
+    "dog": ("a hound howling", "a canine woofing at a stranger"),
+    "bird": ("a songbird tweeting", "feathered creatures twittering at dawn"),
+    "farm animal": ("livestock in a barnyard", "cattle lowing in a field"),
+    "insect": ("a swarm of flies humming", "a wasp droning near a flower"),
+    "explosion": ("a detonation", "something blowing up"),
+    "gunshot": ("a firearm discharging", "a sharp crack at a shooting range"),
+    "weapon strike": ("blades clanging together", "a fencing duel with steel"),
+    "water": ("a stream trickling over stones", "liquid pouring into a sink"),
+    "chime": ("a ping from an app", "a quick beep from a laptop"),
+    "man speaking": ("a gentleman giving a talk", "a guy telling a story"),
+    "woman speaking": ("a lady giving a talk", "a girl telling a story"),
+}
+
 
 def build_sound_corpus(
     out_dir: str | Path,
@@ -428,7 +457,7 @@ def build_sound_corpus(
     sources: Sequence[str] = tuple(EFFECT_SOURCES),
     on_item: Callable[[int, int], None] | None = None,
 ) -> dict[str, Path]:
-    """Build the corpus in ``out_dir`` (``wavs/`` + ``train.jsonl`` + ``held_out.jsonl``).
+    """Build the corpus in ``out_dir`` (``wavs/`` + ``train.jsonl``, ``held_out.jsonl``, ``unseen.jsonl``).
 
     ``music`` training pieces (and a quarter as many held-out ones) spread evenly over the
     instruments; every classified effect file of the installed ``sources``, a
@@ -513,6 +542,11 @@ def build_sound_corpus(
                                         "label": SPEECH_LABEL[gender], "kind": "speech", "duration": r.duration, "speaker": r.speaker,
                                         "source": r.extra.get("source", f"speech corpus ({r.speaker})"),
                                         "licence": "see the speech corpus's teacher voice"})
+
+    # the same held-out recordings, asked for in words training never uses for their class
+    unseen_rng = np.random.default_rng([seed, 1])  # apart from `rng`: train and held_out stay as they were
+    rows["unseen"] = [{**r, "id": f"{r['id']}-unseen", "caption": _phrase(str(unseen_rng.choice(UNSEEN_PHRASES[r["label"]])), unseen_rng, True)}
+                      for r in rows["held_out"] if r["label"] in UNSEEN_PHRASES]
 
     paths = {}
     for split, items in rows.items():
