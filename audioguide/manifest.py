@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audioguide.core import AudioguideError
+from audioguide.core import AudioguideError, atomic_write
 
 _FIELDS = ("id", "audio", "text", "speaker", "caption", "style", "duration", "seed")
 _SAFE_ID = re.compile(r"^[\w.-]+$")
@@ -104,4 +104,6 @@ def cap_per_voice(rows: Sequence[Row], per_voice: int | None) -> list[Row]:
 
 
 def write_manifest(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    Path(path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    """Write ``rows`` as JSON Lines, atomically (a crash leaves the previous file or none)."""
+    with atomic_write(path) as tmp:
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

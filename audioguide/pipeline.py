@@ -298,13 +298,16 @@ class Pipeline:
         ``inputs`` gives the other conditions for every text (e.g. ``{"speaker": "ava"}``).
         ``negative`` is a negative prompt for the primary condition (the caption of a ``t2a``
         recipe): guidance on that condition steers from it instead of from the null condition, so
-        it acts only where that condition's scale is not 1.
+        it needs that condition's scale away from 1 (an error otherwise: it would do nothing).
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
         self.check_texts(texts, inputs, negative)
         policy = self.policy(guidance, scales, cfg, rescale)
         sampler_cfg = self.sampler_config(steps)
         aligned, primary = getattr(self.model, "aligned", ""), PRIMARY_INPUT[self.task]
+        if negative is not None and dict(policy.scales).get(primary, 1.0) == 1.0 and not policy.custom_terms:
+            raise AudioguideError(f"a negative prompt acts through guidance on the {primary}, whose scale is 1 (no guidance); "
+                                  "set a scale above 1 (--cfg)")
         waves = []
         for i, text in enumerate(texts):
             conditions = self._inputs([text], inputs)

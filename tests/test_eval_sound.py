@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -239,7 +240,7 @@ def test_evaluate_t2a_adherence_pairing_and_report(corpus, tmp_path):
     assert (default.scales, default.rescale, default.steps) == ({"caption": 5.0}, 0.75, 10)
     assert (unguided.scales, unguided.steps) == ({"caption": 1.0}, 2)
     # realism: the guided clips are distributed like the real ones, the unguided noise is not
-    assert report.real.fd == 0.0 and default.fd < unguided.fd and guided.fd < unguided.fd
+    assert math.isnan(report.real.fd) and default.fd < unguided.fd and guided.fd < unguided.fd
     assert all(r.rtf > 0 for r in report.results) and math.isnan(report.real.rtf)
     # paired seeds: row i has seed + i in every setting (after one warm-up call)
     calls = pipe.calls[1:]
@@ -257,7 +258,7 @@ def test_evaluate_t2a_adherence_pairing_and_report(corpus, tmp_path):
     text = report.markdown("stub")
     assert "| setting | cfg | rescale | steps | adherence (top-1) | FD | RTF |" in text
     assert f"| {DEFAULT_LABEL} | 5 | 0.75 | 10 | 100.0 % |" in text and "| cfg=1 steps=2 | 1 | 0.75 | 2 | 33.3 % |" in text
-    assert f"| {REAL_LABEL} | - | - | - | " in text and "| 0.000 | - |" in text
+    assert re.search(rf"\| {REAL_LABEL} \| - \| - \| - \| [\d.]+ % \| - \| - \|", text)  # no FD of the real clips to themselves
     assert "| tone | music | 2 | 100.0 % |" in text and "| noise | effect | 2 | 100.0 % |" in text
     assert "Judge: top-1 accuracy" in text and "1 row(s) without a caption or a label were skipped" in text
     # every row the same length with seconds; the same rows and seeds give the same result
@@ -327,3 +328,14 @@ def test_eval_sounds_and_t2a_cli(corpus, tmp_path):
         assert res.exit_code == 2, res.output
         errors = [line for line in res.output.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and message in errors[0] and "Traceback" not in res.output, res.output
+
+
+def test_cli_eval_t2a_on_a_recipe_without_a_generator_is_a_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from audioguide.cli import app
+
+    res = CliRunner().invoke(app, ["eval", "t2a", "autoencoder-sound", "--data", str(tmp_path / "x.jsonl"),
+                                   "--classifier", str(tmp_path / "c.safetensors")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "error:" in res.output and "no generator" in res.output

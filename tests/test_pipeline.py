@@ -138,9 +138,11 @@ def test_negative_prompt_replaces_the_null_branch(write_recipe):
     neg = pipe("a dog barking", seed=1, negative="rain on a roof, loud")[0]  # longer than the prompt: padded
     assert not np.array_equal(plain, neg) and np.isfinite(neg).all()
     assert np.array_equal(neg, pipe("a dog barking", seed=1, negative="rain on a roof, loud")[0])
-    # with guidance off on the caption (scale 1) the unconditional branch is not used: no effect
-    off = _tiny_t2a(write_recipe, scale=1.0)
-    assert np.array_equal(off("a dog barking", seed=1)[0], off("a dog barking", seed=1, negative="rain")[0])
+    # with guidance off on the caption (scale 1) a negative prompt could do nothing: refused, not ignored
+    with pytest.raises(AudioguideError, match="negative prompt acts through guidance.*scale is 1"):
+        _tiny_t2a(write_recipe, scale=1.0)("a dog barking", seed=1, negative="rain")
+    with pytest.raises(AudioguideError, match="scale is 1"):
+        pipe("a dog barking", seed=1, cfg=1.0, negative="rain")
     with pytest.raises(AudioguideError, match="text is empty|empty"):
         pipe("a dog barking", negative="")
 

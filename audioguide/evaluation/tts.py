@@ -50,7 +50,8 @@ def real_time_factor(items: Sequence) -> float:
     return sum(it.synthesis_seconds for it in timed) / secs if timed and secs > 0 else float("nan")
 
 
-def _fmt(w: float) -> str:
+def fmt_scale(w: float) -> str:
+    """A scale or other setting value as the tables print it (``5``, ``0.7``)."""
     return f"{w:g}"
 
 
@@ -89,7 +90,7 @@ def sweep_settings(recipe_scales: Mapping[str, float] | Sequence[tuple[str, floa
     settings: list[Setting] = [(DEFAULT_LABEL, dict(base)), (NO_GUIDANCE_LABEL, {n: 1.0 for n in base})]
     for name, values in (sweeps or {}).items():
         for w in values:
-            settings.append((f"{name}={_fmt(w)}", {**base, name: float(w)}))
+            settings.append((f"{name}={fmt_scale(w)}", {**base, name: float(w)}))
     out: list[Setting] = []
     seen: set[tuple] = set()
     for label, scales in settings:
@@ -172,12 +173,14 @@ class TTSReport:
         return markdown(self, title)
 
 
-def _pct(x: float) -> str:
+def fmt_pct(x: float) -> str:
+    """A fraction as a percentage with one decimal, ``-`` for nan."""
     return "-" if math.isnan(x) else f"{100 * x:.1f} %"
 
 
-def _num(x: float, digits: int = 3) -> str:
-    return "-" if math.isnan(x) else f"{x:.{digits}f}"
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    """A number with ``digits`` decimals, ``-`` for None or nan."""
+    return "-" if x is None or math.isnan(x) else f"{x:.{digits}f}"
 
 
 def markdown(report: TTSReport, title: str | None = None) -> str:
@@ -188,9 +191,9 @@ def markdown(report: TTSReport, title: str | None = None) -> str:
     lines.append("|---|---|" + "---|" * len(splits) + "---|---|")
     rows = list(report.results) + ([report.real] if report.real is not None else [])
     for r in rows:
-        scales = " ".join(f"{n}={_fmt(w)}" for n, w in r.scales.items()) or "-"
-        lines.append(f"| {r.label} | {scales} | " + " | ".join(_pct(r.wer(s)) for s in splits)
-                     + f" | {_pct(r.speaker_accuracy())} | {_num(r.rtf)} |")
+        scales = " ".join(f"{n}={fmt_scale(w)}" for n, w in r.scales.items()) or "-"
+        lines.append(f"| {r.label} | {scales} | " + " | ".join(fmt_pct(r.wer(s)) for s in splits)
+                     + f" | {fmt_pct(r.speaker_accuracy())} | {fmt_num(r.rtf)} |")
     try:
         default = report.result(report.default)
     except KeyError:
@@ -203,8 +206,8 @@ def markdown(report: TTSReport, title: str | None = None) -> str:
                       "|---|---|" + "---|" * len(splits) + "---|"]
             for v in voices:
                 n = sum(it.voice == v for it in default.items)
-                lines.append(f"| {v} | {n} | " + " | ".join(_pct(default.wer(s, v)) for s in splits)
-                             + f" | {_pct(default.speaker_accuracy(voice=v))} |")
+                lines.append(f"| {v} | {n} | " + " | ".join(fmt_pct(default.wer(s, v)) for s in splits)
+                             + f" | {fmt_pct(default.speaker_accuracy(voice=v))} |")
     items = len(report.results[0].items) if report.results else 0
     lines += ["", (f"{items} sentences per setting; WER is corpus-level (word errors / reference words) after "
                    "Whisper's English normaliser; speaker accuracy is the real-audio-trained classifier naming the "
