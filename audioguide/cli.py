@@ -414,6 +414,20 @@ def _write_report(path: Path, text: str) -> None:
     typer.echo(f"wrote {path}", err=True)
 
 
+def _judge_inputs(data: Path, held_out: Path, output: Path, threads: int | None) -> tuple[list, list]:
+    """For the judge-training commands: torch's threads, the output's suffix checked, both manifests read."""
+    import torch
+
+    from audioguide.core import AudioguideError
+    from audioguide.manifest import read_manifest
+
+    if threads:
+        torch.set_num_threads(threads)
+    if output.suffix != ".safetensors":
+        raise AudioguideError(f"output must end in .safetensors, got {output}")
+    return read_manifest(data), read_manifest(held_out)
+
+
 def _echo_judge(what: str, clf, overall: float, items: int, per: dict, label: str, unit: str) -> None:
     """Print a trained judge's summary and its held-out accuracy per label (voice, class)."""
     plural = "classes" if label == "class" else f"{label}s"
@@ -435,18 +449,10 @@ def eval_speakers(
     threads: ThreadsOpt = None,
 ) -> None:
     """Train the speaker-identification judge on real recordings and report its held-out accuracy."""
-    import torch
-
-    from audioguide.core import AudioguideError
     from audioguide.evaluation.speaker import held_out_accuracy, train_speaker_classifier
-    from audioguide.manifest import read_manifest
 
     with _user_errors():
-        if threads:
-            torch.set_num_threads(threads)
-        if output.suffix != ".safetensors":
-            raise AudioguideError(f"output must end in .safetensors, got {output}")
-        train_rows, held_rows = read_manifest(data), read_manifest(held_out)
+        train_rows, held_rows = _judge_inputs(data, held_out, output, threads)
         with _progress() as progress:
             bar = progress.add_task("features (train)", total=None)
             clf = train_speaker_classifier(train_rows, per_voice, seed,
@@ -511,18 +517,10 @@ def eval_sounds(
     threads: ThreadsOpt = None,
 ) -> None:
     """Train the sound-class judge on real clips (never generated audio) and report its held-out accuracy."""
-    import torch
-
-    from audioguide.core import AudioguideError
     from audioguide.evaluation.sound import clip_rows, held_out_accuracy, train_sound_classifier
-    from audioguide.manifest import read_manifest
 
     with _user_errors():
-        if threads:
-            torch.set_num_threads(threads)
-        if output.suffix != ".safetensors":
-            raise AudioguideError(f"output must end in .safetensors, got {output}")
-        train_rows, held_rows = read_manifest(data), read_manifest(held_out)
+        train_rows, held_rows = _judge_inputs(data, held_out, output, threads)
         shared = {r.audio.resolve() for r in clip_rows(train_rows)} & {r.audio.resolve() for r in clip_rows(held_rows)}
         with _progress() as progress:
             bar = progress.add_task("features (train)", total=None)

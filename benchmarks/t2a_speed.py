@@ -31,15 +31,19 @@ PROMPTS = (
 )
 
 
-def rtf(generate, prompts, seconds) -> float:
-    """Total compute seconds over total audio seconds, after one untimed warm-up."""
+def rtf(generate, prompts, seconds, repeats: int = 5) -> float:
+    """Compute seconds over audio seconds of one pass over ``prompts``, the median of ``repeats``
+    passes (this shared 2-core VM's speed drifts between runs), after one untimed warm-up."""
     generate(prompts[0])
-    spent = 0.0
-    for p in prompts:
-        t = time.perf_counter()
-        generate(p)
-        spent += time.perf_counter() - t
-    return spent / (seconds * len(prompts))
+    passes = []
+    for _ in range(repeats):
+        spent = 0.0
+        for p in prompts:
+            t = time.perf_counter()
+            generate(p)
+            spent += time.perf_counter() - t
+        passes.append(spent / (seconds * len(prompts)))
+    return float(np.median(passes))
 
 
 def fluidsynth_rtf(prompts: int, seconds: float) -> float | None:
@@ -72,6 +76,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--recipe", default="sound")
     ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--repeats", type=int, default=5, help="timed passes over the prompts; the median is reported")
     ap.add_argument("--report", type=Path)
     args = ap.parse_args()
     from audioguide import Pipeline
@@ -83,7 +88,7 @@ def main() -> None:
         f"# Text-to-audio speed: recipe `{args.recipe}`",
         "",
         f"{len(prompts)} held-out prompts, {args.seconds:g} s each; {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}. RTF = compute seconds / audio seconds (lower is better); ratio = FluidSynth RTF / ours.",
+        f"torch {torch.__version__}. RTF = compute seconds / audio seconds (lower is better), median of {args.repeats} passes; ratio = FluidSynth RTF / ours.",
         "",
         f"| threads | ours, default ({steps} steps, CFG + rescale) | ours, 1 step | FluidSynth (reference, marginal, 1 thread) | ratio (default) |",
         "|---|---|---|---|---|",
@@ -92,8 +97,8 @@ def main() -> None:
     ref = fluidsynth_rtf(len(prompts), args.seconds)  # once: FluidSynth does not use torch's threads
     for threads in args.threads:
         torch.set_num_threads(threads)
-        ours = rtf(lambda p: pipe([p], seed=0, seconds=args.seconds), prompts, args.seconds)
-        one = rtf(lambda p: pipe([p], seed=0, seconds=args.seconds, steps=1), prompts, args.seconds)
+        ours = rtf(lambda p: pipe([p], seed=0, seconds=args.seconds), prompts, args.seconds, args.repeats)
+        one = rtf(lambda p: pipe([p], seed=0, seconds=args.seconds, steps=1), prompts, args.seconds, args.repeats)
         ratio = f"{ref / ours:.2f}" if ref else "n/a"
         lines.append(f"| {threads} | {ours:.4f} | {one:.4f} | {f'{ref:.4f}' if ref else 'n/a'} | {ratio} |")
         breakdown.append((threads, stages(pipe, prompts, args.seconds)))  # tts_speed's stages, at a fixed length

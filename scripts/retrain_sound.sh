@@ -34,3 +34,4 @@ audioguide eval t2a sound --data "$corpus/held_out.jsonl" --classifier "$work/so
 audioguide eval t2a sound --data "$corpus/unseen.jsonl" --classifier "$work/sounds.safetensors" --per-class 10 \
   --cfg 1,5 --rescale 0.7 --steps 1,8 --report benchmarks/results/sound_eval_unseen.md
 python benchmarks/t2a_speed.py --report benchmarks/results/t2a_speed.md
+python scripts/sound_samples.py   # samples/sound (needs matplotlib)
