@@ -4,9 +4,11 @@
 # measure them.
 #   bash scripts/retrain_speech.sh [WORKDIR]          (DEVICE=cuda for a GPU)
 # Needs: pip install -e ".[corpus,eval]"  and  apt-get install flite.
+# Every row is aligned exactly from its teacher's own synthesis (hibari, Kokoro, piper: their duration
+# predictors; flite: its phone timings), so no voice needs DTW against hibari any more.
 # Measured on the 2-core CPU (Nov 2026), not yet in one uninterrupted run:
-#   fast voices (hibari + 4 flite, 1200/300 sentences each): ~35 min of one shared core;
-#   slow voices (piper 600, Kokoro alpha 150 / kumo 100 sentences): ~45 min of one shared core
+#   fast voices (hibari + 4 flite, 2000/500 sentences each): ~10 min of one core;
+#   slow voices (piper 1200, Kokoro alpha 150 / kumo 100 sentences): ~25 min of one shared core
 #   (Kokoro's RTF is 1-6 on a loaded core), run in parallel with the fast ones;
 #   training, 2 threads, batch 12: ~1.6 s/step for the flow-matching steps (FastSpeech decoder
 #   included), ~2.3 s/step for mean-flow ones (JVP on the r < t rows only).
@@ -24,12 +26,12 @@ set -euo pipefail
 work="${1:-work}"
 device="${DEVICE:-cpu}"
 corpus="$work/corpus"
-audioguide data speech -o "$corpus/fast" --sentences 1200 --held-out 40 --seed 0 \
+audioguide data speech -o "$corpus/fast" --sentences 2000 --held-out 40 --seed 0 \
   --teacher hibari-heart --teacher flite-slt --teacher flite-rms --teacher flite-awb --teacher flite-kal16 \
-  --limit flite-kal16=300 &
+  --limit flite-kal16=500 &
 audioguide data speech -o "$corpus/slow" --sentences 1200 --held-out 10 --seed 0 \
   --teacher piper-joe --teacher kokoro-alpha --teacher kokoro-kumo \
-  --limit piper-joe=600 --limit kokoro-alpha=150 --limit kokoro-kumo=100 &
+  --limit piper-joe=1200 --limit kokoro-alpha=150 --limit kokoro-kumo=100 &
 wait
 audioguide data merge "$corpus/fast" "$corpus/slow" -o "$corpus/speech"
 audioguide train speech --data "$corpus/speech/train.jsonl" -o "$work/runs/speech" --device "$device" --threads 2 \

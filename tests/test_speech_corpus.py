@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from audioguide.cli import app
-from audioguide.corpus.speech import describe_rows, merge_corpora
+from audioguide.corpus.speech import describe_rows, espeak_phones, merge_corpora, parse_flite_phones, phone_alignment
 from audioguide.corpus.texts import OPEN_FRACTION, open_words, sentences
 from audioguide.manifest import read_manifest
 
@@ -71,3 +71,40 @@ def test_voices_lists_the_recipe_voices_and_its_default():
     assert sum(line.startswith("*") for line in lines) == 1
     res = runner.invoke(app, ["voices", "-r", "random-tts"])
     assert res.exit_code == 2 and "has no named voices" in res.output
+
+
+def test_flite_phone_times_are_parsed():
+    assert parse_flite_phones("pau:0.119 hh:0.212 ax:0.261\n") == [("pau", 0.119), ("hh", 0.212), ("ax", 0.261)]
+
+
+def test_teacher_phone_times_carry_over_to_our_phonemes():
+    # "hˈɛlO" spoken by a teacher as pau hh eh l ow pau, at 100 samples per second
+    spoken = [("pau", 0.1), ("hh", 0.2), ("eh", 0.3), ("l", 0.4), ("ow", 0.6), ("pau", 0.7)]
+    samples = phone_alignment("hˈɛlO", spoken, 70, 100)
+    #          <edge> h  ˈ  ɛ   l   O  <edge>
+    assert samples == [10, 10, 0, 10, 10, 20, 10]
+
+
+def test_a_pause_inside_goes_to_the_punctuation_and_unsaid_phonemes_share_the_next():
+    # "bˈi, sˈi." with the teacher dropping nothing; then with a phoneme it did not say (ə)
+    spoken = [("pau", 0.1), ("b", 0.2), ("iy", 0.3), ("pau", 0.5), ("s", 0.6), ("iy", 0.7), ("pau", 0.8)]
+    samples = phone_alignment("bˈi, sˈi.", spoken, 80, 100)
+    tokens = ["<edge>", *"bˈi, sˈi.", "<edge>"]
+    assert dict(zip(tokens, samples))[","] == 20 and samples[tokens.index(" ")] == 0
+    assert sum(samples) == 80 and samples[0] == 10 and samples[-1] == 10
+    samples = phone_alignment("bˈi, əsˈi.", spoken, 80, 100)
+    tokens = ["<edge>", *"bˈi, əsˈi.", "<edge>"]
+    assert samples[tokens.index("ə")] == 5 and samples[tokens.index("s")] == 5  # s's 10 samples, shared
+
+
+def test_phone_alignment_refuses_timings_that_do_not_fit():
+    spoken = [("pau", 0.1), ("hh", 0.2), ("eh", 0.3), ("l", 0.4), ("ow", 0.6), ("pau", 0.7)]
+    assert phone_alignment("hˈɛlO", spoken, 200, 100) is None  # the recording is far longer
+    assert phone_alignment("hˈɛlO", spoken[:-1] + [("pau", 0.66)], 70, 100) is not None  # closing pause cut short
+    assert phone_alignment("ʃˈæmpu", spoken, 70, 100) is None  # another text: too few phonemes match
+
+
+def test_espeak_symbols_become_phones_with_their_samples():
+    pieces = [("^", 10), ("h", 10), ("ə", 5), ("l", 10), ("ˈ", 5), ("o", 10), ("ʊ", 10), ("ː", 5), (".", 10), ("$", 10)]
+    assert espeak_phones(pieces, 1) == [("pau", 10), ("hh", 20), ("ax", 25), ("l", 35), ("ow", 65), ("pau", 75),
+                                        ("pau", 85)]

