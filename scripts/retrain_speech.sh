@@ -19,7 +19,13 @@
 #   3. 700 after the fix that rescales 16 kHz / 22.05 kHz teacher durations to 24 kHz (lr 3e-4);
 #   4. 1600 more flow-matching steps (lr 3e-4, warm-up 50, cosine over 3000, stopped at 1600; 43 min);
 #   5. 1300 mean-flow steps (58 min) with folded content guidance (this recipe's [train.meanflow];
-#      lr 3e-4, warm-up 50, curriculum 100, cosine over 1500, stopped at 1300).
+#      lr 3e-4, warm-up 50, curriculum 100, cosine over 1500, stopped at 1300);
+#   6. 2200 mean-flow steps (38 min) on the corpus this script builds now: every voice exactly aligned
+#      (steps 1-5 had flite and piper aligned by DTW against hibari, one to two phonemes off), 2000
+#      sentences for hibari and flite, 1200 for piper; 9950 utterances, 10.4 h. A copy of this recipe
+#      with [train] steps = 2200, lr = 3e-4, warmup = 50, flow_steps = 0, curriculum_steps = 0,
+#      length_window = 4; shipped with scripts/ship_weights.py --recipe speech.
+#      Held-out / SUS WER 30.2 / 15.3 % -> 15.0 / 3.5 % (Whisper base, 80 sentences; real audio 12.0 / 6.6 %).
 # This script trains the recipe's 6300-step schedule from scratch (--from-scratch), ~3 h on the
 # 2-core CPU; it has not been run end to end yet.
 set -euo pipefail

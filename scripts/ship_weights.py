@@ -1,11 +1,13 @@
 """Turn an exported training checkpoint into shipped package weights.
 
     python scripts/ship_weights.py RUN/model.safetensors audioguide/weights/NAME.safetensors \
-        [--calibrate MANIFEST] [--fp32]
+        [--calibrate MANIFEST] [--fp32] [--recipe NAME]
 
 Floating-point tensors are stored as float16 (half the size; they are upcast when loaded) unless
 ``--fp32``; the config stays in the metadata. ``--calibrate`` sets an autoencoder's latent scale
 from up to 64 clips of a manifest, so its latents have unit variance for the generators.
+``--recipe`` names the recipe the weights ship with, where they were trained by a fine-tuning
+copy of it under another name.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def main() -> None:
     ap.add_argument("target")
     ap.add_argument("--calibrate", help="manifest of audio for an autoencoder's latent scale")
     ap.add_argument("--fp32", action="store_true")
+    ap.add_argument("--recipe", help="the shipped recipe's name, recorded in the metadata")
     args = ap.parse_args()
     ckpt = load_checkpoint(args.source)
     tensors = dict(ckpt.tensors)
@@ -42,7 +45,8 @@ def main() -> None:
         tensors = rep.state_dict()
     if not args.fp32:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    save_checkpoint(args.target, tensors, ckpt.config, ckpt.kind)
+    config = {**ckpt.config, "recipe": args.recipe} if args.recipe else ckpt.config
+    save_checkpoint(args.target, tensors, config, ckpt.kind)
     print(f"wrote {args.target}")
 
 

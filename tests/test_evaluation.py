@@ -11,6 +11,11 @@ from audioguide.evaluation.asr import normalize, word_error_rate
 def test_wer_normalises_and_counts():
     assert word_error_rate(["Hello, World!"], ["hello world"]) == 0.0
     assert normalize("It's 5 o'clock.") == normalize("it is 5 o'clock")
+    # dates and clock times as the corpus writes them and as Whisper writes what it hears
+    assert normalize("Ivan counted them on May 17.") == normalize("Ivan counted them on May 17th.")
+    assert normalize("At 1:05, we stayed home.") == normalize("At 105 we stayed home.")
+    assert normalize("At 7:45.") == normalize("at seven forty-five") == "at 745"
+    assert normalize("the 3rd of July") != normalize("the 4th of July")
     assert word_error_rate(["cats like warm milk"], ["cats like milk"]) == pytest.approx(0.25)
     assert word_error_rate(["a b", "c d e f g h"], ["a b", "x d e f g h"]) == pytest.approx(1 / 8)
 

@@ -124,13 +124,19 @@ def _normalizer():
 
 
 _DIGIT_JOIN = re.compile(r"(?<=\d)[:.](?=\d)|(?<=\b\d)(?<!\d\d\d) (?=\d\d\b)|(?<=\b\d\d) (?=\d\d\b)")
+_CLOCK = re.compile(r"\b(\d{1,2}):(\d\d)\b")
+_ORDINAL = re.compile(r"\b(\d+)(?:st|nd|rd|th)\b")
 
 
 def normalize(text: str) -> str:
     """Whisper's English normaliser, then on both sides digits joined across ``:`` and ``.`` and a
     1-2 digit number joined to a following 2-digit one, so a clock time or price ("7:45", "7.45",
-    "7 45", "seven forty-five"; "$12.50", "twelve dollars fifty") counts as one word."""
-    return " ".join(_DIGIT_JOIN.sub("", _normalizer()(text)).split())
+    "7 45", "seven forty-five"; "$12.50", "twelve dollars fifty") counts as one word, and ordinal
+    suffixes dropped: a date written "May 17" is spoken "May seventeenth", which the judge writes
+    "May 17th". Clock times are joined before Whisper's normaliser, which would spell the "1" of
+    "at 1:05" as "one"."""
+    text = _CLOCK.sub(r"\1\2", text)
+    return " ".join(_ORDINAL.sub(r"\1", _DIGIT_JOIN.sub("", _normalizer()(text))).split())
 
 
 def transcribe(wav: np.ndarray, sample_rate: int, judge: str = "tiny.en") -> str:
