@@ -150,7 +150,7 @@ def test_length_window_batches_pad_less_and_cover_every_clip():
         def __init__(self, n):
             self.rows, self.sample_rate = [Row(id=str(i)) for i in range(n)], 8000
             self.audio = [torch.ones(1 + (i * 37) % n) for i in range(n)]
-            self.by_length = torch.tensor(sorted(range(n), key=lambda i: (len(self.audio[i]), i)))
+            self._index()
 
     data, g = Lengths(60), torch.Generator().manual_seed(0)
     plain = [data.sample(4, g) for _ in range(400)]
@@ -165,3 +165,31 @@ def test_length_window_batches_pad_less_and_cover_every_clip():
     assert all(len(set(b.indices)) == 4 for b in bucketed)
     with pytest.raises(ValueError, match="length_window"):
         TrainConfig(length_window=-1)
+
+
+@pytest.mark.parametrize("length_window", [0, 3])
+def test_balance_evens_out_speakers(length_window):
+    """balance = 1 draws two speakers of 90 and 10 rows about equally often, 0.5 in ratio 3 : 1
+    (sqrt of 9 : 1), 0 in their ratio of rows; every row still comes up and batches hold distinct rows.
+    (A window of 12 neighbours holds ~1.2 rows of the small speaker, so with it half a batch of 4
+    cannot be theirs: balance 1 is checked without a window.)"""
+    from audioguide.manifest import Row
+    from audioguide.training.data import AudioDataset
+
+    class Speakers(AudioDataset):  # 100 clips, speaker "b" on every 10th, lengths mixed
+        def __init__(self):
+            self.rows = [Row(id=str(i), speaker="b" if i % 10 == 0 else "a") for i in range(100)]
+            self.sample_rate, self.audio = 8000, [torch.ones(1 + (i * 37) % 100) for i in range(100)]
+            self._index()
+
+    data = Speakers()
+    for balance, expected in ((0.0, 0.1), (0.5, 0.25), (1.0, 0.5))[: 3 if length_window == 0 else 2]:
+        g = torch.Generator().manual_seed(1)
+        batches = [data.sample(4, g, length_window=length_window, balance=balance) for _ in range(1500)]
+        drawn = [i for b in batches for i in b.indices]
+        share_b = sum(i % 10 == 0 for i in drawn) / len(drawn)
+        assert abs(share_b - expected) < 0.05, (balance, share_b)
+        assert all(len(set(b.indices)) == 4 for b in batches)
+        assert len(set(drawn)) == 100
+    with pytest.raises(ValueError, match="balance"):
+        TrainConfig(balance=1.5)

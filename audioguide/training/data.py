@@ -51,8 +51,14 @@ class AudioDataset:
         self.sample_rate = sample_rate
         check_rows(self.rows, needs)
         self.audio = [torch.from_numpy(read_audio(r.audio, sample_rate)[0]) for r in self.rows]
-        # row indices by clip length (ties by index), for length-bucketed batches
-        self.by_length = torch.tensor(sorted(range(len(self.rows)), key=lambda i: (len(self.audio[i]), i)))
+        self._index()
+
+    def _index(self) -> None:
+        """Row indices by clip length (ties by index), for length-bucketed batches; an empty cache
+        of :meth:`weights`."""
+        n = len(self.rows)
+        self.by_length = torch.tensor(sorted(range(n), key=lambda i: (len(self.audio[i]), i)), dtype=torch.long)
+        self._weights: dict[float, Tensor] = {}
 
     @classmethod
     def from_manifest(cls, path: str | Path, sample_rate: int, needs: Sequence[str] = ()) -> AudioDataset:
@@ -81,8 +87,27 @@ class AudioDataset:
         alignments = tuple(None if segment else self.rows[i].extra.get("phoneme_samples") for i in indices)
         return AudioBatch(out, lengths, inputs, tuple(indices), alignments)
 
+    def weights(self, balance: float) -> Tensor | None:
+        """Draw weight of every row, ``n_s ** -balance`` for a row of a speaker with ``n_s`` rows.
+
+        A speaker's share of the draws is then ``n_s ** (1 - balance) / sum_s' n_s' ** (1 - balance)``:
+        the exponent-smoothed sampling of unbalanced multilingual corpora (XLM, Conneau & Lample
+        2019, §3.1, q_i ∝ p_i^α with α = 1 - balance). ``balance = 0`` is uniform over rows (None),
+        1 uniform over speakers; rows without a speaker form one group.
+        """
+        if balance == 0.0:
+            return None
+        if balance not in self._weights:
+            speakers = [r.speaker or "" for r in self.rows]
+            counts: dict[str, int] = {}
+            for s in speakers:
+                counts[s] = counts.get(s, 0) + 1
+            self._weights[balance] = torch.tensor([counts[s] ** -balance for s in speakers], dtype=torch.float64)
+        return self._weights[balance]
+
     def sample(
-        self, batch_size: int, generator: torch.Generator, segment_seconds: float = 0.0, length_window: int = 0
+        self, batch_size: int, generator: torch.Generator, segment_seconds: float = 0.0, length_window: int = 0,
+        balance: float = 0.0,
     ) -> AudioBatch:
         """A random batch (with replacement across steps, without within a batch when possible).
 
@@ -90,9 +115,27 @@ class AudioDataset:
         clips that neighbour each other in the order of their lengths, so whole clips pad less (the
         length-bucketed batching of speech recognition and TTS trainers). The window wraps around
         the order, so every clip lies in equally many windows and comes up equally often.
+
+        ``balance > 0`` draws rows by :meth:`weights` (speakers with few rows come up more often),
+        each row with probability of being in the batch proportional to its weight
+        (:func:`weighted_draw`); with a length window, the window is drawn with probability
+        proportional to the weight it holds, so a row, which lies in ``width`` windows like every
+        row, still comes up in proportion to its weight (unless a window's draw would need a row
+        more than once: a speaker's share of a batch can not exceed its share of the window).
         """
         n = len(self)
-        if length_window > 0 and n > batch_size:
+        w = self.weights(balance)
+        if w is not None and n > batch_size:
+            pool = torch.arange(n)
+            if length_window > 0:
+                width = min(n, batch_size * length_window)
+                ordered = w[self.by_length]
+                held = torch.cat([ordered, ordered[: width - 1]]).cumsum(0)  # weight of window [start, start + width)
+                held = held[width - 1 : width - 1 + n] - torch.cat([held.new_zeros(1), held[: n - 1]])
+                start = int(torch.multinomial(held, 1, generator=generator))
+                pool = self.by_length[(start + torch.arange(width)) % n]
+            idx = pool[weighted_draw(w[pool], batch_size, generator)].tolist()
+        elif length_window > 0 and n > batch_size:
             width = min(n, batch_size * length_window)
             start = int(torch.randint(0, n, (1,), generator=generator))
             pool = self.by_length[(start + torch.arange(width)) % n]
@@ -102,6 +145,31 @@ class AudioDataset:
         while len(idx) < batch_size:
             idx.append(int(torch.randint(0, n, (1,), generator=generator)))
         return self.batch(idx, generator, segment_seconds)
+
+
+def weighted_draw(w: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """``k`` distinct indices into ``w [n]`` (``k <= n``), index ``i`` drawn with probability
+    ``pi_i = min(1, c w_i)``, ``c`` such that the ``pi`` sum to ``k``.
+
+    Systematic sampling with probability proportional to size (Madow 1949; Tillé 2006, *Sampling
+    Algorithms*, §7.2): the ``pi`` are laid end to end in a random order and the indices under the
+    points ``u, u + 1, ..., u + k - 1`` (``u`` uniform in [0, 1)) are taken. Unlike ``k`` draws
+    without replacement, the inclusion probabilities are exactly ``pi``.
+    """
+    pi = torch.zeros_like(w, dtype=torch.float64)
+    free = torch.ones_like(pi, dtype=torch.bool)
+    for _ in range(len(w)):  # rows whose share would exceed 1 are taken surely, the rest share the remainder
+        pi[free] = (k - int((~free).sum())) * w[free] / w[free].sum()
+        over = free & (pi >= 1.0)
+        if not over.any():
+            break
+        pi[over], free = 1.0, free & ~over
+    order = torch.randperm(len(w), generator=generator)
+    ends = pi[order].cumsum(0)
+    u = float(torch.rand((), generator=generator, dtype=torch.float64))
+    points = u + torch.arange(k, dtype=torch.float64)
+    picks = torch.searchsorted(ends, points, right=True).clamp_max(len(w) - 1)
+    return order[picks]
 
 
 def check_rows(rows: Sequence[Row], needs: Sequence[str]) -> None:

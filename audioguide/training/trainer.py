@@ -436,7 +436,7 @@ def train(
     while step < stop:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        batch = data.sample(cfg.batch_size, generator, cfg.segment_seconds, cfg.length_window)
+        batch = data.sample(cfg.batch_size, generator, cfg.segment_seconds, cfg.length_window, cfg.balance)
         batch = dataclasses.replace(batch, wav=batch.wav.to(device), lengths=batch.lengths.to(device))
         # Modules that draw from torch's global RNG (nn.Dropout in the duration predictor) draw from
         # a stream seeded by (seed, rank, step), so a resumed run repeats them too.
