@@ -478,12 +478,15 @@ def eval_tts(
     judge: Annotated[str, typer.Option("--judge", help="Whisper judge: tiny.en, base (Whisper base, English) or a CTranslate2 model directory ('' skips WER).")] = "tiny.en",
     report: Annotated[Optional[Path], typer.Option("--report", help="Also write the tables (Markdown) here.")] = None,
     real: Annotated[bool, typer.Option("--real/--no-real", help="Also judge the manifests' real recordings (the ceiling).")] = True,
+    transcripts: Annotated[Optional[Path], typer.Option("--transcripts", help="Also write every item's transcript and predicted voice here (JSON Lines).")] = None,
     steps: StepsOpt = None,
     weights: WeightsOpt = None,
     threads: ThreadsOpt = None,
     seed: SeedOpt = 0,
 ) -> None:
     """Speech quality of a TTS recipe per guidance setting: WER through Whisper, speaker accuracy, speed."""
+    import json
+
     from audioguide.evaluation.speaker import SpeakerClassifier
     from audioguide.evaluation.tts import evaluate_tts, parse_sweep, read_splits, sweep_settings
 
@@ -505,6 +508,8 @@ def eval_tts(
         typer.echo(table)
         if report:
             _write_report(report, table)
+        if transcripts:
+            _write_report(transcripts, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.records()))
 
 
 @eval_app.command("sounds")

@@ -3,6 +3,7 @@ and PESQ / STOI in the codec report. Everything is synthetic and fast; no Whispe
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -246,11 +247,18 @@ def test_eval_tts_cli(tmp_path, write_recipe):
     held, sus = tmp_path / "held_out.jsonl", tmp_path / "sus.jsonl"
     out = tmp_path / "report.md"
     res = runner.invoke(app, ["eval", "tts", str(recipe), "--data", str(held), "--data", str(sus), "--judge", "",
-                              "--per-voice", "1", "--sweep", "text=1,2", "--sweep", "speaker=3", "--no-real", "--report", str(out)])
+                              "--per-voice", "1", "--sweep", "text=1,2", "--sweep", "speaker=3", "--no-real", "--report", str(out),
+                              "--transcripts", str(tmp_path / "heard.jsonl")])
     assert res.exit_code == 0, res.output
     text = out.read_text()
     labels = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "|---" not in line]
     assert labels[:7] == ["setting", DEFAULT_LABEL, NO_GUIDANCE_LABEL, "text=1", "text=2", "speaker=3", "voice"]
+    heard = [json.loads(line) for line in (tmp_path / "heard.jsonl").read_text().splitlines()]
+    per_setting = {label: [r for r in heard if r["setting"] == label] for label in labels[1:6]}
+    n = len(per_setting[DEFAULT_LABEL])
+    assert n >= 2 and all(len(rs) == n for rs in per_setting.values()) and len(heard) == 5 * n
+    assert per_setting["speaker=3"][0]["scales"]["speaker"] == 3.0
+    assert {r["split"] for r in heard} == {"held_out", "sus"} and all(r["transcript"] is None for r in heard)  # --judge ''
     assert not list(tmp_path.glob(".report.md.*"))  # written atomically
     for args, message in [
         (["--sweep", "text"], "--sweep expects NAME=W1,W2"),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +171,13 @@ class TTSReport:
 
     def markdown(self, title: str | None = None) -> str:
         return markdown(self, title)
+
+    def records(self) -> list[dict]:
+        """One dict per judged item of every setting (the real recordings last): the setting's label
+        and scales, and the item's fields (reference, transcript, requested and predicted voice), for
+        auditing what the judges heard."""
+        rows = list(self.results) + ([self.real] if self.real is not None else [])
+        return [{"setting": r.label, "scales": r.scales, **asdict(it)} for r in rows for it in r.items]
 
 
 def fmt_pct(x: float) -> str:
