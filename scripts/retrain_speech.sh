@@ -8,8 +8,9 @@
 # predictors; flite: its phone timings), so no voice needs DTW against hibari any more.
 # Measured on the 2-core CPU (Nov 2026), not yet in one uninterrupted run:
 #   fast voices (hibari + 4 flite, 2000/500 sentences each): ~10 min of one core;
-#   slow voices (piper 1200, Kokoro alpha 150 / kumo 100 sentences): ~25 min of one shared core
-#   (Kokoro's RTF is 1-6 on a loaded core), run in parallel with the fast ones;
+#   Kokoro alpha / kumo, 1200 sentences each: ~25 min of one core each (~1.5 s per sentence on
+#   an otherwise idle core; earlier sessions measured RTF 1-6 with training beside it and built
+#   only 150 / 100); piper joe 1200 sentences: a few minutes;
 #   training, 2 threads, batch 12: ~1.6 s/step for the flow-matching steps (FastSpeech decoder
 #   included), ~2.3 s/step for mean-flow ones (JVP on the r < t rows only).
 # The shipped weights did not come from this exact command: they are a warm-start chain
@@ -26,28 +27,34 @@
 #      with [train] steps = 2200, lr = 3e-4, warmup = 50, flow_steps = 0, curriculum_steps = 0,
 #      length_window = 4; shipped with scripts/ship_weights.py --recipe speech.
 #      Held-out / SUS WER 30.2 / 15.3 % -> 15.0 / 3.5 % (Whisper base, 80 sentences; real audio 12.0 / 6.6 %).
+#   7. 1800 speaker-balanced mean-flow steps (32 min; [train] balance = 0.5) on the corpus this script
+#      builds now, with 1200 sentences per Kokoro voice (12100 utterances, 13.0 h; steps 1-6 had 150 / 100).
+#      Same [train] as step 6 otherwise. Without extra guidance, 160 sentences: WER 10.8 / 4.3 % ->
+#      7.8 / 6.2 %, speaker accuracy 83.8 -> 93.8 % (Kokoro kumo 80 -> 100 %, alpha 45 -> 90 %).
 # This script trains the recipe's 6300-step schedule from scratch (--from-scratch), ~3 h on the
 # 2-core CPU; it has not been run end to end yet.
 set -euo pipefail
 work="${1:-work}"
 device="${DEVICE:-cpu}"
 corpus="$work/corpus"
-audioguide data speech -o "$corpus/fast" --sentences 2000 --held-out 40 --seed 0 \
-  --teacher hibari-heart --teacher flite-slt --teacher flite-rms --teacher flite-awb --teacher flite-kal16 \
-  --limit flite-kal16=500 &
-audioguide data speech -o "$corpus/slow" --sentences 1200 --held-out 10 --seed 0 \
-  --teacher piper-joe --teacher kokoro-alpha --teacher kokoro-kumo \
-  --limit piper-joe=1200 --limit kokoro-alpha=150 --limit kokoro-kumo=100 &
-wait
-audioguide data merge "$corpus/fast" "$corpus/slow" -o "$corpus/speech"
+# Four corpus builds on two cores (each teacher runs on one thread): ~35 min in all.
+( audioguide data speech -o "$corpus/fast" --sentences 2000 --held-out 40 --seed 0 \
+    --teacher hibari-heart --teacher flite-slt --teacher flite-rms --teacher flite-awb --teacher flite-kal16 \
+    --limit flite-kal16=500
+  audioguide data speech -o "$corpus/kokoro-kumo" --sentences 1200 --held-out 10 --seed 0 --teacher kokoro-kumo ) &
+first=$!
+( audioguide data speech -o "$corpus/piper-joe" --sentences 1200 --held-out 10 --seed 0 --teacher piper-joe
+  audioguide data speech -o "$corpus/kokoro-alpha" --sentences 1200 --held-out 10 --seed 0 --teacher kokoro-alpha ) &
+wait "$first"; wait $!  # each wait returns its build's status, so a failed build stops the script
+audioguide data merge "$corpus/fast" "$corpus/piper-joe" "$corpus/kokoro-alpha" "$corpus/kokoro-kumo" -o "$corpus/speech"
 audioguide train speech --data "$corpus/speech/train.jsonl" -o "$work/runs/speech" --device "$device" --threads 2 \
   --from-scratch
 python scripts/ship_weights.py "$work/runs/speech/model.safetensors" audioguide/weights/speech.safetensors
 audioguide eval speakers --data "$corpus/speech/train.jsonl" --held-out "$corpus/speech/held_out.jsonl" \
   -o "$work/speakers.safetensors"
 audioguide eval tts speech --data "$corpus/speech/held_out.jsonl" --data "$corpus/speech/sus.jsonl" \
-  --per-voice 5 --judge base --classifier "$work/speakers.safetensors" --sweep text=2 --sweep speaker=1.5 \
-  --report benchmarks/results/speech_eval.md
+  --per-voice 10 --judge base --classifier "$work/speakers.safetensors" --sweep text=1.5,2 --sweep speaker=1.5,2 \
+  --report benchmarks/results/speech_eval.md --transcripts "$work/heard.jsonl"
 python benchmarks/tts_speed.py --report benchmarks/results/tts_speed.md
 # The codec LM on the same corpus: 2000 steps from scratch, batch 12, ~2-2.5 s/step on 2 CPU threads
 # (78 min). The shipped weights are this recipe's run, except that its first 200 steps drew batches
