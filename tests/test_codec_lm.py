@@ -333,16 +333,19 @@ def test_aligned_duration_predictor_trains_on_kept_rows_only():
     assert loss.item() == 0.0  # every row dropped: nothing to learn from
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = None
-    for _ in range(60):
-        loss = model.aligned_losses(with_durations(model, TEXTS, durations), {})["duration"]
-        first = loss.item() if first is None else first
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    with torch.random.fork_rng():  # the predictor's nn.Dropout draws from the global RNG
+        torch.manual_seed(0)
+        for _ in range(60):
+            loss = model.aligned_losses(with_durations(model, TEXTS, durations), {})["duration"]
+            first = loss.item() if first is None else first
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     assert loss.item() < 0.2 * first
     model.eval()
     predicted = model.predict_durations(with_durations(model, TEXTS, durations))
-    assert int(predicted[0, :11].sum()) in range(40, 49)  # 11 tokens of 4 frames
+    # 11 tokens of 4 frames (untrained: 1 frame in all); over dropout seeds 0-9 the sum lies in 39-50
+    assert int(predicted[0, :11].sum()) in range(37, 52)
 
 
 def test_input_dropout_hides_inputs_reproducibly_but_never_the_targets():
