@@ -373,3 +373,47 @@ def test_input_dropout_hides_inputs_reproducibly_but_never_the_targets():
         codec_lm_loss(model, codes, cond, {}, input_dropout=0.2)
     with pytest.raises(ValueError, match="input_dropout"):
         codec_lm_loss(model, codes, cond, {}, input_dropout=1.0, generator=gen(0))
+
+
+def test_content_prior_learns_codes_from_phonemes_alone_on_kept_rows():
+    """The content prior (prior_codebooks) predicts each frame's first codes from the duration-
+    expanded phonemes only: it fits a code sequence determined by the phonemes, ignores dropped
+    rows and padded frames, and is checked against its configuration."""
+    model = tiny(names=("text", "style"), seed=9, aligned="text", encoder_depth=1, prior_codebooks=2).train()
+    durations = [[3] * 11, [5, 7], [2] * 22]
+    T = 44
+    # every frame's code is a function of its character: what the prior must find
+    codes = torch.zeros(3, K, T, dtype=torch.long)
+    for b, (text, row) in enumerate(zip(TEXTS, durations)):
+        frame_chars = [c for c, d in zip(text, row) for _ in range(d)]
+        for t, c in enumerate(frame_chars):
+            codes[b, :, t] = (ord(c) * (1 + torch.arange(K))) % V
+    mask = torch.zeros(3, T, dtype=torch.bool)
+    for b, row in enumerate(durations):
+        mask[b, : sum(row)] = True
+    cond = with_durations(model, TEXTS, durations)
+    losses = model.aligned_losses(cond, {}, codes, mask)
+    assert set(losses) == {"duration", "prior"} and 0 < losses["prior"].item()
+    assert "prior" not in model.aligned_losses(cond, {})  # no codes, no prior loss
+    # padded frames and dropped rows do not count
+    noisy = codes.clone()
+    noisy[~mask[:, None].expand_as(noisy)] = 0
+    assert torch.allclose(model.aligned_losses(cond, {}, noisy, mask)["prior"], losses["prior"])
+    dropped = {"text": torch.tensor([True, False, True])}
+    other = codes.clone()
+    other[1] = (other[1] + 3) % V
+    assert torch.allclose(model.aligned_losses(cond, dropped, other, mask)["prior"], model.aligned_losses(cond, dropped, codes, mask)["prior"])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        first = losses["prior"].item()
+        for _ in range(80):
+            loss = model.aligned_losses(with_durations(model, TEXTS, durations), {}, codes, mask)["prior"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert loss.item() < 0.1 * first
+    with pytest.raises(ValueError, match="prior_codebooks"):
+        CodecLMConfig(prior_codebooks=1)  # not aligned
+    with pytest.raises(ValueError, match="prior_codebooks"):
+        tiny(aligned="text", prior_codebooks=K + 1)

@@ -44,6 +44,14 @@ predictor over the token states plus the pooled other conditions, trained by
 :meth:`CodecLM.aligned_losses`). A dropped aligned condition repeats its null token on every frame,
 so classifier-free guidance on content works as for any condition.
 
+With ``prior_codebooks = n`` a content prior reads the same duration-expanded token states (plus
+the pooled speaker and style) and predicts, frame by frame and without looking at any audio token,
+the codes of the first ``n`` codebooks; :meth:`CodecLM.aligned_losses` trains it by cross-entropy
+on the kept rows. It is the token analogue of Grad-TTS's encoder loss (Popov et al. 2021, eq. 14):
+the autoregressive loss alone lets the LM predict a frame by copying the frames before it (at
+93.75 frames a second neighbours mostly agree) and learn to read its content slowly, while the
+prior gives the token encoder a direct signal of what each phoneme sounds like.
+
 KV cache
 --------
 :class:`KVCache` holds, per layer, the rotated keys and the values ``[B, H, L, D_h]`` of every token
@@ -93,6 +101,7 @@ class CodecLMConfig:
     rope_base: float = 10000.0
     aligned: str = ""  # a condition expanded to the frames by token durations and added to the step inputs
     encoder_depth: int = 2  # aligned: FFT blocks over the aligned condition's tokens
+    prior_codebooks: int = 0  # aligned: a frame-level content prior over the first n codebooks (0 = off)
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.depth <= 0 or self.heads <= 0:
@@ -109,6 +118,8 @@ class CodecLMConfig:
             raise ValueError(f"rope_base must be a finite number > 1, got {self.rope_base}")
         if self.encoder_depth < 0:
             raise ValueError(f"encoder_depth must be >= 0, got {self.encoder_depth}")
+        if self.prior_codebooks < 0 or (self.prior_codebooks and not self.aligned):
+            raise ValueError(f"prior_codebooks must be >= 0 and needs an aligned condition, got {self.prior_codebooks}")
 
 
 @dataclass
@@ -214,6 +225,8 @@ class CodecLM(Generator):
         prefixed = {n: c for n, c in conditioners.items() if n != self.aligned}
         if not prefixed:
             raise ValueError("a codec LM needs at least one conditioner (besides an aligned one) for its prefix")
+        if config.prior_codebooks > n_codebooks:
+            raise ValueError(f"prior_codebooks ({config.prior_codebooks}) exceeds the {n_codebooks} codebooks")
         super().__init__(conditioners)
         self.config, self.n_codebooks = config, n_codebooks
         V, D = config.codebook_size, config.dim
@@ -226,6 +239,8 @@ class CodecLM(Generator):
             self.token_norm = nn.LayerNorm(D)
             self.pool_proj = nn.ModuleDict({n: nn.Linear(c.dim, D) for n, c in prefixed.items()})
             self.duration = DurationPredictor(D)
+            if config.prior_codebooks:
+                self.prior = nn.Linear(D, config.prior_codebooks * V)
         self.embed = nn.ModuleList(nn.Embedding(V + 2, D) for _ in range(n_codebooks))
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.norm = nn.LayerNorm(D)
@@ -278,12 +293,17 @@ class CodecLM(Generator):
         """The aligned condition's tokens through the FFT blocks: ``[B, L, dim]``."""
         return self.token_norm(token_blocks(self.token_blocks, self.token_in(enc.emb), enc.mask, self.config.heads))
 
-    def _log_durations(self, encoded: Mapping[str, Encoded], tokens: Tensor) -> Tensor:
-        """Predicted ``log(1 + d)`` per aligned token from its state plus the pooled other conditions."""
+    def _voiced(self, encoded: Mapping[str, Encoded], tokens: Tensor) -> Tensor:
+        """The aligned tokens' states plus the pooled other conditions (speaker, style): what the
+        duration predictor and the content prior read."""
         h = tokens
         for name, proj in self.pool_proj.items():
             h = h + proj(masked_mean(encoded[name]))[:, None]
-        return self.duration(h, encoded[self.aligned].mask)
+        return h
+
+    def _log_durations(self, encoded: Mapping[str, Encoded], tokens: Tensor) -> Tensor:
+        """Predicted ``log(1 + d)`` per aligned token."""
+        return self.duration(self._voiced(encoded, tokens), encoded[self.aligned].mask)
 
     def _frames(self, cond: Cond, keep: Keep, encoded: Mapping[str, Encoded], steps: int) -> Tensor:
         """What the aligned condition adds to each of ``steps`` inputs: ``[B, steps, dim]``."""
@@ -309,16 +329,34 @@ class CodecLM(Generator):
         log_d = self._log_durations(encoded, self._tokens(encoded[self.aligned]))
         return DurationPredictor.to_frames(log_d, mask, pace, frames)
 
-    def aligned_losses(self, cond: Cond, keep: Keep) -> dict[str, Tensor]:
-        """``duration``: the duration predictor's MSE on ``log(1 + d)`` against the teacher's
-        ``cond["<aligned>.durations"]`` (FastSpeech §3.3), over the rows where the aligned condition is kept."""
+    def aligned_losses(
+        self, cond: Cond, keep: Keep, codes: Tensor | None = None, frame_mask: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Direct supervision of the aligned encoder, over the rows where the aligned condition is kept:
+
+        * ``duration``: the duration predictor's MSE on ``log(1 + d)`` against the teacher's
+          ``cond["<aligned>.durations"]`` (FastSpeech §3.3);
+        * ``prior`` (with ``prior_codebooks`` and ``codes [B, K, T]``, undelayed): the content
+          prior's cross-entropy on the codes of the first ``prior_codebooks`` codebooks of every real
+          frame (``frame_mask [B, T]``), mean over those codebooks (see the module docstring).
+        """
         encoded = self.conditions(cond, keep)
         mask = encoded[self.aligned].mask.bool()
         kept = keep.get(self.aligned)
-        if kept is not None:
-            mask = mask & kept.view(-1, 1).to(mask.device)
-        log_d = self._log_durations(encoded, self._tokens(encoded[self.aligned]))
-        return {"duration": DurationPredictor.loss(log_d, cond[f"{self.aligned}.durations"], mask)}
+        kept = torch.ones(mask.shape[0], dtype=torch.bool, device=mask.device) if kept is None else kept.view(-1).to(mask.device)
+        voiced = self._voiced(encoded, self._tokens(encoded[self.aligned]))
+        durations = self._durations(cond)
+        log_d = self.duration(voiced, encoded[self.aligned].mask)
+        out = {"duration": DurationPredictor.loss(log_d, durations, mask & kept[:, None])}
+        n = self.config.prior_codebooks
+        if n and codes is not None:
+            B, _, T = codes.shape
+            logits = self.prior(regulate_kept(voiced, durations, kept, T)).view(B, T, n, self.codebook_size)
+            ce = F.cross_entropy(logits.permute(0, 3, 1, 2).float(), codes[:, :n].transpose(1, 2).long(), reduction="none")
+            real = torch.ones(B, T, dtype=torch.bool, device=codes.device) if frame_mask is None else frame_mask.bool()
+            w = (real & kept[:, None].to(real.device)).to(ce.dtype)[:, :, None]  # [B, T, 1]
+            out["prior"] = (ce * w).sum() / (w.sum() * n).clamp_min(1.0)
+        return out
 
     def embed_tokens(self, tokens: Tensor) -> Tensor:
         """``tokens [B, K, S] -> [B, S, D]``: the sum of the ``K`` codebook embeddings per step."""

@@ -146,8 +146,8 @@ def make_objective(recipe: Recipe, representation, model, cfg: TrainConfig) -> t
             codes, mask = tokens(batch)
             cond, keep = _conditions(model, batch, cfg, generator, mask, hop)
             loss, logs = codec_lm_loss(model, codes, cond, keep, mask, cfg.input_dropout, generator)
-            if model.aligned:  # the duration predictor, against the teacher's durations
-                for name, extra in model.aligned_losses(cond, keep).items():
+            if model.aligned:  # the duration predictor (and the content prior) against the teacher
+                for name, extra in model.aligned_losses(cond, keep, codes, mask).items():
                     loss, logs = loss + extra, {**logs, name: float(extra.detach())}
             return loss, logs
 
