@@ -110,7 +110,9 @@ def main() -> None:
         "",
         f"`python benchmarks/tts_speed.py` — recipe `{args.recipe}` at its defaults "
         f"({pipe.recipe.sampler.type}, {getattr(pipe.recipe.sampler.config, 'steps', '-')} step(s), "
-        f"guidance {dict(pipe.recipe.guidance.scales)}), {len(texts)} held-out sentences. "
+        f"guidance {dict(pipe.recipe.guidance.scales)}"
+        + (f" for {pipe.recipe.guidance.interval_on} in {list(pipe.recipe.guidance.interval)}" if pipe.recipe.guidance.interval else "")
+        + f"), {len(texts)} held-out sentences. "
         "RTF = compute s / audio s (lower is better); ratio = peer RTF / ours.",
         "",
         "| threads | system | RTF | ratio |",

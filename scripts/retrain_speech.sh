@@ -53,7 +53,7 @@ python scripts/ship_weights.py "$work/runs/speech/model.safetensors" audioguide/
 audioguide eval speakers --data "$corpus/speech/train.jsonl" --held-out "$corpus/speech/held_out.jsonl" \
   -o "$work/speakers.safetensors"
 audioguide eval tts speech --data "$corpus/speech/held_out.jsonl" --data "$corpus/speech/sus.jsonl" \
-  --per-voice 10 --judge base --classifier "$work/speakers.safetensors" --sweep text=1.5,2 --sweep speaker=1.5,2 \
+  --per-voice 10 --judge base --classifier "$work/speakers.safetensors" --sweep text=1.5,3 --sweep speaker=1.5,2 \
   --report benchmarks/results/speech_eval.md --transcripts "$work/heard.jsonl"
 python benchmarks/tts_speed.py --report benchmarks/results/tts_speed.md
 # The codec LM on the same corpus: 2000 steps from scratch, batch 12, ~2-2.5 s/step on 2 CPU threads
