@@ -57,8 +57,10 @@ audioguide eval tts speech --data "$corpus/speech/held_out.jsonl" --data "$corpu
   --report benchmarks/results/speech_eval.md --transcripts "$work/heard.jsonl"
 python benchmarks/tts_speed.py --report benchmarks/results/tts_speed.md
 # The codec LM on the same corpus: 2000 steps from scratch, batch 12, ~2-2.5 s/step on 2 CPU threads
-# (78 min). The shipped weights are this recipe's run, except that its first 200 steps drew batches
-# without length_window (added at the step-200 resume). Not intelligible yet (WER ~100 %).
+# (~80 min). The shipped weights came from a warm-start chain instead: 2000 steps from scratch
+# without the content prior or input dropout, 1500 with input_dropout 0.2, then 1200 with the
+# content prior (prior_codebooks = 2), input_dropout 0.3 and balance 0.5 at lr 3e-4 (~55 min).
+# Not intelligible yet (WER 86 / 64 %).
 audioguide train speech-lm --data "$corpus/speech/train.jsonl" -o "$work/runs/speech-lm" --device "$device" --threads 2 \
   --from-scratch
 python scripts/ship_weights.py "$work/runs/speech-lm/model.safetensors" audioguide/weights/speech-lm.safetensors
