@@ -59,8 +59,8 @@ python benchmarks/tts_speed.py --report benchmarks/results/tts_speed.md
 # The codec LM on the same corpus: 2000 steps from scratch, batch 12, ~2-2.5 s/step on 2 CPU threads
 # (~80 min). The shipped weights came from a warm-start chain instead: 2000 steps from scratch
 # without the content prior or input dropout, 1500 with input_dropout 0.2, then 1200 with the
-# content prior (prior_codebooks = 2), input_dropout 0.3 and balance 0.5 at lr 3e-4 (~55 min).
-# Not intelligible yet (WER 86 / 64 %).
+# content prior (prior_codebooks = 2), input_dropout 0.3 and balance 0.5 at lr 3e-4, then 900 more
+# on a fresh schedule (~75 min for the 2100). Not intelligible yet (WER 78 / 60 %).
 audioguide train speech-lm --data "$corpus/speech/train.jsonl" -o "$work/runs/speech-lm" --device "$device" --threads 2 \
   --from-scratch
 python scripts/ship_weights.py "$work/runs/speech-lm/model.safetensors" audioguide/weights/speech-lm.safetensors
