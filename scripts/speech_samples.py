@@ -55,7 +55,7 @@ def main() -> None:
     jobs = [(f"voice-{v}", SENTENCE, {"speaker": v}, None) for v in voices]
     jobs += [(f"describe-{i}", SENTENCE, {"style": d}, None) for i, d in enumerate(DESCRIPTIONS)]
     jobs += [("long-default-voice", LONG, None, None),
-             ("no-extra-guidance-default-voice", SENTENCE, None, {name: 1.0 for name in dict(pipe.recipe.guidance.scales)})]
+             ("no-extra-guidance-default-voice", SENTENCE, None, {n: 1.0 for n, _ in pipe.recipe.guidance.scales})]
     lines = ["# Speech samples", "", f"Recipe `{args.recipe}`, seed 0, held-out text. Regenerate with "
              "`python scripts/speech_samples.py`.", "", "| file | input | voice / description | spectrogram |", "|---|---|---|---|"]
     for i, (name, text, inputs, scales) in enumerate(jobs):

@@ -8,6 +8,7 @@ machines train on) fit in memory many times over; the resampling cost is paid on
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,9 +100,7 @@ class AudioDataset:
             return None
         if balance not in self._weights:
             speakers = [r.speaker or "" for r in self.rows]
-            counts: dict[str, int] = {}
-            for s in speakers:
-                counts[s] = counts.get(s, 0) + 1
+            counts = Counter(speakers)
             self._weights[balance] = torch.tensor([counts[s] ** -balance for s in speakers], dtype=torch.float64)
         return self._weights[balance]
 
@@ -125,26 +124,32 @@ class AudioDataset:
         """
         n = len(self)
         w = self.weights(balance)
-        if w is not None and n > batch_size:
-            pool = torch.arange(n)
-            if length_window > 0:
-                width = min(n, batch_size * length_window)
-                ordered = w[self.by_length]
-                held = torch.cat([ordered, ordered[: width - 1]]).cumsum(0)  # weight of window [start, start + width)
-                held = held[width - 1 : width - 1 + n] - torch.cat([held.new_zeros(1), held[: n - 1]])
-                start = int(torch.multinomial(held, 1, generator=generator))
-                pool = self.by_length[(start + torch.arange(width)) % n]
-            idx = pool[weighted_draw(w[pool], batch_size, generator)].tolist()
-        elif length_window > 0 and n > batch_size:
-            width = min(n, batch_size * length_window)
-            start = int(torch.randint(0, n, (1,), generator=generator))
-            pool = self.by_length[(start + torch.arange(width)) % n]
-            idx = pool[torch.randperm(width, generator=generator)[:batch_size]].tolist()
-        else:
+        if n <= batch_size or (w is None and length_window == 0):
             idx = torch.randperm(n, generator=generator)[: min(batch_size, n)].tolist()
+        else:
+            pool = self._window(batch_size * length_window, w, generator) if length_window > 0 else torch.arange(n)
+            if w is not None:
+                idx = pool[weighted_draw(w[pool], batch_size, generator)].tolist()
+            else:
+                idx = pool[torch.randperm(len(pool), generator=generator)[:batch_size]].tolist()
         while len(idx) < batch_size:
             idx.append(int(torch.randint(0, n, (1,), generator=generator)))
         return self.batch(idx, generator, segment_seconds)
+
+    def _window(self, width: int, w: Tensor | None, generator: torch.Generator) -> Tensor:
+        """Row indices of ``width`` clips that neighbour each other in the order of their lengths
+        (wrapping around it); the first drawn uniformly, or with weights ``w``, in proportion to the
+        weight the window holds."""
+        n = len(self)
+        width = min(n, width)
+        if w is None:
+            start = int(torch.randint(0, n, (1,), generator=generator))
+        else:
+            ordered = w[self.by_length]
+            sums = torch.cat([ordered.new_zeros(1), torch.cat([ordered, ordered[: width - 1]]).cumsum(0)])
+            held = sums[width : width + n] - sums[:n]  # held[s]: weight of the window [s, s + width)
+            start = int(torch.multinomial(held, 1, generator=generator))
+        return self.by_length[(start + torch.arange(width)) % n]
 
 
 def weighted_draw(w: Tensor, k: int, generator: torch.Generator) -> Tensor:
