@@ -320,6 +320,8 @@ def check_compatible(recipe: Recipe, where: str) -> None:
     if sampler.mean_flow and not mean_flow:
         raise RecipeError(f"{where}: sampler 'meanflow' needs a mean-flow model (mean_flow = true)")
     sampler_cfg = recipe.sampler.config
+    if getattr(sampler_cfg, "prior_weight", 0.0) > 0 and not getattr(recipe.model.config, "prior_codebooks", 0):
+        raise RecipeError(f"{where}: [sampler] prior_weight fuses the model's content prior, but [model] has none (prior_codebooks = 0)")
     if getattr(sampler_cfg, "eta", 0.0) > 0 and recipe.sampler.type != "ddim":
         raise RecipeError(f"{where}: [sampler] eta only applies to 'ddim', not {recipe.sampler.type!r}")
     if kind == "eps" and getattr(sampler_cfg, "zero_terminal_snr", False):

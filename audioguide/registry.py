@@ -7,6 +7,7 @@ adding one line here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -104,10 +105,13 @@ class TokenSamplerConfig:
     temperature: float = 1.0
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
+    prior_weight: float = 0.0  # shallow fusion of the model's content prior (0 = off; see sampling.tokens.fuse_prior)
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
             raise ValueError("need temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
+        if not (self.prior_weight >= 0 and math.isfinite(self.prior_weight)):
+            raise ValueError(f"prior_weight must be a finite number >= 0, got {self.prior_weight}")
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,7 @@ def _meanflow(field, x, cfg, generator, callback):
 
 
 def _autoregressive(model, cond, policy, frames, cfg, generator):
-    return sample_codec_lm(model, cond, frames, policy, generator, cfg.temperature, cfg.top_k, cfg.top_p)
+    return sample_codec_lm(model, cond, frames, policy, generator, cfg.temperature, cfg.top_k, cfg.top_p, cfg.prior_weight)
 
 
 SAMPLERS: dict[str, Sampler] = {

@@ -8,7 +8,7 @@ import torch
 from audioguide.conditioners import Characters
 from audioguide.guidance import Guidance
 from audioguide.models.codec_lm import CodecLM, CodecLMConfig
-from audioguide.sampling.tokens import apply_delay_pattern, guided_lm_step, sample_codec_lm
+from audioguide.sampling.tokens import apply_delay_pattern, fuse_prior, guided_lm_step, sample_codec_lm
 from audioguide.training.conditions import draw_keep
 from audioguide.training.tokens import codec_lm_loss, delayed_io
 
@@ -417,3 +417,58 @@ def test_content_prior_learns_codes_from_phonemes_alone_on_kept_rows():
         CodecLMConfig(prior_codebooks=1)  # not aligned
     with pytest.raises(ValueError, match="prior_codebooks"):
         tiny(aligned="text", prior_codebooks=K + 1)
+
+
+def test_content_prior_log_probs_match_its_training_loss():
+    """``content_prior`` gives normalised log-probs per frame whose cross-entropy on the codes is
+    the prior loss ``aligned_losses`` trains; a model without a prior says so."""
+    model = tiny(seed=4, aligned="text", encoder_depth=1, prior_codebooks=2)
+    durations = [[3] * 11, [5, 7], [2] * 22]
+    T = 44
+    cond = with_durations(model, TEXTS, durations)
+    codes = torch.randint(0, V, (3, K, T), generator=gen(2))
+    mask = torch.zeros(3, T, dtype=torch.bool)
+    for b, row in enumerate(durations):
+        mask[b, : sum(row)] = True
+    log_p = model.content_prior(cond, T)
+    assert log_p.shape == (3, 2, T, V)
+    assert torch.allclose(log_p.logsumexp(-1), torch.zeros(3, 2, T), atol=1e-5)
+    nll = -log_p.gather(-1, codes[:, :2, :, None]).squeeze(-1)  # [B, 2, T]
+    with torch.no_grad():
+        loss = model.aligned_losses(cond, {}, codes, mask)["prior"]
+    assert torch.allclose(nll.permute(0, 2, 1)[mask].mean(), loss, atol=1e-5)
+    with pytest.raises(ValueError, match="no content prior"):
+        tiny(aligned="text").content_prior(cond, T)
+
+
+def test_fuse_prior_adds_the_weighted_prior_at_each_codebooks_delayed_frame():
+    B, n, T, w = 2, 2, 5, 0.7
+    log_prior = torch.randn(B, n, T, V, generator=gen(3))
+    base = torch.randn(T + K - 1, B, K, V, generator=gen(4))
+    calls = iter(range(T + K - 1))
+    fused = fuse_prior(lambda prev: base[next(calls)], log_prior, w)
+    for s in range(T + K - 1):
+        out = fused(torch.zeros(B, K, dtype=torch.long))
+        for k in range(K):
+            expected = base[s, :, k] + (w * log_prior[:, k, s - k] if k < n and 0 <= s - k < T else 0.0)
+            assert torch.allclose(out[:, k], expected)
+    assert torch.equal(base[0], torch.randn(T + K - 1, B, K, V, generator=gen(4))[0])  # the step's output is not edited in place
+    with pytest.raises(ValueError, match="prior weight"):
+        fuse_prior(lambda prev: prev, log_prior, -1.0)
+    with pytest.raises(ValueError, match="shape"):
+        fuse_prior(lambda prev: prev, log_prior[0], 1.0)
+
+
+def test_sampling_with_a_dominant_prior_follows_it_and_weight_zero_changes_nothing():
+    model = tiny(seed=5, aligned="text", encoder_depth=1, prior_codebooks=2)
+    durations = [[3] * 11, [5, 7], [2] * 22]
+    T = 44
+    cond = with_durations(model, TEXTS, durations)
+    policy = Guidance(scales={"text": 2.0})
+    plain = sample_codec_lm(model, cond, T, policy, gen(1), temperature=0.9, top_k=6)
+    assert torch.equal(sample_codec_lm(model, cond, T, policy, gen(1), temperature=0.9, top_k=6, prior_weight=0.0), plain)
+    greedy = sample_codec_lm(model, cond, T, policy, None, temperature=0.0, prior_weight=1e4)
+    assert torch.equal(greedy[:, :2], model.content_prior(cond, T).argmax(-1))
+    assert not torch.equal(greedy[:, :2], sample_codec_lm(model, cond, T, policy, None, temperature=0.0)[:, :2])
+    with pytest.raises(ValueError, match="content prior"):
+        sample_codec_lm(tiny(seed=5, aligned="text", encoder_depth=1), cond, T, policy, None, temperature=0.0, prior_weight=1.0)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from audioguide.checkpoints import load_checkpoint
 from audioguide.cli import app
-from audioguide.recipes import load_recipe
+from audioguide.recipes import RecipeError, load_recipe
 from audioguide.training.trainer import train
 
 TINY_AE = """
@@ -221,3 +221,22 @@ def test_aligned_codec_lm_resumes_bit_identically(write_recipe, aligned_corpus, 
     torch.manual_seed(12345)  # whatever the caller's global RNG holds
     resumed = train(recipe, aligned_corpus, tmp_path / "b", steps=6)
     assert resumed.losses == straight.losses[3:]
+
+
+def test_prior_fusion_needs_a_content_prior_and_speaks_with_one(write_recipe, tmp_path):
+    """[sampler] prior_weight fuses the codec LM's content prior: a recipe without a prior is a
+    one-line error, one with a prior speaks, and the fusion changes the audio of the same seed."""
+    model = 'type = "codec-lm"\n    dim = 32\n    depth = 1\n    heads = 2\n    codebook_size = 16\n    aligned = "text"\n    encoder_depth = 1'
+    text = _recipe(TINY_AE, model, 'type = "ar"\n    top_k = 8\n    prior_weight = 2.0', "scales = { text = 2.0 }")
+    text = text.replace('name = "family"', 'name = "family"\n    random_weights = true')
+    text = text.replace("[model]", '[conditioners.speaker]\n    type = "speaker-id"\n    voices = ["s0", "s1"]\n    dim = 8\n    [model]')
+    with pytest.raises(RecipeError, match="prior_weight.*prior_codebooks = 0"):
+        load_recipe(write_recipe(text))
+    waves = []
+    for weight in ("50.0", "0.0"):  # a random prior is near uniform: a large weight makes it matter
+        path = write_recipe(text.replace('aligned = "text"', 'aligned = "text"\n    prior_codebooks = 1').replace("prior_weight = 2.0", f"prior_weight = {weight}"))
+        out = tmp_path / f"fused{weight}.wav"
+        res = CliRunner().invoke(app, ["tts", "ah oh", "--recipe", str(path), "--seed", "3", "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        waves.append(sf.read(str(out))[0])
+    assert np.isfinite(waves[0]).all() and waves[0].shape == waves[1].shape and not np.allclose(waves[0], waves[1])

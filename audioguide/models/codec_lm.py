@@ -358,6 +358,21 @@ class CodecLM(Generator):
             out["prior"] = (ce * w).sum() / (w.sum() * n).clamp_min(1.0)
         return out
 
+    @torch.no_grad()
+    def content_prior(self, cond: Cond, frames: int) -> Tensor:
+        """The content prior's log-probabilities ``[B, n, frames, V]`` over the first
+        ``n = prior_codebooks`` codebooks of every frame, all conditions kept, with the durations of
+        ``cond["<aligned>.durations"]`` (frames past their sum repeat the last token's state).
+        Sampling can fuse it with the LM's guided log-probs (:func:`audioguide.sampling.tokens.fuse_prior`).
+        """
+        n = self.config.prior_codebooks
+        if not n:
+            raise ValueError("this codec LM has no content prior (prior_codebooks = 0)")
+        encoded = self.conditions(cond, {})
+        voiced = self._voiced(encoded, self._tokens(encoded[self.aligned]))
+        logits = self.prior(regulate_kept(voiced, self._durations(cond), None, frames))
+        return logits.view(logits.shape[0], frames, n, self.codebook_size).transpose(1, 2).float().log_softmax(-1)
+
     def embed_tokens(self, tokens: Tensor) -> Tensor:
         """``tokens [B, K, S] -> [B, S, D]``: the sum of the ``K`` codebook embeddings per step."""
         if tokens.ndim != 3 or tokens.shape[1] != self.n_codebooks:

@@ -191,6 +191,37 @@ def guided_lm_step(model: CodecLMLike, cond: Mapping[str, Tensor], policy: Guida
     return step
 
 
+def fuse_prior(step: StepFn, log_prior: Tensor, weight: float) -> StepFn:
+    """Shallow fusion of a frame-level prior into a delayed AR loop (Gulcehre et al. 2015, "On
+    using monolingual corpora in neural machine translation", arXiv 1503.03535, §4.1: the
+    translation model's log-probabilities plus ``beta`` times another model's, per candidate token).
+
+    ``log_prior [B, n, T, V]`` holds log-probabilities of the first ``n`` codebooks of every frame;
+    the returned step adds ``weight * log_prior[:, k, s - k]`` to the log-probs of codebook ``k < n``
+    at step ``s`` (the delay pattern puts frame ``s - k`` there) and leaves the other codebooks and
+    the steps outside ``[0, T)`` alone. Like the step it wraps, the closure counts its own steps.
+    """
+    if not (weight >= 0.0 and math.isfinite(weight)):
+        raise ValueError(f"the prior weight must be a finite number >= 0, got {weight!r}")
+    if log_prior.ndim != 4:
+        raise ValueError(f"log_prior must have shape [B, n, T, V], got {tuple(log_prior.shape)}")
+    n, T = log_prior.shape[1], log_prior.shape[2]
+    s = 0
+
+    def step_fused(prev: Tensor) -> Tensor:
+        nonlocal s
+        out = step(prev)
+        ks = [k for k in range(min(n, out.shape[1])) if 0 <= s - k < T]
+        if weight and ks:
+            out = out.clone()
+            for k in ks:
+                out[:, k] += weight * log_prior[:, k, s - k].to(out)
+        s += 1
+        return out
+
+    return step_fused
+
+
 @torch.no_grad()
 def sample_codec_lm(
     model: CodecLMLike,
@@ -201,15 +232,24 @@ def sample_codec_lm(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    prior_weight: float = 0.0,
 ) -> Tensor:
     """Codes ``[B, K, n_frames]`` sampled from ``model`` with multi-condition CFG on logits.
 
     Guided log-probs (``sum_i w_i log_softmax(l_i)``, see :class:`~audioguide.guidance.GuidedLogits`)
     from :func:`guided_lm_step` feed :func:`sample_delayed` (delay pattern, temperature, top-k,
-    top-p; ``temperature = 0`` is greedy). The policy is used as given on every call.
+    top-p; ``temperature = 0`` is greedy). The policy is used as given on every call. With
+    ``prior_weight > 0`` the model's frame-level content prior (``model.content_prior(cond, n_frames)``,
+    e.g. :meth:`audioguide.models.codec_lm.CodecLM.content_prior`) is fused in by :func:`fuse_prior`
+    before the draw.
     """
     step = guided_lm_step(model, cond, policy)
     B, _ = _cond_batch(cond, tuple(model.condition_names))
+    if prior_weight:
+        prior = getattr(model, "content_prior", None)
+        if prior is None:
+            raise ValueError("prior_weight > 0 needs a model with a content prior (content_prior)")
+        step = fuse_prior(step, prior(cond, n_frames), prior_weight)
     return sample_delayed(
         step, B, model.n_codebooks, n_frames, generator, model.bos_id, model.pad_id, temperature, top_k, top_p
     )
