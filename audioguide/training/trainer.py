@@ -279,17 +279,28 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _distributed(device: str) -> tuple[int, int, str]:
-    """``(rank, world size, device)`` under torchrun; each rank of a GPU run takes cuda:LOCAL_RANK."""
+def _distributed(device: str) -> tuple[int, int, str, bool]:
+    """``(rank, world size, device, owned)`` under torchrun; each rank of a GPU run takes
+    cuda:LOCAL_RANK; ``owned`` says the process group was created here (and is ended by :func:`_leave`)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
+    owned = world > 1 and not torch.distributed.is_initialized()
+    if owned:
         gpu = device.startswith("cuda")
         if gpu:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
             torch.cuda.set_device(device)
         torch.distributed.init_process_group("nccl" if gpu else "gloo")
     rank = torch.distributed.get_rank() if world > 1 else 0
-    return rank, world, device
+    return rank, world, device, owned
+
+
+def _leave(world: int, owned: bool) -> None:
+    """End a multi-process run together: a barrier (no rank exits while rank 0 still writes its
+    checkpoint, with the group's connections still open) and then the group this run created."""
+    if world > 1:
+        torch.distributed.barrier()
+        if owned:
+            torch.distributed.destroy_process_group()
 
 
 def _check_device(device: str) -> str:
@@ -403,7 +414,7 @@ def train(
     cfg = recipe.train
     stop = cfg.steps if steps is None else steps
     out_dir = Path(out_dir)
-    rank, world, device = _distributed(_check_device(device))
+    rank, world, device, owned = _distributed(_check_device(device))
     check_training_recipe(recipe)
     representation, model = build_components(recipe, require_weights=False, load_model=warm_start)
     module, objective = make_objective(recipe, representation, model, cfg)
@@ -470,4 +481,5 @@ def train(
             module.train()
     if rank == 0 and not export_path.exists():
         export(export_path, ema or module, recipe, step)
+    _leave(world, owned)
     return TrainResult(step, tuple(losses), export_path)
