@@ -60,7 +60,9 @@ python benchmarks/tts_speed.py --report benchmarks/results/tts_speed.md
 # (~80 min). The shipped weights came from a warm-start chain instead: 2000 steps from scratch
 # without the content prior or input dropout, 1500 with input_dropout 0.2, then 1200 with the
 # content prior (prior_codebooks = 2), input_dropout 0.3 and balance 0.5 at lr 3e-4, then 900 more
-# on a fresh schedule (~75 min for the 2100). Not intelligible yet (WER 78 / 60 %).
+# on a fresh schedule (~75 min for the 2100), then 2500 more on a fresh schedule (~65 min at
+# 1.2 s/step on an idle machine); 8100 in all. Not intelligible yet: WER 31.5 / 25.0 % at the
+# recipe's default (text 3, content prior fused at weight 1).
 audioguide train speech-lm --data "$corpus/speech/train.jsonl" -o "$work/runs/speech-lm" --device "$device" --threads 2 \
   --from-scratch
 python scripts/ship_weights.py "$work/runs/speech-lm/model.safetensors" audioguide/weights/speech-lm.safetensors
