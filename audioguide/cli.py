@@ -267,6 +267,13 @@ def train(
 
             result = run_training(r, data, out_dir, steps=steps, device=device, log=log, warm_start=not from_scratch)
         typer.echo(f"trained to step {result.step}; weights: {result.export}", err=True)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # A torchrun rank is done: every rank has passed the final barrier, so rank 0's files are
+        # written. Leave without C++ static destructors, where torch's own threads sometimes abort
+        # ("terminate called without an active exception", after Python has finished).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @app.command()
