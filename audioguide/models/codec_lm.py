@@ -351,7 +351,7 @@ class CodecLM(Generator):
         n = self.config.prior_codebooks
         if n and codes is not None:
             B, _, T = codes.shape
-            logits = self.prior(regulate_kept(voiced, durations, kept, T)).view(B, T, n, self.codebook_size)
+            logits = self._prior_logits(voiced, durations, kept, T)
             ce = F.cross_entropy(logits.permute(0, 3, 1, 2).float(), codes[:, :n].transpose(1, 2).long(), reduction="none")
             real = torch.ones(B, T, dtype=torch.bool, device=codes.device) if frame_mask is None else frame_mask.bool()
             w = (real & kept[:, None].to(real.device)).to(ce.dtype)[:, :, None]  # [B, T, 1]
@@ -370,8 +370,13 @@ class CodecLM(Generator):
             raise ValueError("this codec LM has no content prior (prior_codebooks = 0)")
         encoded = self.conditions(cond, {})
         voiced = self._voiced(encoded, self._tokens(encoded[self.aligned]))
-        logits = self.prior(regulate_kept(voiced, self._durations(cond), None, frames))
-        return logits.view(logits.shape[0], frames, n, self.codebook_size).transpose(1, 2).float().log_softmax(-1)
+        return self._prior_logits(voiced, self._durations(cond), None, frames).transpose(1, 2).float().log_softmax(-1)
+
+    def _prior_logits(self, voiced: Tensor, durations: Tensor, kept: Tensor | None, frames: int) -> Tensor:
+        """The content prior over ``frames`` frames of the duration-expanded ``voiced`` states:
+        logits ``[B, frames, prior_codebooks, V]``."""
+        logits = self.prior(regulate_kept(voiced, durations, kept, frames))
+        return logits.view(logits.shape[0], frames, self.config.prior_codebooks, self.codebook_size)
 
     def embed_tokens(self, tokens: Tensor) -> Tensor:
         """``tokens [B, K, S] -> [B, S, D]``: the sum of the ``K`` codebook embeddings per step."""
