@@ -32,8 +32,13 @@ is off (outside the guidance interval, or once adaptive guidance has converged).
 Variants (each optional, all composable, applied in this order)
 ---------------------------------------------------------------
 1. CFG-Zero* (Fan et al. 2025, arXiv 2503.18886, eq. 7-9): optimised scale
-   ``s* = <c, u> / ||u||^2`` per sample; ``x = s* u + w (c - s* u)``; velocity zeroed for ``t`` in the
-   first ``zero_init`` fraction of the time range (flow models).
+   ``s* = <c, u> / ||u||^2`` per sample; ``x = s* u + w (c - s* u)``. Only the unconditional branch
+   ``u`` (every condition dropped) is rescaled; with several conditions that gives
+   ``s* u + sum_k s_k (c_k - s* u)`` (independent) and ``s* u_00 + s_a (u_a0 - s* u_00) + ...``
+   (nested). Zero-init: velocity zeroed for ``t`` in the first ``zero_init`` fraction of the time
+   range, flow-velocity models only (a zero eps / x0 / v, or a zero *average* velocity, is not "stay
+   put"). The paper zeroes the first K solver steps; on a uniform grid of N steps ``zero_init = K/N``
+   is the same, on a shifted grid it covers more steps.
 2. APG (Sadat et al. 2025, ICLR, Alg. 1): in x0 space, ``d = D_c - D_u``; momentum
    ``d <- d + beta * d_prev``; norm clip ``d <- d * min(1, r / ||d||)``; split ``d`` into parts
    parallel and orthogonal to ``D_c``; ``D = D_c + (w - 1) (d_perp + eta * d_par)``.
@@ -43,10 +48,12 @@ Variants (each optional, all composable, applied in this order)
    prediction space, std over all non-batch dims (``"all"``) or over channels per frame
    (``"channels"``, as stable-audio-tools).
 4. Guidance interval (Kynkaanniemi et al. 2024, arXiv 2404.07724, eq. 2): guide only for
-   ``lo < t <= hi`` (or on ``sigma_t``); the conditional prediction elsewhere, without evaluating the
-   other branches.
+   ``lo < t <= hi``, or with ``interval_on = "sigma"`` for ``lo < sigma <= hi`` where ``sigma =
+   sigma_t / alpha_t`` is the EDM noise level the paper's intervals are given in (``t / (1 - t)`` on
+   a flow path); the conditional prediction elsewhere, without evaluating the other branches.
 5. Adaptive guidance (Castillo et al. 2025, AAAI, "Adaptive Guidance", §3): once
-   ``cos(c, u)`` has stayed above ``threshold`` for ``patience`` consecutive evaluations for a sample,
+   ``cos(c, u)`` (in the model's own prediction space; the paper's thresholds were set on eps) has
+   stayed above ``threshold`` for ``patience`` consecutive evaluations for a sample,
    that sample's remaining evaluations skip the unconditional branches and use ``c`` alone.
 6. CFG++ (Chung et al. 2024, arXiv 2406.08070) is a sampler, not a combination rule: it needs the
    guided AND the unconditional prediction, which :meth:`GuidedField.pair` returns
@@ -454,6 +461,8 @@ class GuidedField:
     ) -> None:
         if kind not in PREDICTION_KINDS:
             raise ValueError(f"unknown prediction kind {kind!r}")
+        if policy.zero_init > 0 and kind != "flow":
+            raise ValueError(f"CFG-Zero* zero_init zeroes a flow velocity; a {kind!r} model has none")
         self.model, self.cond, self.policy = model, cond, policy
         self.kind, self.alpha_sigma = kind, alpha_sigma
         self.reference = frozenset(policy.conditions)
@@ -484,7 +493,11 @@ class GuidedField:
         p = self.policy
         active = torch.ones_like(t, dtype=torch.bool)
         if p.interval is not None:
-            at = t if p.interval_on == "t" else self.alpha_sigma(t)[1]
+            if p.interval_on == "t":
+                at = t
+            else:
+                a, s = self.alpha_sigma(t)
+                at = s / a.clamp_min(1e-12)  # EDM sigma; +huge at pure noise (alpha = 0)
             lo, hi = p.interval
             active &= (at > lo) & (at <= hi)
         if self.state.converged is not None:
@@ -545,7 +558,7 @@ class GuidedField:
         p = self.policy
         weights = [tm.weight for tm in self.others]
         if p.zero_star:
-            preds = [cfg_zero_star_scale(c, q) * q for q in preds]
+            preds = [cfg_zero_star_scale(c, q) * q if tm.keep == self.null else q for tm, q in zip(self.others, preds)]
         if p.apg is not None:
             guided = self._apg(c, preds, x, t, active)
         else:

@@ -342,7 +342,8 @@ def model_kind(model: Component) -> str:
 
 
 def check_policy(guidance: Guidance, sampler: str, kind: str, where: str) -> None:
-    """What a sampler and model kind allow: CFG++ scales in [0, 1]; only CFG terms on codec-LM logits."""
+    """What a sampler and model kind allow: CFG++ scales in [0, 1]; zero-init on flow velocities only;
+    only CFG terms on codec-LM logits."""
     if SAMPLERS[sampler].cfgpp:
         weights = [(name, w) for name, w in guidance.scales] + [
             ("+".join(sorted(t.keep)) or "null", t.weight) for t in guidance.custom_terms
@@ -357,6 +358,9 @@ def check_policy(guidance: Guidance, sampler: str, kind: str, where: str) -> Non
         ] if on]
         if unsupported:
             raise RecipeError(f"{where}: {unsupported[0]} does not apply to codec-LM logits (only multi-condition CFG does)")
+    if guidance.zero_init > 0 and (kind != "flow" or SAMPLERS[sampler].mean_flow):
+        what = "a mean-flow sampler (a zero average velocity skips the whole step)" if kind == "flow" else f"a {kind!r} model"
+        raise RecipeError(f"{where}: zero_init zeroes a flow velocity; it does not apply to {what}")
 
 
 # ---------------------------------------------------------------------------------------------

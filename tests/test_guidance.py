@@ -304,6 +304,37 @@ def test_cfg_zero_star_formula_and_zero_init(setup):
     assert torch.allclose(field(x, t), out, atol=1e-6)
 
 
+def test_cfg_zero_star_rescales_only_the_unconditional_branch(setup):
+    """Several conditions: ``s* u + sum_k s_k (c_k - s* u)`` (independent) and
+    ``s* u_00 + s_t (u_t0 - s* u_00) + s_s (u_ts - u_t0)`` (nested), with ``s* = <c, u> / ||u||^2``
+    measured against the all-conditions prediction ``c``."""
+    model, x, t, cond = setup
+    u, c = model.branch(x, t, cond, set()), model.branch(x, t, cond, {"text", "speaker"})
+    c_t, c_s = model.branch(x, t, cond, {"text"}), model.branch(x, t, cond, {"speaker"})
+    s = (c * u).sum((1, 2), keepdim=True) / (u * u).sum((1, 2), keepdim=True)
+    scales = {"text": 3.0, "speaker": 2.0}
+    ind = G.GuidedField(model, cond, G.Guidance(scales=scales, mode="independent", zero_star=True))(x, t)
+    assert torch.allclose(ind, s * u + 3.0 * (c_t - s * u) + 2.0 * (c_s - s * u), atol=1e-4)
+    nest = G.GuidedField(model, cond, G.Guidance(scales=scales, mode="nested", zero_star=True))(x, t)
+    assert torch.allclose(nest, s * u + 3.0 * (c_t - s * u) + 2.0 * (c - c_t), atol=1e-4)
+
+
+def test_zero_init_refuses_non_velocity_kinds(setup):
+    model, _, _, cond = setup
+    with pytest.raises(ValueError, match="zero_init zeroes a flow velocity"):
+        G.GuidedField(model, cond, single(3.0, zero_init=0.04), kind="eps")
+
+
+def test_interval_on_sigma_is_the_edm_noise_level(setup):
+    """On a flow path ``sigma = t / (1 - t)``: (0.5, 2] guides t in (1/3, 2/3] only."""
+    model, x, _, cond = setup
+    t = torch.tensor([0.3, 0.5, 0.7])  # sigma 0.43, 1.0, 2.33
+    out = G.GuidedField(model, cond, single(3.0, interval=(0.5, 2.0), interval_on="sigma"))(x, t)
+    c, u = model.branch(x, t, cond, {"text"}), model.branch(x, t, cond, set())
+    assert torch.allclose(out[1], (u + 3 * (c - u))[1], atol=1e-5)
+    assert torch.allclose(out[[0, 2]], c[[0, 2]], atol=1e-6)
+
+
 class ConvergingDenoiser(ToyDenoiser):
     """c and u become parallel as t -> 0 (for rows in ``fast``); cos(c, u) then -> 1."""
 

@@ -132,6 +132,15 @@ def test_diffusion_sampler_checks(write_recipe):
     load_recipe(write_recipe(eps.replace('type = "ddim"', 'type = "ddim"\nzero_terminal_snr = false')))
 
 
+def test_zero_init_only_on_flow_velocities(write_recipe):
+    """CFG-Zero*'s zero-init means "stay put" only for a flow velocity integrated by a plain ODE step."""
+    zi = TINY_TTS.replace("scales = { text = 3.0 }", "scales = { text = 3.0 }\nzero_init = 0.04")
+    assert load_recipe(write_recipe(zi)).guidance.zero_init == 0.04
+    eps = zi.replace('type = "euler"', 'type = "ddim"\nzero_terminal_snr = false').replace("hidden = 32", 'hidden = 32\nkind = "eps"')
+    with pytest.raises(RecipeError, match="zero_init zeroes a flow velocity; it does not apply to a 'eps' model"):
+        load_recipe(write_recipe(eps))
+
+
 def test_building_components_leaves_global_rng_alone(write_recipe):
     import torch
 

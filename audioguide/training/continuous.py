@@ -177,7 +177,10 @@ def diffusion_loss(
 
 @dataclass(frozen=True)
 class MeanFlowConfig:
-    """MeanFlow training (Geng et al. 2025) with MeanAudio's defaults.
+    """MeanFlow training (Geng et al. 2025; MeanAudio, Li et al. 2025).
+
+    The defaults fold no guidance in (``omega = 1, kappa = 0``); MeanAudio trains with ``omega = 0.3,
+    kappa = 0.9`` (effective scale 3), the shipped speech recipe with ``1.5, 0.5`` (also 3).
 
     ``flow_ratio``: fraction of the batch with ``r = t`` (plain flow matching rows).
     ``mu``, ``sigma``: logit-normal parameters of the two time draws.
