@@ -25,7 +25,7 @@ app = typer.Typer(
 DEFAULT_RECIPE = {"tts": "speech", "t2a": "sound"}
 
 RecipeOpt = Annotated[Optional[str], typer.Option("--recipe", "-r", help="Built-in recipe name or path to a recipe .toml.")]
-SeedOpt = Annotated[int, typer.Option("--seed", "-s", min=0, help="Random seed; the same seed gives the same audio.")]
+SeedOpt = Annotated[int, typer.Option("--seed", "-s", min=0, max=2**64 - 1, help="Random seed; the same seed gives the same audio.")]
 StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, help="Sampler steps (default: the recipe's).")]
 CfgOpt = Annotated[Optional[float], typer.Option("--cfg", help="Guidance scale for every condition (1 = no guidance).")]
 ScaleOpt = Annotated[
@@ -71,7 +71,19 @@ def _pairs(items: list[str] | None, option: str = "--scale") -> dict[str, float]
     return out
 
 
-def _load(task: str, recipe: str | None, weights: str | None, threads: int | None):
+def _counts(items: list[str] | None, option: str) -> dict[str, int]:
+    """``NAME=N`` pairs with whole numbers ``N >= 0``."""
+    from audioguide.core import AudioguideError
+
+    out = {}
+    for name, v in _pairs(items, option).items():
+        if not (0 <= v < float("inf") and v == int(v)):
+            raise AudioguideError(f"{option} expects NAME=N with a whole number N >= 0, got {name}={v:g}")
+        out[name] = int(v)
+    return out
+
+
+def _load(task: str, recipe: str | None, weights: str | None, threads: int | None, render: bool = False):
     import torch
 
     from audioguide.core import AudioguideError
@@ -81,7 +93,8 @@ def _load(task: str, recipe: str | None, weights: str | None, threads: int | Non
         torch.set_num_threads(threads)
     pipe = Pipeline.from_recipe(recipe or DEFAULT_RECIPE[task], weights=weights)
     if pipe.task != task:
-        raise AudioguideError(f"recipe {pipe.recipe.name!r} is a {pipe.task} recipe; use `audioguide {pipe.task}`")
+        how = f"--task {pipe.task}" if render else f"`audioguide {pipe.task}`"
+        raise AudioguideError(f"recipe {pipe.recipe.name!r} is a {pipe.task} recipe; use {how}")
     return pipe
 
 
@@ -103,10 +116,18 @@ def _check_output(output: Path, force: bool) -> None:
 
     if output.suffix.lower() != ".wav":
         raise AudioguideError(f"output must end in .wav, got {output}")
-    if output.is_dir():
-        raise AudioguideError(f"output {output} is a directory")
-    if output.exists() and not force:
-        raise AudioguideError(f"{output} exists; pass --force to overwrite")
+    try:
+        if output.is_dir():
+            raise AudioguideError(f"output {output} is a directory")
+        if output.exists() and not force:
+            raise AudioguideError(f"{output} exists; pass --force to overwrite")
+        parent = output.parent
+        while not parent.exists() and parent != parent.parent:  # the directories write_wav will create
+            parent = parent.parent
+        if not parent.is_dir():
+            raise AudioguideError(f"cannot write {output}: {parent} is not a directory")
+    except OSError as e:  # e.g. a name over the file system's length limit
+        raise AudioguideError(f"cannot write {output}: {e.strerror}") from None
 
 
 def _progress():
@@ -130,7 +151,7 @@ def _generate(task, text, output, recipe, seed, steps, cfg, scale, rescale, seco
         if seconds is not None:
             pipe.seconds_for(text, seconds)  # validates the range
         inputs = {k: v for k, v in (inputs or {}).items() if v is not None}
-        pipe.check_texts([text], inputs, negative)
+        pipe.check_texts([text], inputs, negative, seconds)
         _validate_and_warn(pipe, [text], steps, cfg, scales, rescale)
         with _progress() as progress:
             bar = progress.add_task("sampling", total=steps or getattr(pipe.recipe.sampler.config, "steps", None))
@@ -220,9 +241,9 @@ def render(
         if not task and recipe is None:  # infer from the manifest: captions only -> sound
             task = "t2a" if all(r.caption and not r.text for r in rows) else "tts"
         chosen = recipe or DEFAULT_RECIPE[task]
-        pipe = _load(task or load_recipe(chosen).task, chosen, weights, threads)
+        pipe = _load(task or load_recipe(chosen).task, chosen, weights, threads, render=True)
         scales = _pairs(scale)
-        check_rows(pipe, rows)
+        check_rows(pipe, rows, seed)
         _validate_and_warn(pipe, [], steps, cfg, scales, rescale)
         with _progress() as progress:
             bar = progress.add_task("rendering", total=len(rows))
@@ -324,7 +345,7 @@ def data_speech(
         paths = build_speech_corpus(
             out_dir, sentences, seed, tuple(teacher or ["hibari-heart"]), held_out,
             on_item=lambda i, n: progress.update(bar, completed=i, total=n),
-            sentences_for={k: int(v) for k, v in _pairs(limit or [], "--limit").items()},
+            sentences_for=_counts(limit, "--limit"),
         )
     for split, path in paths.items():
         typer.echo(f"{split}: {path}", err=True)
@@ -609,8 +630,28 @@ def list_recipes() -> None:
 
 
 def main() -> None:
+    """Run the CLI; a usage error (bad option, missing argument, unknown command) is one line too."""
+    try:  # typer >= 0.2x vendors click; older typers use click itself
+        from typer._click import exceptions as click_errors
+    except ImportError:
+        from click import exceptions as click_errors  # type: ignore[no-redef]
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    app()
+    try:
+        code = app(standalone_mode=False, prog_name="audioguide")
+    except getattr(click_errors, "NoArgsIsHelpError", ()):
+        code = 2  # the help is already printed
+    except click_errors.UsageError as e:
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        typer.secho(f"error: {e.format_message()}{hint}", fg=typer.colors.RED, err=True)
+        code = 2
+    except click_errors.ClickException as e:
+        typer.secho(f"error: {e.format_message()}", fg=typer.colors.RED, err=True)
+        code = e.exit_code
+    except typer.Abort:
+        typer.secho("error: interrupted", fg=typer.colors.RED, err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -166,10 +166,19 @@ class Audio:
         return len(self.waveforms[i]) / self.sample_rate
 
 
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` if it is an integer in ``[0, MAX_SEED]``, else a one-line error."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise AudioguideError(f"seed must be an integer in [0, 2^64 - 1], got {seed!r}")
+    return seed
+
+
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A ``torch.Generator`` seeded explicitly; every random draw in audioguide flows from one."""
-    if not isinstance(seed, int) or seed < 0:
-        raise AudioguideError(f"seed must be a non-negative integer, got {seed!r}")
+    check_seed(seed)
     return torch.Generator(device=device).manual_seed(seed)
 
 
@@ -183,7 +192,8 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        # a short temporary name: a file name near the 255-byte limit stays writable
+        fd, name = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".partial", dir=path.parent)
     except OSError as e:
         raise AudioguideError(f"cannot write to {path.parent}: {e.strerror}") from None
     os.close(fd)

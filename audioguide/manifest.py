@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audioguide.core import AudioguideError, atomic_write
+from audioguide.core import AudioguideError, atomic_write, check_seed
 
 _FIELDS = ("id", "audio", "text", "speaker", "caption", "style", "duration", "seed")
 _SAFE_ID = re.compile(r"^[\w.-]+$")
+MAX_ID = 200  # characters; <id>.wav must fit a file name
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,15 @@ def _typed(value: Any, kind: type, where: str) -> Any:
     raise AudioguideError(f"{where} must be {kind.__name__}, got {value!r}")
 
 
+def _seed(seed: int | None, where: str) -> int | None:
+    if seed is None:
+        return None
+    try:
+        return check_seed(seed)
+    except AudioguideError as e:
+        raise AudioguideError(f"{where}: {e}") from None
+
+
 def read_manifest(path: str | Path) -> list[Row]:
     """Read and validate a JSONL manifest; any bad line is a one-line error naming the line."""
     path = Path(path)
@@ -69,6 +79,8 @@ def read_manifest(path: str | Path) -> list[Row]:
         audio = _typed(obj.get("audio"), str, f"{where}: audio")
         rid = obj.get("id", Path(audio).stem if audio else f"{len(rows):06d}")
         rid = str(_typed(rid, str, f"{where}: id") if not isinstance(rid, int) else rid)
+        if len(rid) > MAX_ID:
+            raise AudioguideError(f"{where}: id is {len(rid)} characters; at most {MAX_ID} (it names a file)")
         if not _SAFE_ID.match(rid):
             raise AudioguideError(f"{where}: id {rid!r} may contain only letters, digits, '_', '.', '-'")
         if rid in seen:
@@ -83,7 +95,7 @@ def read_manifest(path: str | Path) -> list[Row]:
                 caption=_typed(obj.get("caption"), str, f"{where}: caption"),
                 style=_typed(obj.get("style"), str, f"{where}: style"),
                 duration=_typed(obj.get("duration"), float, f"{where}: duration"),
-                seed=_typed(obj.get("seed"), int, f"{where}: seed"),
+                seed=_seed(_typed(obj.get("seed"), int, f"{where}: seed"), where),
                 extra={k: v for k, v in obj.items() if k not in _FIELDS},
             )
         )

@@ -241,18 +241,37 @@ class Pipeline:
             )
         return seconds
 
-    def check_texts(self, texts: Sequence[str], inputs: Mapping[str, str] | None = None, negative: str | None = None) -> None:
-        """Fail early, with a one-line error, on input the conditioners cannot take."""
+    def check_texts(
+        self,
+        texts: Sequence[str],
+        inputs: Mapping[str, str] | None = None,
+        negative: str | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        """Fail early, with a one-line error, on input the conditioners cannot take. Long speech is
+        checked sentence by sentence, as it is generated (:meth:`pieces`)."""
         if not texts:
             raise AudioguideError("nothing to generate: no texts given")
+        primary = PRIMARY_INPUT[self.task]
         for name, values in self._inputs(texts, inputs).items():
+            if name == primary and values is not None:
+                values = [p for text in values for p in self.pieces(text, seconds)]
             if values is not None:
                 self.model.conditioners[name].check(values)
         if negative is not None:
             primary = PRIMARY_INPUT[self.task]
             if getattr(self.model, "aligned", "") == primary:
                 raise AudioguideError(f"recipe {self.recipe.name!r} aligns its {primary} to the audio; it takes no negative prompt")
-            self.model.conditioners[primary].check([negative])
+            try:
+                self.model.conditioners[primary].check([negative])
+            except AudioguideError as e:
+                raise AudioguideError(f"negative prompt: {e}") from None
+
+    def pieces(self, text: str, seconds: float | None = None) -> list[str]:
+        """What one text is generated as: its sentences for speech of free length
+        (:func:`split_sentences`), else the text exactly as given."""
+        pieces = split_sentences(text) if self.task == "tts" and seconds is None else []
+        return pieces if len(pieces) >= 2 else [text]
 
     def _inputs(self, texts: Sequence[str], inputs: Mapping[str, str] | None) -> dict[str, list[str] | None]:
         """Every conditioner's input per text: the texts themselves, ``inputs`` for the others (the
@@ -301,7 +320,7 @@ class Pipeline:
         it needs that condition's scale away from 1 (an error otherwise: it would do nothing).
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
-        self.check_texts(texts, inputs, negative)
+        self.check_texts(texts, inputs, negative, seconds)
         policy = self.policy(guidance, scales, cfg, rescale)
         sampler_cfg = self.sampler_config(steps)
         aligned, primary = getattr(self.model, "aligned", ""), PRIMARY_INPUT[self.task]
@@ -312,9 +331,7 @@ class Pipeline:
         for i, text in enumerate(texts):
             conditions = self._inputs([text], inputs)
             call_policy = self._without(policy, [n for n, v in conditions.items() if v is None])
-            pieces = split_sentences(text) if self.task == "tts" and seconds is None else []
-            if len(pieces) < 2:
-                pieces = [text]  # one sentence: the text exactly as given
+            pieces = self.pieces(text, seconds)
             parts = [
                 # aligned speech takes its length from predicted durations unless seconds are given
                 self._generate(p, {**conditions, primary: [p]}, None if aligned and seconds is None else self.seconds_for(p, seconds),

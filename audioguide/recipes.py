@@ -35,6 +35,8 @@ becomes: an unknown key, an unknown component type or an out-of-range value is a
 
 from __future__ import annotations
 
+import math
+
 import tomllib
 import types
 import typing
@@ -85,8 +87,8 @@ class Duration:
     def __post_init__(self) -> None:
         if not 0 < self.min_seconds <= self.max_seconds:
             raise ValueError("need 0 < min_seconds <= max_seconds")
-        if self.seconds_per_char <= 0:
-            raise ValueError("seconds_per_char must be > 0")
+        if not (0 < self.seconds_per_char < math.inf):
+            raise ValueError(f"seconds_per_char must be a finite number > 0, got {self.seconds_per_char}")
         if not self.min_seconds <= self.seconds <= self.max_seconds:
             raise ValueError(f"seconds must be in [min_seconds, max_seconds] = [{self.min_seconds}, {self.max_seconds}]")
 

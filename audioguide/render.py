@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audioguide.audio import write_wav
-from audioguide.core import AudioguideError
+from audioguide.core import AudioguideError, check_seed
 from audioguide.manifest import Row
 from audioguide.pipeline import PRIMARY_INPUT, Pipeline
 
@@ -40,12 +40,22 @@ def inputs_of(row: Row, pipe: Pipeline) -> dict[str, str]:
             if name != primary and (value := getattr(row, name, None))}
 
 
-def check_rows(pipe: Pipeline, rows: Sequence[Row]) -> None:
-    """Validate every row before any work: prompt, other inputs, duration."""
-    for row in rows:
-        pipe.check_texts([prompt_of(row, pipe.task)], inputs_of(row, pipe))
-        if pipe.task == "t2a" and row.duration is not None:
-            pipe.seconds_for("", row.duration)
+def row_seed(row: Row, index: int, seed: int) -> int:
+    """A row's own ``seed``, else ``seed + index``: rendering is the same whatever was done before."""
+    return row.seed if row.seed is not None else seed + index
+
+
+def check_rows(pipe: Pipeline, rows: Sequence[Row], seed: int = 0) -> None:
+    """Validate every row before any work: prompt, other inputs, duration, seed. An error names the row."""
+    for i, row in enumerate(rows):
+        try:
+            seconds = row.duration if pipe.task == "t2a" else None
+            pipe.check_texts([prompt_of(row, pipe.task)], inputs_of(row, pipe), seconds=seconds)
+            if seconds is not None:
+                pipe.seconds_for("", seconds)
+            check_seed(row_seed(row, i, seed))
+        except AudioguideError as e:
+            raise AudioguideError(f"row {row.id!r}: {e}") from None
 
 
 def render(
@@ -58,14 +68,14 @@ def render(
 ) -> RenderReport:
     """Render every row to ``out_dir/<id>.wav``; ``options`` go to the pipeline call."""
     out_dir = Path(out_dir)
-    check_rows(pipe, rows)
+    check_rows(pipe, rows, seed)
     written = skipped = 0
     for i, row in enumerate(rows):
         target = out_dir / f"{row.id}.wav"
         done = target.exists()
         if not done:
             seconds = row.duration if pipe.task == "t2a" else None
-            audio = pipe([prompt_of(row, pipe.task)], seed=row.seed if row.seed is not None else seed + i,
+            audio = pipe([prompt_of(row, pipe.task)], seed=row_seed(row, i, seed),
                          seconds=seconds, inputs=inputs_of(row, pipe), **options)
             write_wav(target, audio[0], audio.sample_rate)
         written += not done

@@ -121,3 +121,20 @@ def test_packaged_minilm_understands_captions():
     cos = torch.nn.functional.cosine_similarity
     assert cond.dim == 384
     assert cos(e[0], e[1], dim=0) > cos(e[0], e[2], dim=0) + 0.2
+
+
+def test_phonemes_of_hard_text():
+    """Numbers past the G2P's largest name are read digit by digit; punctuation alone is not speech."""
+    assert phonemize("1" * 40).count("wˈʌn") == 40
+    cond = Phonemes(PhonemesConfig())
+    for text in ["?!...,,", "...", "—"]:
+        with pytest.raises(AudioguideError, match="no pronounceable words"):
+            cond.check([text])
+    cond.check(["Wait... what?!"])
+
+
+def test_pretrained_text_refuses_to_cut_a_prompt(tiny_encoder_dir):
+    cond = PretrainedText(PretrainedTextConfig(source=str(tiny_encoder_dir), max_length=6))
+    cond.check(["a dog barking"])  # 5 tokens with [CLS] and [SEP]
+    with pytest.raises(AudioguideError, match="text is 7 tokens, over this recipe's limit of 6"):
+        cond.check(["a dog barking very loudly"])

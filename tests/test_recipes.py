@@ -50,6 +50,7 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
         (("[conditioners.text]", "[conditioners.caption]"), ["[conditioners.caption] is not an input of task 'tts'"]),
         (('hop = 64', 'hop = 64\n[duration]\nmin_seconds = 5.0\nmax_seconds = 1.0'), ["[duration]", "min_seconds <= max_seconds"]),
         (("steps = 4", "steps = 4\nshift = 3.0"), ['shift applies only to schedule = "shift"']),
+        (('hop = 64', 'hop = 64\n[duration]\nseconds_per_char = nan'), ["seconds_per_char must be a finite number > 0"]),
         (("dim = 16", 'dim = 16\nweights = "x.safetensors"'), ["[conditioners.text]: no 'weights' here", "[model] weights"]),
         (("steps = 4", 'steps = 4\nweights = "x.safetensors"'), ["[sampler]: no 'weights' here"]),
         (("scales = { text = 3.0 }", "scales = { text = 3.0 }\n[[guidance.terms]]\nkeep = []\nweight = 1.0"), ["'terms' needs mode"]),

@@ -173,3 +173,77 @@ def test_voices_from_the_cli_and_manifests(tmp_path, write_recipe):
     write_manifest(manifest, [{"id": "x", "text": "Hello.", "speaker": "bob"}])
     assert run("render", manifest, "-r", recipe, "-o", tmp_path / "out").exit_code == 0
     assert (tmp_path / "out" / "x.wav").read_bytes() == b.read_bytes()
+
+
+def test_long_speech_is_checked_sentence_by_sentence(tmp_path, write_recipe):
+    """The text limit applies to each generated sentence, not to the whole input."""
+    recipe = write_recipe(TINY_TTS.replace("dim = 16", "dim = 16\nmax_len = 40"))
+    long = "The first short sentence. A second short one here. And then a third!"  # 68 bytes, pieces < 40
+    out = tmp_path / "long.wav"
+    res = run("tts", long, "-r", recipe, "-o", out, "--steps", 2)
+    assert res.exit_code == 0, res.output
+    assert sf.info(str(out)).frames > 0
+    res = run("tts", "One single sentence that runs well past forty bytes", "-r", recipe, "-o", tmp_path / "x.wav")
+    assert res.exit_code == 2 and "over this conditioner's limit of 40" in res.output
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(manifest, [{"id": "a", "text": long}])
+    assert run("render", manifest, "-r", recipe, "-o", tmp_path / "out", "--steps", 2).exit_code == 0
+
+
+def test_output_paths_fail_before_any_work(tmp_path):
+    res = run("tts", "Hi.", "-r", "random-tts", "-o", tmp_path / ("a" * 300 + ".wav"))
+    assert res.exit_code == 2 and "File name too long" in res.output and "Traceback" not in res.output
+    (tmp_path / "afile").write_text("x")
+    res = run("tts", "Hi.", "-r", "random-tts", "-o", tmp_path / "afile" / "x.wav")
+    assert res.exit_code == 2 and "afile is not a directory" in res.output
+    assert "RANDOM" not in res.output  # refused before the model was loaded
+    long_ok = tmp_path / ("b" * 246 + ".wav")  # a legal 250-byte name: the temporary file must fit too
+    res = run("tts", "Hi.", "-r", "random-tts", "-o", long_ok, "--steps", 2)
+    assert res.exit_code == 0, res.output
+    assert sf.info(str(long_ok)).frames > 0 and not list(tmp_path.glob(".*partial"))
+
+
+def test_render_checks_every_seed_and_names_the_row(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "text": "Hi."}) + "\n" + json.dumps({"id": "b", "text": "Yo.", "seed": -1}) + "\n")
+    with pytest.raises(AudioguideError, match=r"m.jsonl:2: seed must be an integer in \[0, 2\^64 - 1\]"):
+        read_manifest(manifest)
+    manifest.write_text(json.dumps({"id": "a", "text": "Hi."}) + "\n" + json.dumps({"id": "b", "text": "Yo."}) + "\n")
+    res = run("render", manifest, "-r", "random-tts", "-o", tmp_path / "out", "--seed", 2**64 - 1)
+    assert res.exit_code == 2 and "row 'b': seed must be an integer" in res.output  # row b's seed is 2^64
+    assert not (tmp_path / "out").exists()  # nothing rendered before the error
+    manifest.write_text(json.dumps({"id": "a", "text": "Hi."}) + "\n" + json.dumps({"id": "b", "text": "  "}) + "\n")
+    res = run("render", manifest, "-r", "random-tts", "-o", tmp_path / "out")
+    assert res.exit_code == 2 and "row 'b': text is empty" in res.output
+    manifest.write_text(json.dumps({"id": "x" * 201, "text": "Hi."}) + "\n")
+    with pytest.raises(AudioguideError, match="id is 201 characters; at most 200"):
+        read_manifest(manifest)
+    manifest.write_text(json.dumps({"id": "a", "text": "Hi."}) + "\n")
+    res = run("render", manifest, "-o", tmp_path / "out", "--task", "t2a", "-r", "random-tts")
+    assert res.exit_code == 2 and "use --task tts" in res.output
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    """Typer's own errors (bad option value, missing argument, unknown command) go through main()."""
+    import subprocess
+    import sys
+
+    for args, message in [
+        (["tts", "Hi.", "--seed", "-1"], "Invalid value for '--seed'"),
+        (["tts"], "Missing argument 'text'"),
+        (["nope"], "No such command 'nope'"),
+    ]:
+        res = subprocess.run([sys.executable, "-m", "audioguide.cli", *args, "-o", str(tmp_path / "o.wav")],
+                             capture_output=True, text=True, timeout=120)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1, res.stderr
+        assert lines[0].startswith("error: ") and message in lines[0], res.stderr
+
+
+def test_data_commands_check_their_options_before_any_work(tmp_path):
+    for bad in ["hibari-heart=nan", "hibari-heart=inf", "hibari-heart=2.5", "hibari-heart=-1"]:
+        res = run("data", "speech", "-o", tmp_path / "c", "--limit", bad)
+        assert res.exit_code == 2 and "--limit expects NAME=N with a whole number N >= 0" in res.output, res.output
+    res = run("data", "merge", tmp_path / "missing", "-o", tmp_path / "merged")
+    assert res.exit_code == 2 and "not found; build that corpus first" in res.output
+    assert not (tmp_path / "c").exists() and not (tmp_path / "merged").exists()

@@ -11,6 +11,7 @@ phonemes to frames (:mod:`audioguide.models.duration`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -39,8 +40,21 @@ def _g2p(british: bool):
 
 
 def phonemize(text: str, british: bool = False) -> str:
-    """Misaki-style phonemes of ``text`` (offline)."""
-    return _g2p(british)(text)
+    """Misaki-style phonemes of ``text`` (offline).
+
+    The G2P reads numbers as words and fails on numbers beyond its largest name (about 36 digits);
+    such text is read again with every digit as its own word ("1 2 3"), and a one-line error
+    remains for text it still cannot read.
+    """
+    g2p = _g2p(british)
+    try:
+        return g2p(text)
+    except Exception:  # noqa: BLE001 - a third-party G2P's failure becomes a one-line error below
+        pass
+    try:
+        return g2p(re.sub(r"\d", r" \g<0> ", text))
+    except Exception as e:  # noqa: BLE001
+        raise AudioguideError(f"cannot read {text[:40]!r} aloud: the G2P failed ({type(e).__name__})") from None
 
 
 @dataclass(frozen=True)
@@ -71,7 +85,7 @@ class Phonemes(Conditioner):
             if not text.strip():
                 raise AudioguideError("text is empty")
             phones = phonemize(text, self.config.british)
-            if not phones.strip():
+            if not phones.strip(PUNCTUATION):  # nothing but punctuation and spaces
                 raise AudioguideError(f"no pronounceable words in {text[:40]!r}")
             if len(phones) > self.config.max_len:
                 raise AudioguideError(

@@ -106,9 +106,17 @@ class PretrainedText(Conditioner):
         return Encoded(out, mask)
 
     def check(self, inputs: Sequence[str]) -> None:
+        """Empty text, or text the encoder would cut at ``max_length`` tokens, is an error (training
+        truncates silently; a user's prompt is never cut without a word)."""
+        tokenizer, _ = self._frozen
         for t in inputs:
             if not t.strip():
                 raise AudioguideError("text is empty")
+            n = len(tokenizer(t)["input_ids"])
+            if n > self.config.max_length:
+                raise AudioguideError(
+                    f"text is {n} tokens, over this recipe's limit of {self.config.max_length}; shorten it: {t[:40]!r}..."
+                )
 
     def forward(self, inputs: Sequence[str]) -> Encoded:
         enc = self.hidden_states(inputs)

@@ -647,14 +647,15 @@ def merge_corpora(out_dir: str | Path, corpora: Sequence[str | Path], seed: int 
     the whole corpus. Lets slow teachers be built separately (or on other machines) and joined.
     """
     out_dir = Path(out_dir)
+    missing = [m for c in map(Path, corpora) for split in ("train", "held_out", "sus") if not (m := c / f"{split}.jsonl").exists()]
+    if missing:  # before anything is created
+        raise AudioguideError(f"{missing[0]} not found; build that corpus first (audioguide data speech)")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, bounds = {}, None
     for split in ("train", "held_out", "sus"):
         rows = []
         for corpus in map(Path, corpora):
             manifest = corpus / f"{split}.jsonl"
-            if not manifest.exists():
-                raise AudioguideError(f"{manifest} not found; build that corpus first (audioguide data speech)")
             for line in manifest.read_text(encoding="utf-8").splitlines():
                 if line.strip():
                     row = json.loads(line)
