@@ -196,3 +196,19 @@ def test_config_validation(bad):
 def test_config_fields_are_toml_friendly():
     for f in dataclasses.fields(DiTConfig):
         assert isinstance(getattr(DiTConfig(), f.name), (int, float, str, bool))
+
+
+def test_token_blocks_do_not_depend_on_batch_padding():
+    """A row's FFT-block states are the same alone and padded in a batch (any amount of padding):
+    what a model learned on padded batches is what it computes for one sentence at inference."""
+    from audioguide.models.dit import TokenBlock, token_blocks
+
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    blocks = torch.nn.ModuleList([TokenBlock(16, 2, False) for _ in range(2)])
+    h = torch.randn(1, 7, 16, generator=g)
+    alone = token_blocks(blocks, h, torch.ones(1, 7, dtype=torch.bool), 2)
+    for pad in (1, 4):
+        padded = torch.cat([h, torch.randn(1, pad, 16, generator=g)], dim=1)
+        mask = torch.arange(7 + pad)[None] < 7
+        assert torch.allclose(token_blocks(blocks, padded, mask, 2)[:, :7], alone, atol=1e-5)

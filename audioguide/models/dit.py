@@ -279,12 +279,21 @@ class TokenBlock(nn.Module):
 
 
 def token_blocks(blocks: Iterable[TokenBlock], h: Tensor, mask: Tensor, heads: int) -> Tensor:
-    """``h`` ``[B, L, dim]`` through a stack of FFT blocks, with rotary positions ``0 .. L-1``."""
+    """``h`` ``[B, L, dim]`` through a stack of FFT blocks, with rotary positions ``0 .. L-1``.
+
+    Every row runs with at least one masked position after its end, so its states do not depend on
+    how much the batch pads it. (The block's second convolution reads the hidden layer one step past
+    a row's last token, which is nonzero there, and attention then spreads it over the row: a row
+    with padding and the same row alone differ, and the shipped weights were trained on padded
+    batches. One masked position is what any amount of padding gives.)
+    """
+    h = F.pad(h, (0, 0, 0, 1))
+    mask = F.pad(mask, (0, 1), value=False)
     pos = torch.arange(h.shape[1], dtype=h.dtype, device=h.device)
     rope = rope_angles(pos, h.shape[-1] // heads)
     for block in blocks:
         h = block(h, mask, rope)
-    return h
+    return h[:, :-1]
 
 
 class FinalLayer(nn.Module):
