@@ -121,10 +121,19 @@ def build_components(recipe: Recipe, model_weights: str | None = None, require_w
         return _build(recipe, model_weights, require_weights, load_model)
 
 
+def _construct(recipe: Recipe, table: str, make):
+    """``make()``, with a size torch cannot allocate (``hidden = 10**17``) a one-line RecipeError."""
+    try:
+        return make()
+    except (RuntimeError, MemoryError, OverflowError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RecipeError(f"{recipe.source}: cannot build {table}: {first}") from None
+
+
 def _build(recipe: Recipe, model_weights: str | None, require_weights: bool, load_model: bool = True):
     rep_spec, model_spec = recipe.representation, recipe.model
     strict = require_weights and not recipe.random_weights
-    representation = REPRESENTATIONS[rep_spec.type](rep_spec.config)
+    representation = _construct(recipe, "[representation]", lambda: REPRESENTATIONS[rep_spec.type](rep_spec.config))
     if rep_spec.weights:
         _load_weights(representation, rep_spec.weights, recipe, "representation")
     elif strict and model_spec is not None and getattr(representation, "trainable", False):
@@ -141,9 +150,9 @@ def _build(recipe: Recipe, model_weights: str | None, require_weights: bool, loa
                 f"{recipe.source}: [model] codebook_size is {model_spec.config.codebook_size} but the representation's is "
                 f"{representation.codebook_size}"
             )
-        model = cls(model_spec.config, representation.n_codebooks, conditioners)
+        model = _construct(recipe, "[model]", lambda: cls(model_spec.config, representation.n_codebooks, conditioners))
     else:
-        model = cls(model_spec.config, representation.channels, conditioners)
+        model = _construct(recipe, "[model]", lambda: cls(model_spec.config, representation.channels, conditioners))
     if not load_model:
         return representation, model
     if model_weights is not None:

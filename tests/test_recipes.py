@@ -152,3 +152,12 @@ def test_building_components_leaves_global_rng_alone(write_recipe):
     torch.manual_seed(123)
     build_components(load_recipe(write_recipe(TINY_TTS)))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_model_too_large_to_allocate_is_one_line(write_recipe):
+    from audioguide.pipeline import Pipeline
+
+    path = write_recipe(TINY_TTS.replace("hidden = 32", "hidden = 99999999999999999"))
+    with pytest.raises(RecipeError) as err:
+        Pipeline.from_recipe(path)
+    assert "cannot build [model]" in _one_line(err)
