@@ -61,8 +61,9 @@ python benchmarks/tts_speed.py --report benchmarks/results/tts_speed.md
 # without the content prior or input dropout, 1500 with input_dropout 0.2, then 1200 with the
 # content prior (prior_codebooks = 2), input_dropout 0.3 and balance 0.5 at lr 3e-4, then 900 more
 # on a fresh schedule (~75 min for the 2100), then 2500 more on a fresh schedule (~65 min at
-# 1.2 s/step on an idle machine); 8100 in all. Not intelligible yet: WER 31.5 / 25.0 % at the
-# recipe's default (text 3, content prior fused at weight 1).
+# 1.2 s/step on an idle machine), then 3500 more (lr 3e-4, cosine over 3500; dropout_all = 0.1 from
+# step 1200 of them; ~100 min with evaluations beside it); 11600 in all. Not intelligible yet: see
+# benchmarks/results/speech_lm_eval.md for WER at the recipe's default (text 3, content prior fused).
 audioguide train speech-lm --data "$corpus/speech/train.jsonl" -o "$work/runs/speech-lm" --device "$device" --threads 2 \
   --from-scratch
 python scripts/ship_weights.py "$work/runs/speech-lm/model.safetensors" audioguide/weights/speech-lm.safetensors

@@ -12,6 +12,7 @@ need matplotlib (a build-time tool, not a dependency of audioguide).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +67,9 @@ def main() -> None:
         unguided = "no guidance" + (f"; prior fusion {beta:g} kept" if beta else "")
     jobs += [("long-default-voice", LONG, None, None),
              ("no-extra-guidance-default-voice", SENTENCE, None, {n: 1.0 for n, _ in pipe.recipe.guidance.scales})]
+    command = " ".join(["python scripts/speech_samples.py", *sys.argv[1:]])
     lines = ["# Speech samples", "", f"Recipe `{args.recipe}`, seed 0, held-out text. Regenerate with "
-             "`python scripts/speech_samples.py`.", "", "| file | input | voice / description | spectrogram |", "|---|---|---|---|"]
+             f"`{command}`.", "", "| file | input | voice / description | spectrogram |", "|---|---|---|---|"]
     for i, (name, text, inputs, scales) in enumerate(jobs):
         audio = pipe(text, seed=0, inputs=inputs, scales=scales)
         wav = audio[0]
