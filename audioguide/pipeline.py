@@ -268,7 +268,6 @@ class Pipeline:
             if values is not None:
                 self.model.conditioners[name].check(values)
         if negative is not None:
-            primary = PRIMARY_INPUT[self.task]
             if getattr(self.model, "aligned", "") == primary:
                 raise AudioguideError(f"recipe {self.recipe.name!r} aligns its {primary} to the audio; it takes no negative prompt")
             try:

@@ -45,11 +45,16 @@ def row_seed(row: Row, index: int, seed: int) -> int:
     return row.seed if row.seed is not None else seed + index
 
 
+def row_seconds(row: Row, pipe: Pipeline) -> float | None:
+    """A sound row's ``duration`` (None: the recipe's); speech takes its length from the text."""
+    return row.duration if pipe.task == "t2a" else None
+
+
 def check_rows(pipe: Pipeline, rows: Sequence[Row], seed: int = 0) -> None:
     """Validate every row before any work: prompt, other inputs, duration, seed. An error names the row."""
     for i, row in enumerate(rows):
         try:
-            seconds = row.duration if pipe.task == "t2a" else None
+            seconds = row_seconds(row, pipe)
             pipe.check_texts([prompt_of(row, pipe.task)], inputs_of(row, pipe), seconds=seconds)
             if seconds is not None:
                 pipe.seconds_for("", seconds)
@@ -74,9 +79,8 @@ def render(
         target = out_dir / f"{row.id}.wav"
         done = target.exists()
         if not done:
-            seconds = row.duration if pipe.task == "t2a" else None
             audio = pipe([prompt_of(row, pipe.task)], seed=row_seed(row, i, seed),
-                         seconds=seconds, inputs=inputs_of(row, pipe), **options)
+                         seconds=row_seconds(row, pipe), inputs=inputs_of(row, pipe), **options)
             write_wav(target, audio[0], audio.sample_rate)
         written += not done
         skipped += done

@@ -647,12 +647,13 @@ def merge_corpora(out_dir: str | Path, corpora: Sequence[str | Path], seed: int 
     the whole corpus. Lets slow teachers be built separately (or on other machines) and joined.
     """
     out_dir = Path(out_dir)
-    missing = [m for c in map(Path, corpora) for split in ("train", "held_out", "sus") if not (m := c / f"{split}.jsonl").exists()]
+    splits = ("train", "held_out", "sus")
+    missing = [m for c in map(Path, corpora) for split in splits if not (m := c / f"{split}.jsonl").exists()]
     if missing:  # before anything is created
         raise AudioguideError(f"{missing[0]} not found; build that corpus first (audioguide data speech)")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, bounds = {}, None
-    for split in ("train", "held_out", "sus"):
+    for split in splits:
         rows = []
         for corpus in map(Path, corpora):
             manifest = corpus / f"{split}.jsonl"
