@@ -27,6 +27,10 @@ DEFAULT_RECIPE = {"tts": "speech", "t2a": "sound"}
 RecipeOpt = Annotated[Optional[str], typer.Option("--recipe", "-r", help="Built-in recipe name or path to a recipe .toml.")]
 SeedOpt = Annotated[int, typer.Option("--seed", "-s", min=0, max=2**64 - 1, help="Random seed; the same seed gives the same audio.")]
 StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, help="Sampler steps (default: the recipe's).")]
+CandidatesOpt = Annotated[
+    Optional[int],
+    typer.Option("--candidates", help="Samples drawn per sentence; the recipe's verifier keeps the clearest (default: the recipe's; 1 = plain sampling)."),
+]
 CfgOpt = Annotated[Optional[float], typer.Option("--cfg", help="Guidance scale for every condition (1 = no guidance).")]
 ScaleOpt = Annotated[
     Optional[list[str]],
@@ -141,7 +145,7 @@ def _progress():
 
 
 def _generate(task, text, output, recipe, seed, steps, cfg, scale, rescale, seconds, threads, weights, force, inputs=None,
-              negative=None):
+              negative=None, candidates=None):
     from audioguide.audio import write_wav
 
     with _user_errors():
@@ -153,11 +157,12 @@ def _generate(task, text, output, recipe, seed, steps, cfg, scale, rescale, seco
         inputs = {k: v for k, v in (inputs or {}).items() if v is not None}
         pipe.check_texts([text], inputs, negative, seconds)
         _validate_and_warn(pipe, [text], steps, cfg, scales, rescale)
+        pipe.candidates_for(candidates)
         with _progress() as progress:
             bar = progress.add_task("sampling", total=steps or getattr(pipe.recipe.sampler.config, "steps", None))
             audio = pipe(
                 [text], seed=seed, steps=steps, cfg=cfg, scales=scales, rescale=rescale,
-                seconds=seconds, inputs=inputs, negative=negative,
+                seconds=seconds, inputs=inputs, negative=negative, candidates=candidates,
                 callback=lambda i, total: progress.update(bar, completed=i, total=total),
             )
         write_wav(output, audio[0], audio.sample_rate)
@@ -184,10 +189,11 @@ def tts(
     describe: Annotated[
         Optional[str], typer.Option("--describe", help="Free-text voice description, for recipes with a style condition.")
     ] = None,
+    candidates: CandidatesOpt = None,
 ) -> None:
     """Text to speech."""
     _generate("tts", text, output, recipe, seed, steps, cfg, scale, rescale, None, threads, weights, force,
-              {"speaker": voice, "style": describe})
+              {"speaker": voice, "style": describe}, candidates=candidates)
 
 
 @app.command()
@@ -511,6 +517,7 @@ def eval_tts(
     weights: WeightsOpt = None,
     threads: ThreadsOpt = None,
     seed: SeedOpt = 0,
+    candidates: CandidatesOpt = None,
 ) -> None:
     """Speech quality of a TTS recipe per guidance setting: WER through Whisper, speaker accuracy, speed."""
     import json
@@ -524,6 +531,7 @@ def eval_tts(
         clf = SpeakerClassifier.load(classifier) if classifier is not None else None
         pipe = _load("tts", recipe, weights, threads)
         pipe.sampler_config(steps)
+        n = pipe.candidates_for(candidates)
         settings = sweep_settings(pipe.recipe.guidance.scales, sweeps)
         if pipe.recipe.random_weights:
             typer.secho(f"warning: recipe {pipe.recipe.name!r} has RANDOM weights: expect a WER near 100 %.",
@@ -531,8 +539,9 @@ def eval_tts(
         with _progress() as progress:
             bar = progress.add_task("synthesising and judging", total=None)
             result = evaluate_tts(pipe, splits, settings, judge or None, clf, seed, per_voice, real=real, steps=steps,
-                                  on_item=lambda i, n: progress.update(bar, completed=i, total=n))
-        table = result.markdown(f"{pipe.recipe.name} on {', '.join(str(p) for p in data)}")
+                                  on_item=lambda i, total: progress.update(bar, completed=i, total=total), candidates=n)
+        best_of = f", best of {n} candidates by the verifier" if n > 1 else ""
+        table = result.markdown(f"{pipe.recipe.name} on {', '.join(str(p) for p in data)}{best_of}")
         typer.echo(table)
         if report:
             _write_report(report, table)

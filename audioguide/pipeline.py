@@ -36,8 +36,8 @@ from audioguide.checkpoints import load_checkpoint
 from audioguide.core import Audio, AudioguideError, make_generator
 from audioguide.guidance import Guidance, GuidedField
 from audioguide.models.base import with_negative
-from audioguide.recipes import TASKS, Recipe, RecipeError, check_policy, load_recipe, model_kind
-from audioguide.registry import CONDITIONERS, MODELS, REPRESENTATIONS, SAMPLERS
+from audioguide.recipes import MAX_CANDIDATES, TASKS, Recipe, RecipeError, check_policy, load_recipe, model_kind
+from audioguide.registry import CONDITIONERS, MODELS, REPRESENTATIONS, SAMPLERS, VERIFIERS
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 PRIMARY_INPUT = {task: inputs[0] for task, inputs in TASKS.items()}  # what the texts of a call are
@@ -164,12 +164,26 @@ def _build(recipe: Recipe, model_weights: str | None, require_weights: bool, loa
     return representation, model
 
 
+def build_verifier(recipe: Recipe):
+    """The recipe's content verifier with its weights (None without a ``[verifier]`` table); a
+    ``random_weights`` recipe without verifier weights gets the seeded initialisation."""
+    spec = recipe.verifier
+    if spec is None:
+        return None
+    with torch.random.fork_rng(devices=[]):
+        verifier = _construct(recipe, "[verifier]", lambda: VERIFIERS[spec.type](spec.config))
+    if spec.weights is not None and not (recipe.random_weights and local_weights(spec.weights, recipe) is None):
+        _load_weights(verifier, spec.weights, recipe, "verifier")
+    return verifier
+
+
 class Pipeline:
     """A generator assembled from a :class:`~audioguide.recipes.Recipe`, ready to call."""
 
-    def __init__(self, recipe: Recipe, representation, model) -> None:
+    def __init__(self, recipe: Recipe, representation, model, verifier=None) -> None:
         self.recipe = recipe
         self.representation, self.model = representation.eval(), model.eval()
+        self.verifier = None if verifier is None else verifier.eval()
         self.device = next(model.parameters(), torch.empty(0)).device
 
     @classmethod
@@ -179,15 +193,16 @@ class Pipeline:
         """Build from a recipe name, path or object; ``weights`` overrides the model's weights."""
         recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
         if recipe.model is None:
-            raise RecipeError(f"{recipe.source}: recipe {recipe.name!r} has no [model]; it only trains a representation")
+            raise RecipeError(f"{recipe.source}: recipe {recipe.name!r} has no [model]; it only trains a {recipe.train.target}")
         representation, model = build_components(recipe, weights)
-        return cls(recipe, representation.to(device), model.to(device))
+        verifier = build_verifier(recipe)
+        return cls(recipe, representation.to(device), model.to(device), None if verifier is None else verifier.to(device))
 
     @classmethod
-    def from_components(cls, recipe: Recipe, representation, model) -> Pipeline:
+    def from_components(cls, recipe: Recipe, representation, model, verifier=None) -> Pipeline:
         """Wrap already-built components (e.g. a model being trained) where they are, without copying
-        or moving them (they are put in eval mode)."""
-        return cls(recipe, representation, model)
+        or moving them (they are put in eval mode). Without a verifier, one candidate per sentence."""
+        return cls(recipe, representation, model, verifier)
 
     @property
     def sample_rate(self) -> int:
@@ -235,6 +250,16 @@ class Pipeline:
             return dataclasses.replace(cfg, steps=steps)
         except ValueError as e:
             raise AudioguideError(f"sampler: {e}") from None
+
+    def candidates_for(self, candidates: int | None = None) -> int:
+        """Samples drawn per sentence: ``candidates`` checked, else the recipe's (1 without a verifier)."""
+        if candidates is None:
+            return self.recipe.candidates if self.verifier is not None else 1
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or not 1 <= candidates <= MAX_CANDIDATES:
+            raise AudioguideError(f"candidates must be an integer in [1, {MAX_CANDIDATES}], got {candidates!r}")
+        if candidates > 1 and self.verifier is None:
+            raise AudioguideError(f"recipe {self.recipe.name!r} has no [verifier] to choose among candidates; use 1")
+        return candidates
 
     def seconds_for(self, text: str, seconds: float | None = None) -> float:
         """Seconds to generate: ``seconds`` checked against the recipe's range, else the recipe's
@@ -317,6 +342,7 @@ class Pipeline:
         inputs: Mapping[str, str] | None = None,
         negative: str | None = None,
         callback: StepCallback | None = None,
+        candidates: int | None = None,
     ) -> Audio:
         """Generate one waveform per text (a prompt, for ``t2a`` recipes).
 
@@ -326,11 +352,15 @@ class Pipeline:
         ``negative`` is a negative prompt for the primary condition (the caption of a ``t2a``
         recipe): guidance on that condition steers from it instead of from the null condition, so
         it needs that condition's scale away from 1 (an error otherwise: it would do nothing).
+        ``candidates`` (default: the recipe's ``[verifier] candidates``) draws that many samples of
+        every sentence in one batch and keeps the one the recipe's verifier hears best
+        (:mod:`audioguide.models.verifier`); 1 is plain sampling.
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
         self.check_texts(texts, inputs, negative, seconds)
         policy = self.policy(guidance, scales, cfg, rescale)
         sampler_cfg = self.sampler_config(steps)
+        n = self.candidates_for(candidates)
         aligned, primary = getattr(self.model, "aligned", ""), PRIMARY_INPUT[self.task]
         if negative is not None and dict(policy.scales).get(primary, 1.0) == 1.0 and not policy.custom_terms:
             raise AudioguideError(f"a negative prompt acts through guidance on the {primary}, whose scale is 1 (no guidance); "
@@ -343,7 +373,7 @@ class Pipeline:
             parts = [
                 # aligned speech takes its length from predicted durations unless seconds are given
                 self._generate(p, {**conditions, primary: [p]}, None if aligned and seconds is None else self.seconds_for(p, seconds),
-                               seed + i, call_policy, sampler_cfg, callback, negative)
+                               seed + i, call_policy, sampler_cfg, callback, negative, n)
                 for p in pieces
             ]
             waves.append(parts[0] if len(parts) == 1 else join_speech(parts, self.sample_rate))
@@ -364,7 +394,7 @@ class Pipeline:
         frames = int(predicted.sum())
         return frames, frames * rep.hop / rep.sample_rate
 
-    def _generate(self, text, inputs, seconds, seed, policy, sampler_cfg, callback, negative=None) -> np.ndarray:
+    def _generate(self, text, inputs, seconds, seed, policy, sampler_cfg, callback, negative=None, n=1) -> np.ndarray:
         sampler = SAMPLERS[self.recipe.sampler.type]
         rep = self.representation
         cond = self.model.encode(inputs)
@@ -373,15 +403,28 @@ class Pipeline:
             cond = with_negative(cond, primary, self.model.conditioners[primary]([negative]))
         generator = make_generator(seed, self.device)
         frames, seconds = self._length(cond, seconds)
+        if n > 1:  # n candidates of the same sentence, one batch
+            cond = {k: v.repeat(n, *([1] * (v.ndim - 1))) for k, v in cond.items()}
         if sampler.tokens:
             codes = sampler.run(self.model, cond, policy, frames, sampler_cfg, generator)
+            if n > 1:
+                codes = codes[self._best(text, rep.dequantize(codes))][None]
             return self._finish(rep.decode_tokens(codes)[0], seconds, text)
-        x = torch.randn((1, rep.channels, frames), generator=generator, device=self.device)
+        x = torch.randn((n, rep.channels, frames), generator=generator, device=self.device)
         field = GuidedField(self.model, cond, policy, self.model.kind, sampler.alpha_sigma(sampler_cfg))
         total = sampler_cfg.steps
         step_cb = None if callback is None else (lambda i, t, x: callback(i + 1, total))
         z = sampler.run(field, x, sampler_cfg, generator, step_cb)
+        if n > 1:
+            z = z[self._best(text, z)][None]
         return self._finish(rep.decode(z)[0], seconds, text)
+
+    def _best(self, text: str, z: torch.Tensor) -> int:
+        """Index of the candidate latents ``z [n, C, T]`` whose aligned phonemes the verifier hears best."""
+        ids, _ = self.model.conditioners[self.model.aligned].ids([text])
+        if ids.shape[1] > z.shape[-1]:  # fewer frames than symbols (a forced, very fast pace): no choice to make
+            return 0
+        return int(self.verifier.score(z, ids[0]).argmax())
 
     def _finish(self, wav: torch.Tensor, seconds: float, text: str) -> np.ndarray:
         wav = wav[: int(round(seconds * self.sample_rate))]

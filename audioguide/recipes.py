@@ -26,6 +26,11 @@ becomes: an unknown key, an unknown component type or an out-of-range value is a
     scales = { text = 3.0 }
     rescale = 0.7
 
+    [verifier]                         # optional, see registry.VERIFIERS: best-of-N reranking
+    type = "phones"
+    weights = "verifier-speech.safetensors"
+    candidates = 4                     # samples drawn per sentence; the verifier keeps one (1 = off)
+
     [duration]
     seconds_per_char = 0.07
 
@@ -47,7 +52,7 @@ from typing import Any
 
 from audioguide.core import AudioguideError
 from audioguide.guidance import CFGTerm, Guidance
-from audioguide.registry import CONDITIONERS, MODELS, REPRESENTATIONS, SAMPLERS
+from audioguide.registry import CONDITIONERS, MODELS, REPRESENTATIONS, SAMPLERS, VERIFIERS
 from audioguide.training.config import TrainConfig
 
 BUILTIN_DIR = Path(__file__).parent / "recipes"
@@ -56,6 +61,9 @@ TASKS: dict[str, tuple[str, ...]] = {
     "tts": ("text", "speaker", "style"),
     "t2a": ("caption",),
 }
+
+
+MAX_CANDIDATES = 16  # samples per sentence that reranking may draw
 
 
 class RecipeError(AudioguideError):
@@ -100,7 +108,7 @@ class Recipe:
     description: str
     representation: Component
     conditioners: tuple[tuple[str, Component], ...]
-    model: Component | None  # None: the recipe only trains a representation
+    model: Component | None  # None: the recipe only trains a representation or a verifier
     sampler: Component | None
     guidance: Guidance
     duration: Duration
@@ -108,6 +116,8 @@ class Recipe:
     source: Path
     train: TrainConfig = TrainConfig()
     defaults: tuple[tuple[str, str], ...] = ()  # (condition, input) used when a call gives only the text
+    verifier: Component | None = None  # a content verifier that ranks candidates (audioguide.models.verifier)
+    candidates: int = 1  # samples drawn per sentence when there is a verifier; it keeps the best (1 = off)
 
     @property
     def condition_names(self) -> tuple[str, ...]:
@@ -231,7 +241,7 @@ class _TermTable:
 
 
 _TOP = ("name", "task", "description", "random_weights", "representation", "conditioners",
-        "model", "sampler", "guidance", "duration", "train", "defaults")
+        "model", "sampler", "guidance", "duration", "train", "defaults", "verifier")
 
 
 def _defaults(table: Any, names: list[str], task: str, where: str) -> tuple[tuple[str, str], ...]:
@@ -258,7 +268,7 @@ def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
     if "representation" not in data:
         raise RecipeError(f"{where}: missing [representation]")
     if ("model" in data) != ("sampler" in data):
-        raise RecipeError(f"{where}: [model] and [sampler] go together (a recipe without both only trains a representation)")
+        raise RecipeError(f"{where}: [model] and [sampler] go together (a recipe without both only trains a representation or a verifier)")
     task = data["task"]
     if task not in TASKS:
         raise RecipeError(f"{where}: task is {task!r}; valid choices: {', '.join(TASKS)}")
@@ -277,6 +287,15 @@ def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
     model = _component(data["model"], MODELS, f"{where}: [model]") if "model" in data else None
     sampler = _component(data["sampler"], SAMPLERS, f"{where}: [sampler]", "samplers have no weights") if "sampler" in data else None
     guidance = _guidance(data.get("guidance", {}), f"{where}: [guidance]")
+    verifier, candidates = None, 1
+    if "verifier" in data:
+        table = data["verifier"]
+        if not isinstance(table, Mapping):
+            raise RecipeError(f"{where}: [verifier] must be a table")
+        candidates = _coerce(table.get("candidates", 1), int, f"{where}: [verifier] candidates")
+        if not 1 <= candidates <= MAX_CANDIDATES:
+            raise RecipeError(f"{where}: [verifier] candidates must lie in [1, {MAX_CANDIDATES}], got {candidates}")
+        verifier = _component({k: v for k, v in table.items() if k != "candidates"}, VERIFIERS, f"{where}: [verifier]")
     recipe = Recipe(
         name=_coerce(data.get("name", source.stem), str, f"{where}: name"),
         task=task,
@@ -291,6 +310,8 @@ def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
         source=source,
         train=_train(data.get("train", {}), f"{where}: [train]", "model" if model is not None else "representation"),
         defaults=_defaults(data.get("defaults", {}), [n for n, _ in conditioners], task, f"{where}: [defaults]"),
+        verifier=verifier,
+        candidates=candidates,
     )
     check_compatible(recipe, where)
     return recipe
@@ -302,6 +323,7 @@ def check_compatible(recipe: Recipe, where: str) -> None:
     for cond, _ in recipe.train.dropout:
         if cond not in names:
             raise RecipeError(f"{where}: [train] dropout names condition {cond!r}; the recipe's conditioners are {', '.join(names) or 'none'}")
+    check_verifier(recipe, where)
     if recipe.model is None or recipe.sampler is None:
         if recipe.train.target == "model":
             raise RecipeError(f"{where}: [train] target is 'model' but the recipe has no [model]")
@@ -335,6 +357,25 @@ def check_compatible(recipe: Recipe, where: str) -> None:
     if (kind != "flow" or mean_flow) and train.t_dist != "logit-normal":
         raise RecipeError(f"{where}: [train] t_dist applies only to flow-matching models")
     check_policy(recipe.guidance, recipe.sampler.type, kind, where)
+
+
+def check_verifier(recipe: Recipe, where: str) -> None:
+    """A verifier reads the representation's latents and the frame alignment of an edged phoneme
+    ``text`` condition: in training the corpus's, in generation the model's predicted durations."""
+    if recipe.train.target == "verifier" and recipe.verifier is None:
+        raise RecipeError(f"{where}: [train] target is 'verifier' but the recipe has no [verifier]")
+    if recipe.verifier is None:
+        return
+    text = dict(recipe.conditioners).get("text")
+    if text is None or text.type != "phonemes" or not text.config.edges:
+        raise RecipeError(f"{where}: [verifier] hears phonemes: it needs [conditioners.text] of type 'phonemes' with edges = true")
+    channels = getattr(recipe.representation.config, "channels", None)
+    if recipe.verifier.config.channels != channels:
+        raise RecipeError(f"{where}: [verifier] channels is {recipe.verifier.config.channels} but the representation's latents have {channels}")
+    if recipe.model is not None and getattr(recipe.model.config, "aligned", "") != "text":
+        raise RecipeError(f"{where}: [verifier] ranks candidates by their phoneme alignment; [model] must set aligned = \"text\"")
+    if recipe.candidates > 1 and recipe.verifier.weights is None and not recipe.random_weights:
+        raise RecipeError(f"{where}: [verifier] candidates > 1 needs verifier weights")
 
 
 def model_kind(model: Component) -> str:

@@ -21,6 +21,7 @@ from audioguide.guidance import GuidedField
 from audioguide.models import ToyFlow
 from audioguide.models.codec_lm import CodecLM
 from audioguide.models.dit import DiT
+from audioguide.models.verifier import PhoneVerifier
 from audioguide.representations import Autoencoder, Encodec, Frames
 from audioguide.sampling.common import Callback
 from audioguide.sampling.diffusion import DIFFUSION_KINDS
@@ -47,6 +48,7 @@ CONDITIONERS: dict[str, type] = {
     "pretrained-text": PretrainedText,
 }
 MODELS: dict[str, type] = {"toy-flow": ToyFlow, "dit": DiT, "codec-lm": CodecLM}
+VERIFIERS: dict[str, type] = {"phones": PhoneVerifier}
 
 
 

@@ -85,6 +85,35 @@ def test_shipped_codec_lm_recipe_speaks_for_its_predicted_length_and_follows_its
     assert np.isfinite(audio[0]).all() and 0.01 < np.abs(audio[0]).max() <= 1.0
 
 
+VERIFIER = WEIGHTS_DIR / "verifier-speech.safetensors"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (VERIFIER.exists() and AE.exists()), reason="no shipped verifier")
+def test_shipped_verifier_hears_which_sentence_real_speech_says():
+    """The content verifier, on the autoencoder's latents of unseen teacher speech (and on their RVQ
+    tokens), scores the sentence spoken above sentences of the same length that were not."""
+    hibari = pytest.importorskip("hibari")
+    from audioguide.conditioners.phonemes import Phonemes, PhonemesConfig
+    from audioguide.pipeline import build_components, build_verifier
+    from audioguide.recipes import load_recipe
+
+    recipe = load_recipe("verifier-speech")
+    rep, _ = build_components(recipe)
+    verifier = build_verifier(recipe)
+    rep.eval()
+    phonemes = Phonemes(PhonemesConfig(edges=True))
+    tts = hibari.Hibari(threads=1)
+    said = "The patient clerk at the museum charged twelve dollars for a warm coat."
+    others = ["The silent guard at the station painted fourteen chairs for an old friend.",
+              "A tired driver near the bridge ordered seven cups of coffee for the crew."]
+    with torch.inference_mode():
+        z = rep.encode(torch.from_numpy(np.asarray(tts(said), dtype=np.float32))[None])
+        for latents in (z, rep.dequantize(rep.quantize(z))):
+            scores = [float(verifier.score(latents, phonemes.ids([t])[0][0])) for t in [said, *others]]
+            assert scores[0] > 0.5 and scores[0] > max(scores[1:]) + 0.2, scores
+
+
 SOUND = WEIGHTS_DIR / "sound.safetensors"
 
 

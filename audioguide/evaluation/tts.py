@@ -239,12 +239,14 @@ def evaluate_tts(
     pipe, rows: Mapping[str, Sequence[Row]] | Sequence[Row], settings: Sequence[Setting],
     judge: str | Judge | None = "tiny.en", classifier=None, seed: int = 0, per_voice: int | None = None,
     real: bool = True, steps: int | None = None, on_item: Callable[[int, int], None] | None = None,
+    candidates: int | None = None,
 ) -> TTSReport:
     """Synthesise every row under every setting and judge it (see the module docstring).
 
     ``rows`` maps split labels to rows (a plain sequence is the split ``all``); ``per_voice`` caps
     the rows per speaker in each split; row ``i`` (counting across splits) uses seed ``seed + i``.
     ``real`` also judges the rows' real recordings (where they have ``audio``) as the ceiling.
+    ``candidates`` is the pipeline's samples per sentence (default: the recipe's; see :class:`Pipeline`).
     Everything is validated before any synthesis.
     """
     from audioguide.audio import read_audio
@@ -275,6 +277,7 @@ def evaluate_tts(
     for _, scales in settings:
         pipe.policy(scales=scales)
     pipe.sampler_config(steps)
+    pipe.candidates_for(candidates)
     transcribe = _judge(judge)
     with_real = real and all(row.audio is not None for _, row in chosen)
     total = len(chosen) * (len(settings) + with_real)
@@ -292,13 +295,13 @@ def evaluate_tts(
         return item
 
     row0 = chosen[0][1]  # warm-up (lazy initialisation is not synthesis time)
-    pipe([row0.text], seed=seed, scales=settings[0][1], steps=steps, inputs=voice_of(row0))
+    pipe([row0.text], seed=seed, scales=settings[0][1], steps=steps, inputs=voice_of(row0), candidates=candidates)
     results = []
     for label, scales in settings:
         items = []
         for i, (split, row) in enumerate(chosen):
             t0 = time.perf_counter()
-            audio = pipe([row.text], seed=seed + i, scales=scales, inputs=voice_of(row), steps=steps)
+            audio = pipe([row.text], seed=seed + i, scales=scales, inputs=voice_of(row), steps=steps, candidates=candidates)
             elapsed = time.perf_counter() - t0
             items.append(judged(split, row, audio[0], audio.sample_rate, elapsed))
         results.append(SettingResult(label, dict(scales), tuple(items)))

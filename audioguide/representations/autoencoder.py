@@ -294,3 +294,11 @@ class Autoencoder(Representation):
     def decode_tokens(self, codes: Tensor) -> Tensor:
         """``LongTensor [B, k, T] -> [B, T * hop]`` using the first ``k <= K`` codebooks."""
         return self.synthesize(self._require_tokens().decode(codes))
+
+    def quantize(self, z: Tensor) -> Tensor:
+        """Latents of :meth:`encode` ``[B, C, T]`` -> their RVQ codes ``[B, K, T]`` (as :meth:`encode_tokens`)."""
+        return self._require_tokens().encode(z / self.latent_scale)
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        """Codes ``[B, k, T]`` -> the latents they stand for, scaled as :meth:`encode`'s ``[B, C, T]``."""
+        return self._require_tokens().decode(codes) * self.latent_scale

@@ -1,7 +1,7 @@
 """The ``[train]`` table of a recipe: what to train and how.
 
     [train]
-    target = "model"            # model | representation (our autoencoder)
+    target = "model"            # model | representation (our autoencoder) | verifier (the [verifier] table)
     steps = 2000
     batch_size = 16
     lr = 3e-4
@@ -52,8 +52,8 @@ class TrainConfig:
     meanflow: Any = None  # audioguide.training.continuous.MeanFlowConfig, from [train.meanflow]
 
     def __post_init__(self) -> None:
-        if self.target not in ("model", "representation"):
-            raise ValueError(f"target must be model or representation, got {self.target!r}")
+        if self.target not in ("model", "representation", "verifier"):
+            raise ValueError(f"target must be model, representation or verifier, got {self.target!r}")
         for name in ("steps", "batch_size", "log_every", "save_every", "sample_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

@@ -81,10 +81,16 @@ def _conditions(
 
 
 def _teacher_durations(model, batch: AudioBatch, cond, frames: list[int], hop: int) -> Tensor:
-    from audioguide.models.duration import samples_to_frames
-
     name = model.aligned
     tokens = cond[f"{name}.mask"].sum(dim=1).tolist()
+    return teacher_durations(name, batch, tokens, cond[name].shape[1], frames, hop).to(cond[name].device)
+
+
+def teacher_durations(name: str, batch: AudioBatch, tokens: list[int], width: int, frames: list[int], hop: int) -> Tensor:
+    """The rows' ``phoneme_samples`` as frame durations ``[B, width]`` of the ``tokens[b]`` tokens of
+    condition ``name``; a row whose alignment does not fit its tokens is a one-line error."""
+    from audioguide.models.duration import samples_to_frames
+
     for i, (n, samples) in enumerate(zip(tokens, batch.alignments)):
         if samples is None or len(samples) != n:
             have = "none" if samples is None else f"{len(samples)} tokens"
@@ -92,8 +98,7 @@ def _teacher_durations(model, batch: AudioBatch, cond, frames: list[int], hop: i
                 f"training row {batch.indices[i] if batch.indices else i}: the {name!r} condition has {n} tokens but "
                 f"phoneme_samples has {have}; rebuild the corpus with `audioguide data speech`"
             )
-    durations = samples_to_frames(batch.alignments, hop, frames, cond[name].shape[1], batch.lengths.tolist())
-    return durations.to(cond[name].device)
+    return samples_to_frames(batch.alignments, hop, frames, width, batch.lengths.tolist())
 
 
 def make_objective(recipe: Recipe, representation, model, cfg: TrainConfig) -> tuple[nn.Module, Objective]:
@@ -136,6 +141,9 @@ def make_objective(recipe: Recipe, representation, model, cfg: TrainConfig) -> t
             return z, batch.frame_mask(hop, z.shape[-1])
 
         return run
+
+    if cfg.target == "verifier":
+        return _verifier_objective(recipe, representation, cached)
 
     if model.kind == "tokens":
         from audioguide.training.tokens import codec_lm_loss
@@ -196,6 +204,42 @@ def make_objective(recipe: Recipe, representation, model, cfg: TrainConfig) -> t
         return C.diffusion_loss(model, x0, cond, keep, generator, schedule, model.kind, mask=mask)
 
     return model, with_durations(diffusion)
+
+
+def _verifier_objective(recipe: Recipe, representation, cached) -> tuple[nn.Module, Objective]:
+    """The content verifier (:mod:`audioguide.models.verifier`) against the corpus's teacher alignments:
+    frame-symbol cross-entropy on the encoder's latents, for half of the rows (when the
+    representation has tokens) on their RVQ round trip, what a codec LM's tokens decode to. A
+    verifier run always starts from the seeded initialisation (a few minutes on a CPU)."""
+    from audioguide.models.verifier import verifier_loss
+    from audioguide.registry import CONDITIONERS, VERIFIERS
+
+    spec, text_spec = recipe.verifier, dict(recipe.conditioners)["text"]
+    verifier = VERIFIERS[spec.type](spec.config)
+    text = CONDITIONERS[text_spec.type](text_spec.config)
+    latents, hop = cached(representation.encode), representation.hop
+    tokens = bool(getattr(representation, "n_codebooks", 0))
+    ids_of: dict[int, Tensor] = {}  # the G2P runs once per row
+
+    def objective(batch, generator, step):
+        z, mask = latents(batch)
+        if tokens:
+            trip = torch.rand(z.shape[0], generator=generator) < 0.5
+            if trip.any():
+                with torch.no_grad():
+                    z = z.clone()
+                    z[trip.to(z.device)] = representation.dequantize(representation.quantize(z[trip.to(z.device)]))
+        for i, t in zip(batch.indices, batch.inputs["text"]):
+            if i not in ids_of:
+                ids_of[i] = text.ids([t])[0][0]
+        rows = [ids_of[i] for i in batch.indices]
+        ids = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
+        for j, r in enumerate(rows):
+            ids[j, : len(r)] = r
+        durations = teacher_durations("text", batch, [len(r) for r in rows], ids.shape[1], mask.sum(dim=1).tolist(), hop)
+        return verifier_loss(verifier, z, ids.to(z.device), durations.to(z.device), mask)
+
+    return verifier, objective
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +305,7 @@ def load_state(path: Path, module: nn.Module, ema: nn.Module | None, opt, genera
 
 def export(path: Path, module: nn.Module, recipe: Recipe, step: int) -> Path:
     """Write shipped-format weights: safetensors with the component's config in the metadata."""
-    spec = recipe.representation if recipe.train.target == "representation" else recipe.model
+    spec = {"representation": recipe.representation, "verifier": recipe.verifier}.get(recipe.train.target, recipe.model)
     config = {"component": spec.type, "config": dataclasses.asdict(spec.config), "recipe": recipe.name, "step": step}
     return save_checkpoint(path, module.state_dict(), json.loads(json.dumps(config, default=list)), kind=spec.type)
 
@@ -422,7 +466,7 @@ def train(
     module.to(device).train()
 
     rows = read_manifest(manifest)
-    if cfg.target == "model" and model.aligned:  # rows without teacher durations cannot train it
+    if cfg.target == "verifier" or (cfg.target == "model" and model.aligned):  # rows without teacher durations cannot train it
         aligned = [r for r in rows if r.extra.get("phoneme_samples")]
         if not aligned:
             raise AudioguideError(f"no row of {manifest} has phoneme_samples, which the aligned condition needs")
@@ -430,7 +474,7 @@ def train(
             log(0, {"rows_without_durations_skipped": float(len(rows) - len(aligned))})
         rows = aligned
     train_rows, val_rows = split_holdout(rows, cfg.validation, cfg.seed)
-    needs = [] if cfg.target == "representation" else list(model.conditioners)
+    needs = {"representation": [], "verifier": ["text"]}.get(cfg.target, list(model.conditioners) if model else [])
     check_rows(val_rows, needs)
     data = AudioDataset(train_rows, representation.sample_rate, needs)
 
@@ -476,7 +520,7 @@ def train(
         if rank == 0 and (step % cfg.save_every == 0 or step == stop):
             save_state(state_path, module, ema, opt, generator, step, recipe)
             export(export_path, ema or module, recipe, step)
-        if rank == 0 and step % cfg.sample_every == 0:
+        if rank == 0 and step % cfg.sample_every == 0 and cfg.target != "verifier":  # a verifier makes no audio
             _validation_sample(recipe, representation, ema or module if cfg.target == "model" else model, val_rows, out_dir, step, log)
             module.train()
     if rank == 0 and not export_path.exists():
