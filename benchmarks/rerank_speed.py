@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 from pathlib import Path
 
 import torch
+from tts_speed import rtf, write_report  # benchmarks/ is on the path when this file runs
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tts_speed import rtf  # noqa: E402 - the same timing helper as the speed benchmark
-
-from audioguide.corpus.texts import sentences  # noqa: E402
+from audioguide.corpus.texts import sentences
 
 
 def main() -> None:
@@ -51,10 +48,7 @@ def main() -> None:
             r = rtf(lambda s: pipe(s, seed=0, candidates=n)[0], texts, pipe.sample_rate)
             plain = plain or r
             lines.append(f"| `{name}` | {n} | {r:.4f} | {r / plain:.2f} |")
-    text = "\n".join(lines) + "\n"
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(text)
-    print(text)
+    write_report(lines, args.report)
 
 
 if __name__ == "__main__":

@@ -131,9 +131,14 @@ def main() -> None:
               "|---|" + "---|" * len(next(iter(breakdown.values())))]
     for n, parts in breakdown.items():
         lines.append(f"| {n} | " + " | ".join(f"{v:.4f}" for v in parts.values()) + " |")
+    write_report(lines, args.report)
+
+
+def write_report(lines: list[str], path: Path) -> None:
+    """Write the Markdown ``lines`` to ``path`` (creating its folder) and print them."""
     text = "\n".join(lines) + "\n"
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
     print(text)
 
 

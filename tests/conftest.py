@@ -49,6 +49,35 @@ TINY_TTS = """
 """
 
 
+TINY_AE = """
+    type = "autoencoder"
+    sample_rate = 8000
+    n_fft = 256
+    hop = 64
+    n_mels = 32
+    channels = 8
+    width = 32
+    encoder_depth = 1
+    depth = 1
+    n_codebooks = 2
+    codebook_size = 16
+"""
+
+
+TINY_TRAIN = """
+    [train]
+    steps = 30
+    batch_size = 4
+    lr = 3e-3
+    warmup = 3
+    save_every = 30
+    log_every = 1
+    sample_every = 1000
+    validation = 0.0
+    dropout = { text = 0.2 }
+"""
+
+
 SR = 8000
 
 

@@ -18,40 +18,13 @@ from audioguide.checkpoints import load_checkpoint
 from audioguide.cli import app
 from audioguide.recipes import RecipeError, load_recipe
 from audioguide.training.trainer import train
-
-TINY_AE = """
-    type = "autoencoder"
-    sample_rate = 8000
-    n_fft = 256
-    hop = 64
-    n_mels = 32
-    channels = 8
-    width = 32
-    encoder_depth = 1
-    depth = 1
-    n_codebooks = 2
-    codebook_size = 16
-"""
+from tests.conftest import TINY_AE, TINY_TRAIN as TRAIN
 
 FRAMES = """
     type = "frames"
     sample_rate = 8000
     hop = 64
 """
-
-TRAIN = """
-    [train]
-    steps = 30
-    batch_size = 4
-    lr = 3e-3
-    warmup = 3
-    save_every = 30
-    log_every = 1
-    sample_every = 1000
-    validation = 0.0
-    dropout = { text = 0.2 }
-"""
-
 
 def _recipe(representation: str, model: str, sampler: str, guidance: str = "scales = { text = 2.0 }", extra: str = "") -> str:
     return f"""

@@ -15,23 +15,13 @@ from audioguide.models.verifier import PhoneVerifier, VerifierConfig, forced_ali
 from audioguide.pipeline import Pipeline
 from audioguide.recipes import RecipeError, load_recipe
 from audioguide.training.trainer import train
+from tests.conftest import TINY_AE, TINY_TRAIN
 
 RECIPE = """
     name = "verified"
     task = "tts"
     random_weights = true
-    [representation]
-    type = "autoencoder"
-    sample_rate = 8000
-    n_fft = 256
-    hop = 64
-    n_mels = 32
-    channels = 8
-    width = 32
-    encoder_depth = 1
-    depth = 1
-    n_codebooks = 2
-    codebook_size = 16
+    [representation]AE
     [conditioners.text]
     type = "phonemes"
     dim = 16
@@ -53,18 +43,7 @@ RECIPE = """
     dilations = [1, 2]
     kernel = 3
     candidates = 3
-    [train]
-    TRAIN
-    steps = 30
-    batch_size = 4
-    lr = 3e-3
-    warmup = 3
-    save_every = 30
-    log_every = 1
-    sample_every = 1000
-    validation = 0.0
-    dropout = { text = 0.2 }
-"""
+TRAIN"""
 
 DIT = 'type = "dit"\n    dim = 32\n    depth = 1\n    heads = 2\n    aligned = "text"\n    encoder_depth = 1'
 LM = 'type = "codec-lm"\n    dim = 32\n    depth = 1\n    heads = 2\n    codebook_size = 16\n    aligned = "text"\n    encoder_depth = 1'
@@ -72,7 +51,7 @@ EULER, AR = 'type = "euler"\n    steps = 2', 'type = "ar"\n    top_k = 8'
 
 
 def _recipe(model: str = DIT, sampler: str = EULER, train: str = "") -> str:
-    return RECIPE.replace("MODEL", model).replace("SAMPLER", sampler).replace("TRAIN", train)
+    return RECIPE.replace("AE\n", TINY_AE).replace("MODEL", model).replace("SAMPLER", sampler).replace("TRAIN", TINY_TRAIN.replace("[train]", "[train]\n    " + train))
 
 
 @pytest.fixture()
