@@ -237,3 +237,9 @@ def test_fewer_frames_than_symbols_skips_the_choice_instead_of_failing(write_rec
     monkeypatch.setattr(pipe.verifier, "score", lambda z, ids: pytest.fail("nothing to align"))
     audio = pipe("ah oh", seed=1, seconds=0.02)  # 3 frames for 7 edged symbols
     assert audio[0].size and np.isfinite(audio[0]).all()
+
+
+def test_verifier_training_needs_whole_clips(write_recipe, phoneme_corpus, tmp_path):
+    path = write_recipe(_recipe(train='target = "verifier"\n    segment_seconds = 0.5'))
+    with pytest.raises(RecipeError, match="whole aligned clips"):
+        train(load_recipe(path), phoneme_corpus, tmp_path / "run")

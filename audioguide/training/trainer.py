@@ -415,6 +415,8 @@ def check_training_recipe(recipe: Recipe) -> None:
     from audioguide.recipes import RecipeError
 
     cfg, where = recipe.train, f"{recipe.source}: [train]"
+    if cfg.target == "verifier" and cfg.segment_seconds > 0:
+        raise RecipeError(f"{where}: a verifier learns from whole aligned clips; segment_seconds must be 0")
     if cfg.target != "model":
         return
     dropped = {name for name, p in cfg.dropout if p > 0} if cfg.dropout_all == 0 else set(recipe.condition_names)
