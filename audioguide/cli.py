@@ -232,6 +232,7 @@ def render(
     rescale: RescaleOpt = None,
     threads: ThreadsOpt = None,
     weights: WeightsOpt = None,
+    candidates: CandidatesOpt = None,
 ) -> None:
     """Render a whole manifest to WAVs; rerun to resume (finished files are skipped)."""
     from audioguide.core import AudioguideError
@@ -251,11 +252,12 @@ def render(
         scales = _pairs(scale)
         check_rows(pipe, rows, seed)
         _validate_and_warn(pipe, [], steps, cfg, scales, rescale)
+        pipe.candidates_for(candidates)
         with _progress() as progress:
             bar = progress.add_task("rendering", total=len(rows))
             report = render_rows(
                 pipe, rows, out_dir, seed=seed, steps=steps, cfg=cfg, scales=scales,
-                rescale=rescale, on_row=lambda row, skipped: progress.advance(bar),
+                rescale=rescale, candidates=candidates, on_row=lambda row, skipped: progress.advance(bar),
             )
         typer.echo(f"wrote {report.written} file(s) to {out_dir}, skipped {report.skipped} already done", err=True)
 

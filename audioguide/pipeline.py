@@ -424,7 +424,9 @@ class Pipeline:
         ids, _ = self.model.conditioners[self.model.aligned].ids([text])
         if ids.shape[1] > z.shape[-1]:  # fewer frames than symbols (a forced, very fast pace): no choice to make
             return 0
-        return int(self.verifier.score(z, ids[0]).argmax())
+        scores = self.verifier.score(z, ids[0])
+        finite = torch.isfinite(z).flatten(1).all(1) & torch.isfinite(scores)
+        return int(scores.masked_fill(~finite, -1.0).argmax())  # a failed candidate is never chosen
 
     def _finish(self, wav: torch.Tensor, seconds: float, text: str) -> np.ndarray:
         wav = wav[: int(round(seconds * self.sample_rate))]

@@ -295,6 +295,11 @@ def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
         candidates = _coerce(table.get("candidates", 1), int, f"{where}: [verifier] candidates")
         if not 1 <= candidates <= MAX_CANDIDATES:
             raise RecipeError(f"{where}: [verifier] candidates must lie in [1, {MAX_CANDIDATES}], got {candidates}")
+        kind = VERIFIERS.get(table.get("type"))
+        valid = ["type", "weights", "candidates", *(f.name for f in fields(kind.Config))] if kind else []
+        unknown = [k for k in table if valid and k not in valid]
+        if unknown:
+            raise RecipeError(f"{where}: [verifier]: unknown key {unknown[0]!r}; valid keys: {', '.join(valid)}")
         verifier = _component({k: v for k, v in table.items() if k != "candidates"}, VERIFIERS, f"{where}: [verifier]")
     recipe = Recipe(
         name=_coerce(data.get("name", source.stem), str, f"{where}: name"),
@@ -369,13 +374,15 @@ def check_verifier(recipe: Recipe, where: str) -> None:
     text = dict(recipe.conditioners).get("text")
     if text is None or text.type != "phonemes" or not text.config.edges:
         raise RecipeError(f"{where}: [verifier] hears phonemes: it needs [conditioners.text] of type 'phonemes' with edges = true")
-    channels = getattr(recipe.representation.config, "channels", None)
+    if recipe.representation.type != "autoencoder":
+        raise RecipeError(f"{where}: [verifier] reads our autoencoder's latents; the representation is {recipe.representation.type!r}")
+    channels = recipe.representation.config.channels
     if recipe.verifier.config.channels != channels:
         raise RecipeError(f"{where}: [verifier] channels is {recipe.verifier.config.channels} but the representation's latents have {channels}")
     if recipe.model is not None and getattr(recipe.model.config, "aligned", "") != "text":
         raise RecipeError(f"{where}: [verifier] ranks candidates by their phoneme alignment; [model] must set aligned = \"text\"")
-    if recipe.candidates > 1 and recipe.verifier.weights is None and not recipe.random_weights:
-        raise RecipeError(f"{where}: [verifier] candidates > 1 needs verifier weights")
+    if recipe.model is not None and recipe.verifier.weights is None and not recipe.random_weights:
+        raise RecipeError(f"{where}: [verifier] needs weights (an untrained verifier would choose at random)")
 
 
 def model_kind(model: Component) -> str:

@@ -56,9 +56,8 @@ audioguide eval tts speech --data "$corpus/speech/held_out.jsonl" --data "$corpu
   --per-voice 10 --judge base --classifier "$work/speakers.safetensors" --sweep text=1.5,3 --sweep speaker=1.5,2 \
   --report benchmarks/results/speech_eval.md --transcripts "$work/heard.jsonl"
 python benchmarks/tts_speed.py --report benchmarks/results/tts_speed.md
-# The content verifier both speech recipes can rerank candidates with (speech-lm draws 4 per
-# sentence by default): a frame-level phoneme recogniser on the autoencoder's latents, trained on
-# the teacher alignments. 2000 steps, batch 8: ~6 min on 2 CPU threads (~9 min beside an evaluation).
+# The content verifier speech-lm reranks its candidates with (4 per sentence by default): a
+# frame-level phoneme recogniser on the autoencoder's latents, trained on the teacher alignments. 2000 steps, batch 8: ~6 min on 2 CPU threads (~9 min beside an evaluation).
 audioguide train verifier-speech --data "$corpus/speech/train.jsonl" -o "$work/runs/verifier" --device "$device" --threads 2
 python scripts/ship_weights.py "$work/runs/verifier/model.safetensors" audioguide/weights/verifier-speech.safetensors
 # The codec LM on the same corpus: 2000 steps from scratch, batch 12, ~2-2.5 s/step on 2 CPU threads

@@ -216,8 +216,11 @@ def test_cli_candidates_without_a_verifier_is_a_one_line_error(write_recipe, tmp
         (lambda t: t.replace("candidates = 3", "candidates = 99"), "candidates must lie"),
         (lambda t: t.replace('    aligned = "text"\n    encoder_depth = 1', ""), 'aligned = \\"text\\"'),
         (lambda t: t.replace("kernel = 3", "kernel = 4"), "kernel must be an odd"),
-        (lambda t: t.replace("kernel = 3", "kernel = 3\n    depth = 2"), "unknown key 'depth'"),
-        (lambda t: t.replace("random_weights = true\n", ""), "needs verifier weights"),
+        (lambda t: t.replace("kernel = 3", "kernel = 3\n    depth = 2"), "unknown key 'depth'; valid keys: type, weights, candidates"),
+        (lambda t: t.replace("random_weights = true\n", ""), "needs weights"),
+        (lambda t: t.replace("random_weights = true\n", "").replace("candidates = 3", "candidates = 1"), "needs weights"),
+        (lambda t: t.replace(t[t.index('    type = "autoencoder"'):t.index("    [conditioners.text]")],
+                             '    type = "frames"\n    sample_rate = 8000\n    hop = 64\n'), "reads our autoencoder's latents"),
     ],
 )
 def test_verifier_recipe_errors(write_recipe, edit, message):
@@ -243,3 +246,26 @@ def test_verifier_training_needs_whole_clips(write_recipe, phoneme_corpus, tmp_p
     path = write_recipe(_recipe(train='target = "verifier"\n    segment_seconds = 0.5'))
     with pytest.raises(RecipeError, match="whole aligned clips"):
         train(load_recipe(path), phoneme_corpus, tmp_path / "run")
+
+
+def test_a_candidate_with_non_finite_latents_is_never_chosen(write_recipe, monkeypatch):
+    pipe = Pipeline.from_recipe(write_recipe(_recipe()))
+    monkeypatch.setattr(pipe.verifier, "score", lambda z, ids: torch.tensor([0.1, float("nan"), 0.9]))
+    z = torch.zeros(3, 8, 40)
+    assert pipe._best("ah oh", z) == 2
+    z[2, 0, 5] = float("inf")  # the best-scored candidate failed
+    assert pipe._best("ah oh", z) == 0
+
+
+def test_render_takes_candidates_and_refuses_them_without_a_verifier(write_recipe, tmp_path):
+    from audioguide.manifest import write_manifest
+
+    write_manifest(tmp_path / "m.jsonl", [{"id": "a", "text": "ah oh", "speaker": "s0"}])
+    plain = _recipe().split("    [verifier]")[0] + "    [train]" + _recipe().split("    [train]")[1]
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "m.jsonl"), "-o", str(tmp_path / "out"), "--recipe",
+                                   str(write_recipe(plain, "plain.toml")), "--candidates", "2"])
+    assert res.exit_code != 0 and "no [verifier]" in res.output and not (tmp_path / "out" / "a.wav").exists()
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "m.jsonl"), "-o", str(tmp_path / "out"), "--recipe",
+                                   str(write_recipe(_recipe())), "--candidates", "2"])
+    assert res.exit_code == 0, res.output
+    assert np.isfinite(sf.read(str(tmp_path / "out" / "a.wav"))[0]).all()

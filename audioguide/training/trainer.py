@@ -215,8 +215,9 @@ def _verifier_objective(recipe: Recipe, representation, cached) -> tuple[nn.Modu
     from audioguide.registry import CONDITIONERS, VERIFIERS
 
     spec, text_spec = recipe.verifier, dict(recipe.conditioners)["text"]
-    verifier = VERIFIERS[spec.type](spec.config)
-    text = CONDITIONERS[text_spec.type](text_spec.config)
+    with torch.random.fork_rng(devices=[]):  # seeded from the config, the caller's RNG untouched
+        verifier = VERIFIERS[spec.type](spec.config)
+        text = CONDITIONERS[text_spec.type](text_spec.config)
     latents, hop = cached(representation.encode), representation.hop
     tokens = bool(getattr(representation, "n_codebooks", 0))
     ids_of: dict[int, Tensor] = {}  # the G2P runs once per row
