@@ -395,6 +395,14 @@ class Pipeline:
         return frames, frames * rep.hop / rep.sample_rate
 
     def _generate(self, text, inputs, seconds, seed, policy, sampler_cfg, callback, negative=None, n=1) -> np.ndarray:
+        samples, seconds = self._draw(inputs, seconds, seed, policy, sampler_cfg, callback, negative, n)
+        if n > 1:
+            samples = samples[self._best(text, self._latents(samples))][None]
+        return self._finish(self._decode(samples)[0], seconds, text)
+
+    def _draw(self, inputs, seconds, seed, policy, sampler_cfg, callback=None, negative=None, n=1):
+        """``n`` samples of one piece in one batch, and their length in seconds: codes ``[n, K, T]``
+        from a codec LM, latents ``[n, C, T]`` otherwise."""
         sampler = SAMPLERS[self.recipe.sampler.type]
         rep = self.representation
         cond = self.model.encode(inputs)
@@ -406,18 +414,21 @@ class Pipeline:
         if n > 1:  # n candidates of the same sentence, one batch
             cond = {k: v.repeat(n, *([1] * (v.ndim - 1))) for k, v in cond.items()}
         if sampler.tokens:
-            codes = sampler.run(self.model, cond, policy, frames, sampler_cfg, generator)
-            if n > 1:
-                codes = codes[self._best(text, rep.dequantize(codes))][None]
-            return self._finish(rep.decode_tokens(codes)[0], seconds, text)
+            return sampler.run(self.model, cond, policy, frames, sampler_cfg, generator), seconds
         x = torch.randn((n, rep.channels, frames), generator=generator, device=self.device)
         field = GuidedField(self.model, cond, policy, self.model.kind, sampler.alpha_sigma(sampler_cfg))
         total = sampler_cfg.steps
         step_cb = None if callback is None else (lambda i, t, x: callback(i + 1, total))
-        z = sampler.run(field, x, sampler_cfg, generator, step_cb)
-        if n > 1:
-            z = z[self._best(text, z)][None]
-        return self._finish(rep.decode(z)[0], seconds, text)
+        return sampler.run(field, x, sampler_cfg, generator, step_cb), seconds
+
+    def _latents(self, samples: torch.Tensor) -> torch.Tensor:
+        """What the verifier reads of :meth:`_draw`'s samples: latents (codes dequantised)."""
+        return self.representation.dequantize(samples) if SAMPLERS[self.recipe.sampler.type].tokens else samples
+
+    def _decode(self, samples: torch.Tensor) -> torch.Tensor:
+        """Waveforms ``[n, S]`` of :meth:`_draw`'s samples."""
+        rep = self.representation
+        return rep.decode_tokens(samples) if SAMPLERS[self.recipe.sampler.type].tokens else rep.decode(samples)
 
     def _best(self, text: str, z: torch.Tensor) -> int:
         """Index of the candidate latents ``z [n, C, T]`` whose aligned phonemes the verifier hears best."""

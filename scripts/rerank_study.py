@@ -23,29 +23,15 @@ import torch
 
 
 def draw(pipe, text: str, voice: str | None, n: int, seed: int) -> tuple[list, list[float]]:
-    """``n`` candidate waveforms of one sentence and the verifier's score of each."""
-    from audioguide.core import make_generator
-    from audioguide.guidance import GuidedField
-    from audioguide.registry import SAMPLERS
-
-    model, rep = pipe.model, pipe.representation
-    sampler, cfg = SAMPLERS[pipe.recipe.sampler.type], pipe.sampler_config()
+    """``n`` candidate waveforms of one sentence, drawn as the pipeline draws them, and the
+    verifier's score of each."""
     conditions = pipe._inputs([text], {"speaker": voice} if voice else None)
     policy = pipe._without(pipe.policy(), [k for k, v in conditions.items() if v is None])
     with torch.inference_mode():
-        cond = model.encode(conditions)
-        frames, seconds = pipe._length(cond, None)
-        cond = {k: x.repeat(n, *([1] * (x.ndim - 1))) for k, x in cond.items()}
-        generator = make_generator(seed, pipe.device)
-        if sampler.tokens:
-            codes = sampler.run(model, cond, policy, frames, cfg, generator)
-            z, wavs = rep.dequantize(codes), rep.decode_tokens(codes)
-        else:
-            x = torch.randn((n, rep.channels, frames), generator=generator, device=pipe.device)
-            z = sampler.run(GuidedField(model, cond, policy, model.kind, sampler.alpha_sigma(cfg)), x, cfg, generator, None)
-            wavs = rep.decode(z)
-        ids, _ = model.conditioners[model.aligned].ids([text])
-        scores = pipe.verifier.score(z, ids[0]).tolist()
+        samples, seconds = pipe._draw(conditions, None, seed, policy, pipe.sampler_config(), n=n)
+        ids, _ = pipe.model.conditioners[pipe.model.aligned].ids([text])
+        scores = pipe.verifier.score(pipe._latents(samples), ids[0]).tolist()
+        wavs = pipe._decode(samples)
     keep = int(round(seconds * pipe.sample_rate))
     return [w[:keep].float().cpu().numpy() for w in wavs], scores
 

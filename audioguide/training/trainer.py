@@ -234,9 +234,7 @@ def _verifier_objective(recipe: Recipe, representation, cached) -> tuple[nn.Modu
             if i not in ids_of:
                 ids_of[i] = text.ids([t])[0][0]
         rows = [ids_of[i] for i in batch.indices]
-        ids = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
-        for j, r in enumerate(rows):
-            ids[j, : len(r)] = r
+        ids = nn.utils.rnn.pad_sequence(rows, batch_first=True)  # pad id 0
         durations = teacher_durations("text", batch, [len(r) for r in rows], ids.shape[1], mask.sum(dim=1).tolist(), hop)
         return verifier_loss(verifier, z, ids.to(z.device), durations.to(z.device), mask)
 
