@@ -430,12 +430,17 @@ class Pipeline:
         rep = self.representation
         return rep.decode_tokens(samples) if SAMPLERS[self.recipe.sampler.type].tokens else rep.decode(samples)
 
+    def _scores(self, text: str, z: torch.Tensor) -> torch.Tensor | None:
+        """The verifier's score ``[n]`` of each candidate latents ``z [n, C, T]`` for the aligned
+        phonemes of ``text``; None with fewer frames than symbols (a forced, very fast pace)."""
+        ids, _ = self.model.conditioners[self.model.aligned].ids([text])
+        return None if ids.shape[1] > z.shape[-1] else self.verifier.score(z, ids[0])
+
     def _best(self, text: str, z: torch.Tensor) -> int:
         """Index of the candidate latents ``z [n, C, T]`` whose aligned phonemes the verifier hears best."""
-        ids, _ = self.model.conditioners[self.model.aligned].ids([text])
-        if ids.shape[1] > z.shape[-1]:  # fewer frames than symbols (a forced, very fast pace): no choice to make
+        scores = self._scores(text, z)
+        if scores is None:  # no choice to make
             return 0
-        scores = self.verifier.score(z, ids[0])
         finite = torch.isfinite(z).flatten(1).all(1) & torch.isfinite(scores)
         return int(scores.masked_fill(~finite, -1.0).argmax())  # a failed candidate is never chosen
 

@@ -24,16 +24,15 @@ import torch
 
 def draw(pipe, text: str, voice: str | None, n: int, seed: int) -> tuple[list, list[float]]:
     """``n`` candidate waveforms of one sentence, drawn as the pipeline draws them, and the
-    verifier's score of each."""
+    verifier's score of each (all 0 where the pipeline makes no choice: fewer frames than symbols)."""
     conditions = pipe._inputs([text], {"speaker": voice} if voice else None)
     policy = pipe._without(pipe.policy(), [k for k, v in conditions.items() if v is None])
     with torch.inference_mode():
         samples, seconds = pipe._draw(conditions, None, seed, policy, pipe.sampler_config(), n=n)
-        ids, _ = pipe.model.conditioners[pipe.model.aligned].ids([text])
-        scores = pipe.verifier.score(pipe._latents(samples), ids[0]).tolist()
+        scores = pipe._scores(text, pipe._latents(samples))
         wavs = pipe._decode(samples)
     keep = int(round(seconds * pipe.sample_rate))
-    return [w[:keep].float().cpu().numpy() for w in wavs], scores
+    return [w[:keep].float().cpu().numpy() for w in wavs], [0.0] * n if scores is None else scores.tolist()
 
 
 def summary(records: list[dict]) -> str:

@@ -225,11 +225,11 @@ def _verifier_objective(recipe: Recipe, representation, cached) -> tuple[nn.Modu
     def objective(batch, generator, step):
         z, mask = latents(batch)
         if tokens:
-            trip = torch.rand(z.shape[0], generator=generator) < 0.5
+            trip = (torch.rand(z.shape[0], generator=generator) < 0.5).to(z.device)
             if trip.any():
                 with torch.no_grad():
                     z = z.clone()
-                    z[trip.to(z.device)] = representation.dequantize(representation.quantize(z[trip.to(z.device)]))
+                    z[trip] = representation.dequantize(representation.quantize(z[trip]))
         for i, t in zip(batch.indices, batch.inputs["text"]):
             if i not in ids_of:
                 ids_of[i] = text.ids([t])[0][0]
