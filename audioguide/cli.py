@@ -102,10 +102,8 @@ def _load(task: str, recipe: str | None, weights: str | None, threads: int | Non
     return pipe
 
 
-def _validate_and_warn(pipe, texts, steps, cfg, scales, rescale) -> None:
-    """Check the options before any work, then say so if the weights are random."""
-    pipe.policy(scales=scales, cfg=cfg, rescale=rescale)
-    pipe.sampler_config(steps)
+def _warn_random(pipe) -> None:
+    """Say so if the recipe's weights are random."""
     if pipe.recipe.random_weights:
         typer.secho(
             f"warning: recipe {pipe.recipe.name!r} has RANDOM weights (a test recipe): the output is noise, "
@@ -151,20 +149,13 @@ def _generate(task, text, output, recipe, seed, steps, cfg, scale, rescale, seco
     with _user_errors():
         _check_output(output, force)
         pipe = _load(task, recipe, weights, threads)
-        scales = _pairs(scale)
-        if seconds is not None:
-            pipe.seconds_for(text, seconds)  # validates the range
         inputs = {k: v for k, v in (inputs or {}).items() if v is not None}
-        pipe.check_texts([text], inputs, negative, seconds)
-        _validate_and_warn(pipe, [text], steps, cfg, scales, rescale)
-        pipe.candidates_for(candidates)
+        plan = pipe.prepare([text], seed=seed, steps=steps, cfg=cfg, scales=_pairs(scale), rescale=rescale,
+                            seconds=seconds, inputs=inputs, negative=negative, candidates=candidates)
+        _warn_random(pipe)
         with _progress() as progress:
-            bar = progress.add_task("sampling", total=steps or getattr(pipe.recipe.sampler.config, "steps", None))
-            audio = pipe(
-                [text], seed=seed, steps=steps, cfg=cfg, scales=scales, rescale=rescale,
-                seconds=seconds, inputs=inputs, negative=negative, candidates=candidates,
-                callback=lambda i, total: progress.update(bar, completed=i, total=total),
-            )
+            bar = progress.add_task("sampling", total=pipe.steps_for(steps))  # a codec LM's follows the length
+            audio = pipe.generate(plan, callback=lambda i, total: progress.update(bar, completed=i, total=total))
         write_wav(output, audio[0], audio.sample_rate)
         typer.echo(f"wrote {output} ({audio.seconds():.2f} s, {audio.sample_rate} Hz)", err=True)
 
@@ -238,21 +229,22 @@ def render(
     from audioguide.core import AudioguideError
     from audioguide.manifest import read_manifest
     from audioguide.recipes import load_recipe
-    from audioguide.render import check_rows
+    from audioguide.render import check_rows, manifest_task
     from audioguide.render import render as render_rows
 
     with _user_errors():
         rows = read_manifest(manifest)
         if task and task not in DEFAULT_RECIPE:
             raise AudioguideError(f"--task must be tts or t2a, got {task!r}")
-        if not task and recipe is None:  # infer from the manifest: captions only -> sound
-            task = "t2a" if all(r.caption and not r.text for r in rows) else "tts"
-        chosen = recipe or DEFAULT_RECIPE[task]
-        pipe = _load(task or load_recipe(chosen).task, chosen, weights, threads, render=True)
+        if not task:  # the recipe's task, else the manifest's
+            task = load_recipe(recipe).task if recipe is not None else manifest_task(rows)
+        pipe = _load(task, recipe, weights, threads, render=True)
         scales = _pairs(scale)
         check_rows(pipe, rows, seed)
-        _validate_and_warn(pipe, [], steps, cfg, scales, rescale)
+        pipe.policy(scales=scales, cfg=cfg, rescale=rescale)  # the options, checked before any row
+        pipe.sampler_config(steps)
         pipe.candidates_for(candidates)
+        _warn_random(pipe)
         with _progress() as progress:
             bar = progress.add_task("rendering", total=len(rows))
             report = render_rows(
@@ -420,7 +412,7 @@ def eval_codec(
 
     from audioguide.evaluation.codec import evaluate_resynthesis, markdown
     from audioguide.manifest import cap_per_voice, read_manifest
-    from audioguide.pipeline import build_components
+    from audioguide.components import build_components
     from audioguide.recipes import load_recipe
 
     with _user_errors():
@@ -629,7 +621,7 @@ def eval_t2a(
 @app.command("recipes")
 def list_recipes() -> None:
     """List the built-in recipes, one line each."""
-    from audioguide.pipeline import local_weights
+    from audioguide.components import local_weights
     from audioguide.recipes import builtin_recipes
 
     with _user_errors():

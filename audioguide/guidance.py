@@ -23,41 +23,33 @@ null condition::
 Brooks et al. 2023, eq. 3; VoxInstruct; MusicGen-Style double CFG) with conditions ``a, b`` is
 ``u_00 + s_a (u_a0 - u_00) + s_b (u_ab - u_a0)``; ``independent`` guidance (Composable Diffusion,
 Liu et al. 2022, eq. 10) is ``u + sum_k s_k (c_k - u)``. Every branch is one slice of ONE batched
-forward of the model (see :func:`evaluate_branches`).
+forward of the model (see :func:`evaluate_branches`). This weighted sum is the base combination,
+for continuous predictions (:class:`GuidedField`) and codec-LM logits (:class:`GuidedLogits`).
 
 The *reference* prediction ``c`` is the branch that keeps every condition of the policy; it is what
-rescale, APG, CFG-Zero* and adaptive guidance compare against, and what is returned where guidance
-is off (outside the guidance interval, or once adaptive guidance has converged).
+guiders compare against, and what is returned where guidance is off (outside the guidance interval,
+or once adaptive guidance has converged).
 
-Variants (each optional, all composable, applied in this order)
----------------------------------------------------------------
-1. CFG-Zero* (Fan et al. 2025, arXiv 2503.18886, eq. 7-9): optimised scale
-   ``s* = <c, u> / ||u||^2`` per sample; ``x = s* u + w (c - s* u)``. Only the unconditional branch
-   ``u`` (every condition dropped) is rescaled; with several conditions that gives
-   ``s* u + sum_k s_k (c_k - s* u)`` (independent) and ``s* u_00 + s_a (u_a0 - s* u_00) + ...``
-   (nested). Zero-init: velocity zeroed for ``t`` in the first ``zero_init`` fraction of the time
-   range, flow-velocity models only (a zero eps / x0 / v, or a zero *average* velocity, is not "stay
-   put"). The paper zeroes the first K solver steps; on a uniform grid of N steps ``zero_init = K/N``
-   is the same, on a shifted grid it covers more steps.
-2. APG (Sadat et al. 2025, ICLR, Alg. 1): in x0 space, ``d = D_c - D_u``; momentum
-   ``d <- d + beta * d_prev``; norm clip ``d <- d * min(1, r / ||d||)``; split ``d`` into parts
-   parallel and orthogonal to ``D_c``; ``D = D_c + (w - 1) (d_perp + eta * d_par)``.
-   With several terms the same update is applied to every non-reference branch.
-3. CFG rescale (Lin et al. 2023, arXiv 2305.08891, §3.4, eq. 15-16):
-   ``x_re = x_cfg * std(c) / std(x_cfg)``, ``x = phi x_re + (1 - phi) x_cfg``, in a declared
-   prediction space, std over all non-batch dims (``"all"``) or over channels per frame
-   (``"channels"``, as stable-audio-tools).
-4. Guidance interval (Kynkaanniemi et al. 2024, arXiv 2404.07724, eq. 2): guide only for
-   ``lo < t <= hi``, or with ``interval_on = "sigma"`` for ``lo < sigma <= hi`` where ``sigma =
-   sigma_t / alpha_t`` is the EDM noise level the paper's intervals are given in (``t / (1 - t)`` on
-   a flow path); the conditional prediction elsewhere, without evaluating the other branches.
-5. Adaptive guidance (Castillo et al. 2025, AAAI, "Adaptive Guidance", §3): once
-   ``cos(c, u)`` (in the model's own prediction space; the paper's thresholds were set on eps) has
-   stayed above ``threshold`` for ``patience`` consecutive evaluations for a sample,
-   that sample's remaining evaluations skip the unconditional branches and use ``c`` alone.
-6. CFG++ (Chung et al. 2024, arXiv 2406.08070) is a sampler, not a combination rule: it needs the
-   guided AND the unconditional prediction, which :meth:`GuidedField.pair` returns
-   (see ``audioguide.sampling``). Its scale lives in ``[0, 1]``.
+Guiders: one class per guidance method
+--------------------------------------
+Every method beyond the weighted sum is one :class:`Guider` subclass, registered by name in
+:data:`GUIDERS`. A guider declares the prediction ``space`` it works in, whether it applies to
+codec-LM ``logits``, the extra ``branches`` it needs evaluated, what model kinds and samplers it
+allows (:meth:`Guider.check`), and implements some of these hooks, which :class:`GuidedField` runs
+in this order on every evaluation, each over the policy's guiders in order:
+
+1. ``gate``: the rows on which guidance is on (:class:`Interval`, :class:`Adaptive`);
+2. ``adjust``: change the branch predictions (:class:`CFGZeroStar`'s optimised scale);
+3. ``combine``: replace the weighted sum (:class:`APG`; at most one guider per policy);
+4. ``refine``: change the guided prediction (:class:`Rescale`);
+5. ``observe``: update the guider's per-generation state (:class:`Adaptive`);
+6. ``post``: change the guided prediction of every row (:class:`CFGZeroStar`'s zero-init).
+
+A :class:`Guidance` policy builds the built-in guiders from its keywords (the ``[guidance]`` keys
+of a recipe) and appends any others given as ``guiders=``. CFG++ (Chung et al. 2024, arXiv
+2406.08070) is a sampler, not a guider: it needs the guided AND the unconditional prediction,
+which :meth:`GuidedField.pair` returns (see ``audioguide.sampling``); its scales live in
+``[0, 1]`` (:func:`check_policy`).
 
 Codec language models use the same terms on logits (:class:`GuidedLogits`; audiocraft applies
 CFG to logits before temperature / top-k / top-p).
@@ -69,6 +61,7 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -85,24 +78,38 @@ from audioguide.core import (
 
 __all__ = [
     "APG",
+    "GUIDERS",
     "Adaptive",
     "CFGTerm",
+    "CFGZeroStar",
     "Guidance",
+    "GuidanceError",
     "GuidedField",
     "GuidedLogits",
+    "Guider",
+    "Interval",
+    "Rescale",
+    "Step",
     "apg_update",
     "cfg_zero_star_scale",
+    "check_policy",
     "combine",
     "evaluate_branches",
     "from_cosyvoice",
     "from_diffusers_original",
     "from_f5tts",
+    "guider",
     "independent_terms",
     "joint_terms",
     "mix",
     "nested_terms",
     "rescale",
 ]
+
+
+class GuidanceError(ValueError):
+    """An invalid guidance policy, or one that a model kind or sampler does not allow (one line)."""
+
 
 # --------------------------------------------------------------------------------------------
 # Scale conventions of peers -> our w (u + w (c - u))
@@ -153,7 +160,7 @@ def nested_terms(order: Sequence[str], scales: Sequence[float]) -> tuple[CFGTerm
     guidance (intermediate weights are 0).
     """
     if len(order) != len(scales):
-        raise ValueError("nested guidance needs one scale per condition")
+        raise GuidanceError("nested guidance needs one scale per condition")
     if not order:
         return (CFGTerm(frozenset(), 1.0),)
     s = list(scales)
@@ -171,7 +178,7 @@ def independent_terms(order: Sequence[str], scales: Sequence[float]) -> tuple[CF
     it is still evaluated as the reference prediction.
     """
     if len(order) != len(scales):
-        raise ValueError("independent guidance needs one scale per condition")
+        raise GuidanceError("independent guidance needs one scale per condition")
     terms = [CFGTerm(frozenset(), 1.0 - sum(scales))]
     terms += [CFGTerm(frozenset([name]), s) for name, s in zip(order, scales)]
     return _merge(terms)
@@ -180,131 +187,6 @@ def independent_terms(order: Sequence[str], scales: Sequence[float]) -> tuple[CF
 def joint_terms(conditions: Sequence[str], w: float) -> tuple[CFGTerm, ...]:
     """Plain CFG on all conditions at once: ``u + w (c - u)``."""
     return (CFGTerm(frozenset(), 1.0 - w), CFGTerm(frozenset(conditions), w))
-
-
-# --------------------------------------------------------------------------------------------
-# Policy
-# --------------------------------------------------------------------------------------------
-
-_MODES = ("nested", "independent", "joint", "terms")
-_REDUCE = ("all", "channels")
-
-
-@dataclass(frozen=True)
-class APG:
-    """Adaptive Projected Guidance (Sadat et al. 2025, Alg. 1). Paper defaults: eta 0, r 15, beta -0.5."""
-
-    eta: float = 0.0
-    norm_threshold: float = 15.0
-    momentum: float = -0.5
-    space: str = "x0"
-
-    def __post_init__(self) -> None:
-        if self.norm_threshold <= 0:
-            raise ValueError(f"apg norm_threshold must be > 0, got {self.norm_threshold}")
-        if not -1.0 < self.momentum <= 0.0:
-            raise ValueError(f"apg momentum must be in (-1, 0], got {self.momentum}")
-        if self.space not in PREDICTION_KINDS + ("native",):
-            raise ValueError(f"apg space must be one of native, {', '.join(PREDICTION_KINDS)}")
-
-
-@dataclass(frozen=True)
-class Adaptive:
-    """Adaptive guidance (Castillo et al. 2025): stop the unconditional branches once converged."""
-
-    threshold: float = 0.999
-    patience: int = 2
-
-    def __post_init__(self) -> None:
-        if not -1.0 <= self.threshold <= 1.0:
-            raise ValueError(f"adaptive threshold is a cosine similarity in [-1, 1], got {self.threshold}")
-        if self.patience < 1:
-            raise ValueError(f"adaptive patience must be >= 1, got {self.patience}")
-
-
-@dataclass(frozen=True)
-class Guidance:
-    """A complete guidance policy; frozen, so a per-call override is ``dataclasses.replace``.
-
-    ``scales`` maps condition name to its scale ``w`` (canonical convention, 1 = no guidance);
-    ``mode`` turns them into :class:`CFGTerm` s (``nested`` in the order of ``scales``,
-    ``independent``, ``joint`` with the single scale ``scales[*]``), or ``terms`` gives them directly.
-    """
-
-    scales: tuple[tuple[str, float], ...] = ()
-    mode: str = "nested"
-    custom_terms: tuple[CFGTerm, ...] = ()
-    rescale: float = 0.0
-    rescale_space: str = "native"
-    reduce: str = "all"
-    apg: APG | None = None
-    interval: tuple[float, float] | None = None
-    interval_on: str = "t"
-    zero_star: bool = False
-    zero_init: float = 0.0
-    adaptive: Adaptive | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.scales, Mapping):
-            object.__setattr__(self, "scales", tuple(self.scales.items()))
-        if self.mode not in _MODES:
-            raise ValueError(f"guidance mode must be one of {', '.join(_MODES)}, got {self.mode!r}")
-        for name, w in self.scales:
-            if not math.isfinite(w) or w < 0:
-                raise ValueError(f"guidance scale for {name!r} must be a finite number >= 0, got {w}")
-        if self.mode == "joint" and len({w for _, w in self.scales}) > 1:
-            raise ValueError("joint guidance takes one scale for all conditions")
-        if not 0.0 <= self.rescale <= 1.0:
-            raise ValueError(f"rescale phi must be in [0, 1], got {self.rescale}")
-        if self.rescale_space not in PREDICTION_KINDS + ("native",):
-            raise ValueError(f"rescale_space must be one of native, {', '.join(PREDICTION_KINDS)}")
-        if self.reduce not in _REDUCE:
-            raise ValueError(f"reduce must be one of {', '.join(_REDUCE)}, got {self.reduce!r}")
-        if self.interval is not None:
-            lo, hi = self.interval
-            if not 0.0 <= lo < hi:
-                raise ValueError(f"guidance interval must satisfy 0 <= lo < hi, got {self.interval}")
-        if self.interval_on not in ("t", "sigma"):
-            raise ValueError(f"interval_on must be t or sigma, got {self.interval_on!r}")
-        if not 0.0 <= self.zero_init < 1.0:
-            raise ValueError(f"zero_init must be in [0, 1), got {self.zero_init}")
-        if self.mode == "terms":
-            total = sum(t.weight for t in self.custom_terms)
-            if not self.custom_terms or abs(total - 1.0) > 1e-6:
-                raise ValueError(f"guidance term weights must sum to 1, got {total:.6g}")
-
-    @property
-    def conditions(self) -> tuple[str, ...]:
-        """Every condition the policy guides on, in order."""
-        if self.mode == "terms":
-            seen: dict[str, None] = {}
-            for term in self.custom_terms:
-                seen.update(dict.fromkeys(sorted(term.keep)))
-            return tuple(seen)
-        return tuple(name for name, _ in self.scales)
-
-    @property
-    def terms(self) -> tuple[CFGTerm, ...]:
-        names = self.conditions
-        ws = [w for _, w in self.scales]
-        if self.mode == "terms":
-            return _merge(self.custom_terms)  # duplicate keep-sets are one branch
-        if self.mode == "independent":
-            return independent_terms(names, ws)
-        if self.mode == "joint":
-            return joint_terms(names, ws[0] if ws else 1.0)
-        return nested_terms(names, ws)
-
-    def with_scales(self, **scales: float) -> Guidance:
-        """A copy with some scales replaced; unknown condition names are errors."""
-        current = dict(self.scales)
-        for name in scales:
-            if name not in current:
-                raise ValueError(
-                    f"no guidance scale named {name!r}; this policy has {', '.join(current) or 'none'}"
-                )
-        current.update(scales)
-        return dataclasses.replace(self, scales=tuple(current.items()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,7 +214,7 @@ def mix(preds: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
     stacked form is :func:`combine`.
     """
     if len(preds) != len(weights) or not preds:
-        raise ValueError(f"mix needs one weight per prediction, got {len(preds)} and {len(weights)}")
+        raise GuidanceError(f"mix needs one weight per prediction, got {len(preds)} and {len(weights)}")
     return combine(torch.stack(list(preds)), weights)
 
 
@@ -417,22 +299,523 @@ def evaluate_branches(
 
 
 # --------------------------------------------------------------------------------------------
+# Guiders: one class per guidance method
+# --------------------------------------------------------------------------------------------
+
+_SPACES = ("native",) + PREDICTION_KINDS
+_REDUCE = ("all", "channels")
+_HOOKS = ("gate", "adjust", "combine", "refine", "observe", "post", "refine_logits")
+
+GUIDERS: dict[str, type[Guider]] = {}
+"""Every guider class by name; a subclass registers itself (``class G(Guider, name="g")``)."""
+
+
+class Step:
+    """What a guider's hooks see of one evaluation of a :class:`GuidedField`.
+
+    ``x``, ``t``: the rows the hook works on (the guided rows for ``adjust``, ``combine``,
+    ``refine``, ``observe``; every row for ``gate`` and ``post``); ``active``: the ``[B]`` mask of
+    the guided rows in the batch (``None`` for ``gate`` and ``post``); ``branches``: each evaluated
+    condition subset (the reference's, the terms', the extra ones guiders asked for) to its
+    prediction on the guided rows, in the model's space; ``state``: the calling guider's
+    per-generation state (:meth:`Guider.start`). From the field: ``kind`` (the model's prediction
+    kind, what ``native`` means), ``alpha_sigma``, ``reduce`` (the policy's dims for stds and norms),
+    ``terms`` (the weighted non-reference branches, in the order of the hooks' ``preds``),
+    ``ref_weight`` (the weight of the reference ``c``) and ``reference`` (its conditions).
+    """
+
+    def __init__(
+        self, owner: GuidedField, x: Tensor, t: Tensor, active: Tensor | None,
+        branches: Mapping[frozenset[str], Tensor],
+    ) -> None:
+        self.x, self.t, self.active, self.branches = x, t, active, branches
+        self.kind, self.alpha_sigma, self.reduce = owner.kind, owner.alpha_sigma, owner.policy.reduce
+        self.terms, self.ref_weight, self.reference = owner.others, owner.ref_weight, owner.reference
+        self.state: Any = None
+
+
+class Guider:
+    """One guidance method. Subclass it, name it, and override the hooks the method needs::
+
+        @dataclass(frozen=True)
+        class MyGuider(Guider, name="mine"):
+            def refine(self, step, guided, c): ...
+
+    Declarations: ``space`` (``native`` = the model's own kind, or ``x0``, ``eps``, ``v``,
+    ``flow``): hooks that take predictions get them converted to it, and what they return is
+    converted back; ``logits``: whether the method applies to codec-LM logits (then
+    :meth:`refine_logits` is its hook there); :meth:`branches`: condition subsets it needs
+    evaluated besides the weighted terms; :meth:`check`: the model kinds and samplers it allows.
+    Hooks (see the module docstring for their order) default to doing nothing. Guiders belong to
+    a frozen policy shared by many generations, so they hold no state: per-generation state comes
+    from :meth:`start` and reaches the hooks as ``step.state``. Hooks that take ``c`` and
+    ``preds`` get the guided rows only: ``c`` the reference prediction, ``preds`` one prediction
+    per term of ``step.terms``.
+    """
+
+    name: ClassVar[str] = ""
+    space: str = "native"
+    logits: ClassVar[bool] = False
+    frame_local: ClassVar[bool] = False  # True: no hook reduces over frames (a row's padding cannot change it)
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = name or cls.__name__
+        known = GUIDERS.get(cls.name)
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise GuidanceError(f"a guider named {cls.name!r} exists already ({known.__module__}.{known.__qualname__})")
+        GUIDERS[cls.name] = cls
+
+    @property
+    def key(self) -> str:
+        """What messages call this guider (the recipe key for the built-in ones)."""
+        return self.name
+
+    def check(self, kind: str, cfgpp: bool = False, mean_flow: bool = False) -> None:
+        """Raise :class:`GuidanceError` if the method does not apply to a model of ``kind``
+        (``"tokens"`` for codec LMs) sampled by a CFG++ (``cfgpp``) or mean-flow sampler."""
+        if kind == "tokens" and not self.logits:
+            raise GuidanceError(f"{self.key} does not apply to codec-LM logits (only multi-condition CFG does)")
+
+    def branches(self, conditions: tuple[str, ...]) -> tuple[frozenset[str], ...]:
+        """Condition subsets to evaluate besides the weighted terms (found in ``step.branches``)."""
+        return ()
+
+    def start(self) -> Any:
+        """Fresh per-generation state (``step.state`` in the hooks)."""
+        return None
+
+    def gate(self, step: Step) -> Tensor | None:
+        """``[B]`` bool: rows on which guidance stays on (``None``: all)."""
+        return None
+
+    def adjust(self, step: Step, c: Tensor, preds: list[Tensor]) -> list[Tensor]:
+        """The branch predictions to combine."""
+        return preds
+
+    def combine(self, step: Step, c: Tensor, preds: list[Tensor]) -> Tensor:
+        """The guided prediction, instead of ``ref_weight c + sum_i w_i preds[i]``."""
+        raise NotImplementedError
+
+    def refine(self, step: Step, guided: Tensor, c: Tensor) -> Tensor:
+        """The guided prediction, changed."""
+        return guided
+
+    def observe(self, step: Step, c: Tensor, preds: list[Tensor]) -> None:
+        """See the branch predictions as evaluated (before ``adjust``); update ``step.state``."""
+
+    def post(self, step: Step, guided: Tensor) -> Tensor:
+        """The guided prediction of every row of the batch, changed."""
+        return guided
+
+    def refine_logits(self, guided: Tensor, branches: Mapping[frozenset[str], Tensor]) -> Tensor:
+        """Guided log-probabilities ``[B, ...]`` changed; ``branches`` maps each evaluated
+        condition subset to its log-probabilities (only for guiders with ``logits = True``)."""
+        return guided
+
+
+def _overrides(g: Guider, hook: str) -> bool:
+    return getattr(type(g), hook) is not getattr(Guider, hook)
+
+
+def guider(name: str, **params: Any) -> Guider:
+    """The registered guider ``name`` built from ``params``."""
+    cls = GUIDERS.get(name)
+    if cls is None:
+        raise GuidanceError(f"no guider named {name!r}; registered: {', '.join(sorted(GUIDERS))}")
+    try:
+        return cls(**params)
+    except TypeError as e:
+        raise GuidanceError(f"guider {name!r}: {e}") from None
+
+
+def _check_space(space: str, key: str) -> None:
+    if space not in _SPACES:
+        raise GuidanceError(f"{key} must be one of {', '.join(_SPACES)}, got {space!r}")
+
+
+@dataclass(frozen=True)
+class CFGZeroStar(Guider, name="cfg-zero-star"):
+    """CFG-Zero* (Fan et al. 2025, arXiv 2503.18886): optimised scale and zero-init.
+
+    Optimised scale (eq. 7-9, ``zero_star``): ``s* = <c, u> / ||u||^2`` per sample;
+    ``x = s* u + w (c - s* u)``. Only the unconditional branch ``u`` (every condition dropped) is
+    rescaled; with several conditions that gives ``s* u + sum_k s_k (c_k - s* u)`` (independent)
+    and ``s* u_00 + s_a (u_a0 - s* u_00) + ...`` (nested). Zero-init (``zero_init``): velocity
+    zeroed for ``t`` in the first ``zero_init`` fraction of the time range, flow-velocity models
+    only (a zero eps / x0 / v, or a zero *average* velocity, is not "stay put"). The paper zeroes
+    the first K solver steps; on a uniform grid of N steps ``zero_init = K/N`` is the same, on a
+    shifted grid it covers more steps.
+    """
+
+    zero_star: bool = True
+    zero_init: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.zero_init < 1.0:
+            raise GuidanceError(f"zero_init must be in [0, 1), got {self.zero_init}")
+
+    @classmethod
+    def from_policy(cls, p: Guidance) -> CFGZeroStar | None:
+        g = cls(p.zero_star, p.zero_init)
+        return g if p.zero_star or p.zero_init > 0 else None
+
+    @property
+    def key(self) -> str:
+        return "zero_star" if self.zero_star else "zero_init"
+
+    def check(self, kind: str, cfgpp: bool = False, mean_flow: bool = False) -> None:
+        super().check(kind, cfgpp, mean_flow)
+        if self.zero_init > 0 and (kind != "flow" or mean_flow):
+            what = "a mean-flow sampler (a zero average velocity skips the whole step)" if kind == "flow" else f"a {kind!r} model"
+            raise GuidanceError(f"zero_init zeroes a flow velocity; it does not apply to {what}")
+
+    def adjust(self, step: Step, c: Tensor, preds: list[Tensor]) -> list[Tensor]:
+        if not self.zero_star:
+            return preds
+        return [cfg_zero_star_scale(c, q) * q if not tm.keep else q for tm, q in zip(step.terms, preds)]
+
+    def post(self, step: Step, guided: Tensor) -> Tensor:
+        if self.zero_init <= 0:
+            return guided
+        zeroed = (step.t > 1.0 - self.zero_init).view(-1, *([1] * (guided.ndim - 1)))
+        return torch.where(zeroed, torch.zeros_like(guided), guided)
+
+
+@dataclass(frozen=True)
+class APG(Guider, name="apg"):
+    """Adaptive Projected Guidance (Sadat et al. 2025, ICLR, Alg. 1). Paper defaults: eta 0, r 15, beta -0.5.
+
+    In ``space`` (x0 by default), ``d = D_c - D_u``; momentum ``d <- d + beta * d_prev``; norm
+    clip ``d <- d * min(1, r / ||d||)``; split ``d`` into parts parallel and orthogonal to
+    ``D_c``; ``D = D_c + (w - 1) (d_perp + eta * d_par)``. With several terms the same update is
+    applied to every non-reference branch: ``D = D_c + sum_i (-w_i) APG(D_c - D_i)`` (for one
+    branch ``-w_u = w - 1``). Norms over the policy's ``reduce`` dims. Momentum is kept per branch
+    and per row of the batch; rows not guided on a call (interval, adaptive) keep theirs.
+    """
+
+    eta: float = 0.0
+    norm_threshold: float = 15.0
+    momentum: float = -0.5
+    space: str = "x0"
+
+    def __post_init__(self) -> None:
+        if self.norm_threshold <= 0:
+            raise GuidanceError(f"apg norm_threshold must be > 0, got {self.norm_threshold}")
+        if not -1.0 < self.momentum <= 0.0:
+            raise GuidanceError(f"apg momentum must be in (-1, 0], got {self.momentum}")
+        _check_space(self.space, "apg space")
+
+    @classmethod
+    def from_policy(cls, p: Guidance) -> APG | None:
+        return p.apg
+
+    def start(self) -> dict[frozenset[str], Tensor]:
+        return {}  # momentum per branch, full batch [B, ...]
+
+    def combine(self, step: Step, c: Tensor, preds: list[Tensor]) -> Tensor:
+        assert step.active is not None
+        D = c.clone()
+        for term, q in zip(step.terms, preds):
+            d = c - q
+            if self.momentum != 0.0:
+                full = (step.active.shape[0], *d.shape[1:])
+                prev = step.state.get(term.keep)
+                if prev is None:
+                    prev = step.state[term.keep] = d.new_zeros(full)
+                elif prev.shape != full:
+                    raise GuidanceError(
+                        f"APG momentum is per generation: got rows of shape {full}, earlier {tuple(prev.shape)}; "
+                        "build a new GuidedField for a new generation"
+                    )
+                d = d + self.momentum * prev[step.active].to(d.dtype)
+                prev[step.active] = d.to(prev.dtype)
+            D = D - term.weight * apg_update(d, c, self.eta, self.norm_threshold, step.reduce)
+        return D
+
+
+@dataclass(frozen=True)
+class Rescale(Guider, name="rescale"):
+    """CFG rescale (Lin et al. 2023, arXiv 2305.08891, §3.4, eq. 15-16).
+
+    ``x_re = x_cfg * std(c) / std(x_cfg)``, ``x = phi x_re + (1 - phi) x_cfg``, in ``space``, std
+    over the policy's ``reduce`` dims: all non-batch dims (``"all"``) or channels per frame
+    (``"channels"``, as stable-audio-tools).
+    """
+
+    phi: float
+    space: str = "native"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.phi <= 1.0:
+            raise GuidanceError(f"rescale phi must be in [0, 1], got {self.phi}")
+        _check_space(self.space, "rescale_space")
+
+    @classmethod
+    def from_policy(cls, p: Guidance) -> Rescale | None:
+        g = cls(p.rescale, p.rescale_space)
+        return g if g.phi > 0 else None
+
+    def refine(self, step: Step, guided: Tensor, c: Tensor) -> Tensor:
+        return rescale(guided, c, self.phi, step.reduce)
+
+
+@dataclass(frozen=True)
+class Interval(Guider, name="interval"):
+    """Guidance interval (Kynkaanniemi et al. 2024, arXiv 2404.07724, eq. 2).
+
+    Guide only for ``lo < t <= hi``, or with ``on = "sigma"`` for ``lo < sigma <= hi`` where
+    ``sigma = sigma_t / alpha_t`` is the EDM noise level the paper's intervals are given in
+    (``t / (1 - t)`` on a flow path); the conditional prediction elsewhere, without evaluating
+    the other branches.
+    """
+
+    lo: float
+    hi: float
+    on: str = "t"
+    frame_local: ClassVar[bool] = True  # gates whole rows by their time
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.lo < self.hi:
+            raise GuidanceError(f"guidance interval must satisfy 0 <= lo < hi, got {(self.lo, self.hi)}")
+        if self.on not in ("t", "sigma"):
+            raise GuidanceError(f"interval_on must be t or sigma, got {self.on!r}")
+
+    @classmethod
+    def from_policy(cls, p: Guidance) -> Interval | None:
+        if p.interval is None:
+            if p.interval_on not in ("t", "sigma"):
+                raise GuidanceError(f"interval_on must be t or sigma, got {p.interval_on!r}")
+            return None
+        lo, hi = p.interval
+        return cls(lo, hi, p.interval_on)
+
+    def gate(self, step: Step) -> Tensor:
+        t = step.t
+        if self.on == "t":
+            at = t
+        else:
+            a, s = step.alpha_sigma(t)
+            at = s / a.clamp_min(1e-12)  # EDM sigma; +huge at pure noise (alpha = 0)
+        return (at > self.lo) & (at <= self.hi)
+
+
+@dataclass
+class _Streaks:
+    streak: Tensor | None = None
+    converged: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Adaptive(Guider, name="adaptive"):
+    """Adaptive guidance (Castillo et al. 2025, AAAI, "Adaptive Guidance", §3).
+
+    Once ``cos(c, u)`` (in the model's own prediction space; the paper's thresholds were set on
+    eps; the minimum over the weighted branches) has stayed above ``threshold`` for ``patience``
+    consecutive evaluations for a sample, that sample's remaining evaluations skip the other
+    branches and use ``c`` alone.
+    """
+
+    threshold: float = 0.999
+    patience: int = 2
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.threshold <= 1.0:
+            raise GuidanceError(f"adaptive threshold is a cosine similarity in [-1, 1], got {self.threshold}")
+        if self.patience < 1:
+            raise GuidanceError(f"adaptive patience must be >= 1, got {self.patience}")
+
+    @classmethod
+    def from_policy(cls, p: Guidance) -> Adaptive | None:
+        return p.adaptive
+
+    def start(self) -> _Streaks:
+        return _Streaks()
+
+    def gate(self, step: Step) -> Tensor | None:
+        converged = step.state.converged
+        return None if converged is None else ~converged
+
+    def observe(self, step: Step, c: Tensor, preds: list[Tensor]) -> None:
+        state, active = step.state, step.active
+        assert active is not None
+        B = active.shape[0]
+        if state.streak is None:
+            state.streak = torch.zeros(B, dtype=torch.long, device=active.device)
+            state.converged = torch.zeros(B, dtype=torch.bool, device=active.device)
+        flat_c = c.flatten(1)
+        cos = torch.stack(
+            [torch.nn.functional.cosine_similarity(flat_c, q.flatten(1), dim=1) for q in preds]
+        ).amin(0)
+        streak = state.streak[active]
+        streak = torch.where(cos >= self.threshold, streak + 1, torch.zeros_like(streak))
+        state.streak[active] = streak
+        state.converged[active] = streak >= self.patience
+
+
+# The guiders a policy builds from its keywords (the recipe's [guidance] keys), in this order.
+_KEYWORD_GUIDERS: tuple[Any, ...] = (CFGZeroStar, APG, Rescale, Interval, Adaptive)
+
+
+# --------------------------------------------------------------------------------------------
+# Policy
+# --------------------------------------------------------------------------------------------
+
+_MODES = ("nested", "independent", "joint", "terms")
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """A complete guidance policy; frozen, so a per-call override is a copy (:meth:`override`).
+
+    ``scales`` maps condition name to its scale ``w`` (canonical convention, 1 = no guidance);
+    ``mode`` turns them into :class:`CFGTerm` s (``nested`` in the order of ``scales``,
+    ``independent``, ``joint`` with the single scale ``scales[*]``), or ``terms`` gives them directly.
+    The other keywords (a recipe's ``[guidance]`` keys) set the built-in guiders:
+    ``zero_star`` / ``zero_init`` :class:`CFGZeroStar`, ``apg`` :class:`APG`, ``rescale`` (phi)
+    / ``rescale_space`` :class:`Rescale`, ``interval`` / ``interval_on`` :class:`Interval`,
+    ``adaptive`` :class:`Adaptive`; ``reduce`` is the dims of the stds and norms of rescale and APG.
+    ``guiders`` appends more guiders (a user's own classes); ``policy.methods`` is
+    every guider of the policy in order, the keywords' first. Every invalid value is a
+    :class:`GuidanceError`.
+    """
+
+    scales: tuple[tuple[str, float], ...] = ()
+    mode: str = "nested"
+    custom_terms: tuple[CFGTerm, ...] = ()
+    rescale: float = 0.0
+    rescale_space: str = "native"
+    reduce: str = "all"
+    apg: APG | None = None
+    interval: tuple[float, float] | None = None
+    interval_on: str = "t"
+    zero_star: bool = False
+    zero_init: float = 0.0
+    adaptive: Adaptive | None = None
+    guiders: tuple[Guider, ...] = ()  # more guiders, after the keywords' (user-defined ones, say)
+    # ``methods`` (every guider, in order) is set by __post_init__; it is no field, so that
+    # dataclasses.replace rebuilds the keywords' guiders instead of copying the old ones.
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scales, Mapping):
+            object.__setattr__(self, "scales", tuple(self.scales.items()))
+        if self.mode not in _MODES:
+            raise GuidanceError(f"guidance mode must be one of {', '.join(_MODES)}, got {self.mode!r}")
+        for name, w in self.scales:
+            if not math.isfinite(w) or w < 0:
+                raise GuidanceError(f"guidance scale for {name!r} must be a finite number >= 0, got {w}")
+        if self.mode == "joint" and len({w for _, w in self.scales}) > 1:
+            raise GuidanceError("joint guidance takes one scale for all conditions")
+        if self.reduce not in _REDUCE:
+            raise GuidanceError(f"reduce must be one of {', '.join(_REDUCE)}, got {self.reduce!r}")
+        if self.mode == "terms":
+            total = sum(t.weight for t in self.custom_terms)
+            if not self.custom_terms or abs(total - 1.0) > 1e-6:
+                raise GuidanceError(f"guidance term weights must sum to 1, got {total:.6g}")
+        for name, cls in (("apg", APG), ("adaptive", Adaptive)):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, cls):
+                raise GuidanceError(f"{name} must be an {cls.__name__} or None, got {value!r}")
+        extra = tuple(self.guiders)
+        for g in extra:
+            if not isinstance(g, Guider):
+                raise GuidanceError(f"guiders must be Guider objects, got {g!r}")
+            _check_space(g.space, f"{g.key} space")
+        built = tuple(g for cls in _KEYWORD_GUIDERS if (g := cls.from_policy(self)) is not None)
+        every = built + extra
+        combiners = [g.key for g in every if _overrides(g, "combine")]
+        if len(combiners) > 1:
+            raise GuidanceError(f"at most one guider may replace the weighted combination, got {', '.join(combiners)}")
+        object.__setattr__(self, "guiders", extra)
+        object.__setattr__(self, "methods", every)
+
+    @property
+    def frame_local(self) -> bool:
+        """Whether each frame's guided prediction depends on that frame's predictions alone (every
+        guider ``frame_local``): then rows of different lengths can share a padded batch."""
+        return all(g.frame_local for g in self.methods)
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """Every condition the policy guides on, in order."""
+        if self.mode == "terms":
+            seen: dict[str, None] = {}
+            for term in self.custom_terms:
+                seen.update(dict.fromkeys(sorted(term.keep)))
+            return tuple(seen)
+        return tuple(name for name, _ in self.scales)
+
+    @property
+    def terms(self) -> tuple[CFGTerm, ...]:
+        names = self.conditions
+        ws = [w for _, w in self.scales]
+        if self.mode == "terms":
+            return _merge(self.custom_terms)  # duplicate keep-sets are one branch
+        if self.mode == "independent":
+            return independent_terms(names, ws)
+        if self.mode == "joint":
+            return joint_terms(names, ws[0] if ws else 1.0)
+        return nested_terms(names, ws)
+
+    def with_scales(self, **scales: float) -> Guidance:
+        """A copy with some scales replaced; unknown condition names are errors."""
+        current = dict(self.scales)
+        for name in scales:
+            if name not in current:
+                raise GuidanceError(
+                    f"no guidance scale named {name!r}; this policy has {', '.join(current) or 'none'}"
+                )
+        current.update(scales)
+        return dataclasses.replace(self, scales=tuple(current.items()))
+
+    def override(
+        self, *, cfg: float | None = None, scales: Mapping[str, float] | None = None, rescale: float | None = None
+    ) -> Guidance:
+        """This policy with one call's overrides, validated: ``cfg`` sets every scale, then ``scales``
+        replaces the named ones (unknown names are errors), ``rescale`` sets the rescale phi."""
+        policy = self
+        try:
+            if cfg is not None:
+                policy = policy.with_scales(**{name: float(cfg) for name in policy.conditions})
+            if scales:
+                policy = policy.with_scales(**{name: float(w) for name, w in scales.items()})
+            if rescale is not None:
+                policy = dataclasses.replace(policy, rescale=float(rescale))
+        except GuidanceError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise GuidanceError(f"guidance overrides must be numbers: {e}") from None
+        return policy
+
+
+def check_policy(policy: Guidance, *, kind: str, cfgpp: bool, mean_flow: bool) -> None:
+    """Raise :class:`GuidanceError` unless ``policy`` applies to a model of ``kind`` (``"tokens"`` for
+    codec LMs, else its prediction kind) sampled by a CFG++ (``cfgpp``) or mean-flow sampler: CFG++
+    scales live in ``[0, 1]``, and every guider is asked (:meth:`Guider.check`)."""
+    if kind not in PREDICTION_KINDS + ("tokens",):
+        raise GuidanceError(f"unknown model kind {kind!r}; one of tokens, {', '.join(PREDICTION_KINDS)}")
+    if cfgpp:
+        weights = [(name, w) for name, w in policy.scales] + [
+            ("+".join(sorted(t.keep)) or "null", t.weight) for t in policy.custom_terms
+        ]
+        for name, w in weights:
+            if not 0.0 <= w <= 1.0:
+                raise GuidanceError(f"CFG++ scales live in [0, 1]; scale for {name!r} is {w}")
+    for g in policy.methods:
+        g.check(kind, cfgpp, mean_flow)
+
+
+# --------------------------------------------------------------------------------------------
 # The guided vector field samplers call
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass
 class _State:
-    """Per-generation state: APG momentum per branch, adaptive-guidance streaks.
+    """Per-generation state: each guider's own (:meth:`Guider.start`, in the order of
+    ``policy.methods``), rows evaluated, and the model's prepared conditions."""
 
-    ``momentum[keep]`` is full-batch ``[B, ...]`` (zeros until a row is first guided); each call
-    reads and writes only the rows on which guidance is active, so a row's momentum survives the
-    calls on which it is not guided (interval, adaptive guidance).
-    """
-
-    momentum: dict[frozenset[str], Tensor] = field(default_factory=dict)
-    streak: Tensor | None = None
-    converged: Tensor | None = None
+    guiders: list[Any] = field(default_factory=list)
     rows_evaluated: int = 0
     prepared: dict[frozenset[str], Cond] = field(default_factory=dict)  # per kept-condition subset
     frames: tuple[int, int] = (0, 0)  # the batch size and latent length ``prepared`` was computed for
@@ -442,13 +825,15 @@ class GuidedField:
     """``model(x, t, **extra) -> guided prediction`` for one generation; what samplers call.
 
     Binds a :class:`~audioguide.core.Denoiser`, its condition tensors and a :class:`Guidance`
-    policy. It holds per-generation state (APG momentum, adaptive-guidance streaks), so build a new
-    one for every generation. ``kind`` is the model's prediction kind and ``alpha_sigma`` its noise
-    schedule; both are needed to move predictions into the space a variant declares.
-    ``rows_evaluated`` counts network rows evaluated (NFE x batch), to measure savings. The model's
-    step-invariant work (:func:`audioguide.core.prepare`) is done once per condition subset, the
-    first time that subset is evaluated, and reused at every later step; a generation keeps one
-    batch size, length and ``mask`` (a new length or batch size prepares again).
+    policy, and runs the policy's guiders' hooks around the weighted sum of its terms (see the
+    module docstring). It holds per-generation state (each guider's, e.g. APG momentum and
+    adaptive-guidance streaks), so build a new one for every generation. ``kind`` is the model's
+    prediction kind and ``alpha_sigma`` its noise schedule; both are needed to move predictions
+    into the space a guider declares. ``rows_evaluated`` counts network rows evaluated (NFE x
+    batch), to measure savings. The model's step-invariant work (:func:`audioguide.core.prepare`)
+    is done once per condition subset, the first time that subset is evaluated, and reused at
+    every later step; a generation keeps one batch size, length and ``mask`` (a new length or
+    batch size prepares again).
     """
 
     def __init__(
@@ -458,51 +843,52 @@ class GuidedField:
         policy: Guidance,
         kind: str = "flow",
         alpha_sigma: AlphaSigma = flow_alpha_sigma,
+        extra: Mapping[str, Tensor] | None = None,
     ) -> None:
         if kind not in PREDICTION_KINDS:
-            raise ValueError(f"unknown prediction kind {kind!r}")
-        if policy.zero_init > 0 and kind != "flow":
-            raise ValueError(f"CFG-Zero* zero_init zeroes a flow velocity; a {kind!r} model has none")
+            raise GuidanceError(f"unknown prediction kind {kind!r}")
+        for g in policy.methods:
+            g.check(kind)
         self.model, self.cond, self.policy = model, cond, policy
+        self.extra = dict(extra or {})  # model inputs of every call, e.g. the frame ``mask`` of a padded batch
         self.kind, self.alpha_sigma = kind, alpha_sigma
         self.reference = frozenset(policy.conditions)
         self.terms = policy.terms
         # Branches other than the reference that carry weight; zero-weight branches are never run.
-        self.others = [tm for tm in self.terms if tm.keep != self.reference and tm.weight != 0.0]
+        self.others = tuple(tm for tm in self.terms if tm.keep != self.reference and tm.weight != 0.0)
         self.ref_weight = sum(tm.weight for tm in self.terms if tm.keep == self.reference)
-        self.null = frozenset()
-        self.state = _State()
+        self.null: frozenset[str] = frozenset()
+        keeps = [tm.keep for tm in self.others]
+        self.extra_keeps: list[frozenset[str]] = []  # branches guiders ask for besides the terms
+        if self.others:
+            for g in policy.methods:
+                for k in map(frozenset, g.branches(policy.conditions)):
+                    if k != self.reference and k not in keeps and k not in self.extra_keeps:
+                        self.extra_keeps.append(k)
+        self.hooks = {h: [(i, g) for i, g in enumerate(policy.methods) if _overrides(g, h)] for h in _HOOKS}
+        self.state = _State(guiders=[g.start() for g in policy.methods])
 
     @property
     def rows_evaluated(self) -> int:
         return self.state.rows_evaluated
 
+    def state_of(self, guider: Guider) -> Any:
+        """The per-generation state of one of the policy's guiders."""
+        for i, g in enumerate(self.policy.methods):
+            if g is guider:
+                return self.state.guiders[i]
+        raise GuidanceError(f"{guider!r} is not a guider of this policy")
+
     def __call__(self, x: Tensor, t: Tensor | float, **extra: Tensor) -> Tensor:
-        return self._guide(x, t, extra, want_uncond=False)[0]
+        return self._guide(x, t, {**self.extra, **extra}, want_uncond=False)[0]
 
     def pair(self, x: Tensor, t: Tensor | float, **extra: Tensor) -> tuple[Tensor, Tensor]:
         """``(guided, unconditional)`` predictions, for CFG++ samplers (one batched forward)."""
-        guided, uncond = self._guide(x, t, extra, want_uncond=True)
+        guided, uncond = self._guide(x, t, {**self.extra, **extra}, want_uncond=True)
         assert uncond is not None
         return guided, uncond
 
     # -- internals ---------------------------------------------------------------------------
-
-    def _active(self, t: Tensor) -> Tensor:
-        """Rows [B] on which guidance is on: inside the interval and not adaptively converged."""
-        p = self.policy
-        active = torch.ones_like(t, dtype=torch.bool)
-        if p.interval is not None:
-            if p.interval_on == "t":
-                at = t
-            else:
-                a, s = self.alpha_sigma(t)
-                at = s / a.clamp_min(1e-12)  # EDM sigma; +huge at pure noise (alpha = 0)
-            lo, hi = p.interval
-            active &= (at > lo) & (at <= hi)
-        if self.state.converged is not None:
-            active &= ~self.state.converged
-        return active
 
     def _guide(
         self, x: Tensor, t: Tensor | float, extra: Mapping[str, Tensor], want_uncond: bool
@@ -510,11 +896,20 @@ class GuidedField:
         p, B = self.policy, x.shape[0]
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(B).contiguous()
         all_rows = torch.arange(B, device=x.device)
-        other_keeps = [tm.keep for tm in self.others]
+        other_keeps = [tm.keep for tm in self.others] + self.extra_keeps
         # CFG++ renoises with the unconditional prediction even where its weight is 0.
         if want_uncond and self.null != self.reference and self.null not in other_keeps:
             other_keeps.append(self.null)
-        active = self._active(t) if other_keeps else torch.zeros(B, dtype=torch.bool, device=x.device)
+        if other_keeps:  # rows on which guidance is on
+            active = torch.ones_like(t, dtype=torch.bool)
+            step = Step(self, x, t, None, {})
+            for i, g in self.hooks["gate"]:
+                step.state = self.state.guiders[i]
+                rows = g.gate(step)
+                if rows is not None:
+                    active &= rows
+        else:
+            active = torch.zeros(B, dtype=torch.bool, device=x.device)
         act_rows = all_rows[active]
         requests = [(self.reference, all_rows)]
         if len(act_rows):
@@ -532,14 +927,58 @@ class GuidedField:
             ca = c[active]
             preds = [by_keep[tm.keep] for tm in self.others]
             if preds:
-                guided[active] = self._combine(ca, preds, x[active], t[active], active)
-                self._update_adaptive(ca, preds, active)
+                step = Step(self, x[active], t[active], active, {self.reference: ca, **by_keep})
+                guided[active] = self._combine(step, ca, preds)
+                for i, g in self.hooks["observe"]:
+                    step.state = self.state.guiders[i]
+                    g.observe(step, *self._to(g, step, ca, preds))
             if uncond is not None and self.null in by_keep:
                 uncond[active] = by_keep[self.null]
-        if p.zero_init > 0:
-            zeroed = (t > 1.0 - p.zero_init).view(-1, *([1] * (guided.ndim - 1)))
-            guided = torch.where(zeroed, torch.zeros_like(guided), guided)
+        if self.hooks["post"]:
+            step = Step(self, x, t, None, {})
+            for i, g in self.hooks["post"]:
+                step.state = self.state.guiders[i]
+                guided = self._back(g, step, g.post(step, self._to(g, step, guided)))
         return guided, uncond
+
+    def _space(self, g: Guider) -> str:
+        return self.kind if g.space == "native" else g.space
+
+    def _to(self, g: Guider, step: Step, pred: Tensor, preds: list[Tensor] | None = None) -> Any:
+        """``pred`` (and ``preds``) moved from the model's space into ``g``'s."""
+        space = self._space(g)
+        if space == self.kind:
+            return pred if preds is None else (pred, preds)
+        a, s = self.alpha_sigma(step.t)
+        out = convert_prediction(pred, self.kind, space, step.x, a, s)
+        if preds is None:
+            return out
+        return out, [convert_prediction(q, self.kind, space, step.x, a, s) for q in preds]
+
+    def _back(self, g: Guider, step: Step, pred: Tensor) -> Tensor:
+        """``pred`` moved from ``g``'s space back into the model's."""
+        space = self._space(g)
+        if space == self.kind:
+            return pred
+        a, s = self.alpha_sigma(step.t)
+        return convert_prediction(pred, space, self.kind, step.x, a, s)
+
+    def _combine(self, step: Step, c: Tensor, preds: list[Tensor]) -> Tensor:
+        """Guided prediction on the guided rows (``step.active``): adjust, combine, refine."""
+        for i, g in self.hooks["adjust"]:
+            step.state = self.state.guiders[i]
+            adjusted = g.adjust(step, *self._to(g, step, c, preds))
+            preds = [self._back(g, step, q) for q in adjusted]
+        if self.hooks["combine"]:
+            i, g = self.hooks["combine"][0]
+            step.state = self.state.guiders[i]
+            guided = self._back(g, step, g.combine(step, *self._to(g, step, c, preds)))
+        else:
+            guided = self.ref_weight * c + combine(torch.stack(preds), [tm.weight for tm in self.others])
+        for i, g in self.hooks["refine"]:
+            step.state = self.state.guiders[i]
+            guided = self._back(g, step, g.refine(step, self._to(g, step, guided), self._to(g, step, c)))
+        return guided
 
     def _prepared(self, keeps: Sequence[frozenset[str]], x: Tensor, mask: Tensor | None) -> dict[frozenset[str], Cond]:
         """``cond`` prepared for each subset in ``keeps`` (all rows), computed once per generation."""
@@ -551,72 +990,6 @@ class GuidedField:
                 keep = {n: torch.full((B,), n in k, dtype=torch.bool, device=x.device) for n in self.policy.conditions}
                 state.prepared[k] = prepare(self.model, self.cond, keep, x.shape[-1], mask)
         return state.prepared
-
-    def _combine(self, c: Tensor, preds: list[Tensor], x: Tensor, t: Tensor, active: Tensor) -> Tensor:
-        """Guided prediction on the active rows; ``c``, ``preds``, ``x``, ``t`` hold those rows only
-        and ``active [B]`` says which rows of the full batch they are."""
-        p = self.policy
-        weights = [tm.weight for tm in self.others]
-        if p.zero_star:
-            preds = [cfg_zero_star_scale(c, q) * q if tm.keep == self.null else q for tm, q in zip(self.others, preds)]
-        if p.apg is not None:
-            guided = self._apg(c, preds, x, t, active)
-        else:
-            guided = self.ref_weight * c + combine(torch.stack(preds), weights)
-        if p.rescale > 0:
-            space = self.kind if p.rescale_space == "native" else p.rescale_space
-            a, s = self.alpha_sigma(t)
-            g_s = convert_prediction(guided, self.kind, space, x, a, s)
-            c_s = convert_prediction(c, self.kind, space, x, a, s)
-            guided = convert_prediction(rescale(g_s, c_s, p.rescale, p.reduce), space, self.kind, x, a, s)
-        return guided
-
-    def _apg(self, c: Tensor, preds: list[Tensor], x: Tensor, t: Tensor, active: Tensor) -> Tensor:
-        """``D = D_c + sum_i (-w_i) APG(D_c - D_i)``: for one branch ``-w_u = w - 1`` as in Alg. 1.
-
-        Momentum is kept per branch and per row of the full batch (``active [B]`` selects the rows
-        of ``c``); rows not guided on this call keep theirs untouched.
-        """
-        apg = self.policy.apg
-        assert apg is not None
-        space = self.kind if apg.space == "native" else apg.space
-        a, s = self.alpha_sigma(t)
-        D_c = convert_prediction(c, self.kind, space, x, a, s)
-        D = D_c.clone()
-        for term, q in zip(self.others, preds):
-            d = D_c - convert_prediction(q, self.kind, space, x, a, s)
-            if apg.momentum != 0.0:
-                full = (active.shape[0], *d.shape[1:])
-                prev = self.state.momentum.get(term.keep)
-                if prev is None:
-                    prev = self.state.momentum[term.keep] = d.new_zeros(full)
-                elif prev.shape != full:
-                    raise ValueError(
-                        f"APG momentum is per generation: got rows of shape {full}, earlier {tuple(prev.shape)}; "
-                        "build a new GuidedField for a new generation"
-                    )
-                d = d + apg.momentum * prev[active].to(d.dtype)
-                prev[active] = d.to(prev.dtype)
-            D = D - term.weight * apg_update(d, D_c, apg.eta, apg.norm_threshold, self.policy.reduce)
-        return convert_prediction(D, space, self.kind, x, a, s)
-
-    def _update_adaptive(self, c: Tensor, preds: list[Tensor], active: Tensor) -> None:
-        ad = self.policy.adaptive
-        if ad is None:
-            return
-        B = active.shape[0]
-        if self.state.streak is None:
-            self.state.streak = torch.zeros(B, dtype=torch.long, device=active.device)
-            self.state.converged = torch.zeros(B, dtype=torch.bool, device=active.device)
-        flat_c = c.flatten(1)
-        cos = torch.stack(
-            [torch.nn.functional.cosine_similarity(flat_c, q.flatten(1), dim=1) for q in preds]
-        ).amin(0)
-        streak = self.state.streak[active]
-        streak = torch.where(cos >= ad.threshold, streak + 1, torch.zeros_like(streak))
-        self.state.streak[active] = streak
-        assert self.state.converged is not None
-        self.state.converged[active] = streak >= ad.patience
 
 
 # --------------------------------------------------------------------------------------------
@@ -633,25 +1006,20 @@ class GuidedLogits:
     repeats per-sample tensors into that layout; :meth:`__call__` turns the stacked logits of one
     step into guided log-probabilities ``sum_i w_i log_softmax(l_i)``. (Because the weights sum to
     one this differs from combining raw logits only by a per-row constant, i.e. not at all after
-    softmax.) Temperature, top-k and top-p apply afterwards (audiocraft, ``lm.py``).
+    softmax.) Guiders that apply to logits (``logits = True``) then refine them
+    (:meth:`Guider.refine_logits`); the policy is refused if any guider does not
+    (:meth:`Guider.check` with kind ``"tokens"``). Temperature, top-k and top-p apply afterwards
+    (audiocraft, ``lm.py``).
     """
 
     def __init__(self, policy: Guidance) -> None:
-        if (
-            policy.apg is not None
-            or policy.rescale
-            or policy.zero_star
-            or policy.adaptive
-            or policy.zero_init
-            or policy.interval is not None
-        ):
-            raise ValueError(
-                "only multi-condition CFG terms apply to logits (no APG, rescale, CFG-Zero*, adaptive, interval)"
-            )
+        for g in policy.methods:
+            g.check("tokens")
         self.policy = policy
         terms = [tm for tm in policy.terms if tm.weight != 0.0]
         self.keeps = tuple(tm.keep for tm in terms) or (frozenset(policy.conditions),)
         self.weights = tuple(tm.weight for tm in terms) or (1.0,)
+        self.refiners = [g for g in policy.methods if _overrides(g, "refine_logits")]
 
     @property
     def n_branches(self) -> int:
@@ -670,4 +1038,9 @@ class GuidedLogits:
         """Stacked logits ``[n_branches * B, ...]`` -> guided log-probabilities ``[B, ...]``."""
         n = self.n_branches
         per_branch = logits.float().log_softmax(-1).unflatten(0, (n, logits.shape[0] // n))
-        return combine(per_branch, self.weights)
+        guided = combine(per_branch, self.weights)
+        if self.refiners:
+            branches = dict(zip(self.keeps, per_branch.unbind(0)))
+            for g in self.refiners:
+                guided = g.refine_logits(guided, branches)
+        return guided

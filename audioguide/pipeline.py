@@ -5,45 +5,57 @@
     >>> audio = tts(["Hello there.", "A second sentence."], seed=7)
     >>> audio.sample_rate, audio[0].shape
 
-Generation of one input, in order:
-  1. encode the input's conditions once (text, speaker, caption, ...);
-  2. choose the number of latent frames (sound: ``seconds``; speech: from the model's predicted
-     phoneme durations where it has them, else from the text's length);
-  3. draw the starting noise from ``torch.Generator(seed + index)``;
-  4. bind model, conditions and guidance policy into a :class:`~audioguide.guidance.GuidedField`;
-  5. run the recipe's sampler over it;
-  6. decode the latents to a waveform and trim it to the requested length.
-Input ``i`` of a call with ``seed`` always equals a single call on that input with ``seed + i``.
+A call is three public stages, which scripts, benchmarks, rendering and the CLI use directly:
 
-Speech longer than one sentence is split into sentences (:func:`split_sentences`), generated one
-by one with the same voice and seed, and joined with short pauses (:func:`join_speech`).
-Secondary inputs (speaker, style) that a call does not give are absent: their conditioner's null
-condition, with guidance on them off. A call that gives only texts uses the recipe's
-``[defaults]`` (e.g. the default voice).
+1. :meth:`Pipeline.prepare` (texts or prompts -> :class:`Plan`): check every input, resolve the
+   call's guidance policy, sampler settings and candidates, split long speech into sentences
+   (:func:`split_sentences`) and encode each piece's conditions once; choose its length (sound:
+   ``seconds``; aligned speech: the model's predicted phoneme durations; else from the text's
+   length). Each piece of text ``i`` carries the seed ``seed + i``.
+2. :meth:`Pipeline.draw` (plan -> samples): the recipe's sampler over the guided model, latents
+   ``[n, C, T]`` or codec tokens ``[n, K, T]`` per piece (``n`` candidates). Pieces are drawn
+   ``batch_size`` at a time in one batch each, padded to the longest with a frame mask; every piece
+   draws its noise (and a codec LM its tokens) from its own ``torch.Generator(seed)``, so a piece
+   drawn in a batch gets the audio it gets alone, to float rounding of the batched forward.
+   ``batch_size = 1`` (the default of a call) draws each piece alone: bit-for-bit reproducible
+   whatever else the call contains.
+3. :meth:`Pipeline.decode` (samples -> waveforms) with, between draw and decode,
+   :meth:`Pipeline.choose`: the recipe's verifier keeps the best of ``n`` candidates
+   (:meth:`Pipeline.scores`).
+
+:meth:`Pipeline.generate` runs ``draw -> choose -> decode`` on a plan, trims each piece to its length
+and joins a text's sentences with short pauses (:func:`join_speech`); ``__call__`` is
+``generate(prepare(...))``. Input ``i`` of a call with
+``seed`` always equals a single call on that input with ``seed + i``. Secondary inputs (speaker,
+style) that a call does not give are absent: their conditioner's null condition, with guidance on
+them off. A call that gives only texts uses the recipe's ``[defaults]`` (e.g. the default voice).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
+from torch.nn import functional as F
 
-from audioguide.checkpoints import load_checkpoint
-from audioguide.core import Audio, AudioguideError, make_generator
-from audioguide.guidance import Guidance, GuidedField
+from audioguide.components import build_components, build_verifier
+from audioguide.core import Audio, AudioguideError, check_seed, make_generator
+from audioguide.guidance import Guidance
 from audioguide.models.base import with_negative
-from audioguide.recipes import MAX_CANDIDATES, TASKS, Recipe, RecipeError, check_policy, load_recipe, model_kind
-from audioguide.registry import CONDITIONERS, MODELS, REPRESENTATIONS, SAMPLERS, VERIFIERS
+from audioguide.recipes import MAX_CANDIDATES, TASKS, Recipe, RecipeError, call_policy, load_recipe, sampler_config
+from audioguide.registry import SAMPLERS
+from audioguide.sampling import RowStreams
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 PRIMARY_INPUT = {task: inputs[0] for task, inputs in TASKS.items()}  # what the texts of a call are
 
 StepCallback = Callable[[int, int], None]
-"""``callback(step, total)`` after each sampler step."""
+"""``callback(step, total)`` after each sampler step of a batch."""
 
 SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=\S)")
 PAUSE_SECONDS = 0.18  # between joined sentences
@@ -82,99 +94,33 @@ def join_speech(waves: Sequence[np.ndarray], sample_rate: int, pause: float = PA
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
-def local_weights(source: str, recipe: Recipe, user: bool = False) -> Path | None:
-    """The local file or directory a weights ``source`` names: a path as given (a user's option:
-    relative to the working directory first), a packaged weight file name, or a path relative to
-    the recipe; None if there is none (a Hub id, or weights not trained yet)."""
-    candidates = [WEIGHTS_DIR / source, recipe.source.parent / source]
-    if user:
-        candidates.insert(0, Path(source))
-    return next((c for c in candidates if c.exists()), None)
+@dataclass(frozen=True)
+class Piece:
+    """One unit of drawing: a sentence of a text (or a whole prompt) and all that decides its samples.
 
-
-def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: str, user: bool = False) -> None:
-    """Load ``source`` into ``module``: a local file (:func:`local_weights`) or a Hub id."""
-    ckpt = load_checkpoint(local_weights(source, recipe, user) or source)
-    try:
-        missing, unexpected = module.load_state_dict(ckpt.tensors, strict=False)
-    except RuntimeError as e:  # shape mismatches
-        reason = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise AudioguideError(f"checkpoint {ckpt.path} does not fit the {what} of recipe {recipe.name!r}: {reason}") from None
-    if missing or unexpected:
-        raise AudioguideError(
-            f"checkpoint {ckpt.path} does not fit the {what} of recipe {recipe.name!r} "
-            f"({len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. {(missing or unexpected)[0]})"
-        )
-
-
-def build_components(recipe: Recipe, model_weights: str | None = None, require_weights: bool = True, load_model: bool = True):
-    """Build ``(representation, model)`` from a recipe and load their weights.
-
-    ``model_weights`` (a user's option) overrides the recipe's ``[model] weights``. Unless the recipe
-    declares ``random_weights``, a model or trainable representation without weights is an error
-    (when ``require_weights``; otherwise, as for training, a model whose packaged or recipe-relative
-    weight file does not exist yet starts from its seeded initialisation; ``load_model=False``
-    always starts the model there, for training from scratch). Construction leaves
-    torch's global RNG as it was: initial weights come from each component's own seeded generator.
+    ``cond`` holds its encoded conditions (batch 1; for an aligned model the predicted durations,
+    ``<name>.durations``; a negative prompt as ``<name>.negative``); ``policy`` is the call's with
+    guidance off on the conditions this piece lacks; ``frames`` latent frames are drawn and
+    ``seconds`` of the decoded waveform kept.
     """
-    with torch.random.fork_rng(devices=[]):
-        return _build(recipe, model_weights, require_weights, load_model)
+
+    index: int  # which text of the call it belongs to
+    text: str  # its primary input (the sentence, or the prompt)
+    seed: int
+    cond: Mapping[str, Tensor]
+    policy: Guidance
+    frames: int
+    seconds: float
 
 
-def _construct(recipe: Recipe, table: str, make):
-    """``make()``, with a size torch cannot allocate (``hidden = 10**17``) a one-line RecipeError."""
-    try:
-        return make()
-    except (RuntimeError, MemoryError, OverflowError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise RecipeError(f"{recipe.source}: cannot build {table}: {first}") from None
+@dataclass(frozen=True)
+class Plan:
+    """What :meth:`Pipeline.prepare` returns: a call's pieces and the settings they share."""
 
-
-def _build(recipe: Recipe, model_weights: str | None, require_weights: bool, load_model: bool = True):
-    rep_spec, model_spec = recipe.representation, recipe.model
-    strict = require_weights and not recipe.random_weights
-    representation = _construct(recipe, "[representation]", lambda: REPRESENTATIONS[rep_spec.type](rep_spec.config))
-    if rep_spec.weights:
-        _load_weights(representation, rep_spec.weights, recipe, "representation")
-    elif strict and model_spec is not None and getattr(representation, "trainable", False):
-        raise RecipeError(f"{recipe.source}: [representation] {rep_spec.type!r} has no weights and random_weights is not set")
-    if model_spec is None:
-        return representation, None
-    conditioners = {n: CONDITIONERS[c.type](c.config) for n, c in recipe.conditioners}
-    cls = MODELS[model_spec.type]
-    if cls.kind == "tokens":
-        if not representation.n_codebooks:
-            raise RecipeError(f"{recipe.source}: [model] {model_spec.type!r} needs a tokenizing representation, not {rep_spec.type!r}")
-        if model_spec.config.codebook_size != representation.codebook_size:
-            raise RecipeError(
-                f"{recipe.source}: [model] codebook_size is {model_spec.config.codebook_size} but the representation's is "
-                f"{representation.codebook_size}"
-            )
-        model = _construct(recipe, "[model]", lambda: cls(model_spec.config, representation.n_codebooks, conditioners))
-    else:
-        model = _construct(recipe, "[model]", lambda: cls(model_spec.config, representation.channels, conditioners))
-    if not load_model:
-        return representation, model
-    if model_weights is not None:
-        _load_weights(model, model_weights, recipe, "model", user=True)
-    elif model_spec.weights is not None and (strict or local_weights(model_spec.weights, recipe) is not None):
-        _load_weights(model, model_spec.weights, recipe, "model")
-    elif strict:
-        raise RecipeError(f"{recipe.source}: [model] has no weights and random_weights is not set")
-    return representation, model
-
-
-def build_verifier(recipe: Recipe):
-    """The recipe's content verifier with its weights (None without a ``[verifier]`` table); a
-    ``random_weights`` recipe without verifier weights gets the seeded initialisation."""
-    spec = recipe.verifier
-    if spec is None:
-        return None
-    with torch.random.fork_rng(devices=[]):
-        verifier = _construct(recipe, "[verifier]", lambda: VERIFIERS[spec.type](spec.config))
-    if spec.weights is not None and not (recipe.random_weights and local_weights(spec.weights, recipe) is None):
-        _load_weights(verifier, spec.weights, recipe, "verifier")
-    return verifier
+    pieces: tuple[Piece, ...]
+    texts: int  # how many texts the call had
+    sampler: Any  # the sampler config, with the call's steps
+    candidates: int  # samples drawn per piece (the verifier keeps one)
 
 
 class Pipeline:
@@ -185,6 +131,7 @@ class Pipeline:
         self.representation, self.model = representation.eval(), model.eval()
         self.verifier = None if verifier is None else verifier.eval()
         self.device = next(model.parameters(), torch.empty(0)).device
+        self.sampler = SAMPLERS[recipe.sampler.type]
 
     @classmethod
     def from_recipe(
@@ -221,35 +168,13 @@ class Pipeline:
         cfg: float | None = None,
         rescale: float | None = None,
     ) -> Guidance:
-        """The recipe's guidance policy with this call's overrides applied (and validated)."""
-        policy = guidance or self.recipe.guidance
-        try:
-            if cfg is not None:
-                policy = policy.with_scales(**{name: cfg for name in policy.conditions})
-            if scales:
-                policy = policy.with_scales(**scales)
-            if rescale is not None:
-                policy = dataclasses.replace(policy, rescale=rescale)
-        except ValueError as e:
-            raise AudioguideError(f"guidance: {e}") from None
-        check_policy(policy, self.recipe.sampler.type, model_kind(self.recipe.model), "guidance")
-        return policy
-
-    def _without(self, policy: Guidance, absent: Sequence[str]) -> Guidance:
-        """No guidance on absent conditions (their conditional and null branches are the same)."""
-        off = {n: 1.0 for n in absent if n in policy.conditions}
-        return policy.with_scales(**off) if off else policy
+        """The recipe's guidance policy with this call's overrides applied and checked
+        (:func:`audioguide.recipes.call_policy`)."""
+        return call_policy(self.recipe, guidance, scales, cfg, rescale)
 
     def sampler_config(self, steps: int | None = None):
-        cfg = self.recipe.sampler.config
-        if steps is None:
-            return cfg
-        if not hasattr(cfg, "steps"):
-            raise AudioguideError(f"sampler {self.recipe.sampler.type!r} has no steps to set")
-        try:
-            return dataclasses.replace(cfg, steps=steps)
-        except ValueError as e:
-            raise AudioguideError(f"sampler: {e}") from None
+        """The recipe's sampler config with ``steps`` (checked) when given."""
+        return sampler_config(self.recipe, steps)
 
     def candidates_for(self, candidates: int | None = None) -> int:
         """Samples drawn per sentence: ``candidates`` checked, else the recipe's (1 without a verifier)."""
@@ -274,6 +199,11 @@ class Pipeline:
                 f"seconds must be in [{d.min_seconds:g}, {d.max_seconds:g}] for recipe {self.recipe.name!r}, got {seconds:g}"
             )
         return seconds
+
+    def steps_for(self, steps: int | None = None) -> int | None:
+        """Sampler steps of one draw (the recipe's, or ``steps`` checked); None for a codec LM,
+        whose steps follow the length (frames + codebooks - 1)."""
+        return self.sampler.steps(self.sampler_config(steps))
 
     def check_texts(
         self,
@@ -317,17 +247,148 @@ class Pipeline:
                 raise AudioguideError(f"recipe {self.recipe.name!r} takes no input {name!r}; it takes {', '.join(others) or 'none'}")
         if not extra:
             extra = dict(self.recipe.defaults)
-        out: dict[str, list[str] | None] = {}
-        for name in self.model.conditioners:
-            if name == primary:
-                out[name] = list(texts)
-            else:
-                out[name] = [extra[name]] * len(texts) if name in extra else None
-        return out
+        return {name: list(texts) if name == primary else [extra[name]] * len(texts) if name in extra else None
+                for name in self.model.conditioners}
 
-    # -- generation --------------------------------------------------------------------------------
+    # -- stage 1: prepare ------------------------------------------------------------------------
 
     @torch.inference_mode()
+    def prepare(
+        self,
+        texts: str | Sequence[str],
+        *,
+        seed: int = 0,
+        steps: int | None = None,
+        guidance: Guidance | None = None,
+        scales: Mapping[str, float] | None = None,
+        cfg: float | None = None,
+        rescale: float | None = None,
+        seconds: float | None = None,
+        inputs: Mapping[str, str] | None = None,
+        negative: str | None = None,
+        candidates: int | None = None,
+    ) -> Plan:
+        """Check a call's inputs and options and encode every piece's conditions (see :meth:`__call__`
+        for the options). Nothing random happens here."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        self.check_texts(texts, inputs, negative, seconds)
+        policy = self.policy(guidance, scales, cfg, rescale)
+        config = self.sampler_config(steps)
+        n = self.candidates_for(candidates)
+        primary = PRIMARY_INPUT[self.task]
+        if negative is not None and dict(policy.scales).get(primary, 1.0) == 1.0 and not policy.custom_terms:
+            raise AudioguideError(f"a negative prompt acts through guidance on the {primary}, whose scale is 1 (no guidance); "
+                                  "set a scale above 1 (--cfg)")
+        check_seed(seed), check_seed(seed + len(texts) - 1)  # every piece's seed is valid before any work
+        negative_enc = None if negative is None else self.model.conditioners[primary]([negative])
+        pieces = []
+        for i, text in enumerate(texts):
+            conditions = self._inputs([text], inputs)
+            absent = {name: 1.0 for name, v in conditions.items() if v is None and name in policy.conditions}
+            piece_policy = policy.override(scales=absent) if absent else policy
+            for p in self.pieces(text, seconds):
+                cond = self.model.encode({**conditions, primary: [p]})
+                if negative_enc is not None:
+                    cond = with_negative(cond, primary, negative_enc)
+                # aligned speech takes its length from predicted durations unless seconds are given
+                length = None if self.model.aligned and seconds is None else self.seconds_for(p, seconds)
+                frames, kept = self._length(cond, length)
+                pieces.append(Piece(i, p, seed + i, cond, piece_policy, frames, kept))
+        return Plan(tuple(pieces), len(texts), config, n)
+
+    def _length(self, cond: dict, seconds: float | None) -> tuple[int, float]:
+        """Latent frames and seconds to generate; for a model with a frame-aligned condition, its
+        predicted durations (scaled to ``seconds`` when given) go into ``cond``."""
+        rep, aligned = self.representation, self.model.aligned
+        if not aligned:
+            return rep.frames_for(seconds), seconds
+        d = self.recipe.duration
+        predicted = self.model.predict_durations(cond, frames=None if seconds is None else rep.frames_for(seconds))
+        if seconds is None and int(predicted.sum()) > rep.frames_for(d.max_seconds):
+            raise AudioguideError(f"this sentence would last over {d.max_seconds:g} s; split it")
+        predicted[:, -1] += max(1 - int(predicted.sum()), 0)  # never zero frames
+        cond[f"{aligned}.durations"] = predicted
+        frames = int(predicted.sum())
+        return frames, frames * rep.hop / rep.sample_rate
+
+    # -- stage 2: draw ---------------------------------------------------------------------------
+
+    def batches(self, plan: Plan, batch_size: int = 1) -> list[list[int]]:
+        """Which pieces :meth:`draw` draws together: up to ``batch_size`` pieces of one policy, of
+        similar length (longest first). A policy whose guidance reduces over frames (rescale, APG,
+        CFG-Zero*, adaptive) would see another piece's padding, so its batches hold equal lengths only."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise AudioguideError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        groups: dict[tuple, list[int]] = {}
+        for i, piece in enumerate(plan.pieces):
+            groups.setdefault((piece.policy, None if self.sampler.pads(piece.policy) else piece.frames), []).append(i)
+        out = []
+        for members in groups.values():
+            members = sorted(members, key=lambda i: -plan.pieces[i].frames) if batch_size > 1 else members
+            out += [members[k : k + batch_size] for k in range(0, len(members), batch_size)]
+        return sorted(out, key=lambda b: b[0])
+
+    @torch.inference_mode()
+    def draw(self, plan: Plan, *, batch_size: int = 1, callback: StepCallback | None = None) -> list[Tensor]:
+        """Samples of every piece of ``plan``, in order: ``[n, C, frames]`` latents (codec tokens
+        ``[n, K, frames]`` for a codec LM), ``n = plan.candidates``. Pieces are drawn
+        :meth:`batches` at a time; ``callback(step, total)`` after every sampler step."""
+        n, out = plan.candidates, [None] * len(plan.pieces)
+        for batch in self.batches(plan, batch_size):
+            pieces = [plan.pieces[i] for i in batch]
+            cond = _stack([p.cond for p in pieces], n)
+            frames = [p.frames for p in pieces]
+            streams = RowStreams(tuple(make_generator(p.seed, self.device) for p in pieces), (n,) * len(pieces), tuple(frames))
+            samples = self.sampler.draw(self.model, cond, pieces[0].policy, plan.sampler, frames, streams,
+                                        self.representation.channels, callback)
+            for k, (i, f) in enumerate(zip(batch, frames)):
+                out[i] = samples[k * n : (k + 1) * n, :, :f]
+        return out
+
+    # -- choosing among candidates, decoding -----------------------------------------------------
+
+    def latents(self, samples: Tensor) -> Tensor:
+        """What the verifier reads of a piece's samples: latents ``[n, C, T]`` (codes dequantised)."""
+        return self.sampler.latents(self.representation, samples)
+
+    @torch.inference_mode()
+    def scores(self, piece: Piece, samples: Tensor) -> Tensor | None:
+        """The verifier's score ``[n]`` of each of a piece's samples for the aligned phonemes of its
+        text; None with fewer frames than symbols (a forced, very fast pace)."""
+        if self.verifier is None:
+            raise AudioguideError(f"recipe {self.recipe.name!r} has no [verifier] to score candidates")
+        z = self.latents(samples)
+        ids, _ = self.model.conditioners[self.model.aligned].ids([piece.text])
+        return None if ids.shape[1] > z.shape[-1] else self.verifier.score(z, ids[0])
+
+    def best(self, piece: Piece, samples: Tensor) -> int:
+        """Index of the sample whose aligned phonemes the verifier hears best (0 with one sample);
+        a sample with non-finite latents or score is never chosen."""
+        if samples.shape[0] == 1:
+            return 0
+        scores = self.scores(piece, samples)
+        if scores is None:  # no choice to make
+            return 0
+        finite = torch.isfinite(self.latents(samples)).flatten(1).all(1) & torch.isfinite(scores)
+        return int(scores.masked_fill(~finite, -1.0).argmax())
+
+    def choose(self, plan: Plan, samples: Sequence[Tensor]) -> list[Tensor]:
+        """One sample ``[1, ...]`` per piece: the verifier's choice among its candidates."""
+        return [s if s.shape[0] == 1 else s[self.best(p, s)][None] for p, s in zip(plan.pieces, samples)]
+
+    @torch.inference_mode()
+    def decode(self, samples: Tensor) -> Tensor:
+        """Waveforms ``[n, S]`` of one piece's samples (latents, or codes of a codec LM)."""
+        return self.sampler.decode(self.representation, samples)
+
+    def _finish(self, piece: Piece, wav: Tensor) -> np.ndarray:
+        wav = wav[: int(round(piece.seconds * self.sample_rate))]
+        if not torch.isfinite(wav).all():
+            raise AudioguideError(f"generation produced non-finite audio for {piece.text[:40]!r} (try fewer steps or a lower scale)")
+        return wav.float().cpu().numpy()
+
+    # -- all stages ------------------------------------------------------------------------------
+
     def __call__(
         self,
         texts: str | Sequence[str],
@@ -343,6 +404,7 @@ class Pipeline:
         negative: str | None = None,
         callback: StepCallback | None = None,
         candidates: int | None = None,
+        batch_size: int = 1,
     ) -> Audio:
         """Generate one waveform per text (a prompt, for ``t2a`` recipes).
 
@@ -354,98 +416,32 @@ class Pipeline:
         it needs that condition's scale away from 1 (an error otherwise: it would do nothing).
         ``candidates`` (default: the recipe's ``[verifier] candidates``) draws that many samples of
         every sentence in one batch and keeps the one the recipe's verifier hears best
-        (:mod:`audioguide.models.verifier`); 1 is plain sampling.
+        (:mod:`audioguide.models.verifier`); 1 is plain sampling. ``batch_size`` pieces share each
+        forward pass (:meth:`draw`); 1 draws each alone, bit-for-bit as a call on it alone.
         """
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        self.check_texts(texts, inputs, negative, seconds)
-        policy = self.policy(guidance, scales, cfg, rescale)
-        sampler_cfg = self.sampler_config(steps)
-        n = self.candidates_for(candidates)
-        aligned, primary = getattr(self.model, "aligned", ""), PRIMARY_INPUT[self.task]
-        if negative is not None and dict(policy.scales).get(primary, 1.0) == 1.0 and not policy.custom_terms:
-            raise AudioguideError(f"a negative prompt acts through guidance on the {primary}, whose scale is 1 (no guidance); "
-                                  "set a scale above 1 (--cfg)")
-        waves = []
-        for i, text in enumerate(texts):
-            conditions = self._inputs([text], inputs)
-            call_policy = self._without(policy, [n for n, v in conditions.items() if v is None])
-            pieces = self.pieces(text, seconds)
-            parts = [
-                # aligned speech takes its length from predicted durations unless seconds are given
-                self._generate(p, {**conditions, primary: [p]}, None if aligned and seconds is None else self.seconds_for(p, seconds),
-                               seed + i, call_policy, sampler_cfg, callback, negative, n)
-                for p in pieces
-            ]
-            waves.append(parts[0] if len(parts) == 1 else join_speech(parts, self.sample_rate))
-        return Audio(tuple(waves), self.sample_rate)
+        plan = self.prepare(texts, seed=seed, steps=steps, guidance=guidance, scales=scales, cfg=cfg, rescale=rescale,
+                            seconds=seconds, inputs=inputs, negative=negative, candidates=candidates)
+        return self.generate(plan, batch_size=batch_size, callback=callback)
 
-    def _length(self, cond: dict, seconds: float | None) -> tuple[int, float]:
-        """Latent frames and seconds to generate; for a model with a frame-aligned condition, its
-        predicted durations (scaled to ``seconds`` when given) go into ``cond``."""
-        rep, aligned = self.representation, getattr(self.model, "aligned", "")
-        if not aligned:
-            return rep.frames_for(seconds), seconds
-        d = self.recipe.duration
-        predicted = self.model.predict_durations(cond, frames=None if seconds is None else rep.frames_for(seconds))
-        if seconds is None and int(predicted.sum()) > rep.frames_for(d.max_seconds):
-            raise AudioguideError(f"this sentence would last over {d.max_seconds:g} s; split it")
-        predicted[:, -1] += max(1 - int(predicted.sum()), 0)  # never zero frames
-        cond[f"{aligned}.durations"] = predicted
-        frames = int(predicted.sum())
-        return frames, frames * rep.hop / rep.sample_rate
+    def generate(self, plan: Plan, *, batch_size: int = 1, callback: StepCallback | None = None) -> Audio:
+        """The audio of a prepared call: :meth:`draw`, :meth:`choose`, :meth:`decode`, then each
+        piece trimmed to its length and a text's sentences joined (:func:`join_speech`)."""
+        chosen = self.choose(plan, self.draw(plan, batch_size=batch_size, callback=callback))
+        parts: list[list[np.ndarray]] = [[] for _ in range(plan.texts)]
+        for piece, sample in zip(plan.pieces, chosen):
+            parts[piece.index].append(self._finish(piece, self.decode(sample)[0]))
+        return Audio(tuple(p[0] if len(p) == 1 else join_speech(p, self.sample_rate) for p in parts), self.sample_rate)
 
-    def _generate(self, text, inputs, seconds, seed, policy, sampler_cfg, callback, negative=None, n=1) -> np.ndarray:
-        samples, seconds = self._draw(inputs, seconds, seed, policy, sampler_cfg, callback, negative, n)
-        if n > 1:
-            samples = samples[self._best(text, self._latents(samples))][None]
-        return self._finish(self._decode(samples)[0], seconds, text)
 
-    def _draw(self, inputs, seconds, seed, policy, sampler_cfg, callback=None, negative=None, n=1):
-        """``n`` samples of one piece in one batch, and their length in seconds: codes ``[n, K, T]``
-        from a codec LM, latents ``[n, C, T]`` otherwise."""
-        sampler = SAMPLERS[self.recipe.sampler.type]
-        rep = self.representation
-        cond = self.model.encode(inputs)
-        if negative is not None:
-            primary = PRIMARY_INPUT[self.task]
-            cond = with_negative(cond, primary, self.model.conditioners[primary]([negative]))
-        generator = make_generator(seed, self.device)
-        frames, seconds = self._length(cond, seconds)
-        if n > 1:  # n candidates of the same sentence, one batch
-            cond = {k: v.repeat(n, *([1] * (v.ndim - 1))) for k, v in cond.items()}
-        if sampler.tokens:
-            return sampler.run(self.model, cond, policy, frames, sampler_cfg, generator), seconds
-        x = torch.randn((n, rep.channels, frames), generator=generator, device=self.device)
-        field = GuidedField(self.model, cond, policy, self.model.kind, sampler.alpha_sigma(sampler_cfg))
-        total = sampler_cfg.steps
-        step_cb = None if callback is None else (lambda i, t, x: callback(i + 1, total))
-        return sampler.run(field, x, sampler_cfg, generator, step_cb), seconds
-
-    def _latents(self, samples: torch.Tensor) -> torch.Tensor:
-        """What the verifier reads of :meth:`_draw`'s samples: latents (codes dequantised)."""
-        return self.representation.dequantize(samples) if SAMPLERS[self.recipe.sampler.type].tokens else samples
-
-    def _decode(self, samples: torch.Tensor) -> torch.Tensor:
-        """Waveforms ``[n, S]`` of :meth:`_draw`'s samples."""
-        rep = self.representation
-        return rep.decode_tokens(samples) if SAMPLERS[self.recipe.sampler.type].tokens else rep.decode(samples)
-
-    def _scores(self, text: str, z: torch.Tensor) -> torch.Tensor | None:
-        """The verifier's score ``[n]`` of each candidate latents ``z [n, C, T]`` for the aligned
-        phonemes of ``text``; None with fewer frames than symbols (a forced, very fast pace)."""
-        ids, _ = self.model.conditioners[self.model.aligned].ids([text])
-        return None if ids.shape[1] > z.shape[-1] else self.verifier.score(z, ids[0])
-
-    def _best(self, text: str, z: torch.Tensor) -> int:
-        """Index of the candidate latents ``z [n, C, T]`` whose aligned phonemes the verifier hears best."""
-        scores = self._scores(text, z)
-        if scores is None:  # no choice to make
-            return 0
-        finite = torch.isfinite(z).flatten(1).all(1) & torch.isfinite(scores)
-        return int(scores.masked_fill(~finite, -1.0).argmax())  # a failed candidate is never chosen
-
-    def _finish(self, wav: torch.Tensor, seconds: float, text: str) -> np.ndarray:
-        wav = wav[: int(round(seconds * self.sample_rate))]
-        if not torch.isfinite(wav).all():
-            raise AudioguideError(f"generation produced non-finite audio for {text[:40]!r} (try fewer steps or a lower scale)")
-        return wav.float().cpu().numpy()
+def _stack(conds: Sequence[Mapping[str, Tensor]], n: int) -> dict[str, Tensor]:
+    """Condition tensors of several pieces (batch 1 each) as one batch, each piece's row repeated
+    ``n`` times; sequences are zero-padded (masks False, durations 0) to the longest along dim 1."""
+    out = {}
+    for key in conds[0]:
+        parts = [c[key] for c in conds]
+        if len(parts) > 1 and parts[0].ndim > 1:
+            length = max(p.shape[1] for p in parts)
+            parts = [F.pad(p, (0, 0) * (p.ndim - 2) + (0, length - p.shape[1])) for p in parts]
+        stacked = parts[0] if len(parts) == 1 else torch.cat(parts)
+        out[key] = stacked if n == 1 else stacked.repeat_interleave(n, dim=0)
+    return out

@@ -40,8 +40,8 @@ becomes: an unknown key, an unknown component type or an out-of-range value is a
 
 from __future__ import annotations
 
+import dataclasses
 import math
-
 import tomllib
 import types
 import typing
@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Any
 
 from audioguide.core import AudioguideError
-from audioguide.guidance import CFGTerm, Guidance
+from audioguide.guidance import CFGTerm, Guidance, GuidanceError, check_policy
 from audioguide.registry import CONDITIONERS, MODELS, REPRESENTATIONS, SAMPLERS, VERIFIERS
-from audioguide.training.config import TrainConfig
+from audioguide.train_config import MeanFlowConfig, TrainConfig
 
 BUILTIN_DIR = Path(__file__).parent / "recipes"
 TASKS: dict[str, tuple[str, ...]] = {
@@ -212,7 +212,7 @@ def _guidance(table: Mapping[str, Any], where: str) -> Guidance:
         raise RecipeError(f"{where}: 'terms' needs mode = \"terms\"")
     if table.get("mode") == "terms" and parsed:
         raise RecipeError(f"{where}: mode \"terms\" takes its weights from 'terms', not 'scales'")
-    return build(Guidance, table, where, scales=parsed, custom_terms=tuple(terms))
+    return build(Guidance, table, where, scales=parsed, custom_terms=tuple(terms), guiders=())
 
 
 def _train(table: Mapping[str, Any], where: str, default_target: str) -> TrainConfig:
@@ -225,8 +225,6 @@ def _train(table: Mapping[str, Any], where: str, default_target: str) -> TrainCo
     parsed = tuple((n, _coerce(p, float, f"{where}.dropout.{n}")) for n, p in dropout.items())
     meanflow = table.pop("meanflow", None)
     if meanflow is not None:
-        from audioguide.training.continuous import MeanFlowConfig
-
         meanflow = build(MeanFlowConfig, meanflow, f"{where}.meanflow")
     return build(TrainConfig, table, where, dropout=parsed, meanflow=meanflow)
 
@@ -361,7 +359,7 @@ def check_compatible(recipe: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: [train] meanflow, flow_steps and curriculum_steps apply only to mean-flow models")
     if (kind != "flow" or mean_flow) and train.t_dist != "logit-normal":
         raise RecipeError(f"{where}: [train] t_dist applies only to flow-matching models")
-    check_policy(recipe.guidance, recipe.sampler.type, kind, where)
+    check_guidance(recipe, recipe.guidance, where)
 
 
 def check_verifier(recipe: Recipe, where: str) -> None:
@@ -391,26 +389,44 @@ def model_kind(model: Component) -> str:
     return "tokens" if cls.kind == "tokens" else getattr(model.config, "kind", cls.kind)
 
 
-def check_policy(guidance: Guidance, sampler: str, kind: str, where: str) -> None:
-    """What a sampler and model kind allow: CFG++ scales in [0, 1]; zero-init on flow velocities only;
-    only CFG terms on codec-LM logits."""
-    if SAMPLERS[sampler].cfgpp:
-        weights = [(name, w) for name, w in guidance.scales] + [
-            ("+".join(sorted(t.keep)) or "null", t.weight) for t in guidance.custom_terms
-        ]
-        for name, w in weights:
-            if not 0.0 <= w <= 1.0:
-                raise RecipeError(f"{where}: CFG++ scales live in [0, 1]; scale for {name!r} is {w}")
-    if kind == "tokens":
-        unsupported = [name for name, on in [
-            ("rescale", guidance.rescale), ("apg", guidance.apg), ("interval", guidance.interval),
-            ("zero_star", guidance.zero_star), ("zero_init", guidance.zero_init), ("adaptive", guidance.adaptive),
-        ] if on]
-        if unsupported:
-            raise RecipeError(f"{where}: {unsupported[0]} does not apply to codec-LM logits (only multi-condition CFG does)")
-    if guidance.zero_init > 0 and (kind != "flow" or SAMPLERS[sampler].mean_flow):
-        what = "a mean-flow sampler (a zero average velocity skips the whole step)" if kind == "flow" else f"a {kind!r} model"
-        raise RecipeError(f"{where}: zero_init zeroes a flow velocity; it does not apply to {what}")
+def check_guidance(recipe: Recipe, policy: Guidance, where: str) -> None:
+    """What the recipe's sampler and model allow of ``policy`` (:func:`audioguide.guidance.check_policy`:
+    each guider's own rule, CFG++ scales in [0, 1]), a :class:`GuidanceError` turned into a RecipeError."""
+    sampler = SAMPLERS[recipe.sampler.type]
+    try:
+        check_policy(policy, kind=model_kind(recipe.model), cfgpp=sampler.cfgpp, mean_flow=sampler.mean_flow)
+    except GuidanceError as e:
+        raise RecipeError(f"{where}: {e}") from None
+
+
+def call_policy(
+    recipe: Recipe,
+    guidance: Guidance | None = None,
+    scales: Mapping[str, float] | None = None,
+    cfg: float | None = None,
+    rescale: float | None = None,
+) -> Guidance:
+    """The policy of one call: ``guidance`` (default the recipe's) with the call's overrides
+    (:meth:`Guidance.override`) applied and checked against the recipe's sampler and model."""
+    try:
+        policy = (guidance or recipe.guidance).override(cfg=cfg, scales=scales, rescale=rescale)
+    except GuidanceError as e:
+        raise RecipeError(f"guidance: {e}") from None
+    check_guidance(recipe, policy, "guidance")
+    return policy
+
+
+def sampler_config(recipe: Recipe, steps: int | None = None) -> Any:
+    """The recipe's sampler config, with ``steps`` replaced when given (checked by the config)."""
+    config = recipe.sampler.config
+    if steps is None:
+        return config
+    if not hasattr(config, "steps"):
+        raise RecipeError(f"sampler {recipe.sampler.type!r} has no steps to set")
+    try:
+        return dataclasses.replace(config, steps=steps)
+    except ValueError as e:
+        raise RecipeError(f"sampler: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,6 +32,11 @@ def prompt_of(row: Row, task: str) -> str:
     return value
 
 
+def manifest_task(rows: Sequence[Row]) -> str:
+    """The task a manifest asks for when no recipe says: captions only -> ``t2a``, else ``tts``."""
+    return "t2a" if rows and all(r.caption and not r.text for r in rows) else "tts"
+
+
 def inputs_of(row: Row, pipe: Pipeline) -> dict[str, str]:
     """The row's other conditions (speaker, style) that the pipeline's model takes; those a row
     leaves out are absent (the recipe's ``[defaults]`` when it gives none, as on the command line)."""

@@ -36,38 +36,23 @@ def rtf(synth, texts, sample_rate) -> float:
 
 
 def stages(pipe, texts, seconds: float | None = None) -> dict[str, float]:
-    """Seconds per second of audio spent in each stage of our pipeline (``seconds``: the length to
-    generate, for recipes that do not take it from durations, e.g. ``t2a``)."""
-    from audioguide.guidance import GuidedField
-    from audioguide.registry import SAMPLERS
-
-    sampler = SAMPLERS[pipe.recipe.sampler.type]
-    cfg = pipe.recipe.sampler.config
-    policy = pipe._without(pipe.policy(), [n for n, v in pipe._inputs(texts[:1], None).items() if v is None])
-    out = {"conditions + durations": 0.0, "sampling": 0.0, "decoding": 0.0}
+    """Seconds per second of audio spent in each public stage of our pipeline (``seconds``: the
+    length to generate, for recipes that do not take it from durations, e.g. ``t2a``)."""
+    out = {"prepare (conditions + durations)": 0.0, "draw (sampling)": 0.0, "decode": 0.0}
     audio = 0.0
-    with torch.inference_mode():
-        for text in texts:
-            t0 = time.perf_counter()
-            cond = pipe.model.encode(pipe._inputs([text], None))
-            frames, length = pipe._length(cond, seconds)
-            t1 = time.perf_counter()
-            g = torch.Generator().manual_seed(0)
-            if sampler.tokens:  # a codec LM: autoregressive sampling, then the token decoder
-                codes = sampler.run(pipe.model, cond, policy, frames, cfg, g)
-                t2 = time.perf_counter()
-                pipe.representation.decode_tokens(codes)
-            else:
-                x = torch.randn((1, pipe.representation.channels, frames), generator=g)
-                field = GuidedField(pipe.model, cond, policy, pipe.model.kind, sampler.alpha_sigma(cfg))
-                z = sampler.run(field, x, cfg, g, None)
-                t2 = time.perf_counter()
-                pipe.representation.decode(z)
-            t3 = time.perf_counter()
-            out["conditions + durations"] += t1 - t0
-            out["sampling"] += t2 - t1
-            out["decoding"] += t3 - t2
-            audio += length
+    for text in texts:
+        t0 = time.perf_counter()
+        plan = pipe.prepare(text, seconds=seconds)
+        t1 = time.perf_counter()
+        chosen = pipe.choose(plan, pipe.draw(plan))
+        t2 = time.perf_counter()
+        for sample in chosen:
+            pipe.decode(sample)
+        t3 = time.perf_counter()
+        out["prepare (conditions + durations)"] += t1 - t0
+        out["draw (sampling)"] += t2 - t1
+        out["decode"] += t3 - t2
+        audio += sum(piece.seconds for piece in plan.pieces)
     return {k: v / audio for k, v in out.items()}
 
 

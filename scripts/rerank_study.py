@@ -25,14 +25,11 @@ import torch
 def draw(pipe, text: str, voice: str | None, n: int, seed: int) -> tuple[list, list[float]]:
     """``n`` candidate waveforms of one sentence, drawn as the pipeline draws them, and the
     verifier's score of each (all 0 where the pipeline makes no choice: fewer frames than symbols)."""
-    conditions = pipe._inputs([text], {"speaker": voice} if voice else None)
-    policy = pipe._without(pipe.policy(), [k for k, v in conditions.items() if v is None])
-    with torch.inference_mode():
-        samples, seconds = pipe._draw(conditions, None, seed, policy, pipe.sampler_config(), n=n)
-        scores = pipe._scores(text, pipe._latents(samples))
-        wavs = pipe._decode(samples)
-    keep = int(round(seconds * pipe.sample_rate))
-    return [w[:keep].float().cpu().numpy() for w in wavs], [0.0] * n if scores is None else scores.tolist()
+    plan = pipe.prepare(text, seed=seed, inputs={"speaker": voice} if voice else None, candidates=n)
+    (piece,), (samples,) = plan.pieces, pipe.draw(plan)
+    scores = pipe.scores(piece, samples)
+    keep = int(round(piece.seconds * pipe.sample_rate))
+    return [w[:keep].float().cpu().numpy() for w in pipe.decode(samples)], [0.0] * n if scores is None else scores.tolist()
 
 
 def summary(records: list[dict]) -> str:
@@ -82,7 +79,8 @@ def main() -> None:
     from audioguide.evaluation.asr import normalize, transcribe
     from audioguide.evaluation.tts import read_splits
     from audioguide.manifest import cap_per_voice
-    from audioguide.pipeline import Pipeline, build_verifier
+    from audioguide.components import build_verifier
+    from audioguide.pipeline import Pipeline
     from audioguide.recipes import load_recipe
 
     torch.set_num_threads(args.threads)

@@ -13,7 +13,7 @@ import torch
 
 from audioguide.audio import read_audio, write_wav
 from audioguide.manifest import read_manifest
-from audioguide.pipeline import build_components
+from audioguide.components import build_components
 from audioguide.recipes import load_recipe
 
 

@@ -64,6 +64,29 @@ TINY_AE = """
 """
 
 
+TINY_SPEECH = """
+    name = "tiny-speech"
+    task = "tts"
+    random_weights = true
+    [representation]AE
+    [conditioners.text]
+    type = "phonemes"
+    dim = 16
+    edges = true
+    [conditioners.speaker]
+    type = "speaker-id"
+    voices = ["s0", "s1"]
+    dim = 8
+    [model]
+    MODEL
+    [sampler]
+    SAMPLER
+    [guidance]
+    GUIDANCE
+    TAIL"""
+"""Phonemes and two voices on TINY_AE: fill in AE, MODEL, SAMPLER, GUIDANCE and TAIL (more tables)."""
+
+
 TINY_TRAIN = """
     [train]
     steps = 30

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import copy
 import dataclasses
+import inspect
 
 import numpy as np
 import pytest
@@ -10,6 +13,9 @@ import torch
 
 from audioguide.conditioners.phonemes import EDGE, Phonemes, PhonemesConfig
 from audioguide.conditioners.speaker import SpeakerId, SpeakerIdConfig
+from audioguide.models.aligned import AlignedContent
+from audioguide.models.base import former_name
+from audioguide.models.codec_lm import CodecLM, CodecLMConfig
 from audioguide.models.dit import DiT, DiTConfig, math_attention
 from audioguide.models.duration import DurationPredictor, frame_tokens, regulate, samples_to_frames
 from audioguide.pipeline import join_speech, split_sentences
@@ -216,9 +222,10 @@ def test_decoder_feeds_the_frames_and_the_prior_per_patch():
     assert out.shape == x.shape and not torch.allclose(out, plain(x, t, cond, {}))
     # the prior is the decoder's per-patch output, p frames per token, trained towards x0
     x0 = torch.randn(1, 4, T, generator=torch.Generator().manual_seed(4))
-    voiced = decoded._voiced_tokens(decoded.conditions(cond, {}))
+    conds = decoded.conditions(cond, {})
+    voiced = decoded._voiced_tokens(conds)
     patches = torch.ones(1, -(-T // 2), dtype=torch.bool)
-    g, mu = decoded._prior(voiced, cond["text.durations"], None, T + T % 2, patches)
+    g, mu = decoded._prior(voiced, cond["text.durations"], None, T + T % 2, patches, conds["text"].mask)
     assert g.shape == (1, -(-T // 2), 32) and mu.shape == (1, T + T % 2, 4)
     prior = decoded.aligned_losses(cond, {}, x0)["prior"]
     torch.testing.assert_close(prior, (mu[:, :T].transpose(1, 2) - x0).square().mean())
@@ -306,7 +313,8 @@ def test_guided_field_prepares_once_per_branch_and_matches_the_unprepared_model(
 
 def test_folded_guidance_prepares_its_null_rows_itself():
     from audioguide.core import prepare
-    from audioguide.training.continuous import MeanFlowConfig, guided_velocity
+    from audioguide.train_config import MeanFlowConfig
+    from audioguide.training.continuous import guided_velocity
 
     model = _decoded_model(mean_flow=True)
     cond, mask, T = _speech_inputs(model)
@@ -317,3 +325,95 @@ def test_folded_guidance_prepares_its_null_rows_itself():
     with_states = guided_velocity(model, z, t, v, prepare(model, cond, keep, T, mask), keep, config, mask)
     torch.testing.assert_close(with_states, guided_velocity(model, z, t, v, cond, keep, config, mask))
     assert not torch.allclose(with_states, v)  # guidance really folded in
+
+
+# ---------------------------------------------------------------------------------------------
+# One aligned-content module in both families; checkpoints from before it still load
+# ---------------------------------------------------------------------------------------------
+
+
+def _lm(seed=0, prior_codebooks=1):
+    conds = {"text": Phonemes(PhonemesConfig(dim=16, edges=True)),
+             "speaker": SpeakerId(SpeakerIdConfig(voices=("a", "b"), dim=8))}
+    config = CodecLMConfig(dim=32, depth=1, heads=4, codebook_size=8, aligned="text", encoder_depth=1,
+                           prior_codebooks=prior_codebooks, seed=seed)
+    return CodecLM(config, 2, conds).eval()
+
+
+def test_both_families_compose_the_one_aligned_content_module():
+    dit, lm = _model(), _lm()
+    assert type(dit.content) is AlignedContent and type(lm.content) is AlignedContent
+    assert dit.content.pool is None and set(lm.content.pool) == {"speaker"}  # the DiT lends its adaLN pool_proj
+    from audioguide.models import codec_lm
+
+    tree = ast.parse(inspect.getsource(codec_lm))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "audioguide.models.dit" not in imported
+    # the host's predict_durations is the module's, with the host's pooled projections
+    cond = dit.encode({"text": ["Hi there."], "speaker": ["b"]})
+    conds = dit.conditions(cond, {})
+    expected = AlignedContent.predict_durations(dit.content, conds, 1.5, None, dit.pool_proj)
+    assert torch.equal(dit.predict_durations(cond, pace=1.5), expected)
+    # a forward without durations says what is missing
+    with pytest.raises(ValueError, match="text.durations"):
+        dit(torch.randn(1, 4, 5), torch.tensor([0.5]), cond, {})
+
+
+@pytest.mark.parametrize("family", ["dit", "lm"])
+def test_checkpoints_from_before_the_aligned_module_still_load(family):
+    model = _model() if family == "dit" else _lm()
+    state = model.state_dict()
+    assert any(k.startswith("content.blocks.0.") for k in state) and not any(k.startswith("token_") for k in state)
+    former = {former_name(k, model.moved): v for k, v in state.items()}
+    assert {"token_in.weight", "token_blocks.0.attn.to_q.weight", "token_norm.bias", "duration.out.weight"} <= set(former)
+    moved = {k for k in state if former_name(k, model.moved) != k}
+    assert any(k.startswith("content.pool.") for k in moved) == (family == "lm")  # the DiT's pool_proj stays its own
+    fresh = DiT(dataclasses.replace(model.config, seed=9), 4, model.conditioners) if family == "dit" else _lm(seed=9)
+    assert not all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
+    fresh.load_state_dict(former)  # strict: every former key finds its place
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
+    ema = copy.deepcopy(_lm(seed=3) if family == "lm" else fresh)  # the trainer's EMA is a deep copy
+    ema.load_state_dict(former)
+    assert all(torch.equal(ema.state_dict()[k], v) for k, v in state.items())
+    fresh.load_state_dict(state)  # and the new names load as they are
+
+
+@pytest.mark.parametrize("family", ["dit", "lm"])
+def test_moved_parameters_keep_their_order_and_their_seeded_draws(family):
+    """parameters() keeps the order of before the move (a training state's optimizer moments are
+    keyed by position) and a seed draws each moved parameter under its former name."""
+    if family == "dit":
+        model = DiT(DiTConfig(dim=32, depth=1, heads=4, aligned="text", encoder_depth=1, decoder_depth=1, prior_input=True),
+                    4, _model().conditioners)
+        before = ["conditioners", "inp", "time", "cond_proj", "pool_proj", "token_in", "token_blocks", "token_norm", "duration",
+                  "frame_blocks", "frame_norm", "frame_in", "prior", "prior_in", "blocks", "final"]
+    else:
+        model = _lm()
+        before = ["conditioners", "cond_proj", "token_in", "token_blocks", "token_norm", "pool_proj", "duration", "prior",
+                  "embed", "blocks", "norm", "heads"]
+    tops = []
+    for name, _ in model.named_parameters():
+        top = former_name(name, model.moved).split(".")[0]
+        if top not in tops:
+            tops.append(top)
+    assert tops == before
+    # the draw of init_random: by former names, from one seeded generator
+    g = torch.Generator().manual_seed(model.config.seed)
+    drawn = {}
+    for name, p in sorted(model.named_parameters(), key=lambda item: former_name(item[0], model.moved)):
+        drawn[name] = torch.randn(p.shape, generator=g)
+    p = model.content.blocks[0].conv_in.weight
+    torch.testing.assert_close(p, drawn["content.blocks.0.conv_in.weight"] / p[0].numel() ** 0.5)
+
+
+def test_frames_past_a_rows_durations_repeat_its_last_real_token_whatever_the_padding():
+    from audioguide.models.duration import regulate
+
+    states = torch.arange(8.0).view(2, 4, 1)  # row 0 has 2 real tokens, row 1 all 4
+    durations = torch.tensor([[1, 2, 0, 0], [1, 1, 1, 1]])
+    mask = torch.tensor([[True, True, False, False], [True] * 4])
+    padded = regulate(states, durations, 6, mask)[..., 0]
+    assert padded.tolist() == [[0, 1, 1, 1, 1, 1], [4, 5, 6, 7, 7, 7]]
+    alone = regulate(states[:1, :2], durations[:1, :2], 6)[..., 0]
+    assert torch.equal(padded[:1], alone)
+    assert regulate(states, durations, 6)[0, 3:, 0].tolist() == [3, 3, 3]  # without the mask: the padding's

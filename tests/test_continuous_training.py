@@ -18,8 +18,8 @@ from audioguide.conditioners.characters import CharactersConfig
 from audioguide.models.base import Generator, init_random
 from audioguide.models.dit import DiT, DiTConfig
 from audioguide.sampling import DiffusionSchedule, sample_euler, sample_meanflow, uniform_times
+from audioguide.train_config import MeanFlowConfig
 from audioguide.training.continuous import (
-    MeanFlowConfig,
     curriculum_flow_ratio,
     diffusion_loss,
     flow_matching_loss,

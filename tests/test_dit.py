@@ -201,7 +201,7 @@ def test_config_fields_are_toml_friendly():
 def test_token_blocks_do_not_depend_on_batch_padding():
     """A row's FFT-block states are the same alone and padded in a batch (any amount of padding):
     what a model learned on padded batches is what it computes for one sentence at inference."""
-    from audioguide.models.dit import TokenBlock, token_blocks
+    from audioguide.models.aligned import TokenBlock, token_blocks
 
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)

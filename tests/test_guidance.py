@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -232,7 +233,7 @@ def test_apg_momentum_persists_per_row_when_other_rows_leave_the_interval(setup)
     # the momentum really mattered: a row guided after a pause differs from a fresh start
     fresh = apg_reference_rows(model, xs, t, cond, w, eta, r, beta, [None] * B, [0])[0]
     assert not torch.allclose(out[0], fresh, atol=1e-4)
-    assert field.state.momentum[frozenset()].shape == (B, C, T)
+    assert field.state_of(policy.apg)[frozenset()].shape == (B, C, T)
 
 
 @pytest.mark.parametrize("apg", [None, G.APG(eta=0.2, norm_threshold=0.7, momentum=-0.5)])
@@ -321,7 +322,7 @@ def test_cfg_zero_star_rescales_only_the_unconditional_branch(setup):
 
 def test_zero_init_refuses_non_velocity_kinds(setup):
     model, _, _, cond = setup
-    with pytest.raises(ValueError, match="zero_init zeroes a flow velocity"):
+    with pytest.raises(G.GuidanceError, match="zero_init zeroes a flow velocity; it does not apply to a 'eps' model"):
         G.GuidedField(model, cond, single(3.0, zero_init=0.04), kind="eps")
 
 
@@ -404,7 +405,7 @@ def test_per_call_override_really_overrides(setup):
     ut0 = model.branch(x, t, cond, {"text"})
     uts = model.branch(x, t, cond, {"text", "speaker"})
     assert torch.allclose(b - a, 3.0 * (uts - ut0), atol=1e-5)
-    with pytest.raises(ValueError, match="no guidance scale named 'style'"):
+    with pytest.raises(G.GuidanceError, match="no guidance scale named 'style'"):
         base.with_scales(style=2.0)
     assert dataclasses.replace(base, rescale=0.5).rescale == 0.5
 
@@ -418,10 +419,15 @@ def test_per_call_override_really_overrides(setup):
         ({"interval": (0.5, 0.2)}, "lo < hi"),
         ({"mode": "banana"}, "nested, independent"),
         ({"reduce": "time"}, "all, channels"),
+        ({"rescale_space": "latent"}, "rescale_space must be one of native"),
+        ({"interval_on": "steps"}, "interval_on must be t or sigma"),
+        ({"zero_init": 1.0}, r"zero_init must be in \[0, 1\)"),
+        ({"apg": {"eta": 0.5}}, "apg must be an APG"),
+        ({"guiders": ("ramp",)}, "guiders must be Guider objects"),
     ],
 )
 def test_invalid_policies_are_errors(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(G.GuidanceError, match=match):
         G.Guidance(**kwargs)
 
 
@@ -457,7 +463,216 @@ def test_guided_logits_batched_equals_branch_by_branch():
     one = lambda kept: lm(torch.zeros(batch, K, dtype=torch.long), {n: torch.full((batch,), n in kept) for n in ("text", "speaker")})  # noqa: E731
     raw = one(set()) + 3.0 * (one({"text"}) - one(set())) + 1.5 * (one({"text", "speaker"}) - one({"text"}))
     assert torch.allclose(guided.softmax(-1), raw.softmax(-1), atol=1e-5)
-    with pytest.raises(ValueError, match="only multi-condition"):
-        G.GuidedLogits(dataclasses.replace(policy, rescale=0.5))
-    with pytest.raises(ValueError, match="only multi-condition.*interval"):
+    with pytest.raises(G.GuidanceError, match="rescale does not apply to codec-LM logits"):
+        G.GuidedLogits(policy.override(rescale=0.5))
+    with pytest.raises(G.GuidanceError, match="interval does not apply to codec-LM logits"):
         G.GuidedLogits(dataclasses.replace(policy, interval=(0.2, 0.8)))
+
+
+# --------------------------------------------------------------------------------------------
+# Guiders: the policy's guiders, the registry, checks, overrides, a new method as one class
+# --------------------------------------------------------------------------------------------
+
+
+def test_policy_builds_one_guider_per_method_in_order():
+    apg, ad = G.APG(), G.Adaptive(0.99, 2)
+    p = single(3.0, rescale=0.7, rescale_space="x0", apg=apg, interval=(0.1, 0.9), interval_on="sigma",
+               zero_star=True, zero_init=0.04, adaptive=ad)
+    assert p.methods == (G.CFGZeroStar(True, 0.04), apg, G.Rescale(0.7, "x0"), G.Interval(0.1, 0.9, "sigma"), ad)
+    assert single(3.0).methods == () and single(3.0, zero_init=0.1).methods == (G.CFGZeroStar(False, 0.1),)
+    assert {"cfg-zero-star", "apg", "rescale", "interval", "adaptive"} <= set(G.GUIDERS)
+    assert G.guider("interval", lo=0.1, hi=0.5) == G.Interval(0.1, 0.5)
+    with pytest.raises(G.GuidanceError, match="no guider named 'nope'; registered: .*apg"):
+        G.guider("nope")
+
+
+def test_built_in_guiders_passed_as_objects_equal_their_keywords(setup):
+    model, x, _, cond = setup
+    t = torch.tensor([0.1, 0.4, 0.9])
+    kw = single(3.0, rescale=0.7, interval=(0.2, 0.5), zero_star=True)
+    objs = single(3.0, guiders=(G.CFGZeroStar(), G.Rescale(0.7), G.Interval(0.2, 0.5)))
+    assert torch.equal(G.GuidedField(model, cond, kw)(x, t), G.GuidedField(model, cond, objs)(x, t))
+
+
+def test_extra_guiders_survive_copies_and_keywords_are_rebuilt():
+    extra = G.Rescale(0.3)
+    p = single(3.0, rescale=0.7, guiders=(extra,))
+    assert p.guiders == (extra,) and p.methods == (G.Rescale(0.7), extra)
+    q = dataclasses.replace(p, rescale=0.5)
+    assert q.methods == (G.Rescale(0.5), extra)
+    assert p.override(cfg=2.0, rescale=0.0).methods == (extra,)
+    assert p == single(3.0, rescale=0.7, guiders=(extra,))
+
+
+def test_at_most_one_guider_replaces_the_combination():
+    @dataclass(frozen=True)
+    class Mean(G.Guider, name="test-mean"):
+        def combine(self, step, c, preds):
+            return c
+
+    single(3.0, guiders=(Mean(),))
+    with pytest.raises(G.GuidanceError, match="at most one guider may replace the weighted combination, got apg, test-mean"):
+        single(3.0, apg=G.APG(), guiders=(Mean(),))
+
+
+def test_a_guider_name_is_taken_once():
+    with pytest.raises(G.GuidanceError, match="a guider named 'apg' exists already"):
+        class Other(G.Guider, name="apg"):
+            pass
+
+
+def test_override_is_the_one_place_for_per_call_overrides():
+    base = G.Guidance(scales={"text": 2.0, "speaker": 1.0}, rescale=0.7)
+    assert dict(base.override(cfg=4).scales) == {"text": 4.0, "speaker": 4.0}
+    both = base.override(cfg=4.0, scales={"speaker": 1.5}, rescale=0.2)
+    assert dict(both.scales) == {"text": 4.0, "speaker": 1.5} and both.rescale == 0.2
+    assert both.methods == (G.Rescale(0.2),)
+    assert base.override() == base and dict(base.scales)["text"] == 2.0
+    with pytest.raises(G.GuidanceError, match="no guidance scale named 'style'; this policy has text, speaker"):
+        base.override(scales={"style": 2.0})
+    with pytest.raises(G.GuidanceError, match=r"rescale phi must be in \[0, 1\], got 2.0"):
+        base.override(rescale=2.0)
+    with pytest.raises(G.GuidanceError, match="must be a finite number >= 0"):
+        base.override(cfg=-1.0)
+    with pytest.raises(G.GuidanceError, match="guidance overrides must be numbers"):
+        base.override(cfg="strong")
+    terms = G.Guidance(mode="terms", custom_terms=(G.CFGTerm(frozenset({"text"}), 2.0), G.CFGTerm(frozenset(), -1.0)))
+    with pytest.raises(G.GuidanceError, match="no guidance scale named 'text'; this policy has none"):
+        terms.override(cfg=3.0)
+
+
+@pytest.mark.parametrize(
+    "policy,kind,cfgpp,mean_flow,match",
+    [
+        (single(3.0), "flow", True, False, r"CFG\+\+ scales live in \[0, 1\]; scale for 'text' is 3.0"),
+        (G.Guidance(mode="terms", custom_terms=(G.CFGTerm(frozenset({"text"}), 2.0), G.CFGTerm(frozenset(), -1.0))),
+         "eps", True, False, "scale for 'text' is 2.0"),
+        (single(3.0, rescale=0.5), "tokens", False, False, "rescale does not apply to codec-LM logits"),
+        (single(3.0, apg=G.APG()), "tokens", False, False, "apg does not apply"),
+        (single(3.0, zero_star=True), "tokens", False, False, "zero_star does not apply"),
+        (single(3.0, adaptive=G.Adaptive()), "tokens", False, False, "adaptive does not apply"),
+        (single(3.0, zero_init=0.1), "tokens", False, False, "zero_init does not apply to codec-LM logits"),
+        (single(3.0, zero_init=0.1), "v", False, False, "zero_init zeroes a flow velocity; it does not apply to a 'v' model"),
+        (single(3.0, zero_init=0.1), "flow", False, True, "it does not apply to a mean-flow sampler"),
+        (single(3.0), "latent", False, False, "unknown model kind 'latent'"),
+    ],
+)
+def test_check_policy_refuses(policy, kind, cfgpp, mean_flow, match):
+    with pytest.raises(G.GuidanceError, match=match):
+        G.check_policy(policy, kind=kind, cfgpp=cfgpp, mean_flow=mean_flow)
+
+
+def test_check_policy_allows():
+    G.check_policy(single(0.7), kind="flow", cfgpp=True, mean_flow=False)
+    G.check_policy(G.Guidance(scales={"text": 3.0, "speaker": 1.5}), kind="tokens", cfgpp=False, mean_flow=False)
+    G.check_policy(single(3.0, zero_init=0.1, zero_star=True, rescale=0.7, apg=G.APG(), interval=(0.1, 0.9),
+                          adaptive=G.Adaptive()), kind="flow", cfgpp=False, mean_flow=False)
+    G.check_policy(single(3.0, rescale=0.7, interval=(0.1, 0.9)), kind="x0", cfgpp=False, mean_flow=True)
+
+
+# The README's example: a new guidance method is one class.
+@dataclass(frozen=True)
+class Ramp(G.Guider, name="ramp"):
+    """Guidance that grows from none at pure noise (t = 1) to full at the data (t = 0)."""
+
+    power: float = 1.0
+
+    def refine(self, step, guided, c):  # step.t: the times of the guided rows
+        ramp = (1 - step.t).pow(self.power).view(-1, *[1] * (c.ndim - 1))
+        return c + ramp * (guided - c)
+
+
+def test_readme_example_a_new_method_is_one_class(setup):
+    model, x, _, cond = setup
+    policy = G.Guidance(scales={"text": 3.0}, guiders=(Ramp(power=2.0),))
+    t = torch.tensor([0.9, 0.5, 0.1])
+    out = G.GuidedField(model, cond, policy)(x, t)
+    c, u = model(x, t, cond, {"text": torch.ones(B, dtype=torch.bool), "speaker": torch.zeros(B, dtype=torch.bool)}), \
+        model(x, t, cond, {"text": torch.zeros(B, dtype=torch.bool), "speaker": torch.zeros(B, dtype=torch.bool)})
+    ramp = ((1 - t) ** 2).view(-1, 1, 1)
+    assert torch.allclose(out, c + ramp * (u + 3.0 * (c - u) - c), atol=1e-5)
+    assert G.GUIDERS["ramp"] is Ramp and G.guider("ramp", power=2.0) == Ramp(2.0)
+    assert policy.override(cfg=2.0).methods == (Ramp(2.0),)  # it rides along with every copy
+    G.check_policy(policy, kind="eps", cfgpp=False, mean_flow=False)
+    with pytest.raises(G.GuidanceError, match="ramp does not apply to codec-LM logits"):
+        G.GuidedLogits(policy)
+    # it composes with the built-in guiders: inside the interval only, after the rescale
+    both = G.GuidedField(model, cond, single(3.0, rescale=0.5, interval=(0.2, 0.8), guiders=(Ramp(),)))(x, t)
+    rescaled = G.GuidedField(model, cond, single(3.0, rescale=0.5))(x, t)
+    assert torch.allclose(both[1], (c + 0.5 * (rescaled - c))[1], atol=1e-5)
+    assert torch.equal(both[[0, 2]], c[[0, 2]])
+
+
+def test_guider_hooks_get_predictions_in_their_declared_space(setup):
+    """A guider declaring x0 gets x0 predictions and its output is converted back: returning the
+    reference in x0 gives back the reference in the model's own (eps) space."""
+
+    @dataclass(frozen=True)
+    class ToReference(G.Guider, name="test-to-reference"):
+        space: str = "x0"
+
+        def refine(self, step, guided, c):
+            a, s = step.alpha_sigma(step.t)
+            expect = convert_prediction(step.branches[step.reference], "eps", "x0", step.x, a, s)
+            assert torch.equal(c, expect)
+            return c
+
+    model, x, t, cond = setup
+    a, s = torch.tensor([0.8]), torch.tensor([0.6])
+    asig = lambda t: (a.expand_as(t), s.expand_as(t))  # noqa: E731
+    out = G.GuidedField(model, cond, single(4.0, guiders=(ToReference(),)), kind="eps", alpha_sigma=asig)(x, t)
+    assert torch.allclose(out, model.branch(x, t, cond, {"text"}), atol=1e-5)
+
+
+def test_guider_extra_branches_are_evaluated_in_the_same_forward(setup):
+    """A guider may ask for branches the terms do not weigh; they come in ``step.branches``."""
+
+    @dataclass(frozen=True)
+    class UseNull(G.Guider, name="test-use-null"):
+        def branches(self, conditions):
+            return (frozenset(),)
+
+        def refine(self, step, guided, c):
+            return guided + step.branches[frozenset()]
+
+    model, x, t, cond = setup
+    policy = G.Guidance(scales={"text": 1.0, "speaker": 2.0}, guiders=(UseNull(),))  # the null branch has weight 0
+    field = G.GuidedField(model, cond, policy)
+    out = field(x, t)
+    assert model.calls == 1 and field.rows_evaluated == 3 * B
+    plain = G.GuidedField(model, cond, G.Guidance(scales={"text": 1.0, "speaker": 2.0}))(x, t)
+    assert torch.allclose(out, plain + model.branch(x, t, cond, set()), atol=1e-5)
+
+
+def test_guider_state_is_per_generation(setup):
+    @dataclass(frozen=True)
+    class Count(G.Guider, name="test-count"):
+        def start(self):
+            return [0]
+
+        def observe(self, step, c, preds):
+            step.state[0] += 1
+
+    model, x, t, cond = setup
+    g = Count()
+    policy = single(3.0, guiders=(g,))
+    f1, f2 = G.GuidedField(model, cond, policy), G.GuidedField(model, cond, policy)
+    f1(x, t), f1(x, t), f2(x, t)
+    assert f1.state_of(g) == [2] and f2.state_of(g) == [1]
+
+
+def test_a_guider_may_apply_to_logits():
+    @dataclass(frozen=True)
+    class Sharpen(G.Guider, name="test-sharpen"):
+        logits = True
+
+        def refine_logits(self, guided, branches):
+            return 2.0 * guided - branches[frozenset()]
+
+    policy = single(3.0, guiders=(Sharpen(),))
+    G.check_policy(policy, kind="tokens", cfgpp=False, mean_flow=False)
+    logits = torch.randn(2 * 4, 5, generator=torch.Generator().manual_seed(0))
+    out = G.GuidedLogits(policy)(logits)
+    lp = logits.log_softmax(-1)
+    u, c = lp[:4], lp[4:]
+    assert torch.allclose(out, 2.0 * (u + 3.0 * (c - u)) - u, atol=1e-5)

@@ -145,7 +145,7 @@ def test_zero_init_only_on_flow_velocities(write_recipe):
 def test_building_components_leaves_global_rng_alone(write_recipe):
     import torch
 
-    from audioguide.pipeline import build_components
+    from audioguide.components import build_components
 
     torch.manual_seed(123)
     expected = torch.rand(3)

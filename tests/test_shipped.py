@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from audioguide.pipeline import WEIGHTS_DIR
+from audioguide.components import WEIGHTS_DIR
 
 AE = WEIGHTS_DIR / "autoencoder-speech.safetensors"
 
@@ -18,7 +18,7 @@ def test_shipped_speech_autoencoder_resynthesises_unseen_speech():
     pytest.importorskip("faster_whisper")
     from audioguide.evaluation.asr import transcribe, word_error_rate
     from audioguide.metrics import mel_distance
-    from audioguide.pipeline import build_components
+    from audioguide.components import build_components
     from audioguide.recipes import load_recipe
 
     rep, _ = build_components(load_recipe("autoencoder-speech"))
@@ -95,7 +95,7 @@ def test_shipped_verifier_hears_which_sentence_real_speech_says():
     tokens), scores the sentence spoken above sentences of the same length that were not."""
     hibari = pytest.importorskip("hibari")
     from audioguide.conditioners.phonemes import Phonemes, PhonemesConfig
-    from audioguide.pipeline import build_components, build_verifier
+    from audioguide.components import build_components, build_verifier
     from audioguide.recipes import load_recipe
 
     recipe = load_recipe("verifier-speech")

@@ -12,8 +12,8 @@ from audioguide.cli import app
 from audioguide.manifest import write_manifest
 from audioguide.pipeline import Pipeline
 from audioguide.recipes import load_recipe
-from audioguide.training.config import TrainConfig
-from audioguide.training.trainer import train
+from audioguide.train_config import TrainConfig
+from audioguide.training.trainer import ema_decay, lr_factor, make_ema, make_lr_schedule, train
 from tests.conftest import TINY_TTS
 
 def _recipe(write_recipe, extra_train="", text=TINY_TTS):
@@ -49,8 +49,9 @@ def test_flow_model_trains_exports_and_samples(write_recipe, corpus, tmp_path):
     assert np.isfinite(pipe("ah", seed=0)[0]).all()
 
 
-def test_resume_is_bit_identical(write_recipe, corpus, tmp_path):
-    recipe = _recipe(write_recipe)
+@pytest.mark.parametrize("extra_train", ["", "ema = 0.9"])
+def test_resume_is_bit_identical(write_recipe, corpus, tmp_path, extra_train):
+    recipe = _recipe(write_recipe, extra_train)
     straight = train(recipe, corpus, tmp_path / "a", steps=20)
     train(recipe, corpus, tmp_path / "b", steps=10)
     resumed = train(recipe, corpus, tmp_path / "b", steps=20)
@@ -193,3 +194,132 @@ def test_balance_evens_out_speakers(length_window):
         assert len(set(drawn)) == 100
     with pytest.raises(ValueError, match="balance"):
         TrainConfig(balance=1.5)
+
+
+def test_lr_schedule_is_linear_warmup_then_cosine_to_a_tenth():
+    """The LambdaLR gives ``lr (step + 1) / warmup``, then ``lr (0.1 + 0.45 (1 + cos(pi p)))``."""
+    import math
+
+    cfg = TrainConfig(lr=2e-3, warmup=4, steps=24)
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    scheduler = make_lr_schedule(opt, cfg)
+    seen = []
+    for _ in range(30):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    expected = {0: 0.25, 1: 0.5, 3: 1.0, 4: 1.0, 14: 0.1 + 0.45 * (1 + math.cos(math.pi / 2)), 24: 0.1, 29: 0.1}
+    for step, fraction in expected.items():
+        assert seen[step] == pytest.approx(cfg.lr * fraction, rel=1e-12), step
+        assert lr_factor(step, cfg.warmup, cfg.steps) == pytest.approx(fraction, rel=1e-12)
+    assert all(b <= a for a, b in zip(seen[3:], seen[4:]))  # non-increasing after the warm-up
+
+
+def test_ema_follows_the_formula_and_copies_buffers():
+    """After step s: ema <- d ema + (1 - d) model, d = min(decay, (1 + s) / (10 + s)); buffers copied."""
+    torch.manual_seed(0)
+    model = torch.nn.BatchNorm1d(3)  # weights and running statistics
+    model.weight.data.normal_()
+    ema = make_ema(model, 0.5)
+    expected = model.weight.detach().clone()
+    assert torch.equal(ema.module.weight, expected) and not ema.module.weight.requires_grad
+    for step in range(4):
+        with torch.no_grad():
+            model.weight.add_(torch.randn(3))
+            model.running_mean.add_(1.0)
+        ema.update_parameters(model)
+        d = ema_decay(step, 0.5)
+        assert d == min(0.5, (1 + step) / (10 + step))
+        expected = d * expected + (1 - d) * model.weight.detach()
+        assert torch.allclose(ema.module.weight, expected, rtol=0, atol=1e-6)
+        assert torch.equal(ema.module.running_mean, model.running_mean)
+    assert int(ema.n_averaged) == 5  # the copy at the start plus one update per step
+
+
+def test_an_objective_is_a_module_over_the_trained_weights_only(write_recipe):
+    """DDP wraps the objective: its parameters are the trained module's, not the frozen representation's."""
+    from audioguide.pipeline import build_components
+    from audioguide.training.objectives import FlowObjective, make_objective
+
+    recipe = _recipe(write_recipe)
+    representation, model = build_components(recipe, require_weights=False, load_model=False)
+    objective = make_objective(recipe, representation, model, recipe.train)
+    assert isinstance(objective, FlowObjective) and objective.module is model
+    assert [id(p) for p in objective.parameters()] == [id(p) for p in model.parameters()]
+    assert not any(p.requires_grad for p in representation.parameters())
+
+
+def test_a_state_from_another_recipe_or_an_older_format_is_refused(write_recipe, corpus, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from audioguide.core import AudioguideError
+
+    train(_recipe(write_recipe), corpus, tmp_path / "run", steps=1)
+    other = load_recipe(write_recipe(TINY_TTS.replace('name = "tiny"', 'name = "other"') + "\n[train]\ndropout = { text = 0.2 }\n", "o.toml"))
+    with pytest.raises(AudioguideError, match="belongs to recipe 'tiny'"):
+        train(other, corpus, tmp_path / "run", steps=2)
+    state = tmp_path / "run" / "train_state.safetensors"
+    with safe_open(str(state), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta["config"])
+    del config["scheduler"]  # as the trainer before the LR scheduler wrote it
+    save_file(tensors, str(state), metadata={**meta, "config": json.dumps(config)})
+    with pytest.raises(AudioguideError, match="older audioguide"):
+        train(_recipe(write_recipe), corpus, tmp_path / "run", steps=2)
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_end_with_equal_weights_and_codebooks(corpus, tmp_path):
+    """Under torchrun (DDP, Gloo on CPU) both ranks of an autoencoder run hold the same weights and
+    the same RVQ codebook buffers after training: gradients reduced by DDP, buffers averaged."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.conftest import TINY_AE
+
+    recipe = tmp_path / "ae.toml"
+    recipe.write_text(textwrap.dedent(f"""
+    name = "ae"
+    task = "tts"
+    [representation]
+    {TINY_AE}
+    [train]
+    target = "representation"
+    steps = 2
+    batch_size = 2
+    save_every = 2
+    sample_every = 100
+    ema = 0.5
+    """))
+    script = tmp_path / "ranks.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, torch
+        from safetensors.torch import save_file
+        import audioguide.training.trainer as T
+        from audioguide.recipes import load_recipe
+        made = []
+        def capture(*args):
+            made.append(T_make(*args))
+            return made[-1]
+        T_make, T.make_objective = T.make_objective, capture
+        T.train(load_recipe({str(recipe)!r}), {str(corpus)!r}, {str(tmp_path / "run")!r})
+        state = {{k: v.contiguous() for k, v in made[0].module.state_dict().items()}}
+        save_file(state, {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.safetensors")
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "PYTHONPATH": os.getcwd()}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[:3000] + "\n...\n" + res.stderr[-1500:]
+    from safetensors.torch import load_file
+
+    a, b = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
+    assert any("codebooks" in k for k in a) and a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert load_checkpoint(tmp_path / "run" / "model.safetensors").config["step"] == 2
+

@@ -15,35 +15,16 @@ from audioguide.models.verifier import PhoneVerifier, VerifierConfig, forced_ali
 from audioguide.pipeline import Pipeline
 from audioguide.recipes import RecipeError, load_recipe
 from audioguide.training.trainer import train
-from tests.conftest import TINY_AE, TINY_TRAIN
+from tests.conftest import TINY_AE, TINY_SPEECH, TINY_TRAIN
 
-RECIPE = """
-    name = "verified"
-    task = "tts"
-    random_weights = true
-    [representation]AE
-    [conditioners.text]
-    type = "phonemes"
-    dim = 16
-    edges = true
-    [conditioners.speaker]
-    type = "speaker-id"
-    voices = ["s0", "s1"]
-    dim = 8
-    [model]
-    MODEL
-    [sampler]
-    SAMPLER
-    [guidance]
-    scales = { text = 2.0 }
-    [verifier]
+RECIPE = TINY_SPEECH.replace("GUIDANCE", "scales = { text = 2.0 }").replace("TAIL", """[verifier]
     type = "phones"
     channels = 8
     dim = 16
     dilations = [1, 2]
     kernel = 3
     candidates = 3
-TRAIN"""
+TRAIN""")
 
 DIT = 'type = "dit"\n    dim = 32\n    depth = 1\n    heads = 2\n    aligned = "text"\n    encoder_depth = 1'
 LM = 'type = "codec-lm"\n    dim = 32\n    depth = 1\n    heads = 2\n    codebook_size = 16\n    aligned = "text"\n    encoder_depth = 1'
@@ -251,10 +232,11 @@ def test_verifier_training_needs_whole_clips(write_recipe, phoneme_corpus, tmp_p
 def test_a_candidate_with_non_finite_latents_is_never_chosen(write_recipe, monkeypatch):
     pipe = Pipeline.from_recipe(write_recipe(_recipe()))
     monkeypatch.setattr(pipe.verifier, "score", lambda z, ids: torch.tensor([0.1, float("nan"), 0.9]))
+    (piece,) = pipe.prepare("ah oh").pieces
     z = torch.zeros(3, 8, 40)
-    assert pipe._best("ah oh", z) == 2
+    assert pipe.best(piece, z) == 2
     z[2, 0, 5] = float("inf")  # the best-scored candidate failed
-    assert pipe._best("ah oh", z) == 0
+    assert pipe.best(piece, z) == 0
 
 
 def test_render_takes_candidates_and_refuses_them_without_a_verifier(write_recipe, tmp_path):

@@ -53,7 +53,7 @@ from audioguide.evaluation.classifier import (
 )
 from audioguide.evaluation.tts import fmt_num, fmt_pct, fmt_scale, real_time_factor
 from audioguide.manifest import Row
-from audioguide.recipes import check_policy, model_kind
+from audioguide.recipes import call_policy, sampler_config
 
 KIND = "sound-classifier"
 
@@ -218,27 +218,13 @@ def resolve_setting(recipe, setting: Mapping[str, float]) -> tuple[dict[str, flo
         raise AudioguideError(f"unknown setting key(s) {', '.join(unknown)}; a setting takes {', '.join(SETTING_KEYS)}")
     if recipe.model is None or recipe.sampler is None:
         raise AudioguideError(f"recipe {recipe.name!r} has no generator (it trains a representation); evaluate a recipe with a [model]")
-    policy = recipe.guidance
-    try:
-        if "cfg" in setting:
-            policy = policy.with_scales(**{name: float(setting["cfg"]) for name in policy.conditions})
-        if "rescale" in setting:
-            policy = dataclasses.replace(policy, rescale=float(setting["rescale"]))
-    except ValueError as e:
-        raise AudioguideError(f"guidance: {e}") from None
-    check_policy(policy, recipe.sampler.type, model_kind(recipe.model), "guidance")  # what the pipeline would refuse
-    sampler = recipe.sampler.config
-    steps = getattr(sampler, "steps", None)
+    policy = call_policy(recipe, cfg=setting.get("cfg"), rescale=setting.get("rescale"))  # what the pipeline would refuse
+    steps = getattr(recipe.sampler.config, "steps", None)
     if "steps" in setting:
         n = setting["steps"]
-        if steps is None:
-            raise AudioguideError(f"sampler {recipe.sampler.type!r} has no steps to set")
         if n != int(n) or n < 1:
             raise AudioguideError(f"steps must be a whole number >= 1, got {n:g}")
-        try:
-            steps = dataclasses.replace(sampler, steps=int(n)).steps
-        except ValueError as e:
-            raise AudioguideError(f"sampler: {e}") from None
+        steps = sampler_config(recipe, int(n)).steps
     return dict(policy.scales), float(policy.rescale), steps
 
 

@@ -12,20 +12,47 @@ from audioguide.conditioners import Conditioner, Encoded
 from audioguide.core import Keep
 
 
-def init_random(module: nn.Module, seed: int) -> nn.Module:
+def init_random(module: nn.Module, seed: int, moved: Mapping[str, str] | None = None) -> nn.Module:
     """Re-initialise every parameter from an explicit generator (no global RNG).
 
-    Matrices get ``N(0, 1/fan_in)``, vectors (biases, norms, null conditions) ``N(0, 0.02^2)``.
+    Matrices get ``N(0, 1/fan_in)``, vectors (biases, norms, null conditions) ``N(0, 0.02^2)``, drawn
+    in the order of the parameters' names; a parameter that has moved (``moved``, ``{prefix now:
+    former prefix}``, see :attr:`Generator.moved`) is drawn under its former name, so that a seed
+    still gives the network it gave before the move.
     """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for _, p in sorted(module.named_parameters()):
+        for _, p in sorted(module.named_parameters(), key=lambda item: former_name(item[0], moved or {})):
             if p.ndim >= 2:
                 std = 1.0 / math.sqrt(p[0].numel())
             else:
                 std = 0.02
             p.copy_(torch.randn(p.shape, generator=g) * std)
     return module
+
+
+def former_name(name: str, moved: Mapping[str, str]) -> str:
+    """``name`` as it was before the move ``moved`` (``{prefix now: former prefix}``) renamed it."""
+    for now, before in moved.items():
+        if name.startswith(now):
+            return before + name[len(now) :]
+    return name
+
+
+def _load_moved(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
+    """``load_state_dict`` pre-hook: keys under a former prefix of ``module.moved`` take the new one
+    (a checkpoint written before the move loads as it is; a key already in its new place stays)."""
+    for now, before in getattr(module, "moved", {}).items():
+        for key in [k for k in state_dict if k.startswith(prefix + before)]:
+            renamed = prefix + now + key[len(prefix + before) :]
+            if renamed not in state_dict:
+                state_dict[renamed] = state_dict.pop(key)
+
+
+def masked_mean(enc: Encoded) -> Tensor:
+    """Mean of ``enc.emb`` ``[B, L, D]`` over the tokens with ``enc.mask`` True -> ``[B, D]``."""
+    m = enc.mask.unsqueeze(-1).to(enc.emb.dtype)
+    return (enc.emb * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 class Generator(nn.Module):
@@ -50,6 +77,10 @@ class Generator(nn.Module):
     def __init__(self, conditioners: Mapping[str, Conditioner]) -> None:
         super().__init__()
         self.conditioners = nn.ModuleDict(dict(conditioners))
+        # parameters that moved into submodules, {prefix now: former prefix}: checkpoints written
+        # before the move load through this pre-hook, and init_random draws them as it did
+        self.moved: dict[str, str] = {}
+        self.register_load_state_dict_pre_hook(_load_moved)
 
     def encode(self, inputs: Mapping[str, Sequence[str] | None]) -> dict[str, Tensor]:
         """``{name: inputs}`` -> ``cond``; a condition whose inputs are None (absent) is its null."""

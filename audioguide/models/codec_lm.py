@@ -42,7 +42,9 @@ last frame repeat the last token. Durations travel in ``cond["<aligned>.duration
 durations in training, :meth:`CodecLM.predict_durations` at inference (FastSpeech 2's variance
 predictor over the token states plus the pooled other conditions, trained by
 :meth:`CodecLM.aligned_losses`). A dropped aligned condition repeats its null token on every frame,
-so classifier-free guidance on content works as for any condition.
+so classifier-free guidance on content works as for any condition. The token encoder, the pooled
+projections and the duration predictor are the :class:`~audioguide.models.aligned.AlignedContent`
+module (``self.content``) that the DiT shares.
 
 With ``prior_codebooks = n`` a content prior reads the same duration-expanded token states (plus
 the pooled speaker and style) and predicts, frame by frame and without looking at any audio token,
@@ -79,9 +81,8 @@ from torch.nn import functional as F
 
 from audioguide.conditioners import Conditioner, Encoded
 from audioguide.core import Cond, Keep
+from audioguide.models.aligned import AlignedContent
 from audioguide.models.base import Generator, init_random
-from audioguide.models.dit import TokenBlock, masked_mean, token_blocks
-from audioguide.models.duration import DurationPredictor, regulate_kept
 from audioguide.models.layers import apply_rope, rope_angles
 
 __all__ = ["CodecLM", "CodecLMConfig", "KVCache", "rotary"]
@@ -231,21 +232,19 @@ class CodecLM(Generator):
         self.config, self.n_codebooks = config, n_codebooks
         V, D = config.codebook_size, config.dim
         self.cond_proj = nn.ModuleDict({n: nn.Linear(c.dim, D) for n, c in prefixed.items()})
-        if self.aligned:
-            self.token_in = nn.Linear(conditioners[self.aligned].dim, D)
-            self.token_blocks = nn.ModuleList(
-                TokenBlock(D, config.heads, config.qk_norm) for _ in range(config.encoder_depth)
-            )
-            self.token_norm = nn.LayerNorm(D)
-            self.pool_proj = nn.ModuleDict({n: nn.Linear(c.dim, D) for n, c in prefixed.items()})
-            self.duration = DurationPredictor(D)
+        self.content = None
+        if self.aligned:  # with its own projections of the prefixed conditions for the voiced states
+            pooled = {n: c.dim for n, c in prefixed.items()}
+            width = conditioners[self.aligned].dim
+            self.content = AlignedContent(self.aligned, width, D, config.heads, config.qk_norm, config.encoder_depth, pooled)
+            self.moved = self.content.former("content")
             if config.prior_codebooks:
                 self.prior = nn.Linear(D, config.prior_codebooks * V)
         self.embed = nn.ModuleList(nn.Embedding(V + 2, D) for _ in range(n_codebooks))
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.norm = nn.LayerNorm(D)
         self.heads = nn.Linear(D, n_codebooks * V)  # the K output heads, stacked
-        init_random(self, config.seed)
+        init_random(self, config.seed, self.moved)
         self._unit_norms()
 
     @property
@@ -289,45 +288,17 @@ class CodecLM(Generator):
 
     # -- the frame-aligned condition -------------------------------------------------------------
 
-    def _tokens(self, enc: Encoded) -> Tensor:
-        """The aligned condition's tokens through the FFT blocks: ``[B, L, dim]``."""
-        return self.token_norm(token_blocks(self.token_blocks, self.token_in(enc.emb), enc.mask, self.config.heads))
-
-    def _voiced(self, encoded: Mapping[str, Encoded], tokens: Tensor) -> Tensor:
-        """The aligned tokens' states plus the pooled other conditions (speaker, style): what the
-        duration predictor and the content prior read."""
-        h = tokens
-        for name, proj in self.pool_proj.items():
-            h = h + proj(masked_mean(encoded[name]))[:, None]
-        return h
-
-    def _log_durations(self, encoded: Mapping[str, Encoded], tokens: Tensor) -> Tensor:
-        """Predicted ``log(1 + d)`` per aligned token."""
-        return self.duration(self._voiced(encoded, tokens), encoded[self.aligned].mask)
-
     def _frames(self, cond: Cond, keep: Keep, encoded: Mapping[str, Encoded], steps: int) -> Tensor:
         """What the aligned condition adds to each of ``steps`` inputs: ``[B, steps, dim]``."""
-        return regulate_kept(self._tokens(encoded[self.aligned]), self._durations(cond), keep.get(self.aligned), steps)
-
-    def _durations(self, cond: Cond) -> Tensor:
-        durations = cond.get(f"{self.aligned}.durations")
-        if durations is None:
-            raise ValueError(f"an aligned codec LM needs cond[{self.aligned + '.durations'!r}] (see predict_durations)")
-        return durations.long()
+        enc = encoded[self.aligned]
+        return self.content.regulate(self.content.encode(enc), self.content.durations(cond), keep.get(self.aligned), steps, enc.mask)
 
     @torch.no_grad()
     def predict_durations(self, cond: Cond, pace: float = 1.0, frames: int | None = None) -> Tensor:
-        """Durations ``[B, L]`` in frames of the aligned condition's tokens, all conditions kept.
-
-        ``pace`` scales them (2.0 speaks half as fast); ``frames`` instead sets the pace so that the
-        total comes to about that many frames. Needs ``aligned``.
-        """
+        """Durations ``[B, L]`` of the aligned tokens, all conditions kept: see :meth:`AlignedContent.predict_durations`."""
         if not self.aligned:
             raise ValueError("this codec LM has no aligned condition")
-        encoded = self.conditions(cond, {})
-        mask = encoded[self.aligned].mask
-        log_d = self._log_durations(encoded, self._tokens(encoded[self.aligned]))
-        return DurationPredictor.to_frames(log_d, mask, pace, frames)
+        return self.content.predict_durations(self.conditions(cond, {}), pace, frames)
 
     def aligned_losses(
         self, cond: Cond, keep: Keep, codes: Tensor | None = None, frame_mask: Tensor | None = None
@@ -341,17 +312,16 @@ class CodecLM(Generator):
           frame (``frame_mask [B, T]``), mean over those codebooks (see the module docstring).
         """
         encoded = self.conditions(cond, keep)
-        mask = encoded[self.aligned].mask.bool()
-        kept = keep.get(self.aligned)
-        kept = torch.ones(mask.shape[0], dtype=torch.bool, device=mask.device) if kept is None else kept.view(-1).to(mask.device)
-        voiced = self._voiced(encoded, self._tokens(encoded[self.aligned]))
-        durations = self._durations(cond)
-        log_d = self.duration(voiced, encoded[self.aligned].mask)
-        out = {"duration": DurationPredictor.loss(log_d, durations, mask & kept[:, None])}
+        mask = encoded[self.aligned].mask
+        kept = self.content.kept(keep, mask)
+        voiced = self.content.voiced(encoded)
+        durations = self.content.durations(cond)
+        log_d = self.content.log_durations(encoded, voiced)
+        out = {"duration": self.content.duration_loss(log_d, durations, mask, kept)}
         n = self.config.prior_codebooks
         if n and codes is not None:
             B, _, T = codes.shape
-            logits = self._prior_logits(voiced, durations, kept, T)
+            logits = self._prior_logits(voiced, durations, kept, T, mask)
             ce = F.cross_entropy(logits.permute(0, 3, 1, 2).float(), codes[:, :n].transpose(1, 2).long(), reduction="none")
             real = torch.ones(B, T, dtype=torch.bool, device=codes.device) if frame_mask is None else frame_mask.bool()
             w = (real & kept[:, None].to(real.device)).to(ce.dtype)[:, :, None]  # [B, T, 1]
@@ -369,13 +339,14 @@ class CodecLM(Generator):
         if not n:
             raise ValueError("this codec LM has no content prior (prior_codebooks = 0)")
         encoded = self.conditions(cond, {})
-        voiced = self._voiced(encoded, self._tokens(encoded[self.aligned]))
-        return self._prior_logits(voiced, self._durations(cond), None, frames).transpose(1, 2).float().log_softmax(-1)
+        voiced = self.content.voiced(encoded)
+        mask = encoded[self.aligned].mask
+        return self._prior_logits(voiced, self.content.durations(cond), None, frames, mask).transpose(1, 2).float().log_softmax(-1)
 
-    def _prior_logits(self, voiced: Tensor, durations: Tensor, kept: Tensor | None, frames: int) -> Tensor:
-        """The content prior over ``frames`` frames of the duration-expanded ``voiced`` states:
-        logits ``[B, frames, prior_codebooks, V]``."""
-        logits = self.prior(regulate_kept(voiced, durations, kept, frames))
+    def _prior_logits(self, voiced: Tensor, durations: Tensor, kept: Tensor | None, frames: int, mask: Tensor) -> Tensor:
+        """The content prior over ``frames`` frames of the duration-expanded ``voiced`` states
+        (``mask``: the real tokens): logits ``[B, frames, prior_codebooks, V]``."""
+        logits = self.prior(self.content.regulate(voiced, durations, kept, frames, mask))
         return logits.view(logits.shape[0], frames, self.config.prior_codebooks, self.codebook_size)
 
     def embed_tokens(self, tokens: Tensor) -> Tensor:
@@ -441,7 +412,7 @@ class CodecLM(Generator):
         _, kvs = self._run(pre, pos, mask, None)
         frames = None
         if self.aligned:
-            total = int(self._durations(cond).sum(dim=1).max())
+            total = int(self.content.durations(cond).sum(dim=1).max())
             frames = self._frames(cond, keep, encoded, total + self.n_codebooks - 1)
         return KVCache([k for k, _ in kvs], [v for _, v in kvs], mask, n_prefix, frames)
 

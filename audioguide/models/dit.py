@@ -25,10 +25,13 @@ Conditioning
   ``encoder_depth`` transformer blocks with convolutional feed-forwards (FastSpeech's FFT blocks,
   Ren et al. 2019, §3.1), are expanded to the frames by per-token durations (the length regulator,
   :mod:`audioguide.models.duration`) and added to the frame inputs, the way FastSpeech and
-  Grad-TTS (Popov et al. 2021, §3) condition a decoder on aligned text. The durations travel in
+  Grad-TTS (Popov et al. 2021, §3) condition a decoder on aligned text. The encoder and the
+  duration predictor are the :class:`~audioguide.models.aligned.AlignedContent` module
+  (``self.content``) that the codec LM shares. The durations travel in
   ``cond["<name>.durations"]`` ``[B, L]`` (teacher durations in training); a duration predictor
-  on the encoded tokens plus the pooled other conditions (speaker, style) supplies them at
-  inference (:meth:`DiT.predict_durations`). A dropped aligned condition is its null token on
+  on the encoded tokens plus the pooled other conditions (speaker, style, through the projections
+  that also pool them into the adaLN vector) supplies them at inference
+  (:meth:`DiT.predict_durations`). A dropped aligned condition is its null token on
   every frame, so classifier-free guidance on content works as on any condition. With
   ``prior_input`` the frames also read the prior mean ``mu`` (the regulated tokens with the pooled
   speaker and style, projected to the latent channels and trained towards the latents, Grad-TTS
@@ -45,13 +48,12 @@ the branches.
 
 Attention
 ---------
-One function, :func:`attention`, serves self- and cross-attention. It calls
-``F.scaled_dot_product_attention`` normally and an explicit ``softmax(Q K^T / sqrt(d)) V`` when
-``math=True``: ``torch.func.jvp`` (forward-mode AD, needed by the mean-flow loss) has no rule for
-the fused CPU kernels. :func:`math_attention` switches a whole model to the explicit path.
-Keys whose mask is False (padded frames, padded or dropped condition tokens) get zero weight.
-Optional RMSNorm on queries and keys (``qk_norm``; Henry et al. 2020, Dehghani et al. 2023) keeps
-the logits bounded, which mean-flow training needs for stability. Rotary position embedding
+:class:`~audioguide.models.layers.Attention` (:mod:`audioguide.models.layers`) serves self- and
+cross-attention; :func:`math_attention` switches a whole model to its explicit path, which
+``torch.func.jvp`` (the mean-flow loss) can differentiate. Keys whose mask is False (padded
+frames, padded or dropped condition tokens) get zero weight. Optional RMSNorm on queries and keys
+(``qk_norm``; Henry et al. 2020, Dehghani et al. 2023) keeps the logits bounded, which mean-flow
+training needs for stability. Rotary position embedding
 (``rope``; Su et al. 2021, RoFormer, eq. 34) encodes frame positions in self-attention; prefix
 condition tokens sit at position 0 (unrotated), so a sample's output never depends on how much
 padding the batch adds. Without ``rope``, sinusoidal absolute positions are added to the frames.
@@ -59,8 +61,7 @@ padding the batch adds. Without ``rope``, sinusoidal absolute positions are adde
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -69,9 +70,12 @@ from torch import Tensor, nn
 
 from audioguide.conditioners import Conditioner, Encoded
 from audioguide.core import PREDICTION_KINDS, Cond, Keep
-from audioguide.models.layers import apply_rope, rope_angles, sinusoidal
-from audioguide.models.base import Generator, init_random
-from audioguide.models.duration import DurationPredictor, regulate_kept
+from audioguide.models.aligned import AlignedContent, TokenBlock, token_blocks
+from audioguide.models.base import Generator, init_random, masked_mean
+from audioguide.models.layers import Attention, attention, math_attention, rope_angles, sinusoidal
+
+# attention and math_attention are served from here too (the mean-flow trainer, older imports)
+__all__ = ["COND_MODES", "DiT", "DiTBlock", "DiTConfig", "FinalLayer", "TimeEmbedding", "attention", "math_attention"]
 
 COND_MODES: tuple[str, ...] = ("cross", "prefix")
 
@@ -120,83 +124,6 @@ class DiTConfig:
             raise ValueError("decoder_depth needs an aligned condition")
         if self.mean_flow and self.kind != "flow":
             raise ValueError(f"a mean-flow model predicts kind 'flow', got {self.kind!r}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Attention
-# ---------------------------------------------------------------------------------------------
-
-
-def _attendable(mask: Tensor) -> Tensor:
-    """Key mask ``[B, L]`` where a row with no valid key attends to all (avoids NaN rows)."""
-    return mask | ~mask.any(dim=-1, keepdim=True)
-
-
-def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, math: bool = False) -> Tensor:
-    """``softmax(Q K^T / sqrt(d)) V`` over keys with ``mask`` True (Vaswani et al. 2017, eq. 1).
-
-    ``q`` is ``[B, H, Lq, d]``, ``k`` and ``v`` ``[B, H, Lk, d]``, ``mask`` ``[B, Lk]`` bool. A row whose
-    keys are all masked attends to all of them (never NaN). ``math=True`` computes it explicitly,
-    which ``torch.func.jvp`` can differentiate; otherwise ``F.scaled_dot_product_attention``.
-    """
-    key_mask = _attendable(mask)[:, None, None, :]
-    if not math:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
-    scores = (q @ k.transpose(-2, -1)) / (q.shape[-1] ** 0.5)
-    scores = scores.masked_fill(~key_mask, float("-inf"))
-    return scores.softmax(dim=-1) @ v
-
-
-class Attention(nn.Module):
-    """Multi-head attention from ``x`` ``[B, Lq, dim]`` to ``context`` ``[B, Lk, dim]``.
-
-    ``math`` selects the explicit path of :func:`attention` (see :func:`math_attention`).
-    """
-
-    def __init__(self, dim: int, heads: int, qk_norm: bool) -> None:
-        super().__init__()
-        self.heads = heads
-        self.to_q, self.to_k, self.to_v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
-        self.to_out = nn.Linear(dim, dim)
-        width = dim // heads
-        self.q_norm: nn.Module = nn.RMSNorm(width) if qk_norm else nn.Identity()
-        self.k_norm: nn.Module = nn.RMSNorm(width) if qk_norm else nn.Identity()
-        self.math = False
-
-    def _split(self, x: Tensor) -> Tensor:
-        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
-
-    def forward(
-        self, x: Tensor, context: Tensor, mask: Tensor, rope: tuple[Tensor, Tensor] | None = None
-    ) -> Tensor:
-        """``rope`` holds ``(cos, sin)`` ``[L, d]``; only for self-attention (``context is x``)."""
-        q = self.q_norm(self._split(self.to_q(x)))
-        k = self.k_norm(self._split(self.to_k(context)))
-        v = self._split(self.to_v(context))
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        out = attention(q, k, v, mask, math=self.math)
-        return self.to_out(out.transpose(1, 2).flatten(2))
-
-
-@contextmanager
-def math_attention(model: object) -> Iterator[object]:
-    """Within the block, every :class:`Attention` of ``model`` uses the explicit math path.
-
-    Needed around ``torch.func.jvp`` (no forward-mode AD through fused SDPA on CPU). The previous
-    setting of each module is restored on exit. Anything that is not an ``nn.Module`` (a plain
-    function standing in for a model) is left alone.
-    """
-    found = model.modules() if isinstance(model, nn.Module) else ()
-    modules = [m for m in found if isinstance(m, Attention)]
-    before = [m.math for m in modules]
-    for m in modules:
-        m.math = True
-    try:
-        yield model
-    finally:
-        for m, b in zip(modules, before):
-            m.math = b
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,43 +186,6 @@ class DiTBlock(nn.Module):
         return h + gate[:, None] * self.mlp(modulate(self.norm_mlp(h), shift, scale))
 
 
-class TokenBlock(nn.Module):
-    """FastSpeech's FFT block (Ren et al. 2019, §3.1) over condition tokens, pre-LN: self-attention
-    with rotary positions, then two 1-D convolutions (kernel 3) in place of the position-wise MLP."""
-
-    def __init__(self, dim: int, heads: int, qk_norm: bool, kernel: int = 3, ratio: float = 2.0) -> None:
-        super().__init__()
-        hidden = max(1, int(round(dim * ratio)))
-        self.norm_attn, self.norm_conv = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, qk_norm)
-        self.conv_in = nn.Conv1d(dim, hidden, kernel, padding=kernel // 2)
-        self.conv_out = nn.Conv1d(hidden, dim, kernel, padding=kernel // 2)
-
-    def forward(self, h: Tensor, mask: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
-        x = self.norm_attn(h)
-        h = h + self.attn(x, x, mask, rope)
-        x = (self.norm_conv(h) * mask[..., None].to(h.dtype)).transpose(1, 2)
-        return h + self.conv_out(F.gelu(self.conv_in(x))).transpose(1, 2)
-
-
-def token_blocks(blocks: Iterable[TokenBlock], h: Tensor, mask: Tensor, heads: int) -> Tensor:
-    """``h`` ``[B, L, dim]`` through a stack of FFT blocks, with rotary positions ``0 .. L-1``.
-
-    Every row runs with at least one masked position after its end, so its states do not depend on
-    how much the batch pads it. (The block's second convolution reads the hidden layer one step past
-    a row's last token, which is nonzero there, and attention then spreads it over the row: a row
-    with padding and the same row alone differ, and the shipped weights were trained on padded
-    batches. One masked position is what any amount of padding gives.)
-    """
-    h = F.pad(h, (0, 0, 0, 1))
-    mask = F.pad(mask, (0, 1), value=False)
-    pos = torch.arange(h.shape[1], dtype=h.dtype, device=h.device)
-    rope = rope_angles(pos, h.shape[-1] // heads)
-    for block in blocks:
-        h = block(h, mask, rope)
-    return h[:, :-1]
-
-
 class FinalLayer(nn.Module):
     """DiT's output head: adaLN (shift, scale) then a Linear to the latent channels."""
 
@@ -308,12 +198,6 @@ class FinalLayer(nn.Module):
     def forward(self, h: Tensor, c: Tensor) -> Tensor:
         shift, scale = self.ada(c).chunk(2, dim=-1)
         return self.out(modulate(self.norm(h), shift, scale))
-
-
-def masked_mean(enc: Encoded) -> Tensor:
-    """Mean of ``enc.emb`` ``[B, L, D]`` over the tokens with ``enc.mask`` True -> ``[B, D]``."""
-    m = enc.mask.unsqueeze(-1).to(enc.emb.dtype)
-    return (enc.emb * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,13 +225,11 @@ class DiT(Generator):
         self.pool_proj = nn.ModuleDict(
             {n: nn.Linear(c.dim, d) for n, c in conditioners.items()} if config.pool else {}
         )
-        if self.aligned:
-            self.token_in = nn.Linear(conditioners[self.aligned].dim, d)
-            self.token_blocks = nn.ModuleList(
-                TokenBlock(d, config.heads, config.qk_norm) for _ in range(config.encoder_depth)
-            )
-            self.token_norm = nn.LayerNorm(d)
-            self.duration = DurationPredictor(d)
+        self.content = None
+        if self.aligned:  # its pooled speaker and style come through pool_proj, shared with adaLN
+            width = conditioners[self.aligned].dim
+            self.content = AlignedContent(self.aligned, width, d, config.heads, config.qk_norm, config.encoder_depth)
+            self.moved = self.content.former("content")
             # FastSpeech's decoder over the regulated states, one token per patch; mu is read from it
             self.frame_blocks = nn.ModuleList(
                 TokenBlock(d, config.heads, config.qk_norm) for _ in range(config.decoder_depth)
@@ -362,7 +244,7 @@ class DiT(Generator):
         cross = config.cond_mode == "cross" and len(sequences) > 0
         self.blocks = nn.ModuleList(DiTBlock(config, cross) for _ in range(config.depth))
         self.final = FinalLayer(d, channels * config.patch)
-        init_random(self, config.seed)
+        init_random(self, config.seed, self.moved)
         self._init_zero()
 
     def _init_zero(self) -> None:
@@ -405,35 +287,17 @@ class DiT(Generator):
 
     # -- the frame-aligned condition -------------------------------------------------------------
 
-    def _tokens(self, enc: Encoded) -> Tensor:
-        """The aligned condition's tokens through the FFT blocks: ``[B, L, dim]``."""
-        return self.token_norm(token_blocks(self.token_blocks, self.token_in(enc.emb), enc.mask, self.config.heads))
-
     def _voiced_tokens(self, conds: Mapping[str, Encoded], tokens: Tensor | None = None) -> Tensor:
         """The aligned tokens' states (``tokens``, computed when not given) plus the pooled other
         conditions (speaker, style): what the duration predictor and the prior see."""
-        h = self._tokens(conds[self.aligned]) if tokens is None else tokens
-        for name, proj in self.pool_proj.items():
-            if name != self.aligned:
-                h = h + proj(masked_mean(conds[name]))[:, None]
-        return h
-
-    def _log_durations(self, conds: Mapping[str, Encoded]) -> Tensor:
-        """Predicted ``log(1 + d)`` per aligned token."""
-        return self.duration(self._voiced_tokens(conds), conds[self.aligned].mask)
+        return self.content.voiced(conds, tokens, self.pool_proj)
 
     @torch.no_grad()
     def predict_durations(self, cond: Cond, pace: float = 1.0, frames: int | None = None) -> Tensor:
-        """Durations ``[B, L]`` in frames of the aligned condition's tokens, all conditions kept.
-
-        ``pace`` scales them (2.0 speaks half as fast); ``frames`` instead sets the pace so that the
-        total comes to about that many frames. Needs ``aligned``.
-        """
+        """Durations ``[B, L]`` of the aligned tokens, all conditions kept: see :meth:`AlignedContent.predict_durations`."""
         if not self.aligned:
             raise ValueError("this DiT has no aligned condition")
-        conds = self.conditions(cond, {})
-        log_d, mask = self._log_durations(conds), conds[self.aligned].mask
-        return DurationPredictor.to_frames(log_d, mask, pace, frames)
+        return self.content.predict_durations(self.conditions(cond, {}), pace, frames, self.pool_proj)
 
     def aligned_losses(self, cond: Cond, keep: Keep, x0: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
         """Direct supervision of the aligned condition's encoder, over the rows where it is kept:
@@ -453,10 +317,9 @@ class DiT(Generator):
         if f"{self.aligned}.mu" not in cond:
             cond = self.prepare(cond, keep, T, mask)
         enc_mask = cond[f"{self.aligned}.mask"]
-        kept = keep.get(self.aligned)
-        kept = torch.ones(enc_mask.shape[0], dtype=torch.bool, device=enc_mask.device) if kept is None else kept.view(-1)
+        kept = self.content.kept(keep, enc_mask)
         log_d = cond[f"{self.aligned}.log_durations"]
-        duration = DurationPredictor.loss(log_d, cond[f"{self.aligned}.durations"], enc_mask.bool() & kept[:, None])
+        duration = self.content.duration_loss(log_d, self.content.durations(cond), enc_mask, kept)
         # a dropped row's mu is the null token's; only kept rows enter the loss
         mu = cond[f"{self.aligned}.mu"][:, :T].transpose(1, 2)
         frames = torch.ones(x0.shape[0], T, dtype=torch.bool, device=x0.device) if mask is None else mask.bool()
@@ -492,32 +355,34 @@ class DiT(Generator):
         B, p = cond[self.aligned].shape[0], self.config.patch
         pad, patches = self._patches(B, frames, mask, cond[self.aligned].device)
         conds = self.conditions(cond, keep)
-        durations, kept = cond[f"{self.aligned}.durations"], keep.get(self.aligned)
-        tokens = self._tokens(conds[self.aligned])
-        regulated = regulate_kept(tokens, durations, kept, frames + pad)
+        durations, kept = self.content.durations(cond), keep.get(self.aligned)
+        tokens = self.content.encode(conds[self.aligned])
+        token_mask = conds[self.aligned].mask
+        regulated = self.content.regulate(tokens, durations, kept, frames + pad, token_mask)
         inputs = regulated.view(B, -1, p, regulated.shape[-1]).mean(dim=2)
         out: dict[str, Tensor] = {}
         if losses or self.frame_in is not None or self.prior_in is not None:
             voiced = self._voiced_tokens(conds, tokens)
-            g, mu = self._prior(voiced, durations, kept, frames + pad, patches)
+            g, mu = self._prior(voiced, durations, kept, frames + pad, patches, token_mask)
             if self.frame_in is not None:  # FastSpeech's decoder states
                 inputs = inputs + self.frame_in(g)
             if self.prior_in is not None:  # Matcha-TTS: the frames also read the prior mean mu
                 inputs = inputs + self.prior_in(mu.reshape(B, patches.shape[1], -1))
             if losses:
-                out["mu"], out["log_durations"] = mu, self.duration(voiced, conds[self.aligned].mask)
+                out["mu"], out["log_durations"] = mu, self.content.log_durations(conds, voiced)
         return {"inputs": inputs, **out}
 
     def _prior(
-        self, voiced: Tensor, durations: Tensor, kept: Tensor | None, frames: int, mask: Tensor
+        self, voiced: Tensor, durations: Tensor, kept: Tensor | None, frames: int, mask: Tensor, token_mask: Tensor
     ) -> tuple[Tensor | None, Tensor]:
         """``(g, mu)``: the decoder's states ``[B, frames / p, dim]`` (None without a decoder) and the
         prior mean ``mu`` ``[B, frames, C]`` from the voiced token states ``[B, L, dim]``.
 
-        ``frames`` is a whole number of patches; ``mask`` ``[B, frames / p]`` marks real patches. The
-        decoder (FastSpeech §3.1: FFT blocks after the length regulator) runs one token per patch.
+        ``frames`` is a whole number of patches; ``mask`` ``[B, frames / p]`` marks real patches and
+        ``token_mask`` ``[B, L]`` real tokens. The decoder (FastSpeech §3.1: FFT blocks after the
+        length regulator) runs one token per patch.
         """
-        regulated = regulate_kept(voiced, durations, kept, frames)
+        regulated = self.content.regulate(voiced, durations, kept, frames, token_mask)
         if self.frame_norm is None:
             return None, self.prior(regulated)
         B, p = voiced.shape[0], self.config.patch
@@ -558,6 +423,8 @@ class DiT(Generator):
         context = self._context(conds)
         # pad to whole patches; padded frames are masked and cut off again
         pad, patches = self._patches(B, T, mask, x.device)
+        if mask is not None:  # a padded frame is zero, as the patch padding is: its row sees what it sees alone
+            x = x * mask[:, None].to(x.dtype)
         h = self.inp(F.pad(x, (0, pad)).transpose(1, 2).reshape(B, patches.shape[1], -1))
         if self.aligned:
             inputs = cond.get(f"{self.aligned}.inputs")

@@ -24,23 +24,30 @@ import torch
 from torch import Tensor, nn
 
 
-def frame_tokens(durations: Tensor, frames: int) -> Tensor:
+def frame_tokens(durations: Tensor, frames: int, mask: Tensor | None = None) -> Tensor:
     """Length-regulator index ``[B, frames]``: the token each frame repeats (FastSpeech eq. 2).
 
-    ``durations`` ``[B, L]`` (integers >= 0). Frames past ``sum(d)`` repeat the last token.
+    ``durations`` ``[B, L]`` (integers >= 0). Frames past ``sum(d)`` repeat the row's last token:
+    its last real one where ``mask`` ``[B, L]`` marks a padded row's real tokens, so a row padded
+    in a batch repeats what it repeats alone.
     """
     ends = durations.long().cumsum(dim=-1)
     f = torch.arange(frames, device=durations.device).expand(durations.shape[0], frames).contiguous()
-    return torch.searchsorted(ends, f, right=True).clamp_max(durations.shape[-1] - 1)
+    index = torch.searchsorted(ends, f, right=True).clamp_max(durations.shape[-1] - 1)
+    if mask is not None:
+        last = mask.long().sum(dim=-1, keepdim=True).clamp_min(1) - 1
+        index = torch.minimum(index, last.to(index.device))
+    return index
 
 
-def regulate(tokens: Tensor, durations: Tensor, frames: int) -> Tensor:
-    """Expand token states ``[B, L, D]`` to ``[B, frames, D]`` by ``durations`` ``[B, L]``."""
-    index = frame_tokens(durations, frames)
+def regulate(tokens: Tensor, durations: Tensor, frames: int, mask: Tensor | None = None) -> Tensor:
+    """Expand token states ``[B, L, D]`` to ``[B, frames, D]`` by ``durations`` ``[B, L]`` (``mask``:
+    see :func:`frame_tokens`)."""
+    index = frame_tokens(durations, frames, mask)
     return tokens.gather(1, index[..., None].expand(-1, -1, tokens.shape[-1]))
 
 
-def regulate_kept(states: Tensor, durations: Tensor, kept: Tensor | None, frames: int) -> Tensor:
+def regulate_kept(states: Tensor, durations: Tensor, kept: Tensor | None, frames: int, mask: Tensor | None = None) -> Tensor:
     """:func:`regulate`, except that a row whose aligned condition is dropped (``kept`` False, the
     row then holds the conditioner's null at token 0) repeats that null token on every frame."""
     durations = durations.long()
@@ -48,7 +55,7 @@ def regulate_kept(states: Tensor, durations: Tensor, kept: Tensor | None, frames
         kept = kept.view(-1, 1).to(durations.device)
         durations = torch.where(kept, durations, torch.zeros_like(durations))
         durations[:, 0] = torch.where(kept[:, 0], durations[:, 0], torch.full_like(durations[:, 0], frames))
-    return regulate(states, durations, frames)
+    return regulate(states, durations, frames, mask)
 
 
 def samples_to_frames(

@@ -1,5 +1,10 @@
-"""Samplers: flow-matching ODEs, discrete diffusion, mean flows and codec-token AR loops."""
+"""Samplers: flow-matching ODEs, discrete diffusion, mean flows and codec-token AR loops.
 
+Pure functions over a model callable, and the two interfaces recipes run them through
+(:class:`ContinuousSampler`, :class:`TokenSampler`; see :mod:`audioguide.sampling.common`).
+"""
+
+from audioguide.sampling.common import ContinuousSampler, RowStreams, TokenSampler
 from audioguide.sampling.diffusion import (
     CLEAN_T,
     DiffusionSchedule,
@@ -28,6 +33,9 @@ from audioguide.sampling.tokens import (
 
 __all__ = [
     "CLEAN_T",
+    "ContinuousSampler",
+    "RowStreams",
+    "TokenSampler",
     "DiffusionSchedule",
     "apply_delay_pattern",
     "flow_times",

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from audioguide.core import VectorField, to_x0_eps
-from audioguide.sampling.common import Callback, GuidedPair, check_grid, t_batch
+from audioguide.sampling.common import Callback, ContinuousSampler, GuidedPair, NoiseSampler, check_grid, t_batch
 
 
 CLEAN_T: float = -1.0
@@ -163,19 +163,23 @@ def sample_ddim(
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
+    noise_sampler: NoiseSampler | None = None,
 ) -> Tensor:
     """DDIM (Song et al. 2021, eq. 12 with sigma from eq. 16), written with ``alpha = sqrt(alpha_bar)``.
 
     ``x <- alpha' x0 + sqrt(sigma'^2 - c^2) eps + c z`` with
-    ``c = eta (sigma'/sigma) sqrt(1 - alpha^2/alpha'^2)`` and ``z ~ N(0, I)`` drawn from
-    ``generator`` (required when ``eta > 0``); ``eta = 0`` is the deterministic sampler, ``eta = 1``
+    ``c = eta (sigma'/sigma) sqrt(1 - alpha^2/alpha'^2)`` and ``z ~ N(0, I)`` drawn by
+    ``noise_sampler(x)`` or, without one, from ``generator`` (one of them is required when
+    ``eta > 0``; k-diffusion's convention); ``eta = 0`` is the deterministic sampler, ``eta = 1``
     ancestral DDPM. At zero terminal SNR (``alpha = 0``) only ``"v"``/``"x0"`` models work.
     """
     check_grid(ts)
     if not eta >= 0.0:
         raise ValueError(f"eta must be non-negative, got {eta!r}")
-    if eta > 0.0 and generator is None:
+    if eta > 0.0 and generator is None and noise_sampler is None:
         raise ValueError("sample_ddim with eta > 0 needs an explicit torch.Generator")
+    if noise_sampler is None:
+        noise_sampler = lambda x: torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)  # noqa: E731
     for i in range(ts.numel() - 1):
         t, t_next = float(ts[i]), float(ts[i + 1])
         (alpha, sigma), (alpha_next, sigma_next) = _alpha_sigma(schedule, t), _alpha_sigma(schedule, t_next)
@@ -184,7 +188,7 @@ def sample_ddim(
         c = eta * (sigma_next / sigma) * math.sqrt(max(1.0 - ratio, 0.0))
         x = alpha_next * x0 + math.sqrt(max(sigma_next**2 - c**2, 0.0)) * eps
         if c > 0.0:
-            x = x + c * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            x = x + c * noise_sampler(x)
         if callback is not None:
             callback(i, t_next, x)
     return x
@@ -260,3 +264,53 @@ def sample_ddim_cfgpp(
         if callback is not None:
             callback(i, t_next, x)
     return x
+
+
+# ---------------------------------------------------------------------------------------------
+# As recipes name them
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiffusionSamplerConfig:
+    """``[sampler]`` of the diffusion samplers: steps on the trailing grid of a beta schedule."""
+
+    steps: int = 25
+    beta_schedule: str = "scaled_linear"  # linear | scaled_linear | cosine
+    num_train_steps: int = 1000
+    zero_terminal_snr: bool = True
+    eta: float = 0.0  # DDIM stochasticity (0 = deterministic)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.steps <= self.num_train_steps:
+            raise ValueError(f"steps must be in [1, {self.num_train_steps}], got {self.steps}")
+        if self.eta < 0:
+            raise ValueError(f"eta must be >= 0, got {self.eta}")
+        self.schedule()  # validates beta_schedule
+
+    def schedule(self) -> DiffusionSchedule:
+        return DiffusionSchedule.make(self.num_train_steps, self.beta_schedule, self.zero_terminal_snr)
+
+
+def _ddim(field, x, cfg, noise, callback):
+    s = cfg.schedule()
+    return sample_ddim(field, x, s.trailing_times(cfg.steps), s, field.kind, cfg.eta, callback=callback, noise_sampler=noise)
+
+
+def _dpmpp(field, x, cfg, noise, callback):
+    s = cfg.schedule()
+    return sample_dpmpp_2m(field, x, s.trailing_times(cfg.steps), s, field.kind, callback=callback)
+
+
+def _ddim_cfgpp(field, x, cfg, noise, callback):
+    s = cfg.schedule()
+    return sample_ddim_cfgpp(field.pair, x, s.trailing_times(cfg.steps), s, field.kind, callback=callback)
+
+
+def _schedule_of(cfg: DiffusionSamplerConfig):
+    return cfg.schedule().alpha_sigma
+
+
+DDIM = ContinuousSampler(DiffusionSamplerConfig, DIFFUSION_KINDS, _schedule_of, _ddim)
+DPMPP_2M = ContinuousSampler(DiffusionSamplerConfig, DIFFUSION_KINDS, _schedule_of, _dpmpp)
+DDIM_CFGPP = ContinuousSampler(DiffusionSamplerConfig, DIFFUSION_KINDS, _schedule_of, _ddim_cfgpp, cfgpp=True)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from audioguide.core import VectorField, flow_alpha_sigma, to_x0_eps
-from audioguide.sampling.common import Callback, GuidedPair, check_grid, t_batch
+from audioguide.sampling.common import Callback, ContinuousSampler, GuidedPair, check_grid, t_batch
 
 
 # Sway sampling keeps the grid monotone only for coef in [-1, 1 / (pi/2 - 1)].
@@ -159,3 +160,41 @@ def sample_euler_cfgpp(
         if callback is not None:
             callback(i, t_next, x)
     return x
+
+
+# ---------------------------------------------------------------------------------------------
+# As recipes name them
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlowSamplerConfig:
+    """``[sampler]`` of the flow ODE samplers: steps and time grid (``uniform``, ``shift``, ``sway``)."""
+
+    steps: int = 16
+    schedule: str = "uniform"  # uniform | shift | sway
+    shift: float = 1.0
+    sway: float = -1.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        flow_times(1, self.schedule, self.shift, self.sway)  # validates the schedule
+        if self.shift != 1.0 and self.schedule != "shift":
+            raise ValueError('shift applies only to schedule = "shift"')
+        if self.sway != -1.0 and self.schedule != "sway":
+            raise ValueError('sway applies only to schedule = "sway"')
+
+
+def _ode(fn: Callable, pair: bool = False) -> ContinuousSampler:
+    def run(field, x, cfg, noise, callback):
+        ts = flow_times(cfg.steps, cfg.schedule, cfg.shift, cfg.sway)
+        return fn(field.pair if pair else field, x, ts, callback=callback)
+
+    return ContinuousSampler(FlowSamplerConfig, ("flow",), lambda cfg: flow_alpha_sigma, run, cfgpp=pair)
+
+
+EULER = _ode(sample_euler)
+HEUN = _ode(sample_heun)
+MIDPOINT = _ode(sample_midpoint)
+EULER_CFGPP = _ode(sample_euler_cfgpp, pair=True)

@@ -13,12 +13,14 @@ wrapped to receive ``1 - t`` and ``1 - r``. The model is
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 import torch
 from torch import Tensor
 
-from audioguide.core import VectorField
-from audioguide.sampling.common import Callback
+from audioguide.core import VectorField, flow_alpha_sigma
+from audioguide.sampling.common import Callback, ContinuousSampler
 
 
 
@@ -42,3 +44,21 @@ def sample_meanflow(
         if callback is not None:
             callback(i, r, x)
     return x
+
+
+@dataclass(frozen=True)
+class MeanFlowSamplerConfig:
+    """``[sampler]`` of the mean-flow sampler: the number of intervals."""
+
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+
+MEANFLOW = ContinuousSampler(
+    MeanFlowSamplerConfig, ("flow",), lambda cfg: flow_alpha_sigma,
+    lambda field, x, cfg, noise, callback: sample_meanflow(field, x, cfg.steps, callback=callback),
+    mean_flow=True,
+)

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from audioguide.guidance import Guidance, GuidedLogits
+from audioguide.sampling.common import RowStreams, StepProgress, TokenSampler
 
 StepFn = Callable[[Tensor], Tensor]
 """``step(prev_tokens [B, K]) -> logits [B, K, V]``; the closure owns its KV cache."""
@@ -95,40 +97,59 @@ def sample_delayed(
     step: StepFn,
     batch: int,
     n_codebooks: int,
-    n_frames: int,
-    generator: torch.Generator | None,
+    n_frames: int | Sequence[int],
+    generator: torch.Generator | RowStreams | None,
     bos_id: int,
     pad_id: int,
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    progress: StepProgress | None = None,
 ) -> Tensor:
     """Generate ``n_frames`` frames of ``n_codebooks`` codebooks with the delay pattern.
 
-    At step ``s = 0 .. n_frames + K - 2`` the loop calls ``step(prev)`` with the previous delayed
-    column ``prev [B, K]`` (all ``bos_id`` at ``s = 0``), samples every codebook with
-    :func:`sample_next_token`, and forces ``pad_id`` on codebook ``k`` where frame ``s - k`` lies
-    outside ``[0, n_frames)``. Tokens live on ``generator``'s device (CPU without one). Returns
-    the undelayed codes ``[B, K, n_frames]``.
+    ``n_frames`` is one length for every row or one per row. At step ``s = 0 .. T + K - 2``
+    (``T = max(n_frames)``) the loop calls ``step(prev)`` with the previous delayed column
+    ``prev [B, K]`` (all ``bos_id`` at ``s = 0``), samples every codebook with
+    :func:`sample_next_token`, and forces ``pad_id`` on codebook ``k`` of a row where frame ``s - k``
+    lies outside ``[0, n_frames_row)``, so a row's tokens are those it would get alone with its own
+    length. Randomness: one ``generator`` for the batch, or :class:`RowStreams` (each group of rows
+    draws from its own generator, as it would alone). Tokens live on the generator's device (CPU
+    without one). ``progress(s + 1, total)`` after each step. Returns the undelayed codes
+    ``[B, K, T]``; a shorter row's frames past its length are pads.
     """
-    for name, value in (("batch", batch), ("n_codebooks", n_codebooks), ("n_frames", n_frames)):
+    per_row = [n_frames] * batch if isinstance(n_frames, int) else list(n_frames)
+    for name, value in (("batch", batch), ("n_codebooks", n_codebooks), *(("n_frames", f) for f in per_row)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if len(per_row) != batch:
+        raise ValueError(f"n_frames has {len(per_row)} lengths for a batch of {batch}")
     _check_sampling_args(temperature, top_k, top_p)
-    K = n_codebooks
-    device = generator.device if generator is not None else torch.device("cpu")
+    streams = RowStreams.single(generator, batch) if isinstance(generator, torch.Generator) else generator
+    if streams is not None and streams.batch != batch:
+        raise ValueError(f"the random streams cover {streams.batch} rows, the batch has {batch}")
+    K, T = n_codebooks, max(per_row)
+    device = streams.device if streams is not None else torch.device("cpu")
     frame_of_k = -torch.arange(K, device=device)  # frame index is s - k
+    ends = torch.tensor(per_row, device=device)[:, None] if min(per_row) != T else T
     prev = torch.full((batch, K), bos_id, dtype=torch.long, device=device)
-    delayed = torch.full((batch, K, n_frames + K - 1), pad_id, dtype=torch.long, device=device)
-    for s in range(n_frames + K - 1):
+    delayed = torch.full((batch, K, T + K - 1), pad_id, dtype=torch.long, device=device)
+    total = T + K - 1
+    for s in range(total):
         logits = step(prev)
         if logits.ndim != 3 or logits.shape[:2] != (batch, K):
             raise ValueError(f"step must return logits [{batch}, {K}, V], got {tuple(logits.shape)}")
         frame = frame_of_k + s
-        valid = (frame >= 0) & (frame < n_frames)
-        tokens = sample_next_token(logits, generator, temperature, top_k, top_p).to(device)
+        valid = (frame >= 0) & (frame < ends)
+        if streams is None or len(streams.rows) == 1:
+            tokens = sample_next_token(logits, None if streams is None else streams.generators[0], temperature, top_k, top_p)
+        else:
+            tokens = torch.cat([sample_next_token(logits[rows], g, temperature, top_k, top_p) for g, rows in streams.slices()])
+        tokens = tokens.to(device)
         prev = torch.where(valid, tokens, torch.full_like(tokens, pad_id))
         delayed[:, :, s] = prev
+        if progress is not None:
+            progress(s + 1, total)
     return undo_delay_pattern(delayed, K)
 
 
@@ -226,20 +247,22 @@ def fuse_prior(step: StepFn, log_prior: Tensor, weight: float) -> StepFn:
 def sample_codec_lm(
     model: CodecLMLike,
     cond: Mapping[str, Tensor],
-    n_frames: int,
+    n_frames: int | Sequence[int],
     policy: Guidance,
-    generator: torch.Generator | None,
+    generator: torch.Generator | RowStreams | None,
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
     prior_weight: float = 0.0,
+    progress: StepProgress | None = None,
 ) -> Tensor:
-    """Codes ``[B, K, n_frames]`` sampled from ``model`` with multi-condition CFG on logits.
+    """Codes ``[B, K, max(n_frames)]`` sampled from ``model`` with multi-condition CFG on logits.
 
     Guided log-probs (``sum_i w_i log_softmax(l_i)``, see :class:`~audioguide.guidance.GuidedLogits`)
     from :func:`guided_lm_step` feed :func:`sample_delayed` (delay pattern, temperature, top-k,
-    top-p; ``temperature = 0`` is greedy). The policy is used as given on every call. With
-    ``prior_weight > 0`` the model's frame-level content prior (``model.content_prior(cond, n_frames)``,
+    top-p; ``temperature = 0`` is greedy; ``n_frames`` one length or one per row; ``generator`` one
+    generator or :class:`RowStreams`). The policy is used as given on every call. With
+    ``prior_weight > 0`` the model's frame-level content prior (``model.content_prior(cond, T)``,
     e.g. :meth:`audioguide.models.codec_lm.CodecLM.content_prior`) is fused in by :func:`fuse_prior`
     before the draw.
     """
@@ -249,7 +272,37 @@ def sample_codec_lm(
         prior = getattr(model, "content_prior", None)
         if prior is None:
             raise ValueError("prior_weight > 0 needs a model with a content prior (content_prior)")
-        step = fuse_prior(step, prior(cond, n_frames), prior_weight)
+        T = n_frames if isinstance(n_frames, int) else max(n_frames)
+        step = fuse_prior(step, prior(cond, T), prior_weight)
     return sample_delayed(
-        step, B, model.n_codebooks, n_frames, generator, model.bos_id, model.pad_id, temperature, top_k, top_p
+        step, B, model.n_codebooks, n_frames, generator, model.bos_id, model.pad_id, temperature, top_k, top_p, progress
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# As recipes name it
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenSamplerConfig:
+    """``[sampler]`` of the codec-LM sampler: temperature, top-k, top-p and content-prior fusion."""
+
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    prior_weight: float = 0.0  # shallow fusion of the model's content prior (0 = off; see fuse_prior)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
+            raise ValueError("need temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
+        if not (self.prior_weight >= 0 and math.isfinite(self.prior_weight)):
+            raise ValueError(f"prior_weight must be a finite number >= 0, got {self.prior_weight}")
+
+
+AR = TokenSampler(
+    TokenSamplerConfig,
+    lambda model, cond, policy, frames, cfg, streams, progress=None: sample_codec_lm(
+        model, cond, frames, policy, streams, cfg.temperature, cfg.top_k, cfg.top_p, cfg.prior_weight, progress
+    ),
+)

@@ -34,7 +34,6 @@ effective scale ``w = omega / (1 - kappa)`` in our convention (``u + w (c - u)``
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -45,6 +44,7 @@ from audioguide.guidance import combine
 from audioguide.models.dit import math_attention
 from audioguide.sampling import DiffusionSchedule
 from audioguide.sampling.diffusion import DIFFUSION_KINDS
+from audioguide.train_config import MeanFlowConfig
 
 Logs = dict[str, float]
 T_DISTS: tuple[str, ...] = ("logit-normal", "uniform")
@@ -173,49 +173,6 @@ def diffusion_loss(
 # ---------------------------------------------------------------------------------------------
 # MeanFlow
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MeanFlowConfig:
-    """MeanFlow training (Geng et al. 2025; MeanAudio, Li et al. 2025).
-
-    The defaults fold no guidance in (``omega = 1, kappa = 0``); MeanAudio trains with ``omega = 0.3,
-    kappa = 0.9`` (effective scale 3), the shipped speech recipe with ``1.5, 0.5`` (also 3).
-
-    ``flow_ratio``: fraction of the batch with ``r = t`` (plain flow matching rows).
-    ``mu``, ``sigma``: logit-normal parameters of the two time draws.
-    ``p``, ``c``: adaptive loss weight ``w = 1 / (||delta||^2 + c)^p`` (MeanFlow §4.3).
-    ``omega``, ``kappa``: folded guidance, effective CFG scale ``omega / (1 - kappa)``.
-    ``guided_conditions``: the conditions guidance is folded on (``()`` = all of ``keep``).
-    """
-
-    flow_ratio: float = 0.75
-    mu: float = -0.4
-    sigma: float = 1.0
-    p: float = 1.0
-    c: float = 1e-3
-    omega: float = 1.0
-    kappa: float = 0.0
-    guided_conditions: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.flow_ratio <= 1.0:
-            raise ValueError(f"flow_ratio must be in [0, 1], got {self.flow_ratio}")
-        if not self.sigma > 0 or not self.c > 0 or self.p < 0:
-            raise ValueError(f"need sigma > 0, c > 0, p >= 0; got {self.sigma}, {self.c}, {self.p}")
-        if not self.omega > 0 or not 0.0 <= self.kappa < 1.0:
-            raise ValueError(f"need omega > 0 and 0 <= kappa < 1; got {self.omega}, {self.kappa}")
-        object.__setattr__(self, "guided_conditions", tuple(self.guided_conditions))
-
-    @property
-    def guided(self) -> bool:
-        """Whether guidance is folded into the target at all."""
-        return self.omega != 1.0 or self.kappa != 0.0
-
-    @property
-    def effective_scale(self) -> float:
-        """The CFG scale ``w`` (``u + w (c - u)``) the trained model imitates: ``omega / (1 - kappa)``."""
-        return self.omega / (1.0 - self.kappa)
 
 
 class MeanFlowTerms(NamedTuple):
@@ -450,7 +407,6 @@ def flow_to_mean_flow(config: MeanFlowConfig, step: int, warmup_steps: int) -> M
 
 
 __all__ = [
-    "MeanFlowConfig",
     "MeanFlowTerms",
     "adaptive_weighted_loss",
     "average_velocity",

@@ -1,4 +1,8 @@
-"""The ``[train]`` table of a recipe: what to train and how.
+"""The ``[train]`` table of a recipe: what to train and how (:class:`TrainConfig`, with its
+``[train.meanflow]`` sub-table :class:`MeanFlowConfig`).
+
+These configs sit below the recipe layer: a recipe holds them, so loading a recipe to generate
+audio does not import the training code. This module imports only the standard library.
 
     [train]
     target = "model"            # model | representation (our autoencoder) | verifier (the [verifier] table)
@@ -14,7 +18,7 @@
     ema = 0.999                 # exported weights are the EMA (0 = off)
     flow_steps = 900            # mean-flow models: pure flow matching first (MeanAudio's pre-training),
     curriculum_steps = 200      # then the share of r < t rows ramps up to 1 - flow_ratio
-    [train.meanflow]            # mean-flow models only (audioguide.training.continuous.MeanFlowConfig)
+    [train.meanflow]            # mean-flow models only (MeanFlowConfig, below)
     omega = 0.3
     kappa = 0.9
 """
@@ -22,7 +26,49 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+
+@dataclass(frozen=True)
+class MeanFlowConfig:
+    """MeanFlow training (Geng et al. 2025; MeanAudio, Li et al. 2025).
+
+    The defaults fold no guidance in (``omega = 1, kappa = 0``); MeanAudio trains with ``omega = 0.3,
+    kappa = 0.9`` (effective scale 3), the shipped speech recipe with ``1.5, 0.5`` (also 3).
+
+    ``flow_ratio``: fraction of the batch with ``r = t`` (plain flow matching rows).
+    ``mu``, ``sigma``: logit-normal parameters of the two time draws.
+    ``p``, ``c``: adaptive loss weight ``w = 1 / (||delta||^2 + c)^p`` (MeanFlow §4.3).
+    ``omega``, ``kappa``: folded guidance, effective CFG scale ``omega / (1 - kappa)``.
+    ``guided_conditions``: the conditions guidance is folded on (``()`` = all of ``keep``).
+    """
+
+    flow_ratio: float = 0.75
+    mu: float = -0.4
+    sigma: float = 1.0
+    p: float = 1.0
+    c: float = 1e-3
+    omega: float = 1.0
+    kappa: float = 0.0
+    guided_conditions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.flow_ratio <= 1.0:
+            raise ValueError(f"flow_ratio must be in [0, 1], got {self.flow_ratio}")
+        if not self.sigma > 0 or not self.c > 0 or self.p < 0:
+            raise ValueError(f"need sigma > 0, c > 0, p >= 0; got {self.sigma}, {self.c}, {self.p}")
+        if not self.omega > 0 or not 0.0 <= self.kappa < 1.0:
+            raise ValueError(f"need omega > 0 and 0 <= kappa < 1; got {self.omega}, {self.kappa}")
+        object.__setattr__(self, "guided_conditions", tuple(self.guided_conditions))
+
+    @property
+    def guided(self) -> bool:
+        """Whether guidance is folded into the target at all."""
+        return self.omega != 1.0 or self.kappa != 0.0
+
+    @property
+    def effective_scale(self) -> float:
+        """The CFG scale ``w`` (``u + w (c - u)``) the trained model imitates: ``omega / (1 - kappa)``."""
+        return self.omega / (1.0 - self.kappa)
 
 
 @dataclass(frozen=True)
@@ -49,7 +95,7 @@ class TrainConfig:
     t_dist: str = "logit-normal"  # flow matching time distribution: logit-normal | uniform
     flow_steps: int = 0  # mean flow: steps of pure flow matching (r = t) before the curriculum starts
     curriculum_steps: int = 0  # mean flow: steps over which r = t (flow matching) fades to the mean-flow mix
-    meanflow: Any = None  # audioguide.training.continuous.MeanFlowConfig, from [train.meanflow]
+    meanflow: MeanFlowConfig | None = None  # from [train.meanflow]
 
     def __post_init__(self) -> None:
         if self.target not in ("model", "representation", "verifier"):

@@ -1,0 +1,322 @@
+"""What ``audioguide train`` minimises, per family: one ``nn.Module`` per objective.
+
+Each objective holds the module being trained (``objective.module``: the one the optimizer, EMA
+and export see) and computes ``forward(batch, generator, step) -> (loss, logs)``: a scalar to
+back-propagate and plain floats. Being a module, an objective can be wrapped whole by
+``torch.nn.parallel.DistributedDataParallel``, which then sees exactly the trained parameters; the
+frozen representation that encodes the batches is held as a function, not as a submodule.
+
+* :class:`AutoencoderObjective` (``[train] target = "representation"``): our autoencoder's
+  reconstruction loss (:mod:`audioguide.training.autoencoder`).
+* :class:`CodecLMObjective` (``model.kind == "tokens"``): next-token cross-entropy on the
+  representation's delayed RVQ tokens (:mod:`audioguide.training.tokens`).
+* :class:`FlowObjective`, :class:`MeanFlowObjective`, :class:`DiffusionObjective`: flow matching,
+  mean flows (Geng et al. 2025, with MeanAudio's flow-matching-first curriculum) and
+  discrete-time diffusion on the representation's latents (:mod:`audioguide.training.continuous`).
+* :class:`VerifierObjective` (``target = "verifier"``): frame-symbol cross-entropy of the content
+  verifier (:mod:`audioguide.models.verifier`) against the corpus's teacher alignments.
+
+A model with a frame-aligned condition (``model.aligned``) also learns its duration predictor and
+content prior against the teacher durations of the rows' ``phoneme_samples``. Every random draw
+comes from the explicit ``generator``; conditions are dropped for classifier-free guidance by
+:func:`audioguide.training.conditions.draw_keep`.
+
+:func:`make_objective` picks the objective from the recipe; :func:`check_training_recipe` holds
+the checks that need the whole recipe before a run starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from audioguide.core import AudioguideError, prepare
+from audioguide.recipes import Recipe
+from audioguide.train_config import MeanFlowConfig, TrainConfig
+from audioguide.training.conditions import draw_keep
+from audioguide.training.data import AudioBatch
+
+Logs = dict[str, float]
+
+__all__ = [
+    "AutoencoderObjective",
+    "CodecLMObjective",
+    "DiffusionObjective",
+    "EncodedClips",
+    "FlowObjective",
+    "LatentObjective",
+    "MeanFlowObjective",
+    "Objective",
+    "VerifierObjective",
+    "check_training_recipe",
+    "make_objective",
+    "teacher_durations",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces
+# ---------------------------------------------------------------------------------------------
+
+
+class EncodedClips:
+    """``batch -> (encoded [B, C, T], frame mask [B, T])`` through a frozen representation.
+
+    Whole clips (no crops) are encoded once each and kept; the rest of a padded row is zeros.
+    With crops (``crops=True``) or rows without indices every batch is encoded afresh.
+    """
+
+    def __init__(self, encode: Callable[[Tensor], Tensor], hop: int, crops: bool) -> None:
+        self.encode, self.hop, self.crops = encode, hop, crops
+        self.cache: dict[int, Tensor] = {}
+
+    def __call__(self, batch: AudioBatch) -> tuple[Tensor, Tensor]:
+        if self.crops or not batch.indices:
+            with torch.no_grad():
+                z = self.encode(batch.wav)
+            return z, batch.frame_mask(self.hop, z.shape[-1])
+        for j, (i, n) in enumerate(zip(batch.indices, batch.lengths.tolist())):
+            if i not in self.cache:
+                with torch.no_grad():
+                    self.cache[i] = self.encode(batch.wav[j, :n][None])[0]
+        zs = [self.cache[i] for i in batch.indices]
+        z = zs[0].new_zeros(len(zs), zs[0].shape[0], max(z.shape[-1] for z in zs))
+        for j, zj in enumerate(zs):
+            z[j, :, : zj.shape[-1]] = zj
+        return z, batch.frame_mask(self.hop, z.shape[-1])
+
+
+def teacher_durations(name: str, batch: AudioBatch, tokens: list[int], width: int, frames: list[int], hop: int) -> Tensor:
+    """The rows' ``phoneme_samples`` as frame durations ``[B, width]`` of the ``tokens[b]`` tokens of
+    condition ``name``; a row whose alignment does not fit its tokens is a one-line error."""
+    from audioguide.models.duration import samples_to_frames
+
+    for i, (n, samples) in enumerate(zip(tokens, batch.alignments)):
+        if samples is None or len(samples) != n:
+            have = "none" if samples is None else f"{len(samples)} tokens"
+            raise AudioguideError(
+                f"training row {batch.indices[i] if batch.indices else i}: the {name!r} condition has {n} tokens but "
+                f"phoneme_samples has {have}; rebuild the corpus with `audioguide data speech`"
+            )
+    return samples_to_frames(batch.alignments, hop, frames, width, batch.lengths.tolist())
+
+
+def _add(loss: Tensor, logs: Logs, extras: dict[str, Tensor]) -> tuple[Tensor, Logs]:
+    """``loss`` plus every extra term, each logged under its name."""
+    for name, extra in extras.items():
+        loss, logs = loss + extra, {**logs, name: float(extra.detach())}
+    return loss, logs
+
+
+class Objective(nn.Module):
+    """Base: ``module`` is what is trained; ``forward(batch, generator, step) -> (loss, logs)``."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, batch: AudioBatch, generator: torch.Generator, step: int) -> tuple[Tensor, Logs]:
+        raise NotImplementedError
+
+
+class AutoencoderObjective(Objective):
+    """Our autoencoder's reconstruction objective (mel, STFT, KL, RVQ commitment)."""
+
+    def forward(self, batch, generator, step):
+        from audioguide.training.autoencoder import autoencoder_loss
+
+        return autoencoder_loss(self.module, batch.wav, generator)
+
+
+class _Conditioned(Objective):
+    """A generator trained on encoded clips with per-condition dropout (CFG)."""
+
+    def __init__(self, model: nn.Module, encoded: EncodedClips, cfg: TrainConfig) -> None:
+        super().__init__(model)
+        self.encoded, self.cfg = encoded, cfg
+
+    def conditions(self, batch: AudioBatch, mask: Tensor, generator: torch.Generator):
+        """Encoded conditions and dropout flags; for a model with a frame-aligned condition also its
+        teacher durations in latent frames (``mask`` ``[B, T]``: each row's real frames)."""
+        model, cfg = self.module, self.cfg
+        names = list(model.conditioners)
+        cond = model.encode({n: batch.inputs[n] for n in names})
+        if model.aligned:
+            name = model.aligned
+            tokens = cond[f"{name}.mask"].sum(dim=1).tolist()
+            durations = teacher_durations(name, batch, tokens, cond[name].shape[1], mask.sum(dim=1).tolist(), self.encoded.hop)
+            cond[f"{name}.durations"] = durations.to(cond[name].device)
+        keep = draw_keep(names, dict(cfg.dropout), batch.wav.shape[0], generator, cfg.dropout_all, batch.wav.device)
+        return cond, keep
+
+    def aligned_losses(self, loss: Tensor, logs: Logs, cond, keep, target: Tensor, mask: Tensor) -> tuple[Tensor, Logs]:
+        """Direct supervision of a frame-aligned encoder: durations and Grad-TTS's content prior."""
+        if not self.module.aligned:
+            return loss, logs
+        return _add(loss, logs, self.module.aligned_losses(cond, keep, target, mask))
+
+
+class CodecLMObjective(_Conditioned):
+    """Teacher-forced cross-entropy of a codec LM on its representation's tokens."""
+
+    def forward(self, batch, generator, step):
+        from audioguide.training.tokens import codec_lm_loss
+
+        codes, mask = self.encoded(batch)
+        cond, keep = self.conditions(batch, mask, generator)
+        loss, logs = codec_lm_loss(self.module, codes, cond, keep, mask, self.cfg.input_dropout, generator)
+        return self.aligned_losses(loss, logs, cond, keep, codes, mask)
+
+
+class LatentObjective(_Conditioned):
+    """A continuous generator on latents: subclasses give :meth:`loss` of one family."""
+
+    def forward(self, batch, generator, step):
+        x0, mask = self.encoded(batch)
+        cond, keep = self.conditions(batch, mask, generator)
+        # the conditions' step-invariant states, shared by the family's forward and the aligned losses
+        cond = prepare(self.module, cond, keep, x0.shape[-1], mask)
+        loss, logs = self.loss(x0, mask, cond, keep, generator, step)
+        return self.aligned_losses(loss, logs, cond, keep, x0, mask)
+
+    def loss(self, x0: Tensor, mask: Tensor, cond, keep, generator: torch.Generator, step: int) -> tuple[Tensor, Logs]:
+        raise NotImplementedError
+
+
+class FlowObjective(LatentObjective):
+    """Conditional flow matching (:func:`audioguide.training.continuous.flow_matching_loss`)."""
+
+    def loss(self, x0, mask, cond, keep, generator, step):
+        from audioguide.training.continuous import flow_matching_loss
+
+        return flow_matching_loss(self.module, x0, cond, keep, generator, mask=mask, t_dist=self.cfg.t_dist)
+
+
+class MeanFlowObjective(LatentObjective):
+    """MeanFlow with folded guidance; plain flow matching for ``flow_steps``, then the share of
+    ``r < t`` rows ramps up over ``curriculum_steps`` (MeanAudio's pre-training and hand-over)."""
+
+    def loss(self, x0, mask, cond, keep, generator, step):
+        from audioguide.training.continuous import flow_to_mean_flow, mean_flow_loss
+
+        cfg = self.cfg
+        config = flow_to_mean_flow(cfg.meanflow or MeanFlowConfig(), max(step - cfg.flow_steps, 0), cfg.curriculum_steps)
+        if step < cfg.flow_steps:  # pre-training: plain flow matching rows only
+            config = dataclasses.replace(config, flow_ratio=1.0)
+        return mean_flow_loss(self.module, x0, cond, keep, generator, config, mask=mask)
+
+
+class DiffusionObjective(LatentObjective):
+    """Discrete-time denoising loss on the recipe sampler's schedule, in the model's prediction kind."""
+
+    def __init__(self, model: nn.Module, encoded: EncodedClips, cfg: TrainConfig, schedule) -> None:
+        super().__init__(model, encoded, cfg)
+        self.schedule = schedule
+
+    def loss(self, x0, mask, cond, keep, generator, step):
+        from audioguide.training.continuous import diffusion_loss
+
+        return diffusion_loss(self.module, x0, cond, keep, generator, self.schedule, self.module.kind, mask=mask)
+
+
+class VerifierObjective(Objective):
+    """The content verifier against the corpus's teacher alignments: frame-symbol cross-entropy on
+    the encoder's latents, for half of the rows (when the representation has tokens) on their RVQ
+    round trip, what a codec LM's tokens decode to. A verifier run always starts from the seeded
+    initialisation (a few minutes on a CPU)."""
+
+    def __init__(self, recipe: Recipe, representation: nn.Module, encoded: EncodedClips) -> None:
+        from audioguide.registry import CONDITIONERS, VERIFIERS
+
+        spec, text_spec = recipe.verifier, dict(recipe.conditioners)["text"]
+        with torch.random.fork_rng(devices=[]):  # seeded from the config, the caller's RNG untouched
+            verifier = VERIFIERS[spec.type](spec.config)
+            text = CONDITIONERS[text_spec.type](text_spec.config)
+        super().__init__(verifier)
+        # plain functions, not submodules: only the verifier is trained (and seen by DDP)
+        self.encoded, self.text_ids = encoded, text.ids
+        self.round_trip = (
+            (lambda z: representation.dequantize(representation.quantize(z)))
+            if getattr(representation, "n_codebooks", 0)
+            else None
+        )
+        self.ids_of: dict[int, Tensor] = {}  # the G2P runs once per row
+
+    def forward(self, batch, generator, step):
+        from audioguide.models.verifier import verifier_loss
+
+        z, mask = self.encoded(batch)
+        if self.round_trip is not None:
+            trip = (torch.rand(z.shape[0], generator=generator) < 0.5).to(z.device)
+            if trip.any():
+                with torch.no_grad():
+                    z = z.clone()
+                    z[trip] = self.round_trip(z[trip])
+        for i, t in zip(batch.indices, batch.inputs["text"]):
+            if i not in self.ids_of:
+                self.ids_of[i] = self.text_ids([t])[0][0]
+        rows = [self.ids_of[i] for i in batch.indices]
+        ids = nn.utils.rnn.pad_sequence(rows, batch_first=True)  # pad id 0
+        durations = teacher_durations("text", batch, [len(r) for r in rows], ids.shape[1], mask.sum(dim=1).tolist(), self.encoded.hop)
+        return verifier_loss(self.module, z, ids.to(z.device), durations.to(z.device), mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# From a recipe
+# ---------------------------------------------------------------------------------------------
+
+
+def make_objective(recipe: Recipe, representation: nn.Module, model: nn.Module | None, cfg: TrainConfig) -> Objective:
+    """The recipe's objective; its ``module`` is what to optimise. Freezes the representation
+    unless the representation is what is trained."""
+    if cfg.target == "representation":
+        if not any(p.requires_grad for p in representation.parameters()):
+            raise AudioguideError(f"representation {recipe.representation.type!r} has nothing to train")
+        return AutoencoderObjective(representation)
+
+    representation.eval()
+    for p in representation.parameters():
+        p.requires_grad_(False)
+    crops, hop = cfg.segment_seconds > 0, representation.hop
+
+    if cfg.target == "verifier":
+        return VerifierObjective(recipe, representation, EncodedClips(representation.encode, hop, crops))
+    if model.kind == "tokens":
+        return CodecLMObjective(model, EncodedClips(representation.encode_tokens, hop, crops), cfg)
+    latents = EncodedClips(representation.encode, hop, crops)
+    if model.mean_flow:
+        return MeanFlowObjective(model, latents, cfg)
+    if model.kind == "flow":
+        return FlowObjective(model, latents, cfg)
+    return DiffusionObjective(model, latents, cfg, recipe.sampler.config.schedule())
+
+
+def check_training_recipe(recipe: Recipe) -> None:
+    """Training-time checks that need the whole recipe: CFG needs trained nulls; crops need unconditioned audio."""
+    from audioguide.pipeline import PRIMARY_INPUT
+    from audioguide.recipes import RecipeError
+
+    cfg, where = recipe.train, f"{recipe.source}: [train]"
+    if cfg.target == "verifier" and cfg.segment_seconds > 0:
+        raise RecipeError(f"{where}: a verifier learns from whole aligned clips; segment_seconds must be 0")
+    if cfg.target != "model":
+        return
+    dropped = {name for name, p in cfg.dropout if p > 0} if cfg.dropout_all == 0 else set(recipe.condition_names)
+    guided = [name for name, w in recipe.guidance.scales if w != 1.0]
+    meanflow = cfg.meanflow
+    if meanflow is not None and meanflow.guided:
+        guided += list(meanflow.guided_conditions or recipe.condition_names)
+        unknown = [n for n in meanflow.guided_conditions if n not in recipe.condition_names]
+        if unknown:
+            raise RecipeError(f"{where}.meanflow guided_conditions names {unknown[0]!r}; conditions: {', '.join(recipe.condition_names)}")
+    for name in guided:
+        if name not in dropped:
+            raise RecipeError(
+                f"{where}: condition {name!r} is guided but never dropped in training, so its null would stay untrained; "
+                f"set dropout = {{ {name} = 0.1 }}"
+            )
+    if cfg.segment_seconds > 0 and PRIMARY_INPUT[recipe.task] in recipe.condition_names:
+        raise RecipeError(f"{where}: segment_seconds crops audio but {PRIMARY_INPUT[recipe.task]!r} describes the whole clip; use 0")
