@@ -39,11 +39,35 @@ allows (:meth:`Guider.check`), and implements some of these hooks, which :class:
 in this order on every evaluation, each over the policy's guiders in order:
 
 1. ``gate``: the rows on which guidance is on (:class:`Interval`, :class:`Adaptive`);
-2. ``adjust``: change the branch predictions (:class:`CFGZeroStar`'s optimised scale);
+2. ``adjust``: change the branch predictions (:class:`CFGZeroStar`'s optimised scale,
+   :class:`TCFG`'s tangential damping);
 3. ``combine``: replace the weighted sum (:class:`APG`; at most one guider per policy);
-4. ``refine``: change the guided prediction (:class:`Rescale`);
+4. ``refine``: change the guided prediction (:class:`PAG` and :class:`STG` add their perturbed
+   branch's term, :class:`Rescale` matches a std);
 5. ``observe``: update the guider's per-generation state (:class:`Adaptive`);
 6. ``post``: change the guided prediction of every row (:class:`CFGZeroStar`'s zero-init).
+
+Perturbation guidance
+---------------------
+A branch need not drop conditions: a :class:`Perturbed` branch keeps its conditions and asks the
+model to perturb its own layers on that branch's rows (self-attention maps replaced by the identity,
+or whole blocks skipped). The model declares what it can perturb (``model.perturbable``, kind ->
+number of layers) and takes the per-row flags as its ``perturb`` input, the way it takes ``keep``;
+deciding which rows are perturbed, and what the perturbed prediction is combined into, stays here
+(:class:`PAG`, :class:`STG`). A perturbed branch is one more slice of the same batched forward.
+
+Mean-flow models
+----------------
+A mean-flow model predicts the average velocity ``u(z, r, t)`` over ``[r, t]`` (Geng et al. 2025,
+§3), which fixes the flow map ``z_r = z - (t - r) u`` but not the instantaneous velocity
+``v(z, t) = u(z, t, t)``, and so not ``E[x0 | z_t] = z - t v`` either: converting ``u`` as if it were
+``v`` is exact only for ``r = t`` (for N(0, 1) data at ``t = 1``, ``r = 0.5`` it gives ``0.414 z`` where
+``E[x0 | z] = 0``). A guider that works in another space than the model's own (APG's default x0,
+``rescale_space = "x0"``) is therefore refused with a mean-flow sampler (:meth:`Guider.check`), and
+:class:`GuidedField` refuses to convert on a call whose ``r`` differs from ``t``. The exact
+conversion would need ``v``, i.e. one more network row per branch at ``r = t``: a different
+method, not a change of space. In the model's own space (``native`` or ``flow``) every guider
+applies to average velocities as CFG itself does.
 
 A :class:`Guidance` policy builds the built-in guiders from its keywords (the ``[guidance]`` keys
 of a recipe) and appends any others given as ``guiders=``. CFG++ (Chung et al. 2024, arXiv
@@ -79,7 +103,11 @@ from audioguide.core import (
 __all__ = [
     "APG",
     "GUIDERS",
+    "PAG",
+    "STG",
+    "TCFG",
     "Adaptive",
+    "Branch",
     "CFGTerm",
     "CFGZeroStar",
     "Guidance",
@@ -88,10 +116,12 @@ __all__ = [
     "GuidedLogits",
     "Guider",
     "Interval",
+    "Perturbed",
     "Rescale",
     "Step",
     "apg_update",
     "cfg_zero_star_scale",
+    "check_perturbations",
     "check_policy",
     "combine",
     "evaluate_branches",
@@ -104,6 +134,7 @@ __all__ = [
     "mix",
     "nested_terms",
     "rescale",
+    "tangential_damping",
 ]
 
 
@@ -150,6 +181,29 @@ def _merge(terms: Sequence[CFGTerm]) -> tuple[CFGTerm, ...]:
     for term in terms:
         weights[term.keep] = weights.get(term.keep, 0.0) + term.weight
     return tuple(CFGTerm(k, w) for k, w in weights.items())
+
+
+@dataclass(frozen=True)
+class Perturbed:
+    """A branch that keeps the conditions ``keep`` and perturbs the model itself on its rows.
+
+    ``perturb`` names a per-row perturbation the model declares in ``model.perturbable`` (for the
+    DiT: ``"attention"``, self-attention map replaced by the identity; ``"skip"``, the block skipped)
+    and ``layers`` the layers (0-based) it applies to. :func:`evaluate_branches` turns it into the
+    model's ``perturb`` input, ``{perturb: [rows, layers] bool}``, True on this branch's rows.
+    """
+
+    keep: frozenset[str]
+    perturb: str
+    layers: tuple[int, ...]
+
+
+Branch = frozenset[str] | Perturbed
+"""What a branch of guidance evaluates: a subset of the conditions kept, or that and a perturbation."""
+
+
+def _keep_of(branch: Branch) -> frozenset[str]:
+    return branch.keep if isinstance(branch, Perturbed) else branch
 
 
 def nested_terms(order: Sequence[str], scales: Sequence[float]) -> tuple[CFGTerm, ...]:
@@ -249,6 +303,35 @@ def apg_update(
     return (d - d_par) + eta * d_par
 
 
+def tangential_damping(c: Tensor, u: Tensor, reduce: str = "all") -> Tensor:
+    """TCFG's unconditional prediction with its tangential component damped (Kwon et al. 2025,
+    arXiv 2503.18137, §4, Algorithm 1).
+
+    Per sample (``reduce = "all"``; per frame with ``"channels"``) stack the two predictions as the
+    rows of ``A = [c; u]`` (2 x D) and take its SVD ``A = U S V^T``. The first right singular vector
+    ``v_1`` is the direction both share (normal to the data manifold, where the scores agree); the
+    second, orthogonal to it, is the tangential part in which the unconditional prediction strays
+    from the conditional one. TCFG keeps ``u``'s component along ``v_1`` only::
+
+        u' = u V diag(1, 0) V^T = <u, v_1> v_1
+
+    (the paper's ``V'`` is ``V`` with its second column zeroed; diffusers' ``normalized_guidance``
+    and ComfyUI's ``score_tangential_damping`` compute the same). ``u' = u`` when ``c`` and ``u``
+    are parallel; the sign of ``v_1`` cancels. Computed in at least float32, returned in ``u``'s dtype.
+    """
+    work = torch.promote_types(u.dtype, torch.float32)
+    if reduce == "channels":  # [B, C, ...] -> one C-vector per frame
+        cf, uf = c.movedim(1, -1).to(work), u.movedim(1, -1).to(work)
+    else:
+        cf, uf = c.flatten(1).to(work), u.flatten(1).to(work)
+    A = torch.stack([cf, uf], dim=-2)  # [..., 2, D]
+    v1 = torch.linalg.svd(A, full_matrices=False).Vh[..., 0, :]
+    damped = (uf * v1).sum(-1, keepdim=True) * v1
+    if reduce == "channels":
+        return damped.movedim(-1, 1).to(u.dtype)
+    return damped.view_as(u).to(u.dtype)
+
+
 # --------------------------------------------------------------------------------------------
 # One batched forward for every branch
 # --------------------------------------------------------------------------------------------
@@ -258,43 +341,72 @@ def _repeat_rows(v: Tensor, rows: Tensor) -> Tensor:
     return v.index_select(0, rows)
 
 
+def _perturbable(model: object) -> dict[str, int]:
+    """What ``model`` can perturb per row: perturbation kind -> number of layers (``model.perturbable``;
+    none for a model or function that does not declare it)."""
+    return dict(getattr(model, "perturbable", None) or {})
+
+
+def _perturb_flags(
+    model: object, requests: Sequence[tuple[Branch, Tensor]], device: torch.device
+) -> dict[str, Tensor] | None:
+    """The model's ``perturb`` input for stacked ``requests``: ``{kind: [rows, layers] bool}``, True on
+    the rows and layers of each :class:`Perturbed` request; None when no request is perturbed."""
+    kinds = sorted({k.perturb for k, _ in requests if isinstance(k, Perturbed)})
+    if not kinds:
+        return None
+    counts = _perturbable(model)
+    flags = {}
+    for kind in kinds:
+        if kind not in counts:
+            raise GuidanceError(f"the model cannot perturb {kind!r} per row (it perturbs {', '.join(counts) or 'nothing'})")
+        parts = []
+        for k, r in requests:
+            part = torch.zeros(len(r), counts[kind], dtype=torch.bool, device=device)
+            if isinstance(k, Perturbed) and k.perturb == kind:
+                part[:, list(k.layers)] = True
+            parts.append(part)
+        flags[kind] = torch.cat(parts)
+    return flags
+
+
 def evaluate_branches(
     model: Denoiser,
     x: Tensor,
     t: Tensor,
     cond: Cond,
-    requests: Sequence[tuple[frozenset[str], Tensor]],
+    requests: Sequence[tuple[Branch, Tensor]],
     conditions: Sequence[str],
     extra: Mapping[str, Tensor] | None = None,
     prepared: Mapping[frozenset[str], Cond] | None = None,
 ) -> list[Tensor]:
-    """Evaluate several condition subsets in ONE forward of ``model``.
+    """Evaluate several branches in ONE forward of ``model``.
 
-    ``requests`` holds ``(kept conditions, row indices into the batch)``; the rows of every request
-    are stacked into one batch, with the ``keep`` mask of each condition set per row. ``prepared``
-    optionally holds, per condition subset, ``cond`` prepared for it
+    ``requests`` holds ``(branch, row indices into the batch)``, a branch being the conditions it
+    keeps or a :class:`Perturbed` one; the rows of every request are stacked into one batch, with
+    the ``keep`` mask of each condition set per row and, when some branch is perturbed, the model's
+    ``perturb`` input (``{kind: [rows, layers] bool}``; no ``perturb`` is passed otherwise).
+    ``prepared`` optionally holds, per condition subset, ``cond`` prepared for it
     (:func:`audioguide.core.prepare`); each request then takes its rows from its own. Returns one
     prediction per request, shaped ``[len(rows), ...]``.
     """
     rows = torch.cat([r for _, r in requests])
     keep = {
         name: torch.cat(
-            [torch.full((len(r),), name in k, dtype=torch.bool, device=x.device) for k, r in requests]
+            [torch.full((len(r),), name in _keep_of(k), dtype=torch.bool, device=x.device) for k, r in requests]
         )
         for name in conditions
     }
     if prepared is None:
         stacked = {k: _repeat_rows(v, rows) for k, v in cond.items()}
     else:
-        names = prepared[requests[0][0]].keys()
-        stacked = {n: torch.cat([_repeat_rows(prepared[k][n], r) for k, r in requests]) for n in names}
-    out = model(
-        _repeat_rows(x, rows),
-        _repeat_rows(t, rows),
-        stacked,
-        keep,
-        **{k: _repeat_rows(v, rows) for k, v in (extra or {}).items()},
-    )
+        names = prepared[_keep_of(requests[0][0])].keys()
+        stacked = {n: torch.cat([_repeat_rows(prepared[_keep_of(k)][n], r) for k, r in requests]) for n in names}
+    inputs = {k: _repeat_rows(v, rows) for k, v in (extra or {}).items()}
+    flags = _perturb_flags(model, requests, x.device)
+    if flags is not None:
+        inputs["perturb"] = flags
+    out = model(_repeat_rows(x, rows), _repeat_rows(t, rows), stacked, keep, **inputs)
     return list(out.split([len(r) for _, r in requests]))
 
 
@@ -316,9 +428,9 @@ class Step:
     ``x``, ``t``: the rows the hook works on (the guided rows for ``adjust``, ``combine``,
     ``refine``, ``observe``; every row for ``gate`` and ``post``); ``active``: the ``[B]`` mask of
     the guided rows in the batch (``None`` for ``gate`` and ``post``); ``branches``: each evaluated
-    condition subset (the reference's, the terms', the extra ones guiders asked for) to its
-    prediction on the guided rows, in the model's space; ``state``: the calling guider's
-    per-generation state (:meth:`Guider.start`). From the field: ``kind`` (the model's prediction
+    branch (the reference's condition subset, the terms', the extra ones guiders asked for,
+    :class:`Perturbed` ones included) to its prediction on the guided rows, in the model's space;
+    ``state``: the calling guider's per-generation state (:meth:`Guider.start`). From the field: ``kind`` (the model's prediction
     kind, what ``native`` means), ``alpha_sigma``, ``reduce`` (the policy's dims for stds and norms),
     ``terms`` (the weighted non-reference branches, in the order of the hooks' ``preds``),
     ``ref_weight`` (the weight of the reference ``c``) and ``reference`` (its conditions).
@@ -344,8 +456,11 @@ class Guider:
     Declarations: ``space`` (``native`` = the model's own kind, or ``x0``, ``eps``, ``v``,
     ``flow``): hooks that take predictions get them converted to it, and what they return is
     converted back; ``logits``: whether the method applies to codec-LM logits (then
-    :meth:`refine_logits` is its hook there); :meth:`branches`: condition subsets it needs
-    evaluated besides the weighted terms; :meth:`check`: the model kinds and samplers it allows.
+    :meth:`refine_logits` is its hook there); :meth:`branches`: branches it needs evaluated
+    besides the weighted terms (condition subsets, or :class:`Perturbed` ones, which the engine
+    checks against what the model can perturb); :meth:`check`: the model kinds and samplers it
+    allows (by default: not codec-LM logits unless ``logits``, and with a mean-flow sampler only in
+    the model's own space, see the module docstring).
     Hooks (see the module docstring for their order) default to doing nothing. Guiders belong to
     a frozen policy shared by many generations, so they hold no state: per-generation state comes
     from :meth:`start` and reaches the hooks as ``step.state``. Hooks that take ``c`` and
@@ -371,14 +486,28 @@ class Guider:
         """What messages call this guider (the recipe key for the built-in ones)."""
         return self.name
 
+    @property
+    def space_key(self) -> str:
+        """What messages call the setting of this guider's space."""
+        return f"{self.key} space"
+
     def check(self, kind: str, cfgpp: bool = False, mean_flow: bool = False) -> None:
         """Raise :class:`GuidanceError` if the method does not apply to a model of ``kind``
-        (``"tokens"`` for codec LMs) sampled by a CFG++ (``cfgpp``) or mean-flow sampler."""
+        (``"tokens"`` for codec LMs) sampled by a CFG++ (``cfgpp``) or mean-flow sampler.
+
+        With a mean-flow sampler a guider must work in the model's own space: its average velocity
+        ``u(z, r, t)`` has no x0 / eps / v for ``r < t`` (module docstring, "Mean-flow models")."""
         if kind == "tokens" and not self.logits:
             raise GuidanceError(f"{self.key} does not apply to codec-LM logits (only multi-condition CFG does)")
+        if mean_flow and kind != "tokens" and self.space not in ("native", kind):
+            raise GuidanceError(
+                f"{self.key} works in {self.space} space, which a mean-flow model's average velocity u(z, r, t) "
+                f"does not give for r < t (it is not v(z, t)); set {self.space_key} = \"native\""
+            )
 
-    def branches(self, conditions: tuple[str, ...]) -> tuple[frozenset[str], ...]:
-        """Condition subsets to evaluate besides the weighted terms (found in ``step.branches``)."""
+    def branches(self, conditions: tuple[str, ...]) -> tuple[Branch, ...]:
+        """Branches to evaluate besides the weighted terms (found in ``step.branches``): condition
+        subsets, or :class:`Perturbed` ones. They are evaluated whenever guidance is on for a row."""
         return ()
 
     def start(self) -> Any:
@@ -483,6 +612,40 @@ class CFGZeroStar(Guider, name="cfg-zero-star"):
 
 
 @dataclass(frozen=True)
+class TCFG(Guider, name="tcfg"):
+    """Tangential damping CFG (Kwon et al. 2025, CVPR, "TCFG: Tangential Damping Classifier-free
+    Guidance", arXiv 2503.18137, §4, Algorithm 1).
+
+    Before the weighted sum, the unconditional prediction ``u`` is replaced by its component along
+    the first right singular vector of ``A = [c; u]`` (:func:`tangential_damping`):
+    ``u' = <u, v_1> v_1``, and ``x = u' + w (c - u')``. The paper works on scores (eps up to the
+    factor ``-1 / sigma_t``, which the projection does not see), hence ``space = "eps"`` by default.
+    With several conditions the damped branches are the weighted ones that keep the fewest
+    conditions (the unconditional side of the guidance: ``u`` of plain CFG, ``u_00`` of nested
+    guidance, the branch without text when text is guided last), each against the reference ``c``.
+    SVD per sample over all dims, or per frame with the policy's ``reduce = "channels"``.
+    """
+
+    space: str = "eps"
+
+    def __post_init__(self) -> None:
+        _check_space(self.space, "tcfg space")
+
+    @classmethod
+    def from_policy(cls, p: Guidance) -> TCFG | None:
+        return p.tcfg
+
+    def adjust(self, step: Step, c: Tensor, preds: list[Tensor]) -> list[Tensor]:
+        if not preds:
+            return preds
+        fewest = min(len(tm.keep) for tm in step.terms)
+        return [
+            tangential_damping(c, q, step.reduce) if len(tm.keep) == fewest else q
+            for tm, q in zip(step.terms, preds)
+        ]
+
+
+@dataclass(frozen=True)
 class APG(Guider, name="apg"):
     """Adaptive Projected Guidance (Sadat et al. 2025, ICLR, Alg. 1). Paper defaults: eta 0, r 15, beta -0.5.
 
@@ -535,6 +698,73 @@ class APG(Guider, name="apg"):
 
 
 @dataclass(frozen=True)
+class PAG(Guider, name="pag"):
+    """Perturbed-attention guidance (Ahn et al. 2024, ECCV, "Self-Rectifying Diffusion Sampling with
+    Perturbed-Attention Guidance", arXiv 2403.17377, §4).
+
+    The perturbed prediction ``c^`` is the reference ``c`` (every condition of the policy kept)
+    with the self-attention map of the chosen ``layers`` replaced by the identity (PAG's perturbed
+    self-attention: ``softmax(Q K^T / sqrt(d)) -> I``, so the layer outputs ``V``). The paper's
+    guidance ``c + s (c - c^)`` is added to the guided prediction; in the project's one scale
+    convention (``c^ + w (c - c^)``, ``w = 1`` off) ``w = 1 + s``::
+
+        x = CFG(...) + (w - 1) (c - c^)
+
+    With no condition (or scales of 1) that is PAG alone, ``c + s (c - c^)``; with CFG it is the
+    paper's PAG + CFG, ``u + w_cfg (c - u) + s (c - c^)`` (diffusers' ``pag_scale``). The perturbed
+    branch is one more slice of the same batched forward; the model only takes per-row flags
+    (:class:`Perturbed`, ``model.perturbable``), and a model that cannot perturb is refused in one
+    line (:func:`check_perturbations`). Linear, so in the model's own space, mean flows included.
+    """
+
+    scale: float
+    layers: tuple[int, ...]
+    perturb: ClassVar[str] = "attention"
+    frame_local: ClassVar[bool] = True  # a sum of predictions per frame
+
+    def __post_init__(self) -> None:
+        number = isinstance(self.scale, int | float) and not isinstance(self.scale, bool)
+        if not number or not math.isfinite(self.scale) or self.scale < 0:
+            raise GuidanceError(f"{self.key} scale must be a finite number >= 0 (1 = off), got {self.scale!r}")
+        layers = tuple(self.layers)
+        if not layers or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in layers):
+            raise GuidanceError(f"{self.key} layers must be a non-empty list of block indices >= 0, got {list(layers)}")
+        object.__setattr__(self, "scale", float(self.scale))
+        object.__setattr__(self, "layers", tuple(sorted(set(layers))))
+
+    @classmethod
+    def from_policy(cls, p: Guidance) -> PAG | None:
+        return p.pag
+
+    def branch(self, conditions: Sequence[str]) -> Perturbed:
+        """The perturbed reference: every condition of the policy kept, ``layers`` perturbed."""
+        return Perturbed(frozenset(conditions), self.perturb, self.layers)
+
+    def branches(self, conditions: tuple[str, ...]) -> tuple[Branch, ...]:
+        return () if self.scale == 1.0 else (self.branch(conditions),)
+
+    def refine(self, step: Step, guided: Tensor, c: Tensor) -> Tensor:
+        if self.scale == 1.0:
+            return guided
+        return guided + (self.scale - 1.0) * (c - step.branches[self.branch(step.reference)])
+
+
+@dataclass(frozen=True)
+class STG(PAG, name="stg"):
+    """Layer-skip guidance, STG-style (Hyung et al. 2024, "Spatiotemporal Skip Guidance for Enhanced
+    Video Diffusion Sampling", arXiv 2411.18664, §3, STG-R): :class:`PAG` with the chosen blocks
+    skipped instead (a skipped block's output is its input) on the perturbed branch's rows;
+    ``x = CFG(...) + (w - 1) (c - c^)``, ``w = 1 + s`` of the paper.
+    """
+
+    perturb: ClassVar[str] = "skip"
+
+    @classmethod
+    def from_policy(cls, p: Guidance) -> STG | None:
+        return p.stg
+
+
+@dataclass(frozen=True)
 class Rescale(Guider, name="rescale"):
     """CFG rescale (Lin et al. 2023, arXiv 2305.08891, §3.4, eq. 15-16).
 
@@ -555,6 +785,10 @@ class Rescale(Guider, name="rescale"):
     def from_policy(cls, p: Guidance) -> Rescale | None:
         g = cls(p.rescale, p.rescale_space)
         return g if g.phi > 0 else None
+
+    @property
+    def space_key(self) -> str:
+        return "rescale_space"
 
     def refine(self, step: Step, guided: Tensor, c: Tensor) -> Tensor:
         return rescale(guided, c, self.phi, step.reduce)
@@ -639,6 +873,8 @@ class Adaptive(Guider, name="adaptive"):
     def observe(self, step: Step, c: Tensor, preds: list[Tensor]) -> None:
         state, active = step.state, step.active
         assert active is not None
+        if not preds:  # only perturbed branches (PAG alone): no c-u similarity to watch
+            return
         B = active.shape[0]
         if state.streak is None:
             state.streak = torch.zeros(B, dtype=torch.long, device=active.device)
@@ -654,7 +890,9 @@ class Adaptive(Guider, name="adaptive"):
 
 
 # The guiders a policy builds from its keywords (the recipe's [guidance] keys), in this order.
-_KEYWORD_GUIDERS: tuple[Any, ...] = (CFGZeroStar, APG, Rescale, Interval, Adaptive)
+# TCFG adjusts after CFG-Zero*'s scale; PAG / STG add their terms to the combination (APG's too)
+# before the rescale sees it, as diffusers orders PAG and guidance_rescale.
+_KEYWORD_GUIDERS: tuple[Any, ...] = (CFGZeroStar, TCFG, APG, PAG, STG, Rescale, Interval, Adaptive)
 
 
 # --------------------------------------------------------------------------------------------
@@ -672,9 +910,12 @@ class Guidance:
     ``mode`` turns them into :class:`CFGTerm` s (``nested`` in the order of ``scales``,
     ``independent``, ``joint`` with the single scale ``scales[*]``), or ``terms`` gives them directly.
     The other keywords (a recipe's ``[guidance]`` keys) set the built-in guiders:
-    ``zero_star`` / ``zero_init`` :class:`CFGZeroStar`, ``apg`` :class:`APG`, ``rescale`` (phi)
-    / ``rescale_space`` :class:`Rescale`, ``interval`` / ``interval_on`` :class:`Interval`,
-    ``adaptive`` :class:`Adaptive`; ``reduce`` is the dims of the stds and norms of rescale and APG.
+    ``zero_star`` / ``zero_init`` :class:`CFGZeroStar`, ``tcfg`` :class:`TCFG`, ``apg``
+    :class:`APG`, ``pag`` :class:`PAG`, ``stg`` :class:`STG`, ``rescale`` (phi) /
+    ``rescale_space`` :class:`Rescale`, ``interval`` / ``interval_on`` :class:`Interval`,
+    ``adaptive`` :class:`Adaptive` (in a recipe, ``tcfg``, ``apg``, ``pag``, ``stg`` and ``adaptive``
+    are tables: ``[guidance.pag]`` with ``scale`` and ``layers``); ``reduce`` is the dims of the
+    stds, norms and SVDs of rescale, APG and TCFG.
     ``guiders`` appends more guiders (a user's own classes); ``policy.methods`` is
     every guider of the policy in order, the keywords' first. Every invalid value is a
     :class:`GuidanceError`.
@@ -687,6 +928,9 @@ class Guidance:
     rescale_space: str = "native"
     reduce: str = "all"
     apg: APG | None = None
+    tcfg: TCFG | None = None
+    pag: PAG | None = None
+    stg: STG | None = None
     interval: tuple[float, float] | None = None
     interval_on: str = "t"
     zero_star: bool = False
@@ -712,10 +956,11 @@ class Guidance:
             total = sum(t.weight for t in self.custom_terms)
             if not self.custom_terms or abs(total - 1.0) > 1e-6:
                 raise GuidanceError(f"guidance term weights must sum to 1, got {total:.6g}")
-        for name, cls in (("apg", APG), ("adaptive", Adaptive)):
+        for name, cls in (("apg", APG), ("adaptive", Adaptive), ("tcfg", TCFG), ("pag", PAG), ("stg", STG)):
             value = getattr(self, name)
-            if value is not None and not isinstance(value, cls):
-                raise GuidanceError(f"{name} must be an {cls.__name__} or None, got {value!r}")
+            if value is not None and (not isinstance(value, cls) or (cls is PAG and isinstance(value, STG))):
+                article = "an" if cls.__name__[0] in "AEIOU" else "a"
+                raise GuidanceError(f"{name} must be {article} {cls.__name__} or None, got {value!r}")
         extra = tuple(self.guiders)
         for g in extra:
             if not isinstance(g, Guider):
@@ -788,10 +1033,29 @@ class Guidance:
         return policy
 
 
-def check_policy(policy: Guidance, *, kind: str, cfgpp: bool, mean_flow: bool) -> None:
+def check_perturbations(policy: Guidance, perturbs: Mapping[str, int]) -> None:
+    """Raise :class:`GuidanceError` unless a model that can perturb ``perturbs`` (kind -> number of
+    layers, ``model.perturbable``) takes every :class:`Perturbed` branch the policy's guiders ask for."""
+    for g in policy.methods:
+        for b in g.branches(policy.conditions):
+            if not isinstance(b, Perturbed):
+                continue
+            if b.perturb not in perturbs:
+                can = ", ".join(sorted(perturbs)) or "nothing"
+                raise GuidanceError(f"{g.key} needs a model that perturbs {b.perturb!r} per row; this model perturbs {can}")
+            n = perturbs[b.perturb]
+            if max(b.layers) >= n:
+                raise GuidanceError(f"{g.key} layers {list(b.layers)}: the model has {n} layers (0 to {n - 1})")
+
+
+def check_policy(
+    policy: Guidance, *, kind: str, cfgpp: bool, mean_flow: bool, perturbs: Mapping[str, int] | None = None
+) -> None:
     """Raise :class:`GuidanceError` unless ``policy`` applies to a model of ``kind`` (``"tokens"`` for
     codec LMs, else its prediction kind) sampled by a CFG++ (``cfgpp``) or mean-flow sampler: CFG++
-    scales live in ``[0, 1]``, and every guider is asked (:meth:`Guider.check`)."""
+    scales live in ``[0, 1]``, and every guider is asked (:meth:`Guider.check`). With ``perturbs``
+    (what the model can perturb, ``model.perturbable`` or ``Model.perturbations(config)``) perturbed
+    branches are checked too (:func:`check_perturbations`); :class:`GuidedField` always checks them."""
     if kind not in PREDICTION_KINDS + ("tokens",):
         raise GuidanceError(f"unknown model kind {kind!r}; one of tokens, {', '.join(PREDICTION_KINDS)}")
     if cfgpp:
@@ -803,6 +1067,8 @@ def check_policy(policy: Guidance, *, kind: str, cfgpp: bool, mean_flow: bool) -
                 raise GuidanceError(f"CFG++ scales live in [0, 1]; scale for {name!r} is {w}")
     for g in policy.methods:
         g.check(kind, cfgpp, mean_flow)
+    if perturbs is not None:
+        check_perturbations(policy, perturbs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -849,6 +1115,7 @@ class GuidedField:
             raise GuidanceError(f"unknown prediction kind {kind!r}")
         for g in policy.methods:
             g.check(kind)
+        check_perturbations(policy, _perturbable(model))
         self.model, self.cond, self.policy = model, cond, policy
         self.extra = dict(extra or {})  # model inputs of every call, e.g. the frame ``mask`` of a padded batch
         self.kind, self.alpha_sigma = kind, alpha_sigma
@@ -859,12 +1126,14 @@ class GuidedField:
         self.ref_weight = sum(tm.weight for tm in self.terms if tm.keep == self.reference)
         self.null: frozenset[str] = frozenset()
         keeps = [tm.keep for tm in self.others]
-        self.extra_keeps: list[frozenset[str]] = []  # branches guiders ask for besides the terms
-        if self.others:
-            for g in policy.methods:
-                for k in map(frozenset, g.branches(policy.conditions)):
-                    if k != self.reference and k not in keeps and k not in self.extra_keeps:
-                        self.extra_keeps.append(k)
+        self.extra_keeps: list[Branch] = []  # branches guiders ask for besides the terms
+        for g in policy.methods:
+            for k in g.branches(policy.conditions):
+                k = k if isinstance(k, Perturbed) else frozenset(k)
+                if k != self.reference and k not in keeps and k not in self.extra_keeps:
+                    self.extra_keeps.append(k)
+        # guiders whose hooks convert predictions out of the model's space (refused for r != t)
+        self.converting = [f"{g.key} ({g.space})" for g in policy.methods if self._space(g) != kind]
         self.hooks = {h: [(i, g) for i, g in enumerate(policy.methods) if _overrides(g, h)] for h in _HOOKS}
         self.state = _State(guiders=[g.start() for g in policy.methods])
 
@@ -888,6 +1157,19 @@ class GuidedField:
         assert uncond is not None
         return guided, uncond
 
+    def conditional(self, x: Tensor, t: Tensor | float, **extra: Tensor) -> Tensor:
+        """The reference prediction ``c`` alone (every condition of the policy kept, no guider):
+        one forward of the batch's rows. The predictor of predictor-corrector guidance
+        (``audioguide.sampling.corrector``) integrates it; its corrector calls the field itself."""
+        extra = {**self.extra, **extra}
+        B = x.shape[0]
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(B).contiguous()
+        prepared = self._prepared([self.reference], x, extra.get("mask"))
+        request = [(self.reference, torch.arange(B, device=x.device))]
+        out = evaluate_branches(self.model, x, t, self.cond, request, self.policy.conditions, extra, prepared)[0]
+        self.state.rows_evaluated += B
+        return out
+
     # -- internals ---------------------------------------------------------------------------
 
     def _guide(
@@ -895,6 +1177,12 @@ class GuidedField:
     ) -> tuple[Tensor, Tensor | None]:
         p, B = self.policy, x.shape[0]
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(B).contiguous()
+        r = extra.get("r")
+        if r is not None and self.converting and not torch.equal(torch.as_tensor(r, dtype=t.dtype, device=t.device).expand(B), t):
+            raise GuidanceError(
+                f"a mean-flow model's average velocity u(z, r, t) with r != t has no other space to convert to, "
+                f"as {', '.join(self.converting)} would; use the native space"
+            )
         all_rows = torch.arange(B, device=x.device)
         other_keeps = [tm.keep for tm in self.others] + self.extra_keeps
         # CFG++ renoises with the unconditional prediction even where its weight is 0.
@@ -926,7 +1214,7 @@ class GuidedField:
         if len(act_rows):
             ca = c[active]
             preds = [by_keep[tm.keep] for tm in self.others]
-            if preds:
+            if preds or self.extra_keeps:
                 step = Step(self, x[active], t[active], active, {self.reference: ca, **by_keep})
                 guided[active] = self._combine(step, ca, preds)
                 for i, g in self.hooks["observe"]:
@@ -973,19 +1261,22 @@ class GuidedField:
             i, g = self.hooks["combine"][0]
             step.state = self.state.guiders[i]
             guided = self._back(g, step, g.combine(step, *self._to(g, step, c, preds)))
-        else:
+        elif preds:
             guided = self.ref_weight * c + combine(torch.stack(preds), [tm.weight for tm in self.others])
+        else:  # no weighted branch besides the reference (its weight is then 1): guiders' branches only
+            guided = c
         for i, g in self.hooks["refine"]:
             step.state = self.state.guiders[i]
             guided = self._back(g, step, g.refine(step, self._to(g, step, guided), self._to(g, step, c)))
         return guided
 
-    def _prepared(self, keeps: Sequence[frozenset[str]], x: Tensor, mask: Tensor | None) -> dict[frozenset[str], Cond]:
-        """``cond`` prepared for each subset in ``keeps`` (all rows), computed once per generation."""
+    def _prepared(self, keeps: Sequence[Branch], x: Tensor, mask: Tensor | None) -> dict[frozenset[str], Cond]:
+        """``cond`` prepared for the condition subset of each branch in ``keeps`` (all rows), computed
+        once per generation (a perturbed branch shares its subset's)."""
         state, B = self.state, x.shape[0]
         if state.frames != (B, x.shape[-1]):
             state.prepared, state.frames = {}, (B, x.shape[-1])
-        for k in keeps:
+        for k in map(_keep_of, keeps):
             if k not in state.prepared:
                 keep = {n: torch.full((B,), n in k, dtype=torch.bool, device=x.device) for n in self.policy.conditions}
                 state.prepared[k] = prepare(self.model, self.cond, keep, x.shape[-1], mask)

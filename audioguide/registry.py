@@ -14,6 +14,7 @@ from audioguide.models.dit import DiT
 from audioguide.models.verifier import PhoneVerifier
 from audioguide.representations import Autoencoder, Encodec, Frames
 from audioguide.sampling import ContinuousSampler, TokenSampler
+from audioguide.sampling.corrector import DDIM_PCG, EULER_PCG
 from audioguide.sampling.diffusion import DDIM, DDIM_CFGPP, DPMPP_2M
 from audioguide.sampling.flow import EULER, EULER_CFGPP, HEUN, MIDPOINT
 from audioguide.sampling.meanflow import MEANFLOW
@@ -34,9 +35,11 @@ SAMPLERS: dict[str, ContinuousSampler | TokenSampler] = {
     "heun": HEUN,
     "midpoint": MIDPOINT,
     "euler-cfgpp": EULER_CFGPP,
+    "euler-pcg": EULER_PCG,
     "ddim": DDIM,
     "dpmpp-2m": DPMPP_2M,
     "ddim-cfgpp": DDIM_CFGPP,
+    "ddim-pcg": DDIM_PCG,
     "meanflow": MEANFLOW,
     "ar": AR,
 }

@@ -212,3 +212,98 @@ def test_token_blocks_do_not_depend_on_batch_padding():
         padded = torch.cat([h, torch.randn(1, pad, 16, generator=g)], dim=1)
         mask = torch.arange(7 + pad)[None] < 7
         assert torch.allclose(token_blocks(blocks, padded, mask, 2)[:, :7], alone, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-row perturbations (PAG's identity attention, STG's skipped blocks); guidance decides
+# --------------------------------------------------------------------------------------------
+
+
+def test_identity_attention_map_outputs_the_values():
+    """PAG's perturbed self-attention (Ahn et al. 2024): softmax(Q K^T / sqrt d) -> I, so the layer is to_out(to_v(x))."""
+    from audioguide.models.layers import Attention
+
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    attn = Attention(8, 2, qk_norm=True)
+    x = torch.randn(3, 5, 8, generator=g)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    flags = torch.tensor([False, True, False])
+    with torch.no_grad():
+        out = attn(x, x, mask, identity=flags)
+        plain = attn(x, x, mask)
+        assert torch.allclose(out[1], attn.to_out(attn.to_v(x[1])), atol=1e-6)
+        assert torch.equal(out[[0, 2]], plain[[0, 2]])
+        assert torch.equal(attn(x, x, mask, identity=torch.zeros(3, dtype=torch.bool)), plain)
+
+
+@pytest.mark.parametrize("overrides", MODES)
+def test_no_perturbation_is_bit_identical(overrides):
+    model = make(**overrides)
+    x, t, cond, keep = inputs(model)
+    off = {"attention": torch.zeros(2, 2, dtype=torch.bool), "skip": torch.zeros(2, 2, dtype=torch.bool)}
+    with torch.no_grad():
+        assert torch.equal(model(x, t, cond, keep, perturb=off), model(x, t, cond, keep))
+        assert torch.equal(model(x, t, cond, keep, perturb={}), model(x, t, cond, keep))
+    assert model.perturbable == {"attention": 2, "skip": 2} == DiT.perturbations(model.config)
+
+
+@pytest.mark.parametrize("overrides", MODES)
+def test_a_skipped_block_is_the_model_without_it_on_that_row_only(overrides):
+    import copy
+
+    model = make(**overrides)
+    x, t, cond, keep = inputs(model)
+    skip = torch.tensor([[False, False], [True, False]])
+    without = copy.deepcopy(model)
+    without.blocks = torch.nn.ModuleList([model.blocks[1]])
+    with torch.no_grad():
+        out = model(x, t, cond, keep, perturb={"skip": skip})
+        plain = model(x, t, cond, keep)
+        alone = without(x[1:], t[1:], {k: v[1:] for k, v in cond.items()}, {k: v[1:] for k, v in keep.items()})
+    assert torch.allclose(out[0], plain[0], atol=1e-6)
+    assert torch.allclose(out[1], alone[0], atol=1e-5) and not torch.allclose(out[1], plain[1], atol=1e-3)
+
+
+def test_identity_attention_rows_batched_equal_alone():
+    model = make()
+    x, t, cond, keep = inputs(model)
+    flags = torch.tensor([[False, True], [True, True]])
+    with torch.no_grad():
+        out = model(x, t, cond, keep, perturb={"attention": flags})
+        for b in range(2):
+            row = model(x[b : b + 1], t[b : b + 1], {k: v[b : b + 1] for k, v in cond.items()},
+                        {k: v[b : b + 1] for k, v in keep.items()}, perturb={"attention": flags[b : b + 1]})
+            assert torch.allclose(out[b], row[0], atol=1e-5)
+        assert not torch.allclose(out, model(x, t, cond, keep), atol=1e-3)
+    with pytest.raises(ValueError, match="perturb names 'dropout'; this DiT perturbs attention, skip"):
+        model(x, t, cond, keep, perturb={"dropout": flags})
+    with pytest.raises(ValueError, match=r"perturb\['skip'\] must be bool \[2, 2\]"):
+        model(x, t, cond, keep, perturb={"skip": flags[:, :1]})
+
+
+@pytest.mark.parametrize("mean_flow", [False, True])
+def test_pag_and_cfg_in_one_batched_forward_equal_branches(mean_flow):
+    """PAG + CFG on the DiT: ``u + w (c - u) + (w_pag - 1)(c - c^)``; the guided field's one batched
+    forward (a padded row, mean-flow ``r`` included) equals the branches run one by one."""
+    from audioguide.guidance import PAG, STG
+
+    model = make(cond_mode="cross", mean_flow=mean_flow)
+    x, t, cond, _ = inputs(model)
+    mask = torch.tensor([[True] * T, [True] * (T - 2) + [False] * 2])
+    extra = {"mask": mask, **({"r": t / 2} if mean_flow else {})}
+    policy = Guidance(scales={"text": 2.5, "speaker": 1.0}, pag=PAG(1.7, (1,)), stg=STG(1.3, (0,)))
+    field = GuidedField(model, cond, policy)
+
+    def branch(kept: set[str], perturb=None) -> torch.Tensor:
+        keep = {n: torch.full((2,), n in kept) for n in ("text", "speaker")}
+        return model(x, t, cond, keep, perturb=perturb, **extra)
+
+    layer = lambda i: torch.tensor([[i == 0, i == 1]] * 2)  # noqa: E731
+    with torch.no_grad():
+        guided = field(x, t, **extra)
+        c, u0, u1 = branch({"text", "speaker"}), branch(set()), branch({"text"})
+        pag, stg = branch({"text", "speaker"}, {"attention": layer(1)}), branch({"text", "speaker"}, {"skip": layer(0)})
+    assert field.rows_evaluated == 5 * 2
+    expected = u0 + 2.5 * (u1 - u0) + (c - u1) + 0.7 * (c - pag) + 0.3 * (c - stg)
+    assert torch.allclose(guided, expected, atol=1e-4)

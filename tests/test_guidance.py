@@ -676,3 +676,275 @@ def test_a_guider_may_apply_to_logits():
     lp = logits.log_softmax(-1)
     u, c = lp[:4], lp[4:]
     assert torch.allclose(out, 2.0 * (u + 3.0 * (c - u)) - u, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# TCFG (Kwon et al. 2025): tangential damping of the unconditional prediction
+# --------------------------------------------------------------------------------------------
+
+
+def _damped_by_gram(c, u):
+    """TCFG's u' for one pair of vectors, not by SVD: the first right singular vector of A = [c; u]
+    is A^T e / ||A^T e|| for the top eigenvector e of the 2 x 2 Gram matrix A A^T."""
+    A = torch.stack([c, u])
+    evals, evecs = torch.linalg.eigh(A @ A.T)
+    v1 = A.T @ evecs[:, -1]
+    v1 = v1 / v1.norm()
+    return (u @ v1) * v1
+
+
+@pytest.mark.parametrize("reduce", ["all", "channels"])
+def test_tangential_damping_is_the_projection_on_the_first_singular_vector(reduce):
+    g = torch.Generator().manual_seed(7)
+    c = torch.randn(2, 3, 5, generator=g, dtype=torch.float64)
+    u = torch.randn(2, 3, 5, generator=g, dtype=torch.float64)
+    out = G.tangential_damping(c, u, reduce)
+    assert out.shape == u.shape and out.dtype == torch.float64
+    for b in range(2):
+        if reduce == "all":
+            assert torch.allclose(out[b].flatten(), _damped_by_gram(c[b].flatten(), u[b].flatten()), atol=1e-10)
+        else:  # one 3-vector per frame
+            for f in range(5):
+                assert torch.allclose(out[b, :, f], _damped_by_gram(c[b, :, f], u[b, :, f]), atol=1e-10)
+    # the damping removes a component: never longer, and nothing to remove when u is parallel to c
+    assert bool((out.flatten(1).norm(dim=1) <= u.flatten(1).norm(dim=1) + 1e-12).all())
+    assert torch.allclose(G.tangential_damping(c, -2.5 * c, reduce), -2.5 * c, atol=1e-10)
+    # in float32 too, returned in the input's dtype
+    out32 = G.tangential_damping(c.float(), u.float(), reduce)
+    assert out32.dtype == torch.float32 and torch.allclose(out32.double(), out, atol=1e-4)
+
+
+def test_tcfg_formula_in_its_eps_space_and_scale_one(setup):
+    """``x = u' + w (c - u')`` with ``u'`` damped in eps space, for a flow model (converted there and back)."""
+    model, x, _, cond = setup
+    t = torch.tensor([0.3, 0.6, 0.9])
+    field = G.GuidedField(model, cond, single(3.0, tcfg=G.TCFG()), kind="flow")
+    out = field(x, t)
+    assert model.calls == 1 and field.rows_evaluated == 2 * B
+    a, s = 1 - t, t
+    c = convert_prediction(model.branch(x, t, cond, {"text"}), "flow", "eps", x, a, s)
+    u = convert_prediction(model.branch(x, t, cond, set()), "flow", "eps", x, a, s)
+    u_d = G.tangential_damping(c, u)
+    expect = convert_prediction(u_d + 3.0 * (c - u_d), "eps", "flow", x, a, s)
+    assert torch.allclose(out, expect, atol=1e-4)
+    assert not torch.allclose(out, G.GuidedField(model, cond, single(3.0), kind="flow")(x, t), atol=1e-3)
+    # w = 1 is the conditional prediction, without evaluating u
+    one = G.GuidedField(model, cond, single(1.0, tcfg=G.TCFG()), kind="flow")
+    assert torch.allclose(one(x, t), model.branch(x, t, cond, {"text"})) and one.rows_evaluated == B
+
+
+def test_tcfg_damps_the_branch_keeping_fewest_conditions(setup):
+    model, x, t, cond = setup
+    out = G.GuidedField(model, cond, G.Guidance(scales={"text": 2.5, "speaker": 1.7}, tcfg=G.TCFG("eps")), kind="eps")(x, t)
+    u00, ut0, uts = (model.branch(x, t, cond, k) for k in (set(), {"text"}, {"text", "speaker"}))
+    u00 = G.tangential_damping(uts, u00)  # against the reference, the one branch dropping everything
+    assert torch.allclose(out, u00 + 2.5 * (ut0 - u00) + 1.7 * (uts - ut0), atol=1e-4)
+
+
+def test_tcfg_recipe_keys_and_refusals():
+    assert single(3.0, tcfg=G.TCFG()).methods == (G.TCFG("eps"),)
+    with pytest.raises(G.GuidanceError, match="tcfg space must be one of native"):
+        G.TCFG("latent")
+    with pytest.raises(G.GuidanceError, match="tcfg does not apply to codec-LM logits"):
+        G.check_policy(single(3.0, tcfg=G.TCFG()), kind="tokens", cfgpp=False, mean_flow=False)
+    with pytest.raises(G.GuidanceError, match="tcfg must be a TCFG or None"):
+        single(3.0, tcfg={"space": "eps"})
+
+
+# --------------------------------------------------------------------------------------------
+# PAG / STG (Ahn et al. 2024; Hyung et al. 2024): a perturbed branch in the same batched forward
+# --------------------------------------------------------------------------------------------
+
+
+class PerturbableDenoiser(ToyDenoiser):
+    """:class:`ToyDenoiser` that can perturb 3 "layers" of two kinds per row: a flagged row's output
+    changes by a fixed nonlinear amount per layer (what an identity attention map or a skipped
+    block does to a real network, in miniature)."""
+
+    perturbable = {"attention": 3, "skip": 3}
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        g = torch.Generator().manual_seed(11)
+        self.effect = {k: torch.randn(3, C, T, generator=g) for k in ("attention", "skip")}
+        self.perturbs = []
+
+    def __call__(self, x, t, cond, keep, perturb=None, **extra):
+        out = super().__call__(x, t, cond, keep, **extra)
+        self.perturbs.append(perturb)
+        for kind, flags in (perturb or {}).items():
+            assert flags.dtype == torch.bool and flags.shape == (x.shape[0], 3)
+            out = out + torch.einsum("bl,lct->bct", flags.float(), self.effect[kind]) * torch.cos(x)
+        return out
+
+    def perturbed(self, x, t, cond, kept, kind, layers):
+        keep = {n: torch.full((x.shape[0],), n in kept) for n in self.names}
+        flags = torch.zeros(x.shape[0], 3, dtype=torch.bool)
+        flags[:, list(layers)] = True
+        return self(x, t.expand(x.shape[0]), cond, keep, perturb={kind: flags})
+
+
+@pytest.fixture
+def pert(setup):
+    _, x, t, cond = setup
+    return PerturbableDenoiser(), x, t, cond
+
+
+@pytest.mark.parametrize("cls,kind", [(G.PAG, "attention"), (G.STG, "skip")])
+def test_perturbation_guidance_alone_needs_no_condition(pert, cls, kind):
+    """``c + s (c - c^)`` with ``w = 1 + s``: the reference and its perturbed copy, one forward."""
+    model, x, t, cond = pert
+    field = G.GuidedField(model, cond, G.Guidance(guiders=(cls(3.0, (2, 0)),)))
+    out = field(x, t)
+    assert model.calls == 1 and field.rows_evaluated == 2 * B
+    flags = model.perturbs[-1][kind]
+    assert not flags[:B].any() and flags[B:, [0, 2]].all() and not flags[B:, 1].any()
+    c = model(x, t.expand(B), cond, {})  # no condition in the policy: keep is empty (this toy reads that as dropped)
+    c_hat = model.perturbed(x, t, cond, set(), kind, (0, 2))
+    assert torch.allclose(out, c + 2.0 * (c - c_hat), atol=1e-5)
+
+
+def test_pag_with_cfg_is_one_batched_forward_and_equals_branch_by_branch(pert):
+    model, x, t, cond = pert
+    field = G.GuidedField(model, cond, single(2.5, pag=G.PAG(1.8, (1,))))
+    out = field(x, t)
+    assert model.calls == 1 and field.rows_evaluated == 3 * B
+    c, u = model.branch(x, t, cond, {"text"}), model.branch(x, t, cond, set())
+    c_hat = model.perturbed(x, t, cond, {"text"}, "attention", (1,))
+    assert torch.allclose(out, u + 2.5 * (c - u) + 0.8 * (c - c_hat), atol=1e-5)
+    # PAG and STG together: two perturbed branches, still one forward
+    both = G.GuidedField(model, cond, single(2.5, pag=G.PAG(1.8, (1,)), stg=G.STG(1.5, (0,))))
+    calls = model.calls
+    out2 = both(x, t)
+    assert model.calls == calls + 1 and both.rows_evaluated == 4 * B
+    s_hat = model.perturbed(x, t, cond, {"text"}, "skip", (0,))
+    assert torch.allclose(out2, out + 0.5 * (c - s_hat), atol=1e-5)
+
+
+def test_perturbation_off_is_the_plain_prediction(pert):
+    model, x, t, cond = pert
+    off = G.GuidedField(model, cond, single(2.5, pag=G.PAG(1.0, (1,))))
+    assert torch.equal(off(x, t), G.GuidedField(model, cond, single(2.5))(x, t))
+    assert off.rows_evaluated == 2 * B and all(p is None for p in model.perturbs)
+    alone = G.GuidedField(model, cond, G.Guidance(scales={"text": 1.0}, stg=G.STG(1.0, (1,))))
+    assert torch.allclose(alone(x, t), model.branch(x, t, cond, {"text"})) and alone.rows_evaluated == B
+
+
+def test_perturbation_guidance_respects_the_interval_and_rescale_sees_it(pert):
+    model, x, _, cond = pert
+    t = torch.tensor([0.1, 0.5, 0.9])
+    field = G.GuidedField(model, cond, single(2.0, pag=G.PAG(2.0, (1,)), interval=(0.2, 0.6), rescale=0.5))
+    out = field(x, t)
+    assert field.rows_evaluated == B + 2 * 1  # the reference for all, u and c^ for the one guided row
+    c, u = model.branch(x, t, cond, {"text"}), model.branch(x, t, cond, set())
+    c_hat = model.perturbed(x, t, cond, {"text"}, "attention", (1,))
+    guided = u + 2.0 * (c - u) + (c - c_hat)
+    assert torch.allclose(out[1], G.rescale(guided, c, 0.5)[1], atol=1e-5)
+    assert torch.equal(out[[0, 2]], c[[0, 2]])
+
+
+def test_a_model_that_cannot_perturb_is_refused_in_one_line(setup, pert):
+    model, x, t, cond = setup
+    policy = single(3.0, pag=G.PAG(2.0, (1,)))
+    with pytest.raises(G.GuidanceError, match="^pag needs a model that perturbs 'attention' per row; this model perturbs nothing$"):
+        G.GuidedField(model, cond, policy)
+    with pytest.raises(G.GuidanceError, match="stg layers \\[0, 5\\]: the model has 3 layers \\(0 to 2\\)"):
+        G.GuidedField(pert[0], cond, single(3.0, stg=G.STG(2.0, (5, 0))))
+    match = "test-shuffle needs a model that perturbs 'shuffle' per row; this model perturbs attention, skip"
+    with pytest.raises(G.GuidanceError, match=match):
+        G.check_policy(G.Guidance(guiders=(_Shuffle(2.0, (0,)),)), kind="flow", cfgpp=False, mean_flow=False,
+                       perturbs={"attention": 1, "skip": 1})
+    G.check_policy(policy, kind="flow", cfgpp=False, mean_flow=True, perturbs={"attention": 2})  # linear: mean flows too
+    with pytest.raises(G.GuidanceError, match="pag does not apply to codec-LM logits"):
+        G.check_policy(policy, kind="tokens", cfgpp=False, mean_flow=False)
+    for bad, match in [((2.0, ()), "non-empty list"), ((2.0, (-1,)), "block indices >= 0"), ((-1.0, (0,)), ">= 0 \\(1 = off\\)")]:
+        with pytest.raises(G.GuidanceError, match=match):
+            G.PAG(*bad)
+    with pytest.raises(G.GuidanceError, match="pag must be a PAG or None"):
+        single(3.0, pag=G.STG(2.0, (0,)))
+    assert G.PAG(2.0, [2, 0, 2]).layers == (0, 2)
+
+
+@dataclass(frozen=True)
+class _Shuffle(G.PAG, name="test-shuffle"):
+    """A user's perturbation guider asking for a perturbation no model here has."""
+
+    perturb = "shuffle"
+
+
+# --------------------------------------------------------------------------------------------
+# Mean-flow models: guiders in another space than the model's are refused (issue 24, item 7)
+# --------------------------------------------------------------------------------------------
+
+
+def test_mean_velocity_is_not_a_velocity_for_x0():
+    """Why: for N(0, 1) data the exact average velocity over [0.5, 1] at t = 1 is u = (1 - 1/sqrt 2) z / 0.5,
+    so treating it as v gives x0 = z - t u = 0.414 z, where E[x0 | z_1] = 0 (z_1 is pure noise)."""
+    z = torch.tensor([1.0, -2.0])
+    z_r = z * (0.5**2 + 0.5**2) ** 0.5  # the flow map of N(0, 1) data keeps z / std_t
+    u = (z - z_r) / (1.0 - 0.5)
+    x0_as_if_v = convert_prediction(u, "flow", "x0", z, torch.tensor(0.0), torch.tensor(1.0))
+    assert torch.allclose(x0_as_if_v, (2**0.5 - 1.0) * z, atol=1e-6) and torch.allclose(x0_as_if_v, 0.4142 * z, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "policy,match",
+    [
+        (single(3.0, apg=G.APG()), 'apg works in x0 space, .* set apg space = "native"'),
+        (single(3.0, rescale=0.5, rescale_space="x0"), 'rescale works in x0 space, .* set rescale_space = "native"'),
+        (single(3.0, tcfg=G.TCFG()), 'tcfg works in eps space, .* set tcfg space = "native"'),
+        (single(3.0, rescale=0.5, rescale_space="v"), "average velocity u\\(z, r, t\\) does not give for r < t"),
+    ],
+)
+def test_guiders_that_convert_spaces_are_refused_with_a_mean_flow_sampler(policy, match):
+    with pytest.raises(G.GuidanceError, match=match):
+        G.check_policy(policy, kind="flow", cfgpp=False, mean_flow=True)
+    G.check_policy(policy, kind="flow", cfgpp=False, mean_flow=False)  # a flow-matching sampler: exact
+
+
+def test_guiders_in_the_native_space_apply_to_mean_flows():
+    for policy in (single(3.0, apg=G.APG(space="native")), single(3.0, apg=G.APG(space="flow")),
+                   single(3.0, rescale=0.5), single(3.0, tcfg=G.TCFG("flow")), single(3.0, zero_star=True),
+                   single(3.0, interval=(0.0, 0.75), adaptive=G.Adaptive())):
+        G.check_policy(policy, kind="flow", cfgpp=False, mean_flow=True)
+
+
+def test_the_field_refuses_to_convert_an_average_velocity(setup):
+    """At run time the engine knows r: converting is exact for r = t and refused otherwise."""
+    model, x, _, cond = setup
+    t = torch.tensor([0.9, 0.6, 0.3])
+    field = G.GuidedField(model, cond, single(3.0, apg=G.APG()))
+    with pytest.raises(G.GuidanceError, match="u\\(z, r, t\\) with r != t has no other space to convert to, as apg \\(x0\\) would"):
+        field(x, t, r=t / 2)
+    at_t = G.GuidedField(model, cond, single(3.0, apg=G.APG()))(x, t, r=t.clone())  # r = t: u is v
+    assert torch.allclose(at_t, G.GuidedField(model, cond, single(3.0, apg=G.APG()))(x, t), atol=1e-6)
+    native = G.GuidedField(model, cond, single(3.0, apg=G.APG(space="native"), rescale=0.5))
+    native(x, t, r=t / 2)  # the model's own space: nothing to convert
+
+
+# --------------------------------------------------------------------------------------------
+# The speech recipe's guided step: three rows in its nested order, two with text guided last
+# --------------------------------------------------------------------------------------------
+
+
+def test_speech_recipe_guided_step_runs_three_rows_and_the_text_last_order_two():
+    from audioguide.recipes import load_recipe
+
+    policy = load_recipe("speech").guidance
+    assert policy.conditions == ("text", "speaker", "style") and policy.interval == (0.0, 0.75)
+    names = ("text", "speaker", "style")
+    model = ToyDenoiser(names)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(B, C, T, generator=g)
+    cond = {n: torch.randn(B, C, T, generator=g) for n in names}
+    t = torch.full((B,), 0.5)  # the guided second step
+    field = G.GuidedField(model, cond, policy)
+    out = field(x, t)
+    assert field.rows_evaluated == 3 * B  # c, u_text, u_none
+    c, u_text, u_none = (model.branch(x, t, cond, k) for k in (set(names), {"text"}, set()))
+    assert torch.allclose(out, c + (u_text - u_none), atol=1e-5)
+    two = G.Guidance(scales={"speaker": 1.0, "style": 1.0, "text": 2.0}, interval=(0.0, 0.75))
+    field2 = G.GuidedField(model, cond, two)
+    out2 = field2(x, t)
+    assert field2.rows_evaluated == 2 * B  # c, u_speaker+style
+    assert torch.allclose(out2, c + (c - model.branch(x, t, cond, {"speaker", "style"})), atol=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -59,9 +60,12 @@ class Generator(nn.Module):
     """A conditional network ``model(x, t, cond, keep, **extra) -> prediction``.
 
     ``x`` is ``[B, C, T]`` latents, ``t`` is ``[B]``. Optional ``extra`` tensors: ``mask`` ``[B, T]``
-    bool (True = real frame; padded frames are ignored by attention and by losses) and, for
-    mean-flow models (``mean_flow = True``), ``r`` ``[B]``, the start of the averaging interval
-    (``r = t`` gives the instantaneous velocity).
+    bool (True = real frame; padded frames are ignored by attention and by losses), for
+    mean-flow models (``mean_flow = True``) ``r`` ``[B]``, the start of the averaging interval
+    (``r = t`` gives the instantaneous velocity), and for a model that can perturb itself per row
+    (:meth:`perturbations` not empty) ``perturb``, ``{kind: [B, layers] bool}``: like ``keep``, flags
+    that the guidance layer sets on some rows (perturbation guidance, PAG / STG); the network only
+    obeys them.
 
     Owns its conditioners; :meth:`encode` turns raw inputs into the flat ``cond`` mapping that
     guidance batches (``name`` and ``name.mask`` per condition), and :meth:`conditions` applies the
@@ -81,6 +85,17 @@ class Generator(nn.Module):
         # before the move load through this pre-hook, and init_random draws them as it did
         self.moved: dict[str, str] = {}
         self.register_load_state_dict_pre_hook(_load_moved)
+
+    @classmethod
+    def perturbations(cls, config: Any) -> dict[str, int]:
+        """The per-row perturbations the forward of a model built from ``config`` takes as
+        ``perturb``: kind -> number of layers. None here."""
+        return {}
+
+    @property
+    def perturbable(self) -> dict[str, int]:
+        """:meth:`perturbations` of this model."""
+        return type(self).perturbations(getattr(self, "config", None))
 
     def encode(self, inputs: Mapping[str, Sequence[str] | None]) -> dict[str, Tensor]:
         """``{name: inputs}`` -> ``cond``; a condition whose inputs are None (absent) is its null."""

@@ -44,7 +44,12 @@ Conditioning
 
 Guidance is never computed here: rows whose ``keep`` flag is False simply see their
 conditioner's null condition (:meth:`Generator.conditions`); :mod:`audioguide.guidance` batches
-the branches.
+the branches. Likewise for perturbation guidance the forward takes per-row, per-block flags,
+``perturb = {"attention": [B, depth], "skip": [B, depth]}`` (:meth:`DiT.perturbations`): a flagged
+block's self-attention map is the identity for that row (PAG, Ahn et al. 2024), or the block is
+skipped, its output being its input (STG-R, Hyung et al. 2024); which rows, and what their
+predictions are combined into, is decided in :mod:`audioguide.guidance`. Without flags (or with
+none set) the forward is exactly what it is without the input.
 
 Attention
 ---------
@@ -173,11 +178,13 @@ class DiTBlock(nn.Module):
         mask: Tensor,
         rope: tuple[Tensor, Tensor] | None,
         context: Encoded | None,
+        identity: Tensor | None = None,
     ) -> Tensor:
+        """``identity`` ``[B]`` bool: rows whose self-attention map is the identity (see :class:`Attention`)."""
         mods = self.ada(c).chunk(9 if self.cross else 6, dim=-1)
         shift, scale, gate = mods[0:3]
         x = modulate(self.norm_attn(h), shift, scale)
-        h = h + gate[:, None] * self.attn(x, x, mask, rope)
+        h = h + gate[:, None] * self.attn(x, x, mask, rope, identity)
         if self.cross and context is not None:
             shift, scale, gate = mods[6:9]
             x = modulate(self.norm_cross(h), shift, scale)
@@ -246,6 +253,12 @@ class DiT(Generator):
         self.final = FinalLayer(d, channels * config.patch)
         init_random(self, config.seed, self.moved)
         self._init_zero()
+
+    @classmethod
+    def perturbations(cls, config: DiTConfig) -> dict[str, int]:
+        """Per-row perturbations of the ``perturb`` input: ``attention`` (self-attention map replaced by
+        the identity) and ``skip`` (block skipped), each over the ``depth`` transformer blocks."""
+        return {"attention": config.depth, "skip": config.depth}
 
     def _init_zero(self) -> None:
         """adaLN-Zero (DiT §3.2): zero modulation and output projection; unit qk-norm gains."""
@@ -390,6 +403,22 @@ class DiT(Generator):
         g = self.frame_norm(token_blocks(self.frame_blocks, g, mask, self.config.heads))
         return g, self.prior(g).reshape(B, frames, -1)
 
+    def _perturb_flags(self, perturb: Mapping[str, Tensor] | None, B: int) -> tuple[Tensor | None, Tensor | None]:
+        """``(identity, skip)`` flags ``[B, depth]`` bool from the ``perturb`` input (None where absent)."""
+        if not perturb:
+            return None, None
+        known = type(self).perturbations(self.config)
+        unknown = sorted(set(perturb) - set(known))
+        if unknown:
+            raise ValueError(f"perturb names {', '.join(map(repr, unknown))}; this DiT perturbs {', '.join(known)}")
+        flags = []
+        for kind in ("attention", "skip"):
+            f = perturb.get(kind)
+            if f is not None and (f.dtype != torch.bool or tuple(f.shape) != (B, self.config.depth)):
+                raise ValueError(f"perturb[{kind!r}] must be bool [{B}, {self.config.depth}], got {f.dtype} {tuple(f.shape)}")
+            flags.append(f)
+        return flags[0], flags[1]
+
     def _positions(self, h: Tensor, prefix: int) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
         """Frame positions: RoPE angles (prefix tokens at position 0), or absolute sinusoids added."""
         frames = h.shape[1] - prefix
@@ -408,13 +437,17 @@ class DiT(Generator):
         keep: Keep,
         mask: Tensor | None = None,
         r: Tensor | None = None,
+        perturb: Mapping[str, Tensor] | None = None,
     ) -> Tensor:
         """Prediction of ``self.kind`` (or average velocity ``u(x, r, t)``) shaped like ``x`` ``[B, C, T]``.
 
         ``t`` and ``r`` are ``[B]`` (``r`` defaults to ``t``); ``mask`` ``[B, T]`` marks real frames
         (padded frames are never attended to; their own outputs are meaningless). A ``cond`` from
-        :meth:`prepare` must have been prepared with this ``keep``, ``mask`` and length.
+        :meth:`prepare` must have been prepared with this ``keep``, ``mask`` and length. ``perturb``
+        (``{"attention" | "skip": [B, depth] bool}``) perturbs the flagged blocks of the flagged rows
+        (see the module docstring); the other rows are computed as without it.
         """
+        identity, skip = self._perturb_flags(perturb, x.shape[0])
         B, _, T = x.shape
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(B)
         r = t if r is None else torch.as_tensor(r, dtype=x.dtype, device=x.device).expand(B)
@@ -441,7 +474,9 @@ class DiT(Generator):
             h = torch.cat([context.emb, h], dim=1)
             mask = torch.cat([context.mask, mask], dim=1)
         h, rope = self._positions(h, prefix)
-        for block in self.blocks:
-            h = block(h, c, mask, rope, context)
+        for i, block in enumerate(self.blocks):
+            ident = None if identity is None or not bool(identity[:, i].any()) else identity[:, i]
+            out = block(h, c, mask, rope, context, ident)
+            h = out if skip is None or not bool(skip[:, i].any()) else torch.where(skip[:, i, None, None], h, out)
         out = self.final(h[:, prefix:], c).reshape(B, T + pad, -1)
         return out[:, :T].transpose(1, 2)

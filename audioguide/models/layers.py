@@ -98,15 +98,30 @@ class Attention(nn.Module):
         return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
     def forward(
-        self, x: Tensor, context: Tensor, mask: Tensor, rope: tuple[Tensor, Tensor] | None = None
+        self,
+        x: Tensor,
+        context: Tensor,
+        mask: Tensor,
+        rope: tuple[Tensor, Tensor] | None = None,
+        identity: Tensor | None = None,
     ) -> Tensor:
-        """``rope`` holds ``(cos, sin)`` ``[L, d]``; only for self-attention (``context is x``)."""
+        """``rope`` holds ``(cos, sin)`` ``[L, d]``; only for self-attention (``context is x``).
+
+        ``identity`` ``[B]`` bool: rows whose attention map is replaced by the identity (each query
+        attends to its own position only, so the attention outputs ``V``: the perturbed
+        self-attention of PAG, Ahn et al. 2024, §4); self-attention only. Other rows are computed
+        exactly as without it.
+        """
         q = self.q_norm(self._split(self.to_q(x)))
         k = self.k_norm(self._split(self.to_k(context)))
         v = self._split(self.to_v(context))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         out = attention(q, k, v, mask, math=self.math)
+        if identity is not None and bool(identity.any()):
+            if context is not x:
+                raise ValueError("an identity attention map needs self-attention (queries and keys alike)")
+            out = torch.where(identity.view(-1, 1, 1, 1), v, out)
         return self.to_out(out.transpose(1, 2).flatten(2))
 
 

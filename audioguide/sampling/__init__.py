@@ -1,10 +1,12 @@
-"""Samplers: flow-matching ODEs, discrete diffusion, mean flows and codec-token AR loops.
+"""Samplers: flow-matching ODEs, discrete diffusion, mean flows, predictor-corrector guidance and
+codec-token AR loops.
 
 Pure functions over a model callable, and the two interfaces recipes run them through
 (:class:`ContinuousSampler`, :class:`TokenSampler`; see :mod:`audioguide.sampling.common`).
 """
 
 from audioguide.sampling.common import ContinuousSampler, RowStreams, TokenSampler
+from audioguide.sampling.corrector import langevin_correct, sample_pcg
 from audioguide.sampling.diffusion import (
     CLEAN_T,
     DiffusionSchedule,
@@ -39,6 +41,7 @@ __all__ = [
     "DiffusionSchedule",
     "apply_delay_pattern",
     "flow_times",
+    "langevin_correct",
     "rescale_zero_terminal_snr",
     "sample_ddim",
     "sample_ddim_cfgpp",
@@ -49,6 +52,7 @@ __all__ = [
     "sample_heun",
     "sample_meanflow",
     "sample_midpoint",
+    "sample_pcg",
     "sample_next_token",
     "shift_times",
     "sway_times",
