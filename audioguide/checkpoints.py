@@ -1,7 +1,9 @@
 """Checkpoints: safetensors files whose metadata carries the model's config.
 
 A checkpoint source is a local ``.safetensors`` file, a directory holding ``model.safetensors``, or
-a Hugging Face repo id (``owner/name``) fetched with ``huggingface_hub`` where a network exists.
+a Hugging Face repo id (``owner/name``, or explicitly ``hf://owner/name``) fetched with
+``huggingface_hub`` where a network exists. A user's ``--weights`` is a local path unless written
+``hf://...`` (:func:`resolve` with ``local=True``): a mistyped folder is "not found", never a Hub lookup.
 Pickled formats (``.pt``, ``.bin``, ``.ckpt``) are refused: loading them can run arbitrary code.
 """
 
@@ -31,19 +33,38 @@ class Checkpoint:
     path: Path
 
 
+HUB_PREFIX = "hf://"
+
+
 def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], config: dict[str, Any], kind: str) -> Path:
-    """Write ``tensors`` with ``config`` (JSON) and ``kind`` in the safetensors metadata, atomically."""
+    """Write ``tensors`` with ``config`` (JSON) and ``kind`` in the safetensors metadata, atomically;
+    a full disk is a one-line error."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     metadata = {"format": FORMAT, "kind": kind, "config": json.dumps(config, sort_keys=True)}
     with atomic_write(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        except SafetensorError as e:  # its I/O errors, e.g. "IoError(Os { code: 28, kind: StorageFull ...})"
+            storage = "StorageFull" in str(e) or "No space" in str(e)
+            reason = "disk full (no space left on device)" if storage else str(e).splitlines()[0]
+            raise AudioguideError(f"cannot write {path}: {reason}") from None
     return Path(path)
 
 
-def resolve(source: str | Path) -> Path:
-    """Find the safetensors file a source names (file, directory, or Hub repo id)."""
+def resolve(source: str | Path, local: bool = False) -> Path:
+    """Find the safetensors file a source names (file, directory, or Hub repo id). With ``local``
+    (a user's option) only ``hf://owner/name`` reaches the Hub; anything else is a path."""
+    if str(source).startswith(HUB_PREFIX):
+        repo_id = str(source)[len(HUB_PREFIX) :]
+        if not _REPO_ID.match(repo_id):
+            raise AudioguideError(f"not a Hugging Face repo id: {source} (expected hf://owner/name)")
+        return _from_hub(repo_id)
     p = Path(source).expanduser()
+    if local and not p.exists() and p.suffix not in _PICKLED:
+        hint = f"; a Hugging Face repo is written {HUB_PREFIX}{source}" if _REPO_ID.match(str(source)) else ""
+        raise AudioguideError(f"checkpoint not found: {source} (no such file or directory{hint})")
     if p.suffix in _PICKLED:
         raise AudioguideError(f"refusing to load pickled checkpoint {p}: convert it to .safetensors")
     if p.is_file():
@@ -77,11 +98,11 @@ def _from_hub(repo_id: str) -> Path:
         raise AudioguideError(f"cannot fetch {WEIGHTS_NAME} from Hub repo {repo_id!r}: {reason}") from None
 
 
-def load_checkpoint(source: str | Path) -> Checkpoint:
-    """Load tensors and config from a checkpoint source; never unpickles."""
+def load_checkpoint(source: str | Path, local: bool = False) -> Checkpoint:
+    """Load tensors and config from a checkpoint source (``local``: see :func:`resolve`); never unpickles."""
     from safetensors import SafetensorError, safe_open
 
-    path = resolve(source)
+    path = resolve(source, local)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

@@ -7,8 +7,10 @@ heavy modules are imported inside the commands so that ``--help`` stays fast.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -38,7 +40,25 @@ ScaleOpt = Annotated[
 ]
 RescaleOpt = Annotated[Optional[float], typer.Option("--rescale", help="CFG rescale phi in [0, 1] (Lin et al. 2023).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: all cores).")]
-WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="Checkpoint (.safetensors, directory or Hub id) to use instead of the recipe's.")]
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="Checkpoint (.safetensors, directory, or hf://owner/name on the Hub) to use instead of the recipe's.")]
+
+# tts, t2a and serve: what an interactive call needs
+MAX_TEXT_CHARS = 200_000  # a long chapter; each sentence is checked and drawn on its own
+LiveThreadsOpt = Annotated[
+    Optional[int],
+    typer.Option("--threads", min=1, max=1024, help="CPU threads for torch (default: 1, which holds up when other processes keep cores busy; README 'Threads')."),
+]
+OutputOpt = Annotated[
+    str, typer.Option("--output", "-o", help="Output file; its suffix picks the format: .wav .flac .ogg .opus .mp3. '-' writes to stdout (see --format).")
+]
+FormatOpt = Annotated[Optional[str], typer.Option("--format", help="Format for -o -: wav (default), flac, ogg, opus, mp3 or pcm (16-bit little-endian, no header).")]
+SampleRateOpt = Annotated[Optional[int], typer.Option("--sample-rate", help="Resample the output to this rate in Hz (soxr; default: the recipe's).")]
+SampleFormatOpt = Annotated[Optional[str], typer.Option("--sample-format", help="16, 24 or float for WAV; 16 or 24 for FLAC (default 16).")]
+LoudnessOpt = Annotated[
+    str,
+    typer.Option("--loudness", help="Integrated loudness in LUFS (ITU-R BS.1770), or 'off' for the model's own level; true peaks stay under -1 dBTP either way."),
+]
+TextFileOpt = Annotated[Optional[Path], typer.Option("--text-file", help="Read the text from this UTF-8 file instead.")]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -46,17 +66,26 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _interruption(e: KeyboardInterrupt) -> tuple[str, int]:
+    """The one line and exit code (128 + signal number) of an interrupted command."""
+    from audioguide.core import Terminated
+
+    if isinstance(e, Terminated):
+        return "terminated (SIGTERM)", 128 + signal.SIGTERM
+    return "interrupted", 128 + signal.SIGINT
+
+
 @contextmanager
 def _user_errors():
-    """Turn input errors into one line on stderr and exit code 2 (130 on Ctrl-C)."""
+    """Turn input errors into one line on stderr and exit code 2 (130 on Ctrl-C, 143 on SIGTERM)."""
     from audioguide.core import AudioguideError
 
     try:
         yield
     except AudioguideError as e:
         _fail(str(e))
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
+    except KeyboardInterrupt as e:
+        _fail(*_interruption(e))
 
 
 def _pairs(items: list[str] | None, option: str = "--scale") -> dict[str, float]:
@@ -113,18 +142,87 @@ def _warn_random(pipe) -> None:
         )
 
 
-def _check_output(output: Path, force: bool) -> None:
+def _read_text(text: str | None, text_file: Path | None, name: str = "text") -> str:
+    """The text of a call: the argument, stdin for ``-``, or ``--text-file`` (UTF-8); one line on error."""
     from audioguide.core import AudioguideError
 
-    if output.suffix.lower() != ".wav":
-        raise AudioguideError(f"output must end in .wav, got {output}")
+    if text is not None and text_file is not None:
+        raise AudioguideError("give the text or --text-file, not both")
+    try:
+        if text_file is not None:
+            text = text_file.read_bytes().decode("utf-8")
+        elif text == "-":
+            text = sys.stdin.buffer.read().decode("utf-8")
+    except OSError as e:
+        raise AudioguideError(f"cannot read {text_file or 'stdin'}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise AudioguideError(f"{text_file or 'stdin'} is not UTF-8 text (byte {e.start})") from None
+    if text is None:
+        raise AudioguideError(f"Missing argument '{name}': give it, or - to read it from stdin, or --text-file FILE")
+    if len(text) > MAX_TEXT_CHARS:
+        raise AudioguideError(f"text is {len(text)} characters, over {MAX_TEXT_CHARS}; split it into several calls")
+    return text
+
+
+def _target(output: str, fmt: str | None, force: bool) -> tuple[Path | None, str]:
+    """Where and in what format to write: ``(path, format)``, or ``(None, format)`` for stdout
+    (``-o -``, ``--format``, default wav); the path is checked as :func:`_check_output` does."""
+    from audioguide.audio import FORMATS, format_of
+    from audioguide.core import AudioguideError
+
+    if fmt is not None and fmt not in FORMATS:
+        raise AudioguideError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if output == "-":
+        if sys.stdout.isatty():
+            raise AudioguideError("refusing to write audio to a terminal: redirect stdout, or pass -o FILE")
+        return None, fmt or "wav"
+    path = Path(output)
+    suffix = format_of(path)
+    if fmt is not None and fmt != suffix:
+        raise AudioguideError(f"--format {fmt} disagrees with {path.name}; the file's suffix sets its format")
+    _check_output(path, force)
+    return path, suffix
+
+
+def _loudness(value: str) -> float | None:
+    """``--loudness``: LUFS in [-60, -5], or ``off``."""
+    from audioguide.core import AudioguideError
+
+    if value.strip().lower() in ("off", "none"):
+        return None
+    try:
+        lufs = float(value)
+    except ValueError:
+        lufs = float("nan")
+    if not -60.0 <= lufs <= -5.0:
+        raise AudioguideError(f"--loudness must be LUFS in [-60, -5] or 'off', got {value!r}")
+    return lufs
+
+
+def _write_stdout(data: bytes) -> None:
+    """Audio bytes to stdout; a closed pipe or a full disk is one line, not a traceback."""
+    from audioguide.core import AudioguideError, os_reason
+
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except OSError as e:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second failure at exit
+        raise AudioguideError(f"cannot write to stdout: {os_reason(e)}") from None
+
+
+def _check_output(output: Path, force: bool) -> None:
+    """An output file that may be written: not a directory, not existing unless ``force``, under a
+    directory (or directories that will be created)."""
+    from audioguide.core import AudioguideError
+
     try:
         if output.is_dir():
             raise AudioguideError(f"output {output} is a directory")
         if output.exists() and not force:
             raise AudioguideError(f"{output} exists; pass --force to overwrite")
         parent = output.parent
-        while not parent.exists() and parent != parent.parent:  # the directories write_wav will create
+        while not parent.exists() and parent != parent.parent:  # the directories the write will create
             parent = parent.parent
         if not parent.is_dir():
             raise AudioguideError(f"cannot write {output}: {parent} is not a directory")
@@ -142,22 +240,48 @@ def _progress():
     )
 
 
-def _generate(task, text, output, recipe, seed, steps, cfg, scale, rescale, seconds, threads, weights, force, inputs=None,
-              negative=None, candidates=None):
-    from audioguide.audio import write_wav
+@dataclass(frozen=True)
+class _Output:
+    """tts / t2a output options: where, format, rate, sample format, loudness."""
+
+    output: str
+    fmt: str | None = None
+    sample_rate: int | None = None
+    sample_format: str | None = None
+    loudness: str = "-16"
+    force: bool = False
+
+
+def _generate(task, text, output: _Output, recipe, seed, steps, cfg, scale, rescale, seconds, threads, weights, inputs=None,
+              negative=None, candidates=None, text_file=None, speed=None):
+    """Check everything, load, prepare, draw; then level, encode and write (a file, atomically, or stdout)."""
+    from audioguide.audio import encode_audio, master, output_rate, subtype_of, write_bytes
+    from audioguide.core import set_threads
 
     with _user_errors():
-        _check_output(output, force)
-        pipe = _load(task, recipe, weights, threads)
+        text = _read_text(text, text_file, "text" if task == "tts" else "prompt")
+        target, fmt = _target(output.output, output.fmt, output.force)
+        subtype_of(fmt, output.sample_format)
+        lufs = _loudness(output.loudness)
+        if output.sample_rate is not None:
+            output_rate(fmt, 0, output.sample_rate)  # checked before any work
+        set_threads(threads)
+        pipe = _load(task, recipe, weights, None)
+        rate = output_rate(fmt, pipe.sample_rate, output.sample_rate)
         inputs = {k: v for k, v in (inputs or {}).items() if v is not None}
         plan = pipe.prepare([text], seed=seed, steps=steps, cfg=cfg, scales=_pairs(scale), rescale=rescale,
-                            seconds=seconds, inputs=inputs, negative=negative, candidates=candidates)
+                            seconds=seconds, inputs=inputs, negative=negative, candidates=candidates, speed=speed)
         _warn_random(pipe)
         with _progress() as progress:
             bar = progress.add_task("sampling", total=pipe.steps_for(steps))  # a codec LM's follows the length
             audio = pipe.generate(plan, callback=lambda i, total: progress.update(bar, completed=i, total=total))
-        write_wav(output, audio[0], audio.sample_rate)
-        typer.echo(f"wrote {output} ({audio.seconds():.2f} s, {audio.sample_rate} Hz)", err=True)
+        wav, sr = master(audio[0], audio.sample_rate, target_lufs=lufs, rate=rate)
+        data = encode_audio(wav, sr, fmt, output.sample_format)
+        if target is None:
+            _write_stdout(data)
+        else:
+            write_bytes(target, data)
+        typer.echo(f"wrote {target or 'stdout'} ({len(wav) / sr:.2f} s, {sr} Hz, {fmt})", err=True)
 
 
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output file.")]
@@ -165,15 +289,15 @@ ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an exis
 
 @app.command()
 def tts(
-    text: Annotated[str, typer.Argument(help="The text to speak.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output .wav path.")] = Path("out.wav"),
+    text: Annotated[Optional[str], typer.Argument(help="The text to speak; - reads it from stdin.")] = None,
+    output: OutputOpt = "out.wav",
     recipe: RecipeOpt = None,
     seed: SeedOpt = 0,
     steps: StepsOpt = None,
     cfg: CfgOpt = None,
     scale: ScaleOpt = None,
     rescale: RescaleOpt = None,
-    threads: ThreadsOpt = None,
+    threads: LiveThreadsOpt = None,
     weights: WeightsOpt = None,
     force: ForceOpt = False,
     voice: Annotated[Optional[str], typer.Option("--voice", help="Named voice, for recipes with a speaker condition.")] = None,
@@ -181,16 +305,23 @@ def tts(
         Optional[str], typer.Option("--describe", help="Free-text voice description, for recipes with a style condition.")
     ] = None,
     candidates: CandidatesOpt = None,
+    speed: Annotated[Optional[float], typer.Option("--speed", min=0.25, max=4.0, help="Speaking rate, 0.25-4 (2 = twice as fast; default: the voice's own).")] = None,
+    text_file: TextFileOpt = None,
+    fmt: FormatOpt = None,
+    sample_rate: SampleRateOpt = None,
+    sample_format: SampleFormatOpt = None,
+    loudness: LoudnessOpt = "-16",
 ) -> None:
     """Text to speech."""
-    _generate("tts", text, output, recipe, seed, steps, cfg, scale, rescale, None, threads, weights, force,
-              {"speaker": voice, "style": describe}, candidates=candidates)
+    _generate("tts", text, _Output(output, fmt, sample_rate, sample_format, loudness, force), recipe, seed, steps, cfg,
+              scale, rescale, None, threads, weights, {"speaker": voice, "style": describe}, candidates=candidates,
+              text_file=text_file, speed=speed)
 
 
 @app.command()
 def t2a(
-    prompt: Annotated[str, typer.Argument(help="What the sound should be, e.g. 'a dog barking'.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output .wav path.")] = Path("out.wav"),
+    prompt: Annotated[Optional[str], typer.Argument(help="What the sound should be, e.g. 'a dog barking'; - reads stdin.")] = None,
+    output: OutputOpt = "out.wav",
     seconds: Annotated[Optional[float], typer.Option("--seconds", help="Duration in seconds (default: the recipe's).")] = None,
     recipe: RecipeOpt = None,
     seed: SeedOpt = 0,
@@ -198,22 +329,70 @@ def t2a(
     cfg: CfgOpt = None,
     scale: ScaleOpt = None,
     rescale: RescaleOpt = None,
-    threads: ThreadsOpt = None,
+    threads: LiveThreadsOpt = None,
     weights: WeightsOpt = None,
     force: ForceOpt = False,
     negative: Annotated[
         Optional[str], typer.Option("--negative", help="Negative prompt: what the sound should not be, e.g. 'music'.")
     ] = None,
+    text_file: TextFileOpt = None,
+    fmt: FormatOpt = None,
+    sample_rate: SampleRateOpt = None,
+    sample_format: SampleFormatOpt = None,
+    loudness: LoudnessOpt = "-16",
 ) -> None:
     """Text to audio (sound effects, music)."""
-    _generate("t2a", prompt, output, recipe, seed, steps, cfg, scale, rescale, seconds, threads, weights, force,
-              negative=negative)
+    _generate("t2a", prompt, _Output(output, fmt, sample_rate, sample_format, loudness, force), recipe, seed, steps, cfg,
+              scale, rescale, seconds, threads, weights, negative=negative, text_file=text_file)
+
+
+@app.command()
+def serve(
+    recipe: Annotated[Optional[list[str]], typer.Option("--recipe", "-r", help="Recipe to load and serve (repeatable; default: speech and sound).")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port (0: any free port, printed at start).")] = 8000,
+    threads: LiveThreadsOpt = None,
+    max_chars: Annotated[int, typer.Option("--max-chars", min=1, max=MAX_TEXT_CHARS, help="Longest input a request may send, in characters.")] = 4096,
+    max_queue: Annotated[int, typer.Option("--max-queue", min=1, max=1024, help="Requests taken at once; more get 503 (generation runs one sentence at a time).")] = 8,
+    max_body: Annotated[int, typer.Option("--max-body", min=1024, max=16 * 2**20, help="Largest request body in bytes.")] = 64 * 1024,
+    loudness: LoudnessOpt = "-16",
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level: critical, error, warning, info, debug.")] = "warning",
+) -> None:
+    """HTTP server: OpenAI-compatible POST /v1/audio/speech and POST /v1/audio/sound, streamed sentence by sentence."""
+    from audioguide.core import AudioguideError, set_threads
+    from audioguide.pipeline import Pipeline
+
+    with _user_errors():
+        try:
+            from audioguide import serve as serving
+        except ImportError as e:
+            raise AudioguideError(f"audioguide serve needs the serve extra (no {e.name}): pip install 'audioguide[serve]'") from None
+        limits = serving.Limits(max_chars=max_chars, max_body=max_body, max_queue=max_queue, target_lufs=_loudness(loudness))
+        if log_level not in ("critical", "error", "warning", "info", "debug"):
+            raise AudioguideError(f"--log-level must be critical, error, warning, info or debug, got {log_level!r}")
+        n_threads = set_threads(threads)
+        pipelines = {}
+        for name in recipe or ["speech", "sound"]:
+            pipe = Pipeline.from_recipe(name)
+            if pipe.recipe.name in pipelines:
+                raise AudioguideError(f"recipe {pipe.recipe.name!r} is given twice")
+            _warn_random(pipe)
+            pipelines[pipe.recipe.name] = pipe
+        sock = serving.listen(host, port)
+        stops = []
+        for sig in (signal.SIGINT, signal.SIGTERM):  # uvicorn stops gracefully, then raises the signal again: here
+            signal.signal(sig, lambda signum, frame: stops.append(signum))
+        typer.echo(f"audioguide serve: listening on http://{host}:{sock.getsockname()[1]} "
+                   f"(models: {', '.join(pipelines)}; {n_threads} thread(s))", err=True)
+        serving.run(serving.Server(pipelines, limits), sock, log_level)
+        how = f" by {signal.Signals(stops[0]).name}" if stops else ""
+        typer.echo(f"audioguide serve: stopped{how}", err=True)
 
 
 @app.command()
 def render(
-    manifest: Annotated[Path, typer.Argument(help="JSONL manifest: one object per line with 'text' (tts) or 'caption' (t2a), optional 'id', 'seed', 'duration'.")],
-    out_dir: Annotated[Path, typer.Option("--output", "-o", help="Directory for <id>.wav files.")] = Path("rendered"),
+    manifest: Annotated[Path, typer.Argument(help="JSONL manifest: one object per line with 'text' (tts) or 'caption' (t2a), optional 'id', 'seed', 'duration', 'speaker', 'style'.")],
+    out_dir: Annotated[Path, typer.Option("--output", "-o", help="Directory for <id>.wav files and results.jsonl.")] = Path("rendered"),
     task: Annotated[str, typer.Option("--task", help="tts or t2a (default: the recipe's, else inferred from the manifest).")] = "",
     recipe: RecipeOpt = None,
     seed: SeedOpt = 0,
@@ -224,13 +403,20 @@ def render(
     threads: ThreadsOpt = None,
     weights: WeightsOpt = None,
     candidates: CandidatesOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=256, help="Pieces per forward pass (similar lengths batched together).")] = 8,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=256, help="Worker processes (local) or Ray actors; threads are split between them.")] = 1,
+    engine: Annotated[str, typer.Option("--engine", help="local (processes on this machine; torchrun ranks shard) or ray.")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local instance).")] = None,
+    log_every: Annotated[float, typer.Option("--log-every", min=0.1, help="Seconds between progress lines when stderr is not a terminal.")] = 10.0,
+    loudness: LoudnessOpt = "-16",
 ) -> None:
-    """Render a whole manifest to WAVs; rerun to resume (finished files are skipped)."""
+    """Render a whole manifest to WAVs and results.jsonl; rerun to resume (done rows are skipped)."""
     from audioguide.core import AudioguideError
     from audioguide.manifest import read_manifest
     from audioguide.recipes import load_recipe
-    from audioguide.render import check_rows, manifest_task
+    from audioguide.render import manifest_task
     from audioguide.render import render as render_rows
+    from audioguide.render.progress import RenderProgress
 
     with _user_errors():
         rows = read_manifest(manifest)
@@ -239,19 +425,21 @@ def render(
         if not task:  # the recipe's task, else the manifest's
             task = load_recipe(recipe).task if recipe is not None else manifest_task(rows)
         pipe = _load(task, recipe, weights, threads, render=True)
-        scales = _pairs(scale)
-        check_rows(pipe, rows, seed)
-        pipe.policy(scales=scales, cfg=cfg, rescale=rescale)  # the options, checked before any row
-        pipe.sampler_config(steps)
-        pipe.candidates_for(candidates)
         _warn_random(pipe)
-        with _progress() as progress:
-            bar = progress.add_task("rendering", total=len(rows))
-            report = render_rows(
-                pipe, rows, out_dir, seed=seed, steps=steps, cfg=cfg, scales=scales,
-                rescale=rescale, candidates=candidates, on_row=lambda row, skipped: progress.advance(bar),
-            )
-        typer.echo(f"wrote {report.written} file(s) to {out_dir}, skipped {report.skipped} already done", err=True)
+        progress = RenderProgress(len(rows), log_every)
+        try:
+            with progress:
+                report = render_rows(pipe, rows, out_dir, seed, batch_size=batch_size, workers=workers, engine=engine,
+                                     weights=weights, on_event=progress, ray_address=ray_address,
+                                     loudness=_loudness(loudness), steps=steps, cfg=cfg,
+                                     scales=_pairs(scale), rescale=rescale, candidates=candidates)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: what was written stays, the rest resumes
+            message, code = _interruption(e)
+            _fail(f"{message}: {progress.counts['done']} row(s) written; rerun the same command to resume", code)
+        typer.echo(f"render: {progress.summary()}; results in {out_dir / 'results.jsonl'}", err=True)
+        if report.failed:
+            _fail(f"{report.failed} of {len(rows)} row(s) failed; their errors are in {out_dir / 'results.jsonl'}; "
+                  "rerun to retry them", 1)
 
 
 @app.command()
@@ -618,6 +806,21 @@ def eval_t2a(
             _write_report(report, table)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from audioguide import __version__
+
+        typer.echo(f"audioguide {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _app(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Guidance-aware text-to-speech and text-to-audio."""
+
+
 @app.command("recipes")
 def list_recipes() -> None:
     """List the built-in recipes, one line each."""
@@ -639,9 +842,15 @@ def main() -> None:
     except ImportError:
         from click import exceptions as click_errors  # type: ignore[no-redef]
 
+    from audioguide.core import terminate_on_sigterm
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    terminate_on_sigterm()
     try:
         code = app(standalone_mode=False, prog_name="audioguide")
+    except KeyboardInterrupt as e:  # outside a command's own handling (e.g. while importing)
+        message, code = _interruption(e)
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     except getattr(click_errors, "NoArgsIsHelpError", ()):
         code = 2  # the help is already printed
     except click_errors.UsageError as e:
@@ -651,9 +860,9 @@ def main() -> None:
     except click_errors.ClickException as e:
         typer.secho(f"error: {e.format_message()}", fg=typer.colors.RED, err=True)
         code = e.exit_code
-    except typer.Abort:
-        typer.secho("error: interrupted", fg=typer.colors.RED, err=True)
-        code = 130
+    except typer.Abort as e:  # click's form of a KeyboardInterrupt (or SIGTERM) outside a command's handling
+        message, code = _interruption(e.__cause__ if isinstance(e.__cause__, KeyboardInterrupt) else KeyboardInterrupt())
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     sys.exit(code if isinstance(code, int) else 0)
 
 

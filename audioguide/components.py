@@ -31,8 +31,9 @@ def local_weights(source: str, recipe: Recipe, user: bool = False) -> Path | Non
 
 
 def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: str, user: bool = False) -> None:
-    """Load ``source`` into ``module``: a local file (:func:`local_weights`) or a Hub id."""
-    ckpt = load_checkpoint(local_weights(source, recipe, user) or source)
+    """Load ``source`` into ``module``: a local file (:func:`local_weights`) or a Hub id (a user's
+    ``source`` only when written ``hf://owner/name``: otherwise a missing path is "not found")."""
+    ckpt = load_checkpoint(local_weights(source, recipe, user) or source, local=user)
     try:
         missing, unexpected = module.load_state_dict(ckpt.tensors, strict=False)
     except RuntimeError as e:  # shape mismatches

@@ -28,8 +28,11 @@ the space they work in and convert through :func:`to_x0_eps` / :func:`from_x0_ep
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tempfile
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,6 +51,22 @@ Cond = Mapping[str, Tensor]
 
 Keep = Mapping[str, Tensor]
 """Per-condition boolean masks of shape ``[B]``: True keeps the condition, False uses its null."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (:func:`terminate_on_sigterm`): it unwinds like Ctrl-C, so temporary files
+    are removed, claims released and the command ends with one line."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def terminate_on_sigterm() -> None:
+    """Make SIGTERM raise :class:`Terminated` in this process's main thread (the CLI, a render worker)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 class AudioguideError(Exception):
@@ -204,6 +223,49 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # a full disk, a quota, a file size limit: one line, not a traceback
+            raise AudioguideError(f"cannot write {path}: {os_reason(e)}") from None
         raise
+
+
+def os_reason(e: OSError) -> str:
+    """A one-line reason for a failed write, naming a full disk as such."""
+    if e.errno == errno.ENOSPC:
+        return "disk full (no space left on device)"
+    return e.strerror or next(iter(str(e).splitlines()), type(e).__name__)
+
+
+# ANSI / ECMA-48 escape sequences: CSI (ESC [ ... final byte), OSC (ESC ] ... BEL or ESC \), and
+# the two-character Fe escapes; a terminal's colour codes pasted into text would otherwise be read
+# aloud ("31 m").
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]?")
+
+
+def clean_text(text: str) -> str:
+    """``text`` without terminal escape sequences and invisible characters: Unicode control (Cc) and
+    format (Cf: zero-width spaces, soft hyphens, byte-order marks) characters are removed, except
+    tab, newline and carriage return, which are kept as whitespace. Ordinary text is unchanged."""
+    if text.isprintable():
+        return text
+    text = _ESCAPES.sub("", text)
+    return "".join(c for c in text if c in "\t\n\r" or unicodedata.category(c) not in ("Cc", "Cf"))
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads: ``threads``, else :data:`DEFAULT_THREADS`; returns the count.
+
+    The default is one thread. Measured on the 2-core CPU (``benchmarks/threads.py``), two threads
+    are faster only on an idle machine; when another process holds a core, OpenMP's spinning
+    threads wait on each other and a 0.2 s call takes seconds. One thread never collapses.
+    """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise AudioguideError(f"threads must be an integer >= 1, got {threads!r}")
+    n = threads or DEFAULT_THREADS
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+DEFAULT_THREADS = 1

@@ -25,7 +25,9 @@ A call is three public stages, which scripts, benchmarks, rendering and the CLI 
 
 :meth:`Pipeline.generate` runs ``draw -> choose -> decode`` on a plan, trims each piece to its length
 and joins a text's sentences with short pauses (:func:`join_speech`); ``__call__`` is
-``generate(prepare(...))``. Input ``i`` of a call with
+``generate(prepare(...))``; :meth:`Pipeline.stream` (:meth:`Pipeline.chunks` of a prepared plan) yields
+a text's audio sentence by sentence instead, as each finishes, in chunks that concatenate to the
+call's waveform. Input ``i`` of a call with
 ``seed`` always equals a single call on that input with ``seed + i``. Secondary inputs (speaker,
 style) that a call does not give are absent: their conditioner's null condition, with guidance on
 them off. A call that gives only texts uses the recipe's ``[defaults]`` (e.g. the default voice).
@@ -33,8 +35,9 @@ them off. A call that gives only texts uses the recipe's ``[defaults]`` (e.g. th
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +48,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from audioguide.components import build_components, build_verifier
-from audioguide.core import Audio, AudioguideError, check_seed, make_generator
+from audioguide.core import Audio, AudioguideError, check_seed, clean_text, make_generator
 from audioguide.guidance import Guidance
 from audioguide.models.base import with_negative
 from audioguide.recipes import MAX_CANDIDATES, TASKS, Recipe, RecipeError, call_policy, load_recipe, sampler_config
@@ -60,6 +63,7 @@ StepCallback = Callable[[int, int], None]
 SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=\S)")
 PAUSE_SECONDS = 0.18  # between joined sentences
 FADE_SECONDS = 0.01
+MIN_SPEED, MAX_SPEED = 0.25, 4.0  # speed of speech, as OpenAI's speech API bounds it
 
 
 def split_sentences(text: str, max_chars: int = 220) -> list[str]:
@@ -79,19 +83,23 @@ def split_sentences(text: str, max_chars: int = 220) -> list[str]:
 
 def join_speech(waves: Sequence[np.ndarray], sample_rate: int, pause: float = PAUSE_SECONDS) -> np.ndarray:
     """Concatenate sentence waveforms with ``pause`` seconds of silence, each faded in and out over
-    10 ms so that no join clicks."""
-    fade = int(FADE_SECONDS * sample_rate)
-    gap = np.zeros(int(pause * sample_rate), dtype=np.float32)
-    parts = []
-    for i, w in enumerate(waves):
-        w = np.array(w, dtype=np.float32)
-        n = min(fade, len(w) // 2)
-        if n:
-            ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
-            w[:n] *= ramp
-            w[-n:] *= ramp[::-1]
-        parts.extend([gap, w] if i else [w])
+    10 ms so that no join clicks (:func:`join_part` of each, in order)."""
+    parts = [join_part(w, sample_rate, first=i == 0, pause=pause) for i, w in enumerate(waves)]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def join_part(wave: np.ndarray, sample_rate: int, first: bool, pause: float = PAUSE_SECONDS) -> np.ndarray:
+    """One sentence as :func:`join_speech` places it: faded in and out over 10 ms, after ``pause``
+    seconds of silence unless it is the ``first``. Streaming yields these, so a stream's chunks
+    concatenate to the joined waveform."""
+    fade = int(FADE_SECONDS * sample_rate)
+    w = np.array(wave, dtype=np.float32)
+    n = min(fade, len(w) // 2)
+    if n:
+        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+        w[:n] *= ramp
+        w[-n:] *= ramp[::-1]
+    return w if first else np.concatenate([np.zeros(int(pause * sample_rate), dtype=np.float32), w])
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,21 @@ class Plan:
     texts: int  # how many texts the call had
     sampler: Any  # the sampler config, with the call's steps
     candidates: int  # samples drawn per piece (the verifier keeps one)
+
+    @classmethod
+    def concat(cls, plans: Sequence[Plan]) -> Plan:
+        """One plan of several (e.g. one per manifest row, each with its own seed and inputs): text
+        ``i`` of the result is the ``i``-th text over ``plans`` in order; sampler settings and
+        candidates must agree."""
+        if not plans:
+            raise ValueError("Plan.concat needs at least one plan")
+        first, pieces, offset = plans[0], [], 0
+        for plan in plans:
+            if (plan.sampler, plan.candidates) != (first.sampler, first.candidates):
+                raise ValueError("plans with different sampler settings or candidates cannot share a plan")
+            pieces += [dataclasses.replace(p, index=p.index + offset) for p in plan.pieces]
+            offset += plan.texts
+        return cls(tuple(pieces), offset, first.sampler, first.candidates)
 
 
 class Pipeline:
@@ -186,19 +209,32 @@ class Pipeline:
             raise AudioguideError(f"recipe {self.recipe.name!r} has no [verifier] to choose among candidates; use 1")
         return candidates
 
-    def seconds_for(self, text: str, seconds: float | None = None) -> float:
+    def seconds_for(self, text: str, seconds: float | None = None, pace: float = 1.0) -> float:
         """Seconds to generate: ``seconds`` checked against the recipe's range, else the recipe's
-        estimate (sound: its ``seconds``; speech: by characters)."""
+        estimate (sound: its ``seconds``; speech: by characters, times ``pace``)."""
         d = self.recipe.duration
         if seconds is None:
             if self.task == "t2a":
                 return d.seconds
-            return min(max(len(text) * d.seconds_per_char, d.min_seconds), d.max_seconds)
+            return min(max(len(text) * d.seconds_per_char * pace, d.min_seconds), d.max_seconds)
         if not d.min_seconds <= seconds <= d.max_seconds:
             raise AudioguideError(
                 f"seconds must be in [{d.min_seconds:g}, {d.max_seconds:g}] for recipe {self.recipe.name!r}, got {seconds:g}"
             )
         return seconds
+
+    def pace_for(self, speed: float | None = None, seconds: float | None = None) -> float:
+        """How much longer than its natural pace speech is drawn: ``1 / speed``, with ``speed`` in
+        [0.25, 4] (the range of OpenAI's speech API; 2 speaks twice as fast), 1 when None."""
+        if speed is None:
+            return 1.0
+        if isinstance(speed, bool) or not isinstance(speed, int | float) or not MIN_SPEED <= speed <= MAX_SPEED:
+            raise AudioguideError(f"speed must be a number in [{MIN_SPEED:g}, {MAX_SPEED:g}], got {speed!r}")
+        if self.task != "tts":
+            raise AudioguideError(f"speed applies to speech; recipe {self.recipe.name!r} is {self.task}: set its seconds")
+        if seconds is not None:
+            raise AudioguideError("give speed or seconds, not both")
+        return 1.0 / float(speed)
 
     def steps_for(self, steps: int | None = None) -> int | None:
         """Sampler steps of one draw (the recipe's, or ``steps`` checked); None for a codec LM,
@@ -213,9 +249,11 @@ class Pipeline:
         seconds: float | None = None,
     ) -> None:
         """Fail early, with a one-line error, on input the conditioners cannot take. Long speech is
-        checked sentence by sentence, as it is generated (:meth:`pieces`)."""
+        checked sentence by sentence, as it is generated (:meth:`pieces`); texts are checked as
+        they are read, without control characters (:func:`~audioguide.core.clean_text`)."""
         if not texts:
             raise AudioguideError("nothing to generate: no texts given")
+        texts, inputs, negative = _cleaned(texts, inputs, negative)
         primary = PRIMARY_INPUT[self.task]
         for name, values in self._inputs(texts, inputs).items():
             if name == primary and values is not None:
@@ -267,11 +305,14 @@ class Pipeline:
         inputs: Mapping[str, str] | None = None,
         negative: str | None = None,
         candidates: int | None = None,
+        speed: float | None = None,
     ) -> Plan:
         """Check a call's inputs and options and encode every piece's conditions (see :meth:`__call__`
         for the options). Nothing random happens here."""
         texts = [texts] if isinstance(texts, str) else list(texts)
+        texts, inputs, negative = _cleaned(texts, inputs, negative)
         self.check_texts(texts, inputs, negative, seconds)
+        pace = self.pace_for(speed, seconds)
         policy = self.policy(guidance, scales, cfg, rescale)
         config = self.sampler_config(steps)
         n = self.candidates_for(candidates)
@@ -291,19 +332,19 @@ class Pipeline:
                 if negative_enc is not None:
                     cond = with_negative(cond, primary, negative_enc)
                 # aligned speech takes its length from predicted durations unless seconds are given
-                length = None if self.model.aligned and seconds is None else self.seconds_for(p, seconds)
-                frames, kept = self._length(cond, length)
+                length = None if self.model.aligned and seconds is None else self.seconds_for(p, seconds, pace)
+                frames, kept = self._length(cond, length, pace)
                 pieces.append(Piece(i, p, seed + i, cond, piece_policy, frames, kept))
         return Plan(tuple(pieces), len(texts), config, n)
 
-    def _length(self, cond: dict, seconds: float | None) -> tuple[int, float]:
+    def _length(self, cond: dict, seconds: float | None, pace: float = 1.0) -> tuple[int, float]:
         """Latent frames and seconds to generate; for a model with a frame-aligned condition, its
-        predicted durations (scaled to ``seconds`` when given) go into ``cond``."""
+        predicted durations (times ``pace``, or scaled to ``seconds`` when given) go into ``cond``."""
         rep, aligned = self.representation, self.model.aligned
         if not aligned:
             return rep.frames_for(seconds), seconds
         d = self.recipe.duration
-        predicted = self.model.predict_durations(cond, frames=None if seconds is None else rep.frames_for(seconds))
+        predicted = self.model.predict_durations(cond, pace=pace, frames=None if seconds is None else rep.frames_for(seconds))
         if seconds is None and int(predicted.sum()) > rep.frames_for(d.max_seconds):
             raise AudioguideError(f"this sentence would last over {d.max_seconds:g} s; split it")
         predicted[:, -1] += max(1 - int(predicted.sum()), 0)  # never zero frames
@@ -332,18 +373,27 @@ class Pipeline:
     def draw(self, plan: Plan, *, batch_size: int = 1, callback: StepCallback | None = None) -> list[Tensor]:
         """Samples of every piece of ``plan``, in order: ``[n, C, frames]`` latents (codec tokens
         ``[n, K, frames]`` for a codec LM), ``n = plan.candidates``. Pieces are drawn
-        :meth:`batches` at a time; ``callback(step, total)`` after every sampler step."""
-        n, out = plan.candidates, [None] * len(plan.pieces)
+        :meth:`batches` at a time (:meth:`draw_batch`); ``callback(step, total)`` after every
+        sampler step."""
+        out: list[Tensor] = [None] * len(plan.pieces)  # type: ignore[list-item]
         for batch in self.batches(plan, batch_size):
-            pieces = [plan.pieces[i] for i in batch]
-            cond = _stack([p.cond for p in pieces], n)
-            frames = [p.frames for p in pieces]
-            streams = RowStreams(tuple(make_generator(p.seed, self.device) for p in pieces), (n,) * len(pieces), tuple(frames))
-            samples = self.sampler.draw(self.model, cond, pieces[0].policy, plan.sampler, frames, streams,
-                                        self.representation.channels, callback)
-            for k, (i, f) in enumerate(zip(batch, frames)):
-                out[i] = samples[k * n : (k + 1) * n, :, :f]
+            for i, samples in zip(batch, self.draw_batch(plan, batch, callback)):
+                out[i] = samples
         return out
+
+    @torch.inference_mode()
+    def draw_batch(self, plan: Plan, batch: Sequence[int], callback: StepCallback | None = None) -> list[Tensor]:
+        """Samples of the pieces ``batch`` (indices into ``plan.pieces``, one policy) in one batch,
+        padded to the longest and masked; each piece draws from its own ``torch.Generator(seed)``."""
+        n, pieces = plan.candidates, [plan.pieces[i] for i in batch]
+        if len({p.policy for p in pieces}) != 1:
+            raise AudioguideError("pieces of one batch must share a guidance policy (see Pipeline.batches)")
+        cond = _stack([p.cond for p in pieces], n)
+        frames = [p.frames for p in pieces]
+        streams = RowStreams(tuple(make_generator(p.seed, self.device) for p in pieces), (n,) * len(pieces), tuple(frames))
+        samples = self.sampler.draw(self.model, cond, pieces[0].policy, plan.sampler, frames, streams,
+                                    self.representation.channels, callback)
+        return [samples[k * n : (k + 1) * n, :, :f] for k, f in enumerate(frames)]
 
     # -- choosing among candidates, decoding -----------------------------------------------------
 
@@ -405,6 +455,7 @@ class Pipeline:
         callback: StepCallback | None = None,
         candidates: int | None = None,
         batch_size: int = 1,
+        speed: float | None = None,
     ) -> Audio:
         """Generate one waveform per text (a prompt, for ``t2a`` recipes).
 
@@ -418,19 +469,66 @@ class Pipeline:
         every sentence in one batch and keeps the one the recipe's verifier hears best
         (:mod:`audioguide.models.verifier`); 1 is plain sampling. ``batch_size`` pieces share each
         forward pass (:meth:`draw`); 1 draws each alone, bit-for-bit as a call on it alone.
+        ``speed`` (speech, 0.25-4, as OpenAI's speech API) scales the predicted durations by
+        ``1 / speed``. Control characters and terminal escapes in any text are dropped first.
         """
         plan = self.prepare(texts, seed=seed, steps=steps, guidance=guidance, scales=scales, cfg=cfg, rescale=rescale,
-                            seconds=seconds, inputs=inputs, negative=negative, candidates=candidates)
+                            seconds=seconds, inputs=inputs, negative=negative, candidates=candidates, speed=speed)
         return self.generate(plan, batch_size=batch_size, callback=callback)
 
+    def stream(self, text: str, *, callback: StepCallback | None = None, **options) -> Iterator[np.ndarray]:
+        """Waveform chunks of one text as its sentences finish, for audio that must start at once.
+
+        ``options`` are those of :meth:`__call__` (but ``batch_size``: each sentence is drawn alone).
+        The inputs are checked and encoded here, before the first chunk (:meth:`prepare`), so bad
+        input raises at the call, not mid-stream; then :meth:`chunks`. Concatenated, the chunks are
+        exactly ``self(text, **options)[0]``.
+        """
+        if not isinstance(text, str):
+            raise AudioguideError("stream takes one text (a string); call the pipeline for several")
+        return self.chunks(self.prepare(text, **options), callback=callback)
+
+    def chunks(self, plan: Plan, *, callback: StepCallback | None = None) -> Iterator[np.ndarray]:
+        """The audio of a prepared one-text plan, piece by piece: each sentence is drawn, chosen,
+        decoded and trimmed alone, then yielded as :func:`join_speech` places it (faded, after the
+        pause unless first; a text of one piece as :meth:`generate` gives it, unfaded)."""
+        if plan.texts != 1:
+            raise AudioguideError(f"a stream is one text; this plan has {plan.texts}")
+
+        def pieces() -> Iterator[np.ndarray]:
+            for k, piece in enumerate(plan.pieces):
+                one = Plan((piece,), 1, plan.sampler, plan.candidates)
+                wave = self.assemble(one, self.draw(one, callback=callback), 0)
+                yield wave if len(plan.pieces) == 1 else join_part(wave, self.sample_rate, first=k == 0)
+
+        return pieces()
+
     def generate(self, plan: Plan, *, batch_size: int = 1, callback: StepCallback | None = None) -> Audio:
-        """The audio of a prepared call: :meth:`draw`, :meth:`choose`, :meth:`decode`, then each
-        piece trimmed to its length and a text's sentences joined (:func:`join_speech`)."""
-        chosen = self.choose(plan, self.draw(plan, batch_size=batch_size, callback=callback))
-        parts: list[list[np.ndarray]] = [[] for _ in range(plan.texts)]
-        for piece, sample in zip(plan.pieces, chosen):
-            parts[piece.index].append(self._finish(piece, self.decode(sample)[0]))
-        return Audio(tuple(p[0] if len(p) == 1 else join_speech(p, self.sample_rate) for p in parts), self.sample_rate)
+        """The audio of a prepared call: :meth:`draw`, then :meth:`assemble` of every text."""
+        samples = self.draw(plan, batch_size=batch_size, callback=callback)
+        return Audio(tuple(self.assemble(plan, samples, i) for i in range(plan.texts)), self.sample_rate)
+
+    def assemble(self, plan: Plan, samples: Sequence[Tensor | None], text: int) -> np.ndarray:
+        """The waveform of text ``text`` of ``plan`` from its pieces' samples (``samples`` aligned
+        with ``plan.pieces``; other texts' may be None): :meth:`choose`, :meth:`decode`, each piece
+        trimmed to its length, sentences joined (:func:`join_speech`)."""
+        mine = [(p, s) for p, s in zip(plan.pieces, samples) if p.index == text]
+        if not mine or any(s is None for _, s in mine):
+            raise AudioguideError(f"text {text} of the plan has pieces that were not drawn")
+        pieces, drawn = [p for p, _ in mine], [s for _, s in mine]
+        chosen = self.choose(Plan(tuple(pieces), 1, plan.sampler, plan.candidates), drawn)
+        waves = [self._finish(p, self.decode(c)[0]) for p, c in zip(pieces, chosen)]
+        return waves[0] if len(waves) == 1 else join_speech(waves, self.sample_rate)
+
+
+def _cleaned(texts: Sequence[str], inputs: Mapping[str, str] | None, negative: str | None):
+    """A call's texts, other inputs and negative prompt without control characters and terminal
+    escapes (:func:`~audioguide.core.clean_text`); anything not a string is left for the checks."""
+    def clean(v):
+        return clean_text(v) if isinstance(v, str) else v
+
+    return ([clean(t) for t in texts], None if inputs is None else {k: clean(v) for k, v in inputs.items()},
+            clean(negative))
 
 
 def _stack(conds: Sequence[Mapping[str, Tensor]], n: int) -> dict[str, Tensor]:

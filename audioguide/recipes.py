@@ -64,6 +64,7 @@ TASKS: dict[str, tuple[str, ...]] = {
 
 
 MAX_CANDIDATES = 16  # samples per sentence that reranking may draw
+MAX_STEPS = 1000  # sampler steps of one call: the recipes use 1-32; more only burns minutes
 
 
 class RecipeError(AudioguideError):
@@ -392,9 +393,10 @@ def model_kind(model: Component) -> str:
 def check_guidance(recipe: Recipe, policy: Guidance, where: str) -> None:
     """What the recipe's sampler and model allow of ``policy`` (:func:`audioguide.guidance.check_policy`:
     each guider's own rule, CFG++ scales in [0, 1]), a :class:`GuidanceError` turned into a RecipeError."""
-    sampler = SAMPLERS[recipe.sampler.type]
+    sampler, model = SAMPLERS[recipe.sampler.type], MODELS[recipe.model.type]
     try:
-        check_policy(policy, kind=model_kind(recipe.model), cfgpp=sampler.cfgpp, mean_flow=sampler.mean_flow)
+        check_policy(policy, kind=model_kind(recipe.model), cfgpp=sampler.cfgpp, mean_flow=sampler.mean_flow,
+                     perturbs=model.perturbations(recipe.model.config))
     except GuidanceError as e:
         raise RecipeError(f"{where}: {e}") from None
 
@@ -423,6 +425,8 @@ def sampler_config(recipe: Recipe, steps: int | None = None) -> Any:
         return config
     if not hasattr(config, "steps"):
         raise RecipeError(f"sampler {recipe.sampler.type!r} has no steps to set")
+    if isinstance(steps, int) and steps > MAX_STEPS:
+        raise RecipeError(f"steps must be at most {MAX_STEPS}, got {steps}")
     try:
         return dataclasses.replace(config, steps=steps)
     except ValueError as e:

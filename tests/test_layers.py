@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("recipes",),
     ("components",),
     ("pipeline",),
-    ("render", "evaluation", "corpus", "training"),
+    ("render", "serve", "evaluation", "corpus", "training"),
     ("cli", ""),  # "" is the package facade, audioguide/__init__.py
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

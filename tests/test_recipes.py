@@ -161,3 +161,60 @@ def test_a_model_too_large_to_allocate_is_one_line(write_recipe):
     with pytest.raises(RecipeError) as err:
         Pipeline.from_recipe(path)
     assert "cannot build [model]" in _one_line(err)
+
+
+def test_new_guiders_are_recipe_tables(write_recipe):
+    dit = TINY_TTS.replace('type = "toy-flow"\n    hidden = 32', 'type = "dit"\n    dim = 32\n    depth = 3\n    heads = 2')
+    assert 'type = "dit"' in dit
+    text = dit.replace(
+        "scales = { text = 3.0 }",
+        'scales = { text = 3.0 }\n[guidance.tcfg]\nspace = "x0"\n[guidance.pag]\nscale = 2.0\nlayers = [1, 0]\n'
+        "[guidance.stg]\nscale = 1.5\nlayers = [2]",
+    )
+    g = load_recipe(write_recipe(text)).guidance
+    assert g.tcfg.space == "x0" and g.pag.layers == (0, 1) and g.stg.scale == 1.5
+    assert [m.key for m in g.methods] == ["tcfg", "pag", "stg"]
+    for edit, expect in [(("layers = [2]", "layer = [2]"), "[guidance].stg: unknown key 'layer'; valid keys: scale, layers"),
+                         (("layers = [2]", ""), "[guidance].stg: missing key 'layers'"),
+                         (('space = "x0"', 'space = "latent"'), "[guidance].tcfg: tcfg space must be one of native")]:
+        with pytest.raises(RecipeError) as err:
+            load_recipe(write_recipe(text.replace(*edit)))
+        assert expect in _one_line(err)
+
+
+def test_mean_flow_samplers_refuse_guiders_that_convert_spaces(write_recipe):
+    mf = (TINY_TTS.replace('type = "euler"', 'type = "meanflow"').replace("steps = 4", "steps = 2")
+          .replace("hidden = 32", "hidden = 32\nmean_flow = true"))
+    load_recipe(write_recipe(mf.replace("scales = { text = 3.0 }", "scales = { text = 3.0 }\nrescale = 0.5")))
+    for extra, expect in [("rescale = 0.5\nrescale_space = \"x0\"", 'rescale works in x0 space'),
+                          ("[guidance.apg]\neta = 0.0", 'set apg space = "native"')]:
+        with pytest.raises(RecipeError) as err:
+            load_recipe(write_recipe(mf.replace("scales = { text = 3.0 }", "scales = { text = 3.0 }\n" + extra)))
+        assert expect in _one_line(err)
+    load_recipe(write_recipe(mf.replace("scales = { text = 3.0 }", 'scales = { text = 3.0 }\n[guidance.apg]\nspace = "native"')))
+
+
+def test_predictor_corrector_sampler_from_a_recipe(write_recipe):
+    import numpy as np
+
+    from audioguide.pipeline import Pipeline
+
+    text = TINY_TTS.replace('type = "euler"', 'type = "euler-pcg"\ncorrector_steps = 2\ncorrector_size = 0.2')
+    r = load_recipe(write_recipe(text))
+    assert r.sampler.type == "euler-pcg" and r.sampler.config.corrector_steps == 2
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write_recipe(text.replace("corrector_size = 0.2", "corrector_size = -1.0")))
+    assert "corrector_size must be a finite number > 0" in _one_line(err)
+    with pytest.raises(RecipeError, match="needs a model predicting eps or v or x0"):
+        load_recipe(write_recipe(text.replace('type = "euler-pcg"', 'type = "ddim-pcg"')))
+    pipe = Pipeline.from_recipe(write_recipe(text))
+    a, b = pipe("hi there", seed=3)[0], pipe("hi there", seed=3)[0]
+    assert np.array_equal(a, b) and np.isfinite(a).all() and not np.array_equal(a, pipe("hi there", seed=4)[0])
+
+
+def test_perturbation_guidance_on_a_model_that_cannot_perturb_is_refused_at_load(write_recipe):
+    from tests.conftest import TINY_TTS
+
+    text = TINY_TTS.replace("scales = { text = 3.0 }", "scales = { text = 3.0 }\n    [guidance.pag]\n    scale = 2.0\n    layers = [0]")
+    with pytest.raises(RecipeError, match=r"r\.toml: pag needs a model that perturbs 'attention' per row"):
+        load_recipe(write_recipe(text))

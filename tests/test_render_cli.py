@@ -79,8 +79,8 @@ def test_bad_recipe_file_and_output(tmp_path, write_recipe):
     bad = write_recipe(TINY_TTS.replace("hidden = 32", "hidden = 32\nwidth = 3"))
     res = run("tts", "Hi.", "--recipe", bad, "-o", tmp_path / "o.wav")
     assert res.exit_code == 2 and "unknown key 'width'" in res.output and str(bad) in res.output
-    res = run("tts", "Hi.", "-o", tmp_path / "o.mp3")
-    assert res.exit_code == 2 and "must end in .wav" in res.output
+    res = run("tts", "Hi.", "-o", tmp_path / "o.aiff")
+    assert res.exit_code == 2 and "suffix among" in res.output
     existing = tmp_path / "keep.wav"
     existing.write_bytes(b"precious")
     res = run("tts", "Hi.", "-o", existing)
@@ -140,8 +140,10 @@ def test_render_cli_validates_all_rows_first(tmp_path):
     res = run("render", manifest, "-o", tmp_path / "out", "--steps", 2)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "out" / "a.wav").exists()
-    res = run("render", manifest, "-o", tmp_path / "out")
-    assert res.exit_code == 0 and "skipped 1 already done" in res.output
+    res = run("render", manifest, "-o", tmp_path / "out", "--steps", 2)
+    assert res.exit_code == 0 and "0 written, 1 skipped" in res.output
+    res = run("render", manifest, "-o", tmp_path / "out")  # other steps: other audio, rendered again
+    assert res.exit_code == 0 and "1 written, 0 skipped" in res.output
 
 
 SPEAKER = TINY_TTS.replace(

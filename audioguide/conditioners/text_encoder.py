@@ -9,10 +9,15 @@ checkpoints hold only what audioguide trains (the projection and the null condit
 Output: token-level hidden states with their attention mask (``pooled = false``), or the
 mask-weighted mean of them as one token (``pooled = true``; sentence-transformers' pooling for
 MiniLM, Reimers & Gurevych 2019 §3).
+
+The encoder is loaded on first use, not when the conditioner is built: a speech call without a voice
+description never pays for it (about 2 s of importing and loading transformers' BERT on a 2-core
+CPU). Building reads only the encoder's ``config.json`` for its width.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -38,6 +43,30 @@ def resolve_source(source: str) -> str:
             ) from None
         return str(get_model_path())
     return source
+
+
+def _path_like(source: str) -> bool:
+    """A source written as a path (absolute, ``./``, ``~``), never a Hub id."""
+    return source.startswith(("/", ".", "~")) or Path(source).expanduser().exists()
+
+
+def hidden_size(source: str) -> int:
+    """The encoder's output width, read from its ``config.json`` when it is a local directory (no
+    transformers import, no weights), else from the Hub's config."""
+    path = Path(resolve_source(source)).expanduser()
+    if path.is_dir():
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+            raise AudioguideError(f"cannot load text encoder {source!r}: config.json: {reason}") from None
+        width = config.get("hidden_size", config.get("d_model"))
+        if isinstance(width, int) and width > 0:
+            return width
+        return load_encoder(source)[1].config.hidden_size
+    if _path_like(str(source)):
+        raise AudioguideError(f"cannot load text encoder {source!r}: not found (no such directory)")
+    return load_encoder(source)[1].config.hidden_size
 
 
 @lru_cache(maxsize=4)
@@ -82,12 +111,16 @@ class PretrainedText(Conditioner):
     Config = PretrainedTextConfig
 
     def __init__(self, config: PretrainedTextConfig) -> None:
-        tokenizer, encoder = load_encoder(config.source)
-        hidden = encoder.config.hidden_size
+        hidden = hidden_size(config.source)
         super().__init__(config.dim or hidden)
         self.config = config
-        self._frozen = (tokenizer, encoder)  # a tuple: not registered as a submodule
         self.proj = nn.Linear(hidden, config.dim) if config.dim else nn.Identity()
+
+    @property
+    def _frozen(self):
+        """``(tokenizer, encoder)``, loaded on first use (once per process: :func:`load_encoder`);
+        not a submodule, so never in the state dict."""
+        return load_encoder(self.config.source)
 
     @torch.no_grad()
     def hidden_states(self, texts: Sequence[str]) -> Encoded:

@@ -204,12 +204,13 @@ class Autoencoder(Representation):
         self.config = c
         self.sample_rate, self.hop, self.channels = c.sample_rate, c.hop, c.channels
         self.n_codebooks, self.codebook_size = c.n_codebooks, (c.codebook_size if c.n_codebooks else 0)
-        with torch.device("meta"):  # built without touching the global RNG, then initialised below
+        # built without touching the global RNG, then initialised below (not on the meta device:
+        # materialising meta tensors imports sympy, a quarter of a second at every start)
+        with torch.random.fork_rng(devices=[]):
             self.encoder = ConvNeXtStack(c.n_mels, c.width, c.encoder_depth, c.mlp_ratio, c.kernel)
             self.posterior_proj = nn.Conv1d(c.width, 2 * c.channels, 1)
             self.decoder = ConvNeXtStack(c.channels, c.width, c.depth, c.mlp_ratio, c.kernel)
             self.head = ISTFTHead(c.width, c.n_fft, c.hop)
-        self.to_empty(device="cpu")
         init_weights(self, torch.Generator().manual_seed(c.seed))
         self.quantizer = (
             ResidualVQ(c.channels, c.n_codebooks, c.codebook_size, c.ema_decay, c.restart_ratio, seed=c.seed + 1)
