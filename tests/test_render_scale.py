@@ -266,6 +266,9 @@ def test_claims_and_fingerprints(speech, tmp_path):
     a, b = jobs_for(pipe, rows, 7, {}, str(weights)), jobs_for(pipe, rows, 7, {"steps": 2}, str(weights))
     assert len({j.fingerprint for j in a}) == len(rows) and all(x.fingerprint != y.fingerprint for x, y in zip(a, b))
     assert [j.fingerprint for j in a] == [j.fingerprint for j in jobs_for(pipe, rows, 7, {}, str(weights))]
+    unset = jobs_for(pipe, rows, 7, {"scales": {}, "cfg": None}, str(weights))  # what the CLI passes without options
+    assert [j.fingerprint for j in unset] == [j.fingerprint for j in a]
+    assert all(x.fingerprint != y.fingerprint for x, y in zip(a, jobs_for(pipe, rows, 7, {}, str(weights), loudness=-16.0)))
     store, other = OutputStore(tmp_path), OutputStore(tmp_path)
     assert store.claim("w1") and other.claim("w1")  # one process: its own claim
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

@@ -39,7 +39,7 @@ from audioguide.render.engine import (
     render_parallel,
     threads_per_worker,
 )
-from audioguide.render.jobs import Job, check_rows, inputs_of, jobs_for, manifest_task, prompt_of, row_seconds, row_seed
+from audioguide.render.jobs import Job, check_rows, given, inputs_of, jobs_for, manifest_task, prompt_of, row_seconds, row_seed
 from audioguide.render.store import RESULTS, OutputStore, StoreError
 
 ENGINES = ("local", "ray")
@@ -112,7 +112,7 @@ def render(
     start = time.monotonic()
     rank, world = distributed_shard()
     spec = WorkerSpec(str(pipe.recipe.source), weights, threads_per_worker(workers), str(out_dir),
-                      {k: v for k, v in options.items() if v is not None}, batch_size, lease, rank, world)
+                      given(options), batch_size, lease, rank, world)
     if engine == "ray":
         from audioguide.render.ray_engine import render_ray
 

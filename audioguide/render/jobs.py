@@ -30,6 +30,11 @@ OPTIONS = ("steps", "cfg", "scales", "rescale", "candidates")
 """The per-call options a render passes to every row (None: the recipe's)."""
 
 
+def given(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The options a render actually sets: None and empty ones mean the recipe's own."""
+    return {k: v for k, v in (options or {}).items() if v is not None and v != {}}
+
+
 @dataclass(frozen=True)
 class Job:
     """One manifest row, resolved: what the pipeline is called with and the fingerprint of it all."""
@@ -143,7 +148,7 @@ def jobs_for(
     """A :class:`Job` per row (validated first, :func:`check_rows`), with ``options`` (a subset of
     :data:`OPTIONS`) applied to every row and the written files levelled to ``loudness`` LUFS (None:
     the model's own level)."""
-    options = {k: v for k, v in (options or {}).items() if v is not None}
+    options = given(options)
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise AudioguideError(f"render takes the options {', '.join(OPTIONS)}, not {', '.join(unknown)}")
