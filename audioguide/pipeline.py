@@ -307,8 +307,22 @@ class Pipeline:
         candidates: int | None = None,
         speed: float | None = None,
     ) -> Plan:
-        """Check a call's inputs and options and encode every piece's conditions (see :meth:`__call__`
-        for the options). Nothing random happens here."""
+        """Check a call's inputs and options and encode every piece's conditions; nothing random
+        happens here. Text ``i`` is drawn with ``seed + i``.
+
+        ``scales`` overrides per-condition guidance scales, ``cfg`` sets every scale at once,
+        ``rescale`` the CFG-rescale phi, ``guidance`` replaces the recipe's policy, ``steps`` the
+        sampler's steps; all are validated. ``seconds`` sets the length (speech: scales the
+        predicted durations to it). ``inputs`` gives the other conditions for every text (e.g.
+        ``{"speaker": "ava"}``). ``negative`` is a negative prompt for the primary condition (the
+        caption of a ``t2a`` recipe): guidance on that condition steers from it instead of from the
+        null condition, so it needs that condition's scale away from 1 (an error otherwise: it
+        would do nothing). ``candidates`` (default: the recipe's ``[verifier] candidates``) draws
+        that many samples of every sentence in one batch and keeps the one the recipe's verifier
+        hears best (:mod:`audioguide.models.verifier`); 1 is plain sampling. ``speed`` (speech,
+        0.25-4, as OpenAI's speech API) scales the predicted durations by ``1 / speed``. Control
+        characters and terminal escapes in any text are dropped first.
+        """
         texts = [texts] if isinstance(texts, str) else list(texts)
         texts, inputs, negative = _cleaned(texts, inputs, negative)
         self.check_texts(texts, inputs, negative, seconds)
@@ -440,41 +454,16 @@ class Pipeline:
     # -- all stages ------------------------------------------------------------------------------
 
     def __call__(
-        self,
-        texts: str | Sequence[str],
-        *,
-        seed: int = 0,
-        steps: int | None = None,
-        guidance: Guidance | None = None,
-        scales: Mapping[str, float] | None = None,
-        cfg: float | None = None,
-        rescale: float | None = None,
-        seconds: float | None = None,
-        inputs: Mapping[str, str] | None = None,
-        negative: str | None = None,
-        callback: StepCallback | None = None,
-        candidates: int | None = None,
-        batch_size: int = 1,
-        speed: float | None = None,
+        self, texts: str | Sequence[str], *, batch_size: int = 1, callback: StepCallback | None = None, **options: Any
     ) -> Audio:
-        """Generate one waveform per text (a prompt, for ``t2a`` recipes).
-
-        ``scales`` overrides per-condition guidance scales, ``cfg`` sets every scale at once,
-        ``rescale`` the CFG-rescale phi, ``steps`` the sampler's steps; all are validated.
-        ``inputs`` gives the other conditions for every text (e.g. ``{"speaker": "ava"}``).
-        ``negative`` is a negative prompt for the primary condition (the caption of a ``t2a``
-        recipe): guidance on that condition steers from it instead of from the null condition, so
-        it needs that condition's scale away from 1 (an error otherwise: it would do nothing).
-        ``candidates`` (default: the recipe's ``[verifier] candidates``) draws that many samples of
-        every sentence in one batch and keeps the one the recipe's verifier hears best
-        (:mod:`audioguide.models.verifier`); 1 is plain sampling. ``batch_size`` pieces share each
-        forward pass (:meth:`draw`); 1 draws each alone, bit-for-bit as a call on it alone.
-        ``speed`` (speech, 0.25-4, as OpenAI's speech API) scales the predicted durations by
-        ``1 / speed``. Control characters and terminal escapes in any text are dropped first.
+        """Generate one waveform per text (a prompt, for ``t2a`` recipes): :meth:`generate` of
+        :meth:`prepare` (whose keywords, ``seed``, ``steps``, ``cfg``, ``scales``, ``rescale``,
+        ``guidance``, ``seconds``, ``inputs``, ``negative``, ``candidates``, ``speed``, are this
+        call's ``options``). ``batch_size`` pieces share each forward pass (:meth:`draw`); 1 draws
+        each alone, bit-for-bit as a call on it alone. ``callback(step, total)`` after every
+        sampler step.
         """
-        plan = self.prepare(texts, seed=seed, steps=steps, guidance=guidance, scales=scales, cfg=cfg, rescale=rescale,
-                            seconds=seconds, inputs=inputs, negative=negative, candidates=candidates, speed=speed)
-        return self.generate(plan, batch_size=batch_size, callback=callback)
+        return self.generate(self.prepare(texts, **options), batch_size=batch_size, callback=callback)
 
     def stream(self, text: str, *, callback: StepCallback | None = None, **options) -> Iterator[np.ndarray]:
         """Waveform chunks of one text as its sentences finish, for audio that must start at once.

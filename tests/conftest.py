@@ -64,6 +64,17 @@ TINY_AE = """
 """
 
 
+TINY_AE_RECIPE = f"""
+    name = "ae"
+    task = "tts"
+    [representation]
+    {TINY_AE}
+    [train]
+    target = "representation"
+"""
+"""A recipe that trains only TINY_AE: append the rest of its [train] table."""
+
+
 TINY_SPEECH = """
     name = "tiny-speech"
     task = "tts"

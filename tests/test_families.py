@@ -18,7 +18,7 @@ from audioguide.checkpoints import load_checkpoint
 from audioguide.cli import app
 from audioguide.recipes import RecipeError, load_recipe
 from audioguide.training.trainer import train
-from tests.conftest import TINY_AE, TINY_TRAIN as TRAIN
+from tests.conftest import TINY_AE, TINY_AE_RECIPE, TINY_TRAIN as TRAIN
 
 FRAMES = """
     type = "frames"
@@ -102,13 +102,7 @@ def test_codec_lm_needs_matching_tokens(write_recipe):
 
 
 def test_autoencoder_trains_and_its_weights_feed_a_generator(write_recipe, corpus, tmp_path):
-    ae = write_recipe(f"""
-    name = "ae"
-    task = "tts"
-    [representation]
-    {TINY_AE}
-    [train]
-    target = "representation"
+    ae = write_recipe(TINY_AE_RECIPE + """
     steps = 40
     batch_size = 4
     lr = 3e-3

@@ -281,16 +281,10 @@ def test_torchrun_ranks_end_with_equal_weights_and_codebooks(corpus, tmp_path):
     import sys
     import textwrap
 
-    from tests.conftest import TINY_AE
+    from tests.conftest import TINY_AE_RECIPE
 
     recipe = tmp_path / "ae.toml"
-    recipe.write_text(textwrap.dedent(f"""
-    name = "ae"
-    task = "tts"
-    [representation]
-    {TINY_AE}
-    [train]
-    target = "representation"
+    recipe.write_text(textwrap.dedent(TINY_AE_RECIPE + """
     steps = 2
     batch_size = 2
     save_every = 2
