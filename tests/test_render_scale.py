@@ -278,3 +278,15 @@ def test_claims_and_fingerprints(speech, tmp_path):
     assert not store.claim("w3")  # another host's, within its lease
     os.utime(tmp_path / ".render" / "claims" / "w3", (0, 0))
     assert store.claim("w3")  # not renewed for a lease: stale
+
+
+def test_workers_share_the_thread_budget_without_oversubscribing():
+    from audioguide.render.engine import threads_per_worker
+
+    assert [threads_per_worker(w, 8) for w in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # --threads 2 (or OMP_NUM_THREADS=2): the budget workers split
+        assert threads_per_worker(2) == 1 and threads_per_worker(1) == 2
+    finally:
+        torch.set_num_threads(before)

@@ -165,10 +165,13 @@ def distributed_shard() -> tuple[int, int]:
     return rank, world
 
 
-def threads_per_worker(workers: int, cores: int | None = None) -> int:
-    """``torch`` threads for each of ``workers`` processes so that together they use the cores once."""
-    cores = cores or len(os.sched_getaffinity(0))
-    return max(1, cores // workers)
+def threads_per_worker(workers: int, budget: int | None = None) -> int:
+    """``torch`` threads for each of ``workers`` processes so that together they use this process's
+    thread budget once (``budget``, default ``torch.get_num_threads()``: ``--threads``,
+    ``OMP_NUM_THREADS`` or the cores), never oversubscribing the machine."""
+    import torch
+
+    return max(1, (budget or torch.get_num_threads()) // workers)
 
 
 # ---------------------------------------------------------------------------------------------
