@@ -695,6 +695,10 @@ def eval_tts(
     report: Annotated[Optional[Path], typer.Option("--report", help="Also write the tables (Markdown) here.")] = None,
     real: Annotated[bool, typer.Option("--real/--no-real", help="Also judge the manifests' real recordings (the ceiling).")] = True,
     transcripts: Annotated[Optional[Path], typer.Option("--transcripts", help="Also write every item's transcript and predicted voice here (JSON Lines).")] = None,
+    plots: Annotated[
+        Optional[Path],
+        typer.Option("--plots", help="Also draw PNGs in this directory: log-mel spectrograms of a few samples per setting, WER vs each --sweep scale (needs the plots extra)."),
+    ] = None,
     steps: StepsOpt = None,
     weights: WeightsOpt = None,
     threads: ThreadsOpt = None,
@@ -708,6 +712,7 @@ def eval_tts(
     from audioguide.evaluation.tts import evaluate_tts, parse_sweep, read_splits, sweep_settings
 
     with _user_errors():
+        keep = _plots_ready(plots)
         sweeps = parse_sweep(sweep or [])
         splits = read_splits(data)
         clf = SpeakerClassifier.load(classifier) if classifier is not None else None
@@ -721,7 +726,8 @@ def eval_tts(
         with _progress() as progress:
             bar = progress.add_task("synthesising and judging", total=None)
             result = evaluate_tts(pipe, splits, settings, judge or None, clf, seed, per_voice, real=real, steps=steps,
-                                  on_item=lambda i, total: progress.update(bar, completed=i, total=total), candidates=n)
+                                  on_item=lambda i, total: progress.update(bar, completed=i, total=total), candidates=n,
+                                  samples=keep)
         best_of = f", best of {n} candidates by the verifier" if n > 1 else ""
         table = result.markdown(f"{pipe.recipe.name} on {', '.join(str(p) for p in data)}{best_of}")
         typer.echo(table)
@@ -729,6 +735,27 @@ def eval_tts(
             _write_report(report, table)
         if transcripts:
             _write_report(transcripts, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.records()))
+        if plots is not None:
+            from audioguide.evaluation.plots import write_tts_plots
+
+            _echo_written(write_tts_plots(result, plots, conditions=list(sweeps)))
+
+
+def _plots_ready(plots: Path | None) -> int:
+    """Before any work: matplotlib is there and the --plots directory can be made. Returns the clips
+    per setting to keep for spectrograms (0 without --plots)."""
+    if plots is None:
+        return 0
+    from audioguide.evaluation.plots import SAMPLES_PER_SETTING, prepare_dir, require_matplotlib
+
+    require_matplotlib()
+    prepare_dir(plots)
+    return SAMPLES_PER_SETTING
+
+
+def _echo_written(paths: list[Path]) -> None:
+    for path in paths:
+        typer.echo(f"wrote {path}", err=True)
 
 
 @eval_app.command("sounds")
@@ -773,6 +800,10 @@ def eval_t2a(
     seconds: Annotated[Optional[float], typer.Option("--seconds", help="Generate every row this long (default: the row's duration, within the recipe's range).")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Also write the tables (Markdown) here.")] = None,
     save_wavs: Annotated[Optional[Path], typer.Option("--save-wavs", help="Also keep the generated clips, as DIR/<setting>/<row id>.wav.")] = None,
+    plots: Annotated[
+        Optional[Path],
+        typer.Option("--plots", help="Also draw PNGs in this directory: log-mel spectrograms of a few clips per setting, adherence and FD vs --cfg (needs the plots extra)."),
+    ] = None,
     weights: WeightsOpt = None,
     threads: ThreadsOpt = None,
     seed: SeedOpt = 0,
@@ -784,6 +815,7 @@ def eval_t2a(
     from audioguide.recipes import load_recipe
 
     with _user_errors():
+        keep = _plots_ready(plots)
         grids = parse_grid(cfg, "--cfg"), parse_grid(rescale, "--rescale"), parse_grid(steps, "--steps", integer=True)
         r = load_recipe(recipe)
         if r.task != "t2a":
@@ -799,11 +831,15 @@ def eval_t2a(
         with _progress() as progress:
             bar = progress.add_task("generating and judging", total=None)
             result = evaluate_t2a(pipe, rows, clf, settings, lambda i, n: progress.update(bar, completed=i, total=n), seconds,
-                                  seed=seed, per_class=per_class, wav_dir=save_wavs)
+                                  seed=seed, per_class=per_class, wav_dir=save_wavs, samples=keep)
         table = result.markdown(f"{pipe.recipe.name} on {data}")
         typer.echo(table)
         if report:
             _write_report(report, table)
+        if plots is not None:
+            from audioguide.evaluation.plots import write_t2a_plots
+
+            _echo_written(write_t2a_plots(result, plots))
 
 
 def _version(value: bool) -> None:

@@ -27,7 +27,6 @@ the real reference and, for training, in the judge.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import re
@@ -51,7 +50,7 @@ from audioguide.evaluation.classifier import (
     file_features,
     fit,
 )
-from audioguide.evaluation.tts import fmt_num, fmt_pct, fmt_scale, real_time_factor
+from audioguide.evaluation.tts import Sample, fmt_num, fmt_pct, fmt_scale, real_time_factor
 from audioguide.manifest import Row
 from audioguide.recipes import call_policy, sampler_config
 
@@ -298,6 +297,7 @@ class T2AReport:
     default: str = DEFAULT_LABEL
     judge: dict = field(default_factory=dict)  # the classifier's config (train items, held-out accuracy, ...)
     notes: tuple[str, ...] = ()
+    samples: tuple[Sample, ...] = ()  # the first rows' clips of every setting (and real clips), where kept
 
     def result(self, label: str) -> SettingResult:
         for r in self.results:
@@ -330,7 +330,7 @@ def _slug(label: str) -> str:
 def evaluate_t2a(
     pipe, rows: Sequence[Row], classifier: ClipClassifier, settings: Sequence[Setting],
     on_item: Callable[[int, int], None] | None = None, seconds: float | None = None, *,
-    seed: int = 0, per_class: int | None = None, wav_dir: str | Path | None = None,
+    seed: int = 0, per_class: int | None = None, wav_dir: str | Path | None = None, samples: int = 0,
 ) -> T2AReport:
     """Generate every held-out row under every setting and judge it (see the module docstring).
 
@@ -339,7 +339,9 @@ def evaluate_t2a(
     without either are skipped), at most ``per_class`` per class. A row lasts its ``duration``
     clipped to the recipe's ``[min_seconds, max_seconds]`` (the recipe's ``seconds`` where it has
     none), or ``seconds`` for every row. ``wav_dir`` also keeps the clips, as
-    ``<wav_dir>/<setting>/<row id>.wav``. Everything is validated before any synthesis.
+    ``<wav_dir>/<setting>/<row id>.wav``. ``samples`` keeps the clips of the first that many rows of
+    every setting (and the real clips of those rows) in the report, for pictures
+    (:mod:`audioguide.evaluation.plots`). Everything is validated before any synthesis.
     """
     from audioguide.audio import read_audio, write_wav
 
@@ -377,9 +379,13 @@ def evaluate_t2a(
                     steps=None if steps is None else int(steps), seconds=secs)
 
     # the real reference first: cheap, and a missing file fails before any synthesis
+    kept: list[Sample] = []
+    pictured = {row.id for row in chosen[:max(samples, 0)]}
     real_feats, real_items = [], []
     for row in real_rows:
         wav, sr = read_audio(row.audio, SAMPLE_RATE)
+        if row.id in pictured:
+            kept.append(Sample(REAL_LABEL, row.id, row.caption or "", np.asarray(wav, dtype=np.float32), int(sr)))
         real_feats.append(clip_features(wav, sr))
         real_items.append((row, len(wav) / sr))
         tick()
@@ -404,6 +410,8 @@ def evaluate_t2a(
             wav = np.asarray(audio[0], dtype=np.float32)
             if wav_dir is not None:
                 write_wav(Path(wav_dir) / _slug(label) / f"{row.id}.wav", wav, audio.sample_rate)
+            if i < samples:
+                kept.append(Sample(label, row.id, row.caption, wav, int(audio.sample_rate)))
             feats.append(clip_features(wav, audio.sample_rate))
             items.append((row, seed + i, len(wav) / audio.sample_rate, elapsed))
             tick()
@@ -426,7 +434,9 @@ def evaluate_t2a(
     own = _key(resolve_setting(recipe, {}))
     default = next((label for (label, _), r in zip(settings, resolved) if _key(r) == own), settings[0][0])
     judge = {**classifier.config, "classes": len(classifier.labels)}
-    return T2AReport(recipe.name, tuple(results), real_result, default, judge, tuple(notes))
+    # the real clips after the generated ones, as in the tables
+    kept = [s for s in kept if s.setting != REAL_LABEL] + [s for s in kept if s.setting == REAL_LABEL]
+    return T2AReport(recipe.name, tuple(results), real_result, default, judge, tuple(notes), tuple(kept))
 
 
 # -- report -------------------------------------------------------------------------------------

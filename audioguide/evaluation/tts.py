@@ -126,6 +126,18 @@ class Item:
     synthesis_seconds: float | None  # None for real recordings
 
 
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """One clip a report keeps for pictures (``samples=`` of the evaluators): the setting's label,
+    the row, what was asked for (text or caption) and the waveform."""
+
+    setting: str
+    row_id: str
+    text: str
+    wav: np.ndarray  # float32 [samples]
+    sample_rate: int
+
+
 @dataclass(frozen=True)
 class SettingResult:
     label: str
@@ -162,6 +174,7 @@ class TTSReport:
     default: str = DEFAULT_LABEL
     real: SettingResult | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    samples: tuple[Sample, ...] = ()  # the first rows' clips of every setting (and recording), where kept
 
     def result(self, label: str) -> SettingResult:
         for r in self.results:
@@ -239,7 +252,7 @@ def evaluate_tts(
     pipe, rows: Mapping[str, Sequence[Row]] | Sequence[Row], settings: Sequence[Setting],
     judge: str | Judge | None = "tiny.en", classifier=None, seed: int = 0, per_voice: int | None = None,
     real: bool = True, steps: int | None = None, on_item: Callable[[int, int], None] | None = None,
-    candidates: int | None = None,
+    candidates: int | None = None, samples: int = 0,
 ) -> TTSReport:
     """Synthesise every row under every setting and judge it (see the module docstring).
 
@@ -247,7 +260,9 @@ def evaluate_tts(
     the rows per speaker in each split; row ``i`` (counting across splits) uses seed ``seed + i``.
     ``real`` also judges the rows' real recordings (where they have ``audio``) as the ceiling.
     ``candidates`` is the pipeline's samples per sentence (default: the recipe's; see :class:`Pipeline`).
-    Everything is validated before any synthesis.
+    ``samples`` keeps the clips of the first that many rows of every setting (and their recordings)
+    in the report, for pictures (:mod:`audioguide.evaluation.plots`). Everything is validated
+    before any synthesis.
     """
     from audioguide.audio import read_audio
 
@@ -294,6 +309,12 @@ def evaluate_tts(
             on_item(done, total)
         return item
 
+    kept: list[Sample] = []
+
+    def keep(label: str, i: int, row: Row, wav, sr: int) -> None:
+        if i < samples:
+            kept.append(Sample(label, row.id, row.text, np.asarray(wav, dtype=np.float32), int(sr)))
+
     row0 = chosen[0][1]  # warm-up (lazy initialisation is not synthesis time)
     pipe([row0.text], seed=seed, scales=settings[0][1], steps=steps, inputs=voice_of(row0), candidates=candidates)
     results = []
@@ -304,14 +325,16 @@ def evaluate_tts(
             audio = pipe([row.text], seed=seed + i, scales=scales, inputs=voice_of(row), steps=steps, candidates=candidates)
             elapsed = time.perf_counter() - t0
             items.append(judged(split, row, audio[0], audio.sample_rate, elapsed))
+            keep(label, i, row, audio[0], audio.sample_rate)
         results.append(SettingResult(label, dict(scales), tuple(items)))
     real_result = None
     if with_real:
         items = []
-        for split, row in chosen:
+        for i, (split, row) in enumerate(chosen):
             wav, sr = read_audio(row.audio)
             items.append(judged(split, row, wav, sr, None))
+            keep(REAL_LABEL, i, row, wav, sr)
         real_result = SettingResult(REAL_LABEL, {}, tuple(items))
     notes = () if voiced else ("The recipe has no speaker condition: its speaker accuracy is not measured.",)
     default = next((label for label, s in settings if s == dict(pipe.recipe.guidance.scales)), settings[0][0])
-    return TTSReport(pipe.recipe.name, tuple(splits), tuple(results), default, real_result, notes)
+    return TTSReport(pipe.recipe.name, tuple(splits), tuple(results), default, real_result, notes, tuple(kept))
