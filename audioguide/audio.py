@@ -240,10 +240,11 @@ def encode_audio(wav: np.ndarray, sample_rate: int, fmt: str = "wav", sample_for
     return buffer.getvalue()
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically and durably (fsync); a full disk is a one-line error."""
+def write_bytes(path: str | Path, data: bytes, temp: str | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically and durably (fsync); a full disk is a one-line error.
+    ``temp``: the temporary file's name (:func:`~audioguide.core.atomic_write`)."""
     path = Path(path)
-    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+    with atomic_write(path, temp) as tmp, open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

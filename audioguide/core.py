@@ -202,17 +202,23 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
 
 
 @contextmanager
-def atomic_write(path: str | Path) -> Iterator[Path]:
+def atomic_write(path: str | Path, temp: str | None = None) -> Iterator[Path]:
     """Yield a temporary file beside ``path``; it replaces ``path`` only if the block succeeds.
 
     A crash or error leaves any previous file untouched and no partial file behind. The result has
-    the usual permissions (``0666 & ~umask``), not ``mkstemp``'s 0600.
+    the usual permissions (``0666 & ~umask``), not ``mkstemp``'s 0600. ``temp`` names the temporary
+    file (unique to its writer, e.g. with a pid, so that one left by a killed writer can be told
+    apart); by default a fresh short name.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # a short temporary name: a file name near the 255-byte limit stays writable
-        fd, name = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".partial", dir=path.parent)
+        if temp is None:
+            # a short temporary name: a file name near the 255-byte limit stays writable
+            fd, name = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".partial", dir=path.parent)
+        else:
+            name = str(path.parent / temp)
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     except OSError as e:
         raise AudioguideError(f"cannot write to {path.parent}: {e.strerror}") from None
     os.close(fd)

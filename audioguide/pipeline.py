@@ -251,9 +251,13 @@ class Pipeline:
         """Fail early, with a one-line error, on input the conditioners cannot take. Long speech is
         checked sentence by sentence, as it is generated (:meth:`pieces`); texts are checked as
         they are read, without control characters (:func:`~audioguide.core.clean_text`)."""
+        self._check(*_cleaned(texts, inputs, negative), seconds)
+
+    def _check(self, texts: Sequence[str], inputs: Mapping[str, str] | None, negative: str | None,
+               seconds: float | None) -> None:
+        """:meth:`check_texts` of texts already cleaned."""
         if not texts:
             raise AudioguideError("nothing to generate: no texts given")
-        texts, inputs, negative = _cleaned(texts, inputs, negative)
         primary = PRIMARY_INPUT[self.task]
         for name, values in self._inputs(texts, inputs).items():
             if name == primary and values is not None:
@@ -325,7 +329,7 @@ class Pipeline:
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
         texts, inputs, negative = _cleaned(texts, inputs, negative)
-        self.check_texts(texts, inputs, negative, seconds)
+        self._check(texts, inputs, negative, seconds)
         pace = self.pace_for(speed, seconds)
         policy = self.policy(guidance, scales, cfg, rescale)
         config = self.sampler_config(steps)

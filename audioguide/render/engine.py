@@ -138,20 +138,36 @@ def render_jobs(
 ) -> None:
     """Render every window of ``jobs`` (the ``rank``-th of every ``world``), claiming each first."""
     for n, (key, part) in enumerate(windows(jobs, window_size(batch_size))):
-        if n % world != rank:
-            continue
-        if all(store.done(j.file, j.fingerprint) for j in part):
-            for j in part:
-                on_event and on_event(Event(j.id, "skipped"))
-            continue
-        if not store.claim(key):
-            for j in part:
-                on_event and on_event(Event(j.id, "elsewhere"))
-            continue
-        try:
-            render_window(pipe, part, store, options, batch_size, on_event, renew=lambda: store.renew(key))
-        finally:
-            store.release(key)
+        if n % world == rank and not skip_done(store, part, on_event):
+            render_claimed(pipe, key, part, store, options, batch_size, on_event)
+
+
+def skip_done(store: OutputStore, part: Sequence[Job], on_event: OnEvent | None = None) -> bool:
+    """Whether every row of a window is done already (each then reported ``skipped``)."""
+    if not all(store.done(j.file, j.fingerprint) for j in part):
+        return False
+    for j in part:
+        if on_event is not None:
+            on_event(Event(j.id, "skipped"))
+    return True
+
+
+def render_claimed(
+    pipe: Pipeline, key: str, part: Sequence[Job], store: OutputStore, options: Mapping[str, Any], batch_size: int,
+    on_event: OnEvent | None = None,
+) -> list[Event]:
+    """:func:`render_window` of window ``key`` under a claim on it, renewed after every batch and
+    released at the end; rows of a window another live process holds are reported ``elsewhere``."""
+    if not store.claim(key):
+        events = [Event(j.id, "elsewhere") for j in part]
+        for event in events:
+            if on_event is not None:
+                on_event(event)
+        return events
+    try:
+        return render_window(pipe, part, store, options, batch_size, on_event, renew=lambda: store.renew(key))
+    finally:
+        store.release(key)
 
 
 def distributed_shard() -> tuple[int, int]:

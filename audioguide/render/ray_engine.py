@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from audioguide.core import AudioguideError
-from audioguide.render.engine import Event, OnEvent, WorkerSpec, render_window, window_size
+from audioguide.render.engine import Event, OnEvent, WorkerSpec, render_claimed, skip_done, window_size
 from audioguide.render.jobs import Job, windows
 from audioguide.render.store import OutputStore, StoreError
 
@@ -34,15 +34,10 @@ class _Renderer:
         self.store = OutputStore(spec.out_dir, spec.lease)
 
     def render(self, key: str, jobs: Sequence[Job]) -> list[Event]:
-        if not self.store.claim(key):
-            return [Event(j.id, "elsewhere") for j in jobs]
         try:
-            return render_window(self.pipe, jobs, self.store, self.spec.options, self.spec.batch_size,
-                                 renew=lambda: self.store.renew(key))
+            return render_claimed(self.pipe, key, jobs, self.store, self.spec.options, self.spec.batch_size)
         except StoreError as e:
             return [Event("", "fatal", error=str(e))]
-        finally:
-            self.store.release(key)
 
 
 def render_ray(spec: WorkerSpec, jobs: Sequence[Job], workers: int, on_event: OnEvent | None = None,
@@ -62,10 +57,7 @@ def render_ray(spec: WorkerSpec, jobs: Sequence[Job], workers: int, on_event: On
         store = OutputStore(spec.out_dir, spec.lease)
         todo = []
         for key, part in windows(jobs, window_size(spec.batch_size)):
-            if all(store.done(j.file, j.fingerprint) for j in part):
-                for j in part:
-                    on_event and on_event(Event(j.id, "skipped"))
-            else:
+            if not skip_done(store, part, on_event):
                 todo.append((key, part))
         if not todo:
             return

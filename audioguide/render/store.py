@@ -1,8 +1,8 @@
 """The output directory of a render: WAVs, the results manifest, claims, and nothing left half-written.
 
 ``<out>/<id>.wav``
-    written atomically: a temporary ``.<id>.wav.<host>-<pid>.partial`` beside it, fsynced, then
-    renamed over the target. A kill at any moment leaves the old file or the new one, never a mix.
+    written atomically (:func:`audioguide.audio.write_bytes`): a temporary
+    ``.<id>.wav.<host>-<pid>.partial`` beside it, fsynced, then renamed over the target. A kill at any moment leaves the old file or the new one, never a mix.
 ``<out>/results.jsonl``
     one JSON line per finished or failed row (id, file, seed, prompt, inputs, options, recipe and
     weights identity, duration, status, error, fingerprint, time), appended with one ``write`` under
@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from audioguide.core import AudioguideError
+from audioguide.core import AudioguideError, os_reason
 
 RESULTS = "results.jsonl"
 STATE = ".render"
@@ -43,9 +42,7 @@ class StoreError(AudioguideError):
 
 
 def _disk_error(e: OSError, what: Path) -> StoreError:
-    if e.errno == errno.ENOSPC:
-        return StoreError(f"disk full: cannot write {what}")
-    return StoreError(f"cannot write {what}: {e.strerror or e}")
+    return StoreError(f"cannot write {what}: {os_reason(e)}")
 
 
 def _alive(pid: int) -> bool:
@@ -122,22 +119,14 @@ class OutputStore:
         """Write a 16-bit PCM WAV through the output stage (:func:`audioguide.audio.master`: loudness
         to ``target_lufs``, None keeps the level, true peaks under the ceiling, nothing clipped),
         atomically and durably; returns its length in seconds."""
-        from audioguide.audio import encode_audio, master
+        from audioguide.audio import encode_audio, master, write_bytes
 
         wav, sample_rate = master(waveform, sample_rate, target_lufs=target_lufs)
-        data = encode_audio(wav, sample_rate, "wav", "16")
-        target, tmp = self.path / file, self.path / self._partial(file)
+        data = encode_audio(wav, sample_rate, "wav", "16")  # a bad waveform is the row's fault
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException as e:
-            tmp.unlink(missing_ok=True)
-            if isinstance(e, OSError):
-                raise _disk_error(e, target) from None
-            raise
+            write_bytes(self.path / file, data, temp=self._partial(file))
+        except AudioguideError as e:  # the directory's: the run stops
+            raise StoreError(str(e)) from None
         return len(wav) / sample_rate
 
     def sweep(self) -> int:
