@@ -41,7 +41,8 @@ in this order on every evaluation, each over the policy's guiders in order:
 1. ``gate``: the rows on which guidance is on (:class:`Interval`, :class:`Adaptive`);
 2. ``adjust``: change the branch predictions (:class:`CFGZeroStar`'s optimised scale,
    :class:`TCFG`'s tangential damping);
-3. ``combine``: replace the weighted sum (:class:`APG`; at most one guider per policy);
+3. ``combine``: replace the weighted sum (:class:`APG`; :class:`Dynamic`, which picks each row's
+   scale by an evaluator's feedback; at most one guider per policy);
 4. ``refine``: change the guided prediction (:class:`PAG` and :class:`STG` add their perturbed
    branch's term, :class:`Rescale` matches a std);
 5. ``observe``: update the guider's per-generation state (:class:`Adaptive`);
@@ -55,6 +56,21 @@ or whole blocks skipped). The model declares what it can perturb (``model.pertur
 number of layers) and takes the per-row flags as its ``perturb`` input, the way it takes ``keep``;
 deciding which rows are perturbed, and what the perturbed prediction is combined into, stays here
 (:class:`PAG`, :class:`STG`). A perturbed branch is one more slice of the same batched forward.
+
+Distilled guidance
+------------------
+A guidance-distilled student (Meng et al. 2023, "On Distillation of Guided Diffusion Models",
+CVPR, §3.1, eq. 6-7; as adapters, Jensen et al. 2025, arXiv 2503.07274) takes the scale ``w`` of
+some conditions as an input (``model.guidance_inputs``, e.g. ``("text",)``) and gives the guided
+prediction in one forward. With ``distilled = True`` (a recipe's ``[guidance] distilled = true``)
+:class:`GuidedField` runs those conditions of the policy as model inputs instead of branches: their
+scales are set to 1 in the terms (so no branch is evaluated for them) and passed, per row, as the
+model's ``guidance`` input ``[B, n]`` (1 on rows where a ``gate`` turns guidance off); the other
+conditions still get their branches, each evaluated at the distilled scales. A fully distilled
+policy costs one row per sample and evaluation. Only ``nested`` and ``independent`` policies can be
+distilled (:func:`check_distilled`, which also refuses a model without guidance inputs for any of
+the policy's conditions); the training target is this module's own guided prediction of the teacher
+(``audioguide.training``).
 
 Mean-flow models
 ----------------
@@ -76,14 +92,16 @@ which :meth:`GuidedField.pair` returns (see ``audioguide.sampling``); its scales
 ``[0, 1]`` (:func:`check_policy`).
 
 Codec language models use the same terms on logits (:class:`GuidedLogits`; audiocraft applies
-CFG to logits before temperature / top-k / top-p).
+CFG to logits before temperature / top-k / top-p). Their guiders refine the guided log-probs
+(``refine_logits``), or with the AR loop's step in hand (``refine_step``, :class:`TokenStep`):
+:class:`GeDi` rescores candidate tokens by a discriminator bound per generation.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -110,6 +128,9 @@ __all__ = [
     "Branch",
     "CFGTerm",
     "CFGZeroStar",
+    "Dynamic",
+    "Evaluator",
+    "GeDi",
     "Guidance",
     "GuidanceError",
     "GuidedField",
@@ -119,8 +140,11 @@ __all__ = [
     "Perturbed",
     "Rescale",
     "Step",
+    "TokenJudge",
+    "TokenStep",
     "apg_update",
     "cfg_zero_star_scale",
+    "check_distilled",
     "check_perturbations",
     "check_policy",
     "combine",
@@ -433,16 +457,19 @@ class Step:
     ``state``: the calling guider's per-generation state (:meth:`Guider.start`). From the field: ``kind`` (the model's prediction
     kind, what ``native`` means), ``alpha_sigma``, ``reduce`` (the policy's dims for stds and norms),
     ``terms`` (the weighted non-reference branches, in the order of the hooks' ``preds``),
-    ``ref_weight`` (the weight of the reference ``c``) and ``reference`` (its conditions).
+    ``ref_weight`` (the weight of the reference ``c``) and ``reference`` (its conditions);
+    ``policy`` (the field's :class:`Guidance`); ``r``: a mean-flow call's ``r`` of the hook's rows
+    (the sampler's ``r`` input, ``[rows]``; None on calls without one).
     """
 
     def __init__(
         self, owner: GuidedField, x: Tensor, t: Tensor, active: Tensor | None,
-        branches: Mapping[frozenset[str], Tensor],
+        branches: Mapping[frozenset[str], Tensor], r: Tensor | None = None,
     ) -> None:
-        self.x, self.t, self.active, self.branches = x, t, active, branches
+        self.x, self.t, self.active, self.branches, self.r = x, t, active, branches, r
         self.kind, self.alpha_sigma, self.reduce = owner.kind, owner.alpha_sigma, owner.policy.reduce
         self.terms, self.ref_weight, self.reference = owner.others, owner.ref_weight, owner.reference
+        self.policy = owner.policy
         self.state: Any = None
 
 
@@ -472,6 +499,7 @@ class Guider:
     space: str = "native"
     logits: ClassVar[bool] = False
     frame_local: ClassVar[bool] = False  # True: no hook reduces over frames (a row's padding cannot change it)
+    needs: ClassVar[str | None] = None  # the evaluator it takes per generation (:meth:`bind`), e.g. "verifier"
 
     def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -510,6 +538,11 @@ class Guider:
         subsets, or :class:`Perturbed` ones. They are evaluated whenever guidance is on for a row."""
         return ()
 
+    def branches_for(self, policy: Guidance) -> tuple[Branch, ...]:
+        """:meth:`branches` under ``policy``, what the engine asks; a guider whose branches depend
+        on the policy's scales or mode (:class:`Dynamic`) overrides this instead."""
+        return self.branches(policy.conditions)
+
     def start(self) -> Any:
         """Fresh per-generation state (``step.state`` in the hooks)."""
         return None
@@ -541,6 +574,20 @@ class Guider:
         """Guided log-probabilities ``[B, ...]`` changed; ``branches`` maps each evaluated
         condition subset to its log-probabilities (only for guiders with ``logits = True``)."""
         return guided
+
+    def refine_step(
+        self, guided: Tensor, branches: Mapping[frozenset[str], Tensor], context: TokenStep | None
+    ) -> Tensor:
+        """:meth:`refine_logits` with the step's context (:class:`TokenStep`: the delayed AR loop's
+        step and the tokens drawn so far; None where the caller gives none), for guiders that judge
+        candidate tokens in their context (:class:`GeDi`); by default :meth:`refine_logits`."""
+        return self.refine_logits(guided, branches)
+
+    def bind(self, evaluator: Callable[..., Any]) -> Guider:
+        """This guider with the evaluator it ``needs`` for one generation (feedback guiders: a
+        cheap judge of the current estimate, built by the pipeline for the pieces being drawn);
+        a copy, the policy's own guider stays unbound."""
+        raise GuidanceError(f"{self.key} takes no evaluator")
 
 
 def _overrides(g: Guider, hook: str) -> bool:
@@ -889,6 +936,258 @@ class Adaptive(Guider, name="adaptive"):
         state.converged[active] = streak >= self.patience
 
 
+Evaluator = Callable[[Tensor, Tensor], Tensor]
+"""``evaluator(estimates [N, C, T], rows [N]) -> scores [N]`` (higher is better): a feedback guider's
+judge of clean estimates, ``rows`` giving the batch row each estimate belongs to (:class:`Dynamic`)."""
+
+
+@dataclass
+class _Choices:
+    """:class:`Dynamic`'s per-generation record, one entry per evaluation that guided some row:
+    ``t`` (``[B]``, each row's time), ``scales`` (``[B]``, the scale chosen for it) and ``scores``
+    (``[n_candidates, B]``, the evaluator's score of each candidate), NaN on the rows not guided on
+    that evaluation (outside the guidance interval, say); scores are NaN with a single candidate
+    (then the evaluator is not asked)."""
+
+    t: list[Tensor] = field(default_factory=list)
+    scales: list[Tensor] = field(default_factory=list)
+    scores: list[Tensor] = field(default_factory=list)
+
+    @property
+    def chosen(self) -> Tensor:
+        """The chosen scales, ``[evaluations, B]`` (NaN where a row was not guided)."""
+        return torch.stack(self.scales) if self.scales else torch.empty(0)
+
+
+@dataclass(frozen=True)
+class Dynamic(Guider, name="dynamic"):
+    """Dynamic guidance from online feedback (Papalampidi et al. 2025, "Dynamic Classifier-Free
+    Diffusion Guidance via Online Feedback", arXiv 2509.16131: a greedy search over candidate CFG
+    scales at every step, scored by latent-space evaluators; abstract and Fig. 1).
+
+    At every guided evaluation the scale of one condition (``condition``; default the policy's
+    first) is chosen per row among the candidates ``scales`` (sorted, duplicates dropped). Candidate
+    ``s`` is the policy's own weighted sum with that condition's scale replaced by ``s`` (joint
+    guidance: its one scale; mode ``terms`` has no scale to replace and is refused), all candidates
+    from the same branch predictions: :meth:`branches_for` declares the union of the candidates'
+    weighted branches, the rows plain CFG at the largest candidate needs, so no candidate costs a
+    network row. Each candidate's estimate goes to the bound evaluator (:data:`Evaluator`, one call
+    for all candidates, candidate-major: candidate ``k`` is estimates ``k n .. (k + 1) n - 1`` of the
+    ``n`` guided rows) and every row takes the candidate it scores highest (ties and NaN: the smaller
+    scale): the greedy per-step choice, not smoothed across steps. The paper weighs several
+    evaluators; this guider takes one (the pipeline binds the recipe's content verifier,
+    :meth:`audioguide.pipeline.Pipeline.evaluators`; ``needs = "verifier"``). A single candidate
+    is plain CFG at that scale, without asking the evaluator.
+
+    The estimate of a candidate prediction ``p`` at ``(x, t)``: on a mean-flow call with ``r`` the
+    flow-map endpoint ``z_r = x - (t - r) p`` (MeanFlow, Geng et al. 2025, §3), the clean estimate
+    exactly when ``r = 0`` and otherwise the state the sampler steps to; on any other call ``x0``
+    (:func:`audioguide.core.convert_prediction`: ``x0 = x - t v`` for a flow velocity).
+
+    It replaces the weighted sum (``combine``: not with APG); it combines what the ``adjust``
+    hooks left of the policy's weighted branches (raw predictions for branches only its candidates
+    weigh); ``refine`` hooks (rescale, PAG) change the chosen prediction after the choice. Rows the
+    ``gate`` hooks turn off (:class:`Interval`, :class:`Adaptive`) are neither guided nor scored.
+    The choices are recorded per generation (:class:`_Choices`, ``GuidedField.state_of``). Not
+    frame-local: the evaluator reads whole rows (each row's real frames are the evaluator's to know).
+    """
+
+    scales: tuple[float, ...] = (1.0, 2.0, 3.0)
+    condition: str | None = None
+    evaluator: Evaluator | None = field(default=None, init=False, compare=False, repr=False)
+    needs: ClassVar[str | None] = "verifier"
+
+    def __post_init__(self) -> None:
+        scales = self.scales
+        if isinstance(scales, str) or not isinstance(scales, Sequence) or not scales:
+            raise GuidanceError(f"dynamic scales must be a non-empty list of candidate scales, got {scales!r}")
+        if any(isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s) or s < 0 for s in scales):
+            raise GuidanceError(f"dynamic scales must be finite numbers >= 0, got {list(scales)}")
+        object.__setattr__(self, "scales", tuple(sorted({float(s) for s in scales})))
+        if self.condition is not None and (not isinstance(self.condition, str) or not self.condition):
+            raise GuidanceError(f"dynamic condition must be a condition's name, got {self.condition!r}")
+
+    def bind(self, evaluator: Callable[..., Any]) -> Dynamic:
+        if not callable(evaluator):
+            raise GuidanceError(f"dynamic guidance takes an evaluator(estimates, rows) -> scores, got {evaluator!r}")
+        bound = dataclasses.replace(self)
+        object.__setattr__(bound, "evaluator", evaluator)
+        return bound
+
+    def check(self, kind: str, cfgpp: bool = False, mean_flow: bool = False) -> None:
+        super().check(kind, cfgpp, mean_flow)
+        if cfgpp and not all(0.0 <= s <= 1.0 for s in self.scales):
+            raise GuidanceError(f"CFG++ scales live in [0, 1]; dynamic scales are {list(self.scales)}")
+
+    def target(self, policy: Guidance) -> str:
+        """The condition whose scale varies under ``policy``."""
+        if policy.mode == "terms":
+            raise GuidanceError('dynamic guidance varies a condition\'s scale; a policy of mode "terms" has none')
+        if getattr(policy, "distilled", False):  # its candidates are branch combinations, not model inputs
+            raise GuidanceError("dynamic guidance combines branches at each candidate scale; it does not take distilled = true")
+        names = policy.conditions
+        name = self.condition or (names[0] if names else None)
+        if name not in names:
+            raise GuidanceError(f"dynamic condition {name!r} is not a guided condition of the policy ({', '.join(names) or 'none'})")
+        return name
+
+    def terms_at(self, policy: Guidance, scale: float) -> tuple[CFGTerm, ...]:
+        """``policy``'s terms with the :meth:`target` condition's scale replaced by ``scale``."""
+        name = self.target(policy)
+        scales = [(n, scale if policy.mode == "joint" or n == name else w) for n, w in policy.scales]
+        names, ws = [n for n, _ in scales], [w for _, w in scales]
+        if policy.mode == "independent":
+            return independent_terms(names, ws)
+        if policy.mode == "joint":
+            return joint_terms(names, scale)
+        return nested_terms(names, ws)
+
+    def branches_for(self, policy: Guidance) -> tuple[Branch, ...]:
+        reference, out = frozenset(policy.conditions), []
+        for s in self.scales:
+            out += [tm.keep for tm in self.terms_at(policy, s)
+                    if tm.keep != reference and tm.weight != 0.0 and tm.keep not in out]
+        return tuple(out)
+
+    def start(self) -> _Choices:
+        if self.evaluator is None:
+            raise GuidanceError("dynamic guidance needs an evaluator bound for each generation (Guidance.bind); "
+                                "the pipeline binds the recipe's [verifier]")
+        return _Choices()
+
+    def estimate(self, step: Step, preds: Tensor) -> Tensor:
+        """The evaluator's input for stacked candidate predictions ``[K, n, ...]`` of the guided rows."""
+        if step.r is not None:  # mean flow: the flow-map endpoint z_r
+            return step.x - (step.t - step.r).view(1, -1, *([1] * (preds.ndim - 2))) * preds
+        a, s = step.alpha_sigma(step.t)
+        return torch.stack([convert_prediction(p, step.kind, "x0", step.x, a, s) for p in preds])
+
+    def combine(self, step: Step, c: Tensor, preds: list[Tensor]) -> Tensor:
+        assert step.active is not None
+        have = {tm.keep: q for tm, q in zip(step.terms, preds)}
+        outs = []
+        for s in self.scales:  # each candidate exactly as GuidedField combines a policy at that scale
+            terms = self.terms_at(step.policy, s)
+            others = [tm for tm in terms if tm.keep != step.reference and tm.weight != 0.0]
+            if not others:
+                outs.append(c)
+                continue
+            ref_weight = sum(tm.weight for tm in terms if tm.keep == step.reference)
+            q = torch.stack([have[tm.keep] if tm.keep in have else step.branches[tm.keep] for tm in others])
+            outs.append(ref_weight * c + combine(q, [tm.weight for tm in others]))
+        K, n, B = len(outs), c.shape[0], step.active.shape[0]
+        stacked = torch.stack(outs)
+        if K == 1:
+            best, scores = torch.zeros(n, dtype=torch.long, device=c.device), c.new_full((1, n), math.nan).float()
+        else:
+            rows = step.active.nonzero().squeeze(1)
+            assert self.evaluator is not None
+            scores = torch.as_tensor(self.evaluator(self.estimate(step, stacked).flatten(0, 1), rows.repeat(K)))
+            if scores.shape != (K * n,):
+                raise GuidanceError(f"the dynamic guidance evaluator must return one score per estimate, shape ({K * n},); "
+                                    f"got {tuple(scores.shape)}")
+            scores = scores.detach().float().view(K, n).to(c.device)
+            best = scores.nan_to_num(nan=-math.inf).argmax(0)  # first maximum: the smaller scale
+        record = [torch.full((B,), math.nan, device=c.device) for _ in range(2)] + [torch.full((K, B), math.nan, device=c.device)]
+        record[0][step.active] = step.t.float()
+        record[1][step.active] = torch.tensor(self.scales, device=c.device)[best]
+        record[2][:, step.active] = scores
+        state: _Choices = step.state
+        state.t.append(record[0]), state.scales.append(record[1]), state.scores.append(record[2])
+        return stacked[best, torch.arange(n, device=c.device)]
+
+
+@dataclass(frozen=True)
+class TokenStep:
+    """What a logits guider sees of one step of a codec LM's delayed AR loop
+    (:func:`audioguide.sampling.tokens.guided_lm_step` passes it to :class:`GuidedLogits`):
+    ``step``, the delayed column ``s`` being drawn (codebook ``k`` of frame ``s - k``, so codebook 0
+    starts frame ``s``), and ``drawn``, the columns drawn before it ``[B, K, s]`` (the pad id where
+    the loop forced one: outside a row's frames)."""
+
+    step: int
+    drawn: Tensor
+
+
+TokenJudge = Callable[[TokenStep, Tensor], "Tensor | None"]
+"""``judge(context, candidates [B, k]) -> log p(c | candidate, tokens so far) [B, k]``: :class:`GeDi`'s
+discriminator of the codebook-0 candidates of frame ``context.step``; None when no row has that frame."""
+
+
+@dataclass(frozen=True)
+class GeDi(Guider, name="gedi"):
+    """Token guidance by a discriminator, GeDi-style (Krause et al. 2020, "GeDi: Generative
+    Discriminator Guided Sequence Generation", arXiv 2009.06367, §3.1).
+
+    GeDi weighs the LM's next-token distribution by a discriminator's posterior of the desired
+    attribute ``c`` for every candidate token, eq. 5, ``P_w(x_t | x_<t, c) ∝ P_LM(x_t | x_<t)
+    P(c | x_t, x_<t)^omega``; in log space, for the candidates ``v``::
+
+        log p_w(v) = log p(v) + omega log p(c | v, x_<t) - log sum_v' p(v') p(c | v', x_<t)^omega
+
+    GeDi gets ``P(c | x_{1:t})`` from class-conditional LMs by Bayes' rule (eq. 3-4); here the
+    discriminator is discriminative already, the evaluator this guider ``needs`` (``"verifier"``,
+    bound per generation, :meth:`bind`; :data:`TokenJudge`): for a codec LM with aligned phonemes
+    the pipeline binds the content verifier's log-posterior of the phoneme the alignment expects at
+    the frame being started (:class:`audioguide.sampling.tokens.VerifierJudge`). ``p`` is the
+    guided log-probabilities (after CFG, before temperature, top-k, top-p and the content prior).
+
+    Only codebook 0 of frame ``s`` (delayed column ``s``, :class:`TokenStep`) is rescored, the other
+    codebooks are unchanged, and only its ``top_k`` most probable tokens under ``p``: the rest are
+    masked (log-probability ``-inf``) and the normaliser runs over the ``top_k``, a hard form of
+    GeDi's filtering of unlikely tokens (its heuristics, §3.1) that costs ``top_k`` discriminator
+    rows per sequence and step; with the sampler's ``top_k`` equal to this one the sampler keeps the
+    same set. ``weight`` (omega) 0 returns the guided log-probabilities unchanged (without the mask),
+    which for that sampler is the same distribution again.
+    """
+
+    weight: float = 1.0
+    top_k: int = 50
+    evaluator: TokenJudge | None = field(default=None, init=False, compare=False, repr=False)
+    logits: ClassVar[bool] = True
+    needs: ClassVar[str | None] = "verifier"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weight, bool) or not isinstance(self.weight, int | float) or not (math.isfinite(self.weight) and self.weight >= 0):
+            raise GuidanceError(f"gedi weight must be a finite number >= 0, got {self.weight!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+            raise GuidanceError(f"gedi top_k must be an integer >= 1, got {self.top_k!r}")
+
+    def check(self, kind: str, cfgpp: bool = False, mean_flow: bool = False) -> None:
+        if kind != "tokens":
+            raise GuidanceError(f"gedi rescores a codec LM's candidate tokens; it does not apply to a {kind!r} model")
+
+    def bind(self, evaluator: Callable[..., Any]) -> GeDi:
+        if not callable(evaluator):
+            raise GuidanceError(f"gedi takes a judge(context, candidates) -> log-posteriors, got {evaluator!r}")
+        bound = dataclasses.replace(self)
+        object.__setattr__(bound, "evaluator", evaluator)
+        return bound
+
+    def refine_step(
+        self, guided: Tensor, branches: Mapping[frozenset[str], Tensor], context: TokenStep | None
+    ) -> Tensor:
+        if self.weight == 0.0:
+            return guided
+        if self.evaluator is None:
+            raise GuidanceError("gedi needs a discriminator bound for each generation (Guidance.bind); "
+                                "the pipeline binds one from the recipe's [verifier]")
+        if context is None:
+            raise GuidanceError("gedi judges candidate tokens in their context; the sampler must pass GuidedLogits a TokenStep")
+        first = guided[:, 0]  # [B, V]: codebook 0, which starts frame context.step
+        top, candidates = first.topk(min(self.top_k, first.shape[-1]), dim=-1)
+        judged = self.evaluator(context, candidates)
+        if judged is None:
+            return guided
+        if judged.shape != candidates.shape:
+            raise GuidanceError(f"the gedi judge must return one log-posterior per candidate, shape {tuple(candidates.shape)}; "
+                                f"got {tuple(judged.shape)}")
+        weighted = (top + self.weight * judged.to(top)).log_softmax(dim=-1)
+        out = guided.clone()
+        out[:, 0] = torch.full_like(first, -math.inf).scatter(-1, candidates, weighted)
+        return out
+
+
 # The guiders a policy builds from its keywords (the recipe's [guidance] keys), in this order.
 # TCFG adjusts after CFG-Zero*'s scale; PAG / STG add their terms to the combination (APG's too)
 # before the rescale sees it, as diffusers orders PAG and guidance_rescale.
@@ -915,7 +1214,9 @@ class Guidance:
     ``rescale_space`` :class:`Rescale`, ``interval`` / ``interval_on`` :class:`Interval`,
     ``adaptive`` :class:`Adaptive` (in a recipe, ``tcfg``, ``apg``, ``pag``, ``stg`` and ``adaptive``
     are tables: ``[guidance.pag]`` with ``scale`` and ``layers``); ``reduce`` is the dims of the
-    stds, norms and SVDs of rescale, APG and TCFG.
+    stds, norms and SVDs of rescale, APG and TCFG. ``distilled``: the conditions whose scale the
+    model takes as an input are guided through that input, not branches (module docstring,
+    "Distilled guidance"; ``nested`` and ``independent`` modes only).
     ``guiders`` appends more guiders (a user's own classes); ``policy.methods`` is
     every guider of the policy in order, the keywords' first. Every invalid value is a
     :class:`GuidanceError`.
@@ -936,6 +1237,7 @@ class Guidance:
     zero_star: bool = False
     zero_init: float = 0.0
     adaptive: Adaptive | None = None
+    distilled: bool = False  # scales of the model's guidance inputs go in as inputs, not branches
     guiders: tuple[Guider, ...] = ()  # more guiders, after the keywords' (user-defined ones, say)
     # ``methods`` (every guider, in order) is set by __post_init__; it is no field, so that
     # dataclasses.replace rebuilds the keywords' guiders instead of copying the old ones.
@@ -952,6 +1254,10 @@ class Guidance:
             raise GuidanceError("joint guidance takes one scale for all conditions")
         if self.reduce not in _REDUCE:
             raise GuidanceError(f"reduce must be one of {', '.join(_REDUCE)}, got {self.reduce!r}")
+        if not isinstance(self.distilled, bool):
+            raise GuidanceError(f"distilled must be true or false, got {self.distilled!r}")
+        if self.distilled and self.mode not in ("nested", "independent"):
+            raise GuidanceError(f"distilled guidance takes a nested or independent policy (a scale per condition), not mode {self.mode!r}")
         if self.mode == "terms":
             total = sum(t.weight for t in self.custom_terms)
             if not self.custom_terms or abs(total - 1.0) > 1e-6:
@@ -1002,6 +1308,24 @@ class Guidance:
             return joint_terms(names, ws[0] if ws else 1.0)
         return nested_terms(names, ws)
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The evaluators its guiders need bound (:meth:`bind`) before it can run, in order."""
+        return tuple(dict.fromkeys(g.needs for g in self.methods if g.needs is not None))
+
+    def bind(self, evaluators: Mapping[str, Callable[..., Any]]) -> Guidance:
+        """A copy whose guiders that need an evaluator (:attr:`Guider.needs`) have it bound
+        (:meth:`Guider.bind`); a missing one is a :class:`GuidanceError`. Such guiders live in
+        ``guiders`` (a recipe's table for one of them is parsed into it), never in the keywords."""
+        bound = []
+        for g in self.guiders:
+            if g.needs is not None:
+                if g.needs not in evaluators:
+                    raise GuidanceError(f"{g.key} needs a {g.needs}, and none is available here")
+                g = g.bind(evaluators[g.needs])
+            bound.append(g)
+        return dataclasses.replace(self, guiders=tuple(bound))
+
     def with_scales(self, **scales: float) -> Guidance:
         """A copy with some scales replaced; unknown condition names are errors."""
         current = dict(self.scales)
@@ -1037,7 +1361,7 @@ def check_perturbations(policy: Guidance, perturbs: Mapping[str, int]) -> None:
     """Raise :class:`GuidanceError` unless a model that can perturb ``perturbs`` (kind -> number of
     layers, ``model.perturbable``) takes every :class:`Perturbed` branch the policy's guiders ask for."""
     for g in policy.methods:
-        for b in g.branches(policy.conditions):
+        for b in g.branches_for(policy):
             if not isinstance(b, Perturbed):
                 continue
             if b.perturb not in perturbs:
@@ -1048,14 +1372,31 @@ def check_perturbations(policy: Guidance, perturbs: Mapping[str, int]) -> None:
                 raise GuidanceError(f"{g.key} layers {list(b.layers)}: the model has {n} layers (0 to {n - 1})")
 
 
+def check_distilled(policy: Guidance, inputs: Sequence[str]) -> tuple[str, ...]:
+    """The conditions a ``distilled`` policy guides through the model's guidance-scale inputs
+    (``inputs``, ``model.guidance_inputs``), in the policy's order; ``()`` for a policy that is not
+    distilled. A :class:`GuidanceError` when none of its conditions is such an input."""
+    if not policy.distilled:
+        return ()
+    names = tuple(n for n in policy.conditions if n in inputs)
+    if not names:
+        takes = f"the scales of {', '.join(inputs)}" if inputs else "no guidance scale"
+        raise GuidanceError(f"distilled guidance needs a model that takes the guidance scale of "
+                            f"{' or '.join(policy.conditions) or 'a guided condition'} as an input; this model takes {takes}")
+    return names
+
+
 def check_policy(
-    policy: Guidance, *, kind: str, cfgpp: bool, mean_flow: bool, perturbs: Mapping[str, int] | None = None
+    policy: Guidance, *, kind: str, cfgpp: bool, mean_flow: bool, perturbs: Mapping[str, int] | None = None,
+    guidance_inputs: Sequence[str] | None = None,
 ) -> None:
     """Raise :class:`GuidanceError` unless ``policy`` applies to a model of ``kind`` (``"tokens"`` for
     codec LMs, else its prediction kind) sampled by a CFG++ (``cfgpp``) or mean-flow sampler: CFG++
     scales live in ``[0, 1]``, and every guider is asked (:meth:`Guider.check`). With ``perturbs``
     (what the model can perturb, ``model.perturbable`` or ``Model.perturbations(config)``) perturbed
-    branches are checked too (:func:`check_perturbations`); :class:`GuidedField` always checks them."""
+    branches are checked too (:func:`check_perturbations`), and with ``guidance_inputs`` (the
+    conditions whose scale the model takes as an input) a distilled policy (:func:`check_distilled`);
+    :class:`GuidedField` always checks both."""
     if kind not in PREDICTION_KINDS + ("tokens",):
         raise GuidanceError(f"unknown model kind {kind!r}; one of tokens, {', '.join(PREDICTION_KINDS)}")
     if cfgpp:
@@ -1069,6 +1410,8 @@ def check_policy(
         g.check(kind, cfgpp, mean_flow)
     if perturbs is not None:
         check_perturbations(policy, perturbs)
+    if guidance_inputs is not None:
+        check_distilled(policy, guidance_inputs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1099,7 +1442,9 @@ class GuidedField:
     batch), to measure savings. The model's step-invariant work (:func:`audioguide.core.prepare`)
     is done once per condition subset, the first time that subset is evaluated, and reused at
     every later step; a generation keeps one batch size, length and ``mask`` (a new length or
-    batch size prepares again).
+    batch size prepares again). A ``distilled`` policy passes the scales of the model's guidance
+    inputs as its ``guidance`` input (module docstring, "Distilled guidance"); :meth:`conditional`
+    passes none (scale 1).
     """
 
     def __init__(
@@ -1116,11 +1461,19 @@ class GuidedField:
         for g in policy.methods:
             g.check(kind)
         check_perturbations(policy, _perturbable(model))
+        # distilled guidance: these conditions' scales are the model's ``guidance`` input, not branches
+        self.inputs = tuple(getattr(model, "guidance_inputs", None) or ())
+        self.distilled = check_distilled(policy, self.inputs)
+        negatives = [n for n in self.distilled if f"{n}.negative" in cond]
+        if negatives:
+            raise GuidanceError(f"a negative prompt for {negatives[0]!r} replaces its unconditional branch, "
+                                "which distilled guidance does not evaluate; use distilled = false")
+        self.input_scales = tuple(dict(policy.scales)[n] if n in self.distilled else 1.0 for n in self.inputs)
         self.model, self.cond, self.policy = model, cond, policy
         self.extra = dict(extra or {})  # model inputs of every call, e.g. the frame ``mask`` of a padded batch
         self.kind, self.alpha_sigma = kind, alpha_sigma
         self.reference = frozenset(policy.conditions)
-        self.terms = policy.terms
+        self.terms = (policy.with_scales(**dict.fromkeys(self.distilled, 1.0)) if self.distilled else policy).terms
         # Branches other than the reference that carry weight; zero-weight branches are never run.
         self.others = tuple(tm for tm in self.terms if tm.keep != self.reference and tm.weight != 0.0)
         self.ref_weight = sum(tm.weight for tm in self.terms if tm.keep == self.reference)
@@ -1128,7 +1481,7 @@ class GuidedField:
         keeps = [tm.keep for tm in self.others]
         self.extra_keeps: list[Branch] = []  # branches guiders ask for besides the terms
         for g in policy.methods:
-            for k in g.branches(policy.conditions):
+            for k in g.branches_for(policy):
                 k = k if isinstance(k, Perturbed) else frozenset(k)
                 if k != self.reference and k not in keeps and k not in self.extra_keeps:
                     self.extra_keeps.append(k)
@@ -1188,7 +1541,7 @@ class GuidedField:
         # CFG++ renoises with the unconditional prediction even where its weight is 0.
         if want_uncond and self.null != self.reference and self.null not in other_keeps:
             other_keeps.append(self.null)
-        if other_keeps:  # rows on which guidance is on
+        if other_keeps or self.distilled:  # rows on which guidance is on
             active = torch.ones_like(t, dtype=torch.bool)
             step = Step(self, x, t, None, {})
             for i, g in self.hooks["gate"]:
@@ -1203,6 +1556,9 @@ class GuidedField:
         if len(act_rows):
             requests += [(k, act_rows) for k in other_keeps]
         prepared = self._prepared([self.reference, *other_keeps], x, extra.get("mask"))
+        if self.distilled:  # the distilled scales where guidance is on, 1 (none) elsewhere
+            w = torch.tensor(self.input_scales, dtype=x.dtype, device=x.device)
+            extra = {**extra, "guidance": torch.where(active[:, None], w, torch.ones_like(w))}
         outs = evaluate_branches(self.model, x, t, self.cond, requests, p.conditions, extra, prepared)
         self.state.rows_evaluated += sum(len(r) for _, r in requests)
         c = outs[0]
@@ -1215,7 +1571,8 @@ class GuidedField:
             ca = c[active]
             preds = [by_keep[tm.keep] for tm in self.others]
             if preds or self.extra_keeps:
-                step = Step(self, x[active], t[active], active, {self.reference: ca, **by_keep})
+                ra = None if r is None else torch.as_tensor(r, dtype=t.dtype, device=t.device).expand(B)[active]
+                step = Step(self, x[active], t[active], active, {self.reference: ca, **by_keep}, ra)
                 guided[active] = self._combine(step, ca, preds)
                 for i, g in self.hooks["observe"]:
                     step.state = self.state.guiders[i]
@@ -1297,10 +1654,11 @@ class GuidedLogits:
     repeats per-sample tensors into that layout; :meth:`__call__` turns the stacked logits of one
     step into guided log-probabilities ``sum_i w_i log_softmax(l_i)``. (Because the weights sum to
     one this differs from combining raw logits only by a per-row constant, i.e. not at all after
-    softmax.) Guiders that apply to logits (``logits = True``) then refine them
-    (:meth:`Guider.refine_logits`); the policy is refused if any guider does not
-    (:meth:`Guider.check` with kind ``"tokens"``). Temperature, top-k and top-p apply afterwards
-    (audiocraft, ``lm.py``).
+    softmax.) Guiders that apply to logits (``logits = True``) then refine them, in policy order
+    (:meth:`Guider.refine_logits`, or :meth:`Guider.refine_step` with the step's
+    :class:`TokenStep` context, which the sampler passes as ``context``); the policy is refused if
+    any guider does not (:meth:`Guider.check` with kind ``"tokens"``). Temperature, top-k and top-p
+    apply afterwards (audiocraft, ``lm.py``).
     """
 
     def __init__(self, policy: Guidance) -> None:
@@ -1310,7 +1668,7 @@ class GuidedLogits:
         terms = [tm for tm in policy.terms if tm.weight != 0.0]
         self.keeps = tuple(tm.keep for tm in terms) or (frozenset(policy.conditions),)
         self.weights = tuple(tm.weight for tm in terms) or (1.0,)
-        self.refiners = [g for g in policy.methods if _overrides(g, "refine_logits")]
+        self.refiners = [g for g in policy.methods if _overrides(g, "refine_logits") or _overrides(g, "refine_step")]
 
     @property
     def n_branches(self) -> int:
@@ -1325,13 +1683,14 @@ class GuidedLogits:
     def expand(self, v: Tensor) -> Tensor:
         return v.repeat(self.n_branches, *([1] * (v.ndim - 1)))
 
-    def __call__(self, logits: Tensor) -> Tensor:
-        """Stacked logits ``[n_branches * B, ...]`` -> guided log-probabilities ``[B, ...]``."""
+    def __call__(self, logits: Tensor, context: TokenStep | None = None) -> Tensor:
+        """Stacked logits ``[n_branches * B, ...]`` -> guided log-probabilities ``[B, ...]``;
+        ``context`` is the AR loop's step (:class:`TokenStep`), for guiders that judge tokens in it."""
         n = self.n_branches
         per_branch = logits.float().log_softmax(-1).unflatten(0, (n, logits.shape[0] // n))
         guided = combine(per_branch, self.weights)
         if self.refiners:
             branches = dict(zip(self.keeps, per_branch.unbind(0)))
             for g in self.refiners:
-                guided = g.refine_logits(guided, branches)
+                guided = g.refine_step(guided, branches, context)
         return guided

@@ -18,7 +18,8 @@ A call is three public stages, which scripts, benchmarks, rendering and the CLI 
    draws its noise (and a codec LM its tokens) from its own ``torch.Generator(seed)``, so a piece
    drawn in a batch gets the audio it gets alone, to float rounding of the batched forward.
    ``batch_size = 1`` (the default of a call) draws each piece alone: bit-for-bit reproducible
-   whatever else the call contains.
+   whatever else the call contains. Feedback guidance (``[guidance.dynamic]``) gets the recipe's
+   verifier bound as its evaluator for each batch's pieces (:meth:`Pipeline.evaluators`).
 3. :meth:`Pipeline.decode` (samples -> waveforms) with, between draw and decode,
    :meth:`Pipeline.choose`: the recipe's verifier keeps the best of ``n`` candidates
    (:meth:`Pipeline.scores`).
@@ -49,7 +50,7 @@ from torch.nn import functional as F
 
 from audioguide.components import build_components, build_verifier
 from audioguide.core import Audio, AudioguideError, check_seed, clean_text, make_generator
-from audioguide.guidance import Guidance
+from audioguide.guidance import Evaluator, Guidance
 from audioguide.models.base import with_negative
 from audioguide.recipes import MAX_CANDIDATES, TASKS, Recipe, RecipeError, call_policy, load_recipe, sampler_config
 from audioguide.registry import SAMPLERS
@@ -332,6 +333,7 @@ class Pipeline:
         self._check(texts, inputs, negative, seconds)
         pace = self.pace_for(speed, seconds)
         policy = self.policy(guidance, scales, cfg, rescale)
+        self.evaluators(policy)  # feedback guidance the pipeline cannot serve fails here, before any work
         config = self.sampler_config(steps)
         n = self.candidates_for(candidates)
         primary = PRIMARY_INPUT[self.task]
@@ -409,9 +411,63 @@ class Pipeline:
         cond = _stack([p.cond for p in pieces], n)
         frames = [p.frames for p in pieces]
         streams = RowStreams(tuple(make_generator(p.seed, self.device) for p in pieces), (n,) * len(pieces), tuple(frames))
-        samples = self.sampler.draw(self.model, cond, pieces[0].policy, plan.sampler, frames, streams,
+        policy = pieces[0].policy
+        if policy.needs:  # feedback guidance: its evaluator judges this batch's pieces
+            policy = policy.bind(self.evaluators(policy, pieces, n))
+        samples = self.sampler.draw(self.model, cond, policy, plan.sampler, frames, streams,
                                     self.representation.channels, callback)
         return [samples[k * n : (k + 1) * n, :, :f] for k, f in enumerate(frames)]
+
+    def evaluators(self, policy: Guidance, pieces: Sequence[Piece] = (), n: int = 1) -> dict[str, Evaluator]:
+        """What ``policy``'s feedback guiders need bound (``policy.needs``) to draw ``pieces`` in one
+        batch of ``n`` rows each: ``"verifier"``, the recipe's content verifier
+        (:meth:`verifier_evaluator`). A need the pipeline cannot meet (a recipe without a
+        ``[verifier]``) is a one-line error; with no pieces, that is all it checks."""
+        out = {}
+        for need in policy.needs:
+            users = ", ".join(g.key for g in policy.methods if g.needs == need)
+            if need != "verifier":
+                raise AudioguideError(f"{users} guidance needs a {need!r}, which the pipeline cannot provide")
+            if self.verifier is None or not self.model.aligned:
+                raise AudioguideError(f"{users} guidance needs the recipe's [verifier] and a model with aligned phonemes; "
+                                      f"recipe {self.recipe.name!r} has {'none' if self.verifier is None else 'no alignment'}")
+            # a codec LM's guiders judge candidate tokens (GeDi), a continuous model's judge estimates
+            out[need] = self.verifier_judge(pieces, n) if self.model.kind == "tokens" else self.verifier_evaluator(pieces, n)
+        return out
+
+    def verifier_evaluator(self, pieces: Sequence[Piece], n: int = 1) -> Evaluator:
+        """The recipe's verifier as the feedback evaluator of ``pieces`` drawn in one batch, ``n`` rows
+        each (row ``i`` is piece ``i // n``): ``evaluate(z [N, C, T], rows [N]) -> [N]`` scores each
+        estimate, cut to its piece's frames, for the aligned phonemes of the piece's text, as
+        :meth:`scores` does (:meth:`~audioguide.models.verifier.PhoneVerifier.score`, in ``[0, 1]``);
+        0 for a piece with fewer frames than symbols."""
+        assert self.verifier is not None
+        symbols = [self.model.conditioners[self.model.aligned].ids([p.text])[0][0] for p in pieces]
+        frames = [p.frames for p in pieces]
+
+        def evaluate(z: Tensor, rows: Tensor) -> Tensor:
+            out = torch.zeros(len(rows), device=z.device)
+            piece = rows // n
+            for k in piece.unique().tolist():
+                sel = (piece == k).nonzero().squeeze(1)
+                zk = self.latents(z[sel, :, : frames[k]])
+                if symbols[k].shape[0] <= zk.shape[-1]:
+                    out[sel] = self.verifier.score(zk, symbols[k]).to(out.dtype)
+            return out
+
+        return evaluate
+
+    def verifier_judge(self, pieces: Sequence[Piece], n: int = 1):
+        """The recipe's verifier as GeDi's discriminator of a codec LM's candidate tokens for
+        ``pieces`` drawn in one batch, ``n`` rows each: the log-posterior of the phoneme each piece's
+        predicted durations put on the frame being started, read from the candidate frame's latents
+        (:class:`~audioguide.sampling.tokens.VerifierJudge`)."""
+        from audioguide.sampling.tokens import VerifierJudge
+
+        aligned = self.model.conditioners[self.model.aligned]
+        return VerifierJudge.for_pieces(
+            self.verifier, self.representation.dequantize, [aligned.ids([p.text])[0] for p in pieces],
+            [p.cond[f"{self.model.aligned}.durations"] for p in pieces], [p.frames for p in pieces], n)
 
     # -- choosing among candidates, decoding -----------------------------------------------------
 

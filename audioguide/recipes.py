@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Any
 
 from audioguide.core import AudioguideError
-from audioguide.guidance import CFGTerm, Guidance, GuidanceError, check_policy
+from audioguide.guidance import GUIDERS, CFGTerm, Guidance, GuidanceError, check_policy
 from audioguide.registry import CONDITIONERS, MODELS, REPRESENTATIONS, SAMPLERS, VERIFIERS
-from audioguide.train_config import MeanFlowConfig, TrainConfig
+from audioguide.train_config import DistillConfig, MeanFlowConfig, TrainConfig
 
 BUILTIN_DIR = Path(__file__).parent / "recipes"
 TASKS: dict[str, tuple[str, ...]] = {
@@ -170,7 +170,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 def build(cls: type, table: Mapping[str, Any], where: str, **preset: Any) -> Any:
     """Build dataclass ``cls`` from a TOML table; unknown keys and bad values are RecipeErrors."""
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls) if f.name not in preset]
+    names = [f.name for f in fields(cls) if f.name not in preset and f.init]
     for key in table:
         if key not in names:
             raise RecipeError(f"{where}: unknown key {key!r}; valid keys: {', '.join(names)}")
@@ -213,7 +213,15 @@ def _guidance(table: Mapping[str, Any], where: str) -> Guidance:
         raise RecipeError(f"{where}: 'terms' needs mode = \"terms\"")
     if table.get("mode") == "terms" and parsed:
         raise RecipeError(f"{where}: mode \"terms\" takes its weights from 'terms', not 'scales'")
-    return build(Guidance, table, where, scales=parsed, custom_terms=tuple(terms), guiders=())
+    # Guiders that take an evaluator per generation (Guider.needs) are built from their own table,
+    # [guidance.<name>], into the policy's `guiders`; the pipeline binds their evaluator.
+    extra = []
+    for name in [k for k in table if k in GUIDERS and GUIDERS[k].needs is not None]:
+        params = table.pop(name)
+        if not isinstance(params, Mapping):
+            raise RecipeError(f"{where}.{name} must be a table")
+        extra.append(build(GUIDERS[name], params, f"{where}.{name}"))
+    return build(Guidance, table, where, scales=parsed, custom_terms=tuple(terms), guiders=tuple(extra))
 
 
 def _train(table: Mapping[str, Any], where: str, default_target: str) -> TrainConfig:
@@ -227,7 +235,12 @@ def _train(table: Mapping[str, Any], where: str, default_target: str) -> TrainCo
     meanflow = table.pop("meanflow", None)
     if meanflow is not None:
         meanflow = build(MeanFlowConfig, meanflow, f"{where}.meanflow")
-    return build(TrainConfig, table, where, dropout=parsed, meanflow=meanflow)
+    distill = table.pop("distill", None)
+    if distill is not None:
+        if not isinstance(distill, Mapping):
+            raise RecipeError(f"{where}.distill must be a table")
+        distill = build(DistillConfig, distill, f"{where}.distill")
+    return build(TrainConfig, table, where, dropout=parsed, meanflow=meanflow, distill=distill)
 
 
 @dataclass(frozen=True)
@@ -358,6 +371,15 @@ def check_compatible(recipe: Recipe, where: str) -> None:
     train = recipe.train
     if not mean_flow and (train.meanflow is not None or train.curriculum_steps or train.flow_steps):
         raise RecipeError(f"{where}: [train] meanflow, flow_steps and curriculum_steps apply only to mean-flow models")
+    if train.cca is not None:  # Condition Contrastive Alignment (audioguide.training.cca)
+        if kind != "tokens" or train.target != "model":
+            raise RecipeError(f"{where}: [train.cca] fine-tunes a codec LM (target = \"model\"); [model] is {recipe.model.type!r}")
+        unknown = [n for n in train.cca.shuffled if n not in names]
+        if unknown:
+            raise RecipeError(f"{where}: [train.cca] shuffled names {unknown[0]!r}; conditions: {', '.join(names)}")
+        if train.dropout or train.dropout_all or train.input_dropout:
+            raise RecipeError(f"{where}: [train.cca] compares exact likelihoods of whole conditions; "
+                              "dropout, dropout_all and input_dropout do not apply")
     if (kind != "flow" or mean_flow) and train.t_dist != "logit-normal":
         raise RecipeError(f"{where}: [train] t_dist applies only to flow-matching models")
     check_guidance(recipe, recipe.guidance, where)
@@ -394,9 +416,11 @@ def check_guidance(recipe: Recipe, policy: Guidance, where: str) -> None:
     """What the recipe's sampler and model allow of ``policy`` (:func:`audioguide.guidance.check_policy`:
     each guider's own rule, CFG++ scales in [0, 1]), a :class:`GuidanceError` turned into a RecipeError."""
     sampler, model = SAMPLERS[recipe.sampler.type], MODELS[recipe.model.type]
+    scales_of = getattr(model, "guidance_scales", None)  # the conditions whose scale the model takes as input
     try:
         check_policy(policy, kind=model_kind(recipe.model), cfgpp=sampler.cfgpp, mean_flow=sampler.mean_flow,
-                     perturbs=model.perturbations(recipe.model.config))
+                     perturbs=model.perturbations(recipe.model.config),
+                     guidance_inputs=scales_of(recipe.model.config) if scales_of else ())
     except GuidanceError as e:
         raise RecipeError(f"{where}: {e}") from None
 

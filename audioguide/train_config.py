@@ -21,6 +21,12 @@ audio does not import the training code. This module imports only the standard l
     [train.meanflow]            # mean-flow models only (MeanFlowConfig, below)
     omega = 0.3
     kappa = 0.9
+    [train.cca]                 # codec LMs only: guidance-free fine-tuning (CCAConfig, below)
+    beta = 0.003
+    lam = 50.0
+    [train.distill]             # guidance distillation into [model] guidance_embed (DistillConfig, below)
+    teacher = "speech.safetensors"
+    scales = [1.0, 4.0]
 """
 
 from __future__ import annotations
@@ -72,6 +78,57 @@ class MeanFlowConfig:
 
 
 @dataclass(frozen=True)
+class CCAConfig:
+    """Condition Contrastive Alignment of a codec LM (Chen et al. 2024, arXiv 2410.09347, eq. 12;
+    :mod:`audioguide.training.cca`): fine-tune so that sampling without guidance matches CFG.
+
+    ``beta`` scales the log-likelihood ratio against the frozen reference, ``lam`` (the paper's
+    lambda) weighs the negative pairs; ``reference`` is the reference's weights (a packaged name, a
+    path beside the recipe or a Hub id; ``""``: the recipe's ``[model] weights``), which are also the
+    warm start; ``shuffled`` names the conditions a negative takes from another row of the batch
+    (``()``: all of them, the paper's ``p(x) p(c)``).
+    """
+
+    beta: float = 0.02
+    lam: float = 1.0
+    reference: str = ""
+    shuffled: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.beta < float("inf")):
+            raise ValueError(f"cca beta must be a finite number > 0, got {self.beta}")
+        if not (0.0 <= self.lam < float("inf")):
+            raise ValueError(f"cca lam must be a finite number >= 0, got {self.lam}")
+        object.__setattr__(self, "shuffled", tuple(self.shuffled))
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Guidance distillation (Meng et al. 2023, CVPR, §3.1 stage one, eq. 6-7; adapters: Jensen et
+    al. 2025, arXiv 2503.07274; :class:`audioguide.training.objectives.DistillObjective`): the model,
+    which takes its ``guidance_embed`` conditions' scales as inputs, learns the teacher's guided
+    prediction under the recipe's ``[guidance]`` policy at scales drawn per row and condition
+    uniformly from ``scales`` (``[lo, hi]``).
+
+    ``teacher``: the teacher's weights (a packaged name, a path beside the recipe or a Hub id;
+    ``""``: the recipe's ``[model] weights``), a model of the recipe's ``[model]`` without
+    ``guidance_embed``; a new run also starts from them where the recipe's own weights file does not
+    exist yet. ``adapters_only``: train only the guidance embeddings and adapters, the rest frozen
+    (scale 1 then stays exactly the teacher's conditional prediction).
+    """
+
+    teacher: str = ""
+    scales: tuple[float, float] = (1.0, 4.0)
+    adapters_only: bool = False
+
+    def __post_init__(self) -> None:
+        lo, hi = self.scales
+        if not 0.0 <= lo <= hi < float("inf"):
+            raise ValueError(f"distill scales must be [lo, hi] with 0 <= lo <= hi, finite; got {list(self.scales)}")
+        object.__setattr__(self, "scales", (float(lo), float(hi)))
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     target: str = "model"
     steps: int = 1000
@@ -96,6 +153,8 @@ class TrainConfig:
     flow_steps: int = 0  # mean flow: steps of pure flow matching (r = t) before the curriculum starts
     curriculum_steps: int = 0  # mean flow: steps over which r = t (flow matching) fades to the mean-flow mix
     meanflow: MeanFlowConfig | None = None  # from [train.meanflow]
+    distill: DistillConfig | None = None  # from [train.distill]: guidance distillation
+    cca: CCAConfig | None = None  # from [train.cca]: codec LMs, Condition Contrastive Alignment instead of MLE
 
     def __post_init__(self) -> None:
         if self.target not in ("model", "representation", "verifier"):

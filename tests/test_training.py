@@ -298,8 +298,8 @@ def test_torchrun_ranks_end_with_equal_weights_and_codebooks(corpus, tmp_path):
         import audioguide.training.trainer as T
         from audioguide.recipes import load_recipe
         made = []
-        def capture(*args):
-            made.append(T_make(*args))
+        def capture(*args, **kwargs):
+            made.append(T_make(*args, **kwargs))
             return made[-1]
         T_make, T.make_objective = T.make_objective, capture
         T.train(load_recipe({str(recipe)!r}), {str(corpus)!r}, {str(tmp_path / "run")!r})

@@ -51,6 +51,21 @@ skipped, its output being its input (STG-R, Hyung et al. 2024); which rows, and 
 predictions are combined into, is decided in :mod:`audioguide.guidance`. Without flags (or with
 none set) the forward is exactly what it is without the input.
 
+Guidance-scale inputs (``guidance_embed = ["text", ...]``): for guidance distillation (Meng et al.
+2023, "On Distillation of Guided Diffusion Models", CVPR, §3.1 stage one: a student ``x_eta(z, w)``
+that takes the guidance scale ``w`` as input, eq. 6-7) the forward takes ``guidance`` ``[B, n]``, one
+scale per listed condition (absent: all 1). Each scale's embedding, an MLP over sinusoidal features
+of ``w - 1`` (:class:`ScaleEmbedding`) whose last layer starts at zero, is added to the adaLN vector
+(as the time embedding is), and with ``guidance_adapters`` also, through a zero-initialised linear
+map per block, to that block's adaLN modulation: the adapter variant of Jensen et al. 2025
+("Efficient Distillation of Classifier-Free Guidance using Adapters", arXiv 2503.07274), whose
+trainable set is exactly these parameters (:func:`is_guidance_key`). The embedding is exactly zero
+at ``w = 1`` and on rows where its condition is dropped (a scale on a null condition means
+nothing), so a student warm-started from a teacher is the teacher at any ``w`` until it trains, and
+``w = 1`` stays the plain conditional prediction of the network without the embedding. What scale
+each row gets is decided in :mod:`audioguide.guidance` (``distilled = true``); with
+``guidance_embed`` empty the DiT has none of these parameters and computes what it did before.
+
 Attention
 ---------
 :class:`~audioguide.models.layers.Attention` (:mod:`audioguide.models.layers`) serves self- and
@@ -80,9 +95,28 @@ from audioguide.models.base import Generator, init_random, masked_mean
 from audioguide.models.layers import Attention, attention, math_attention, rope_angles, sinusoidal
 
 # attention and math_attention are served from here too (the mean-flow trainer, older imports)
-__all__ = ["COND_MODES", "DiT", "DiTBlock", "DiTConfig", "FinalLayer", "TimeEmbedding", "attention", "math_attention"]
+__all__ = [
+    "COND_MODES",
+    "GUIDANCE_PREFIXES",
+    "DiT",
+    "DiTBlock",
+    "DiTConfig",
+    "FinalLayer",
+    "ScaleEmbedding",
+    "TimeEmbedding",
+    "attention",
+    "is_guidance_key",
+    "math_attention",
+]
 
 COND_MODES: tuple[str, ...] = ("cross", "prefix")
+GUIDANCE_PREFIXES: tuple[str, ...] = ("guidance_embed.", "guidance_adapters.")
+"""Parameter-name prefixes of the guidance-scale inputs: what an adapter-only student trains."""
+
+
+def is_guidance_key(name: str) -> bool:
+    """Whether a parameter / state-dict key belongs to the guidance-scale embeddings or adapters."""
+    return name.startswith(GUIDANCE_PREFIXES)
 
 
 @dataclass(frozen=True)
@@ -104,6 +138,8 @@ class DiTConfig:
     encoder_depth: int = 2  # transformer blocks over the aligned condition's tokens
     prior_input: bool = False  # aligned: also feed the prior mean mu to the frames (Matcha-TTS)
     decoder_depth: int = 0  # aligned: FFT blocks over the regulated frames (FastSpeech's decoder) before mu
+    guidance_embed: tuple[str, ...] = ()  # conditions whose guidance scale is an input (guidance distillation)
+    guidance_adapters: bool = False  # guidance_embed: also a zero-initialised adapter on each block's adaLN
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -129,6 +165,13 @@ class DiTConfig:
             raise ValueError("decoder_depth needs an aligned condition")
         if self.mean_flow and self.kind != "flow":
             raise ValueError(f"a mean-flow model predicts kind 'flow', got {self.kind!r}")
+        if isinstance(self.guidance_embed, str):
+            raise ValueError(f"guidance_embed is a list of condition names, got {self.guidance_embed!r}")
+        object.__setattr__(self, "guidance_embed", tuple(self.guidance_embed))
+        if len(set(self.guidance_embed)) != len(self.guidance_embed) or not all(self.guidance_embed):
+            raise ValueError(f"guidance_embed must name distinct conditions, got {list(self.guidance_embed)}")
+        if self.guidance_adapters and not self.guidance_embed:
+            raise ValueError("guidance_adapters needs guidance_embed (the scales they adapt to)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,6 +189,26 @@ class TimeEmbedding(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         return self.mlp(sinusoidal(t, self.features))
+
+
+class ScaleEmbedding(nn.Module):
+    """A guidance scale's embedding: sinusoidal features of ``w - 1`` -> Linear-SiLU-Linear, minus the
+    same at ``w = 1``, zero where ``w = 1`` exactly. The last layer starts at zero (the embedding is
+    then zero for every ``w``: a student warm-started from a teacher is the teacher).
+
+    Frequencies ``100 * 10000^(-i / (features / 2))`` rad per unit of scale (:func:`sinusoidal`),
+    so the slowest features vary smoothly over the scales guidance uses (1 to ~10)."""
+
+    def __init__(self, dim: int, features: int = 256) -> None:
+        super().__init__()
+        self.features = features
+        self.mlp = nn.Sequential(nn.Linear(features, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, w: Tensor) -> Tensor:
+        off = w - 1.0
+        feats = sinusoidal(torch.cat([off, off.new_zeros(1)]), self.features, scale=100.0)
+        emb = self.mlp(feats)
+        return torch.where((off == 0)[:, None], 0.0, emb[:-1] - emb[-1:])
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -179,9 +242,14 @@ class DiTBlock(nn.Module):
         rope: tuple[Tensor, Tensor] | None,
         context: Encoded | None,
         identity: Tensor | None = None,
+        adapter: Tensor | None = None,
     ) -> Tensor:
-        """``identity`` ``[B]`` bool: rows whose self-attention map is the identity (see :class:`Attention`)."""
-        mods = self.ada(c).chunk(9 if self.cross else 6, dim=-1)
+        """``identity`` ``[B]`` bool: rows whose self-attention map is the identity (see :class:`Attention`);
+        ``adapter`` ``[B, n dim]``: added to the adaLN modulation (guidance-scale adapters)."""
+        mods = self.ada(c)
+        if adapter is not None:
+            mods = mods + adapter
+        mods = mods.chunk(9 if self.cross else 6, dim=-1)
         shift, scale, gate = mods[0:3]
         x = modulate(self.norm_attn(h), shift, scale)
         h = h + gate[:, None] * self.attn(x, x, mask, rope, identity)
@@ -253,6 +321,43 @@ class DiT(Generator):
         self.final = FinalLayer(d, channels * config.patch)
         init_random(self, config.seed, self.moved)
         self._init_zero()
+        self._guidance_inputs(config, conditioners, cross)
+
+    def _guidance_inputs(self, config: DiTConfig, conditioners: Mapping[str, Conditioner], cross: bool) -> None:
+        """The guidance-scale embeddings (and adapters): built after the rest of the network, and drawn
+        from their own generator, so the rest is what the same seed gives without them."""
+        unknown = [n for n in config.guidance_embed if n not in conditioners]
+        if unknown:
+            raise ValueError(f"guidance_embed names {unknown[0]!r}, which is not a condition ({', '.join(conditioners) or 'none'})")
+        if not config.guidance_embed:
+            return
+        d, mods = config.dim, 9 if cross else 6
+        self.guidance_embed = nn.ModuleDict({n: ScaleEmbedding(d) for n in config.guidance_embed})
+        if config.guidance_adapters:  # no bias: zero embedding, zero modulation
+            self.guidance_adapters = nn.ModuleList(nn.Linear(d, mods * d, bias=False) for _ in self.blocks)
+        init_random(self.guidance_embed, config.seed + 1)
+        with torch.no_grad():
+            for emb in self.guidance_embed.values():
+                emb.mlp[-1].weight.zero_()
+                emb.mlp[-1].bias.zero_()
+            for adapter in getattr(self, "guidance_adapters", ()):
+                adapter.weight.zero_()
+
+    @classmethod
+    def guidance_scales(cls, config: DiTConfig) -> tuple[str, ...]:
+        """The conditions whose guidance scale a model built from ``config`` takes as its ``guidance``
+        input, in that input's column order."""
+        return tuple(config.guidance_embed)
+
+    @property
+    def guidance_inputs(self) -> tuple[str, ...]:
+        """:meth:`guidance_scales` of this model (what ``perturbable`` is for PAG: its inputs, which
+        :mod:`audioguide.guidance` decides)."""
+        return type(self).guidance_scales(self.config)
+
+    def guidance_keys(self) -> list[str]:
+        """The state-dict keys of the guidance-scale embeddings and adapters (none without them)."""
+        return [k for k in self.state_dict() if is_guidance_key(k)]
 
     @classmethod
     def perturbations(cls, config: DiTConfig) -> dict[str, int]:
@@ -288,6 +393,26 @@ class DiT(Generator):
         for name, proj in self.pool_proj.items():
             c = c + proj(masked_mean(conds[name]))
         return c
+
+    def _guidance_vector(self, guidance: Tensor | None, keep: Keep, B: int, like: Tensor) -> Tensor | None:
+        """``sum_k [keep_k] emb_k(w_k)`` ``[B, dim]`` over the ``guidance_embed`` conditions (None when
+        the input is absent): a dropped condition's scale adds nothing."""
+        if guidance is None:
+            return None
+        names = self.guidance_inputs
+        if not names:
+            raise ValueError("this DiT takes no guidance input (its config has no guidance_embed)")
+        guidance = torch.as_tensor(guidance, dtype=like.dtype, device=like.device)
+        if tuple(guidance.shape) != (B, len(names)):
+            raise ValueError(f"guidance must be [{B}, {len(names)}] (scales of {', '.join(names)}), got {tuple(guidance.shape)}")
+        g = None
+        for i, name in enumerate(names):
+            emb = self.guidance_embed[name](guidance[:, i])
+            kept = keep.get(name)
+            if kept is not None:
+                emb = torch.where(kept.to(emb.device)[:, None], emb, 0.0)
+            g = emb if g is None else g + emb
+        return g
 
     def _context(self, conds: Mapping[str, Encoded]) -> Encoded | None:
         """The projected condition sequences (the aligned one excepted), concatenated along length."""
@@ -438,6 +563,7 @@ class DiT(Generator):
         mask: Tensor | None = None,
         r: Tensor | None = None,
         perturb: Mapping[str, Tensor] | None = None,
+        guidance: Tensor | None = None,
     ) -> Tensor:
         """Prediction of ``self.kind`` (or average velocity ``u(x, r, t)``) shaped like ``x`` ``[B, C, T]``.
 
@@ -445,7 +571,9 @@ class DiT(Generator):
         (padded frames are never attended to; their own outputs are meaningless). A ``cond`` from
         :meth:`prepare` must have been prepared with this ``keep``, ``mask`` and length. ``perturb``
         (``{"attention" | "skip": [B, depth] bool}``) perturbs the flagged blocks of the flagged rows
-        (see the module docstring); the other rows are computed as without it.
+        (see the module docstring); the other rows are computed as without it. ``guidance`` ``[B, n]``
+        holds each row's guidance scale of the ``guidance_embed`` conditions (absent: all 1, exactly
+        the forward without the input).
         """
         identity, skip = self._perturb_flags(perturb, x.shape[0])
         B, _, T = x.shape
@@ -453,6 +581,12 @@ class DiT(Generator):
         r = t if r is None else torch.as_tensor(r, dtype=x.dtype, device=x.device).expand(B)
         conds = self.conditions(cond, keep)
         c = self._adaln_vector(t, r, conds)
+        g = self._guidance_vector(guidance, keep, B, c)
+        adapters = None
+        if g is not None:
+            c = c + g
+            if self.config.guidance_adapters:
+                adapters = [a(F.silu(g)) for a in self.guidance_adapters]
         context = self._context(conds)
         # pad to whole patches; padded frames are masked and cut off again
         pad, patches = self._patches(B, T, mask, x.device)
@@ -476,7 +610,7 @@ class DiT(Generator):
         h, rope = self._positions(h, prefix)
         for i, block in enumerate(self.blocks):
             ident = None if identity is None or not bool(identity[:, i].any()) else identity[:, i]
-            out = block(h, c, mask, rope, context, ident)
+            out = block(h, c, mask, rope, context, ident, None if adapters is None else adapters[i])
             h = out if skip is None or not bool(skip[:, i].any()) else torch.where(skip[:, i, None, None], h, out)
         out = self.final(h[:, prefix:], c).reshape(B, T + pad, -1)
         return out[:, :T].transpose(1, 2)

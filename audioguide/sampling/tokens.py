@@ -8,7 +8,9 @@ explicit ``torch.Generator`` argument.
 
 Guided sampling of a codec language model (:func:`guided_lm_step`, :func:`sample_codec_lm`) is a
 pure function of the model's public decoding interface (:class:`CodecLMLike`) and of
-:class:`audioguide.guidance.GuidedLogits`, which holds the guidance math.
+:class:`audioguide.guidance.GuidedLogits`, which holds the guidance math. GeDi-style token
+guidance (:class:`audioguide.guidance.GeDi`) takes its discriminator from here: the content
+verifier judging each candidate of the frame being started (:class:`VerifierJudge`).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn import functional as F
 
-from audioguide.guidance import Guidance, GuidedLogits
+from audioguide.guidance import Guidance, GuidedLogits, TokenStep
 from audioguide.sampling.common import RowStreams, StepProgress, TokenSampler
 
 StepFn = Callable[[Tensor], Tensor]
@@ -196,7 +199,9 @@ def guided_lm_step(model: CodecLMLike, cond: Mapping[str, Tensor], policy: Guida
 
     Every guidance branch is one slice of a single batch of ``n_branches * B`` rows laid out
     branch-major (:class:`~audioguide.guidance.GuidedLogits`), sharing one KV cache that is
-    prefilled here by ``model.prefill``; the closure owns that cache.
+    prefilled here by ``model.prefill``; the closure owns that cache. It also keeps the columns
+    drawn so far and gives every step's :class:`~audioguide.guidance.TokenStep` to the guided
+    logits, for guiders that judge candidate tokens in their context (:class:`~audioguide.guidance.GeDi`).
     """
     names = tuple(model.condition_names)
     unknown = set(policy.conditions) - set(names)
@@ -205,11 +210,40 @@ def guided_lm_step(model: CodecLMLike, cond: Mapping[str, Tensor], policy: Guida
     gl = GuidedLogits(policy)
     B, device = _cond_batch(cond, names)
     cache = model.prefill({k: gl.expand(v) for k, v in cond.items()}, gl.keep(B, device))
+    drawn, s = _Columns(), 0
 
     def step(prev: Tensor) -> Tensor:
-        return gl(model.step(cache, gl.expand(prev.to(device))))
+        nonlocal s
+        prev = prev.to(device)
+        if s:  # prev is the column drawn at step s - 1 (the bos column before the first step)
+            drawn.append(prev)
+        out = gl(model.step(cache, gl.expand(prev)), TokenStep(s, drawn.view(prev)))
+        s += 1
+        return out
 
     return step
+
+
+class _Columns:
+    """The delayed columns ``[B, K]`` drawn so far, as one ``[B, K, s]`` tensor (capacity doubled as needed)."""
+
+    def __init__(self) -> None:
+        self.buffer: Tensor | None = None
+        self.count = 0
+
+    def append(self, column: Tensor) -> None:
+        if self.buffer is None:
+            self.buffer = column.new_empty(*column.shape, 64)
+        elif self.count == self.buffer.shape[-1]:
+            self.buffer = torch.cat([self.buffer, torch.empty_like(self.buffer)], dim=-1)
+        self.buffer[..., self.count] = column
+        self.count += 1
+
+    def view(self, like: Tensor) -> Tensor:
+        """``[B, K, s]``; ``like`` (a column) gives the shape while none is drawn."""
+        if self.buffer is None:
+            return like.new_empty(*like.shape, 0)
+        return self.buffer[..., : self.count]
 
 
 def fuse_prior(step: StepFn, log_prior: Tensor, weight: float) -> StepFn:
@@ -241,6 +275,147 @@ def fuse_prior(step: StepFn, log_prior: Tensor, weight: float) -> StepFn:
         return out
 
     return step_fused
+
+
+# ---------------------------------------------------------------------------------------------
+# GeDi's discriminator: the content verifier on the latents of candidate frames
+# ---------------------------------------------------------------------------------------------
+
+
+def verifier_context(verifier: nn.Module) -> int:
+    """Frames a convolutional verifier reads up to and including its last one, ``1 + sum((kernel -
+    1) // 2 * dilation)`` (its receptive field to the left), from ``verifier.config``."""
+    config = getattr(verifier, "config", None)
+    kernel, dilations = getattr(config, "kernel", None), getattr(config, "dilations", None)
+    if kernel is None or dilations is None:
+        raise ValueError("the verifier declares no kernel and dilations; give the judge its window")
+    return 1 + (kernel - 1) // 2 * sum(dilations)
+
+
+def last_frame_logits(verifier: nn.Module, before: Tensor | None, candidates: Tensor) -> Tensor:
+    """``verifier(cat(before, c))[:, -1]`` for every last frame ``c`` of ``candidates [r, k, C]``
+    after the context ``before [r, C, w]`` (or none): logits ``[r, k, symbols]`` of a
+    :class:`~audioguide.models.verifier.PhoneVerifier` (1x1 projection, residual blocks
+    ``x + MLP(LN(dwconv(x)))``, LayerNorm, head), the same numbers as its forward.
+
+    The context is run once per row; per candidate only the positions the last frame changes and
+    the last frame's output still needs are computed, block by block: after block ``l`` the last
+    ``S_l + 1`` positions, ``S_l = min(R_l, N_l)``, ``R_l`` the summed radii of blocks ``1..l`` (what
+    the last frame reaches) and ``N_l`` those of blocks ``l+1..L`` (what the output reads). For the
+    shipped verifier (kernel 5, dilations 1 2 4 1 2 4): 48 of the 174 positions a full forward of
+    its 29-frame window computes."""
+    r, k, C = candidates.shape
+    f = 0 if before is None else before.shape[-1]  # the last frame's position
+    x = candidates.new_zeros(r, C, f + 1)
+    if before is not None:
+        x[..., :f] = before
+    shared = [verifier.proj_in(x.to(verifier.proj_in.weight.dtype))]  # the last frame's value is never read
+    for block in verifier.blocks:
+        shared.append(block(shared[-1]))
+    radii = [block.dw.dilation[0] * (block.dw.kernel_size[0] - 1) // 2 for block in verifier.blocks]
+    reach, needs = [0], [sum(radii)]
+    for radius in radii:
+        reach.append(reach[-1] + radius)
+        needs.append(needs[-1] - radius)
+    suffix = [min(a, b, f) for a, b in zip(reach, needs)]
+    D = shared[0].shape[1]
+    h = verifier.proj_in(candidates.reshape(r * k, C, 1).to(shared[0])).view(r, k, D, 1)  # positions f - suffix[0] .. f
+    for l, block in enumerate(verifier.blocks, 1):
+        start, radius, was = f - suffix[l], radii[l - 1], f - suffix[l - 1]
+        lo = start - radius
+        inp = h.new_zeros(r, k, D, f + radius - lo + 1)  # positions lo .. f + radius, zeros outside 0 .. f
+        if was > max(lo, 0):
+            inp[..., max(lo, 0) - lo : was - lo] = shared[l - 1][:, None, :, max(lo, 0) : was]
+        inp[..., max(was, lo) - lo : f - lo + 1] = h[..., max(was, lo) - was :]
+        y = F.conv1d(inp.flatten(0, 1), block.dw.weight, block.dw.bias, dilation=block.dw.dilation, groups=D)
+        rest = inp[..., start - lo : f - lo + 1].flatten(0, 1)
+        h = (rest + block.mlp(block.norm(y.transpose(1, 2))).transpose(1, 2)).view(r, k, D, -1)
+    return verifier.head(verifier.norm(h[..., -1]))
+
+
+class VerifierJudge:
+    """GeDi's discriminator (:data:`~audioguide.guidance.TokenJudge`, :class:`~audioguide.guidance.GeDi`)
+    from a frame-level phoneme verifier (:class:`audioguide.models.verifier.PhoneVerifier`):
+    for each codebook-0 candidate ``v`` of frame ``s``, ``log p(y_s | z)`` at the last frame of the
+    latents ``z`` of frames ``s - W + 1 .. s``, ``y_s`` being the symbol the alignment puts on frame
+    ``s`` (``targets [B, T]``, -1 past a row's frames; :meth:`for_pieces`).
+
+    ``z`` is what the verifier reads of codes: ``dequantize`` (codes ``[N, k, T]`` of the first
+    ``k`` codebooks -> latents ``[N, C, T]``, the sum of their RVQ codewords, as
+    ``Autoencoder.dequantize``). Frame ``s`` is the candidate's codebook-0 codeword; a frame ``j``
+    before it has the codebooks the delay pattern has drawn (codebook ``k`` of frame ``j`` comes at
+    step ``j + k``, so frames ``s - K + 1 .. s - 1`` have their first ``s - j``: the residual
+    quantizer's coarser approximations). No frame after ``s`` exists yet: the verifier hears the
+    window as a clip that ends at frame ``s``, and ``window`` ``W`` (default
+    :func:`verifier_context`, its receptive field to the left) makes that exactly what it says at
+    frame ``s`` of the whole prefix. Rows past their frames get 0 (not judged); None when no row
+    has frame ``s``. Cost per step: the context once per row, and for a
+    :class:`~audioguide.models.verifier.PhoneVerifier` only what each candidate changes
+    (:func:`last_frame_logits`; any other verifier runs its forward on ``rows * k`` windows).
+    """
+
+    def __init__(
+        self, verifier: nn.Module, dequantize: Callable[[Tensor], Tensor], targets: Tensor, window: int | None = None
+    ) -> None:
+        if targets.ndim != 2:
+            raise ValueError(f"targets must be frame symbols [B, T], got shape {tuple(targets.shape)}")
+        from audioguide.models.verifier import PhoneVerifier
+
+        self.verifier, self.dequantize, self.targets = verifier, dequantize, targets.long()
+        self.window = verifier_context(verifier) if window is None else window
+        self.incremental = isinstance(verifier, PhoneVerifier)  # last_frame_logits; any other: its forward
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1 frame, got {self.window}")
+
+    @classmethod
+    def for_pieces(
+        cls, verifier: nn.Module, dequantize: Callable[[Tensor], Tensor], ids: Sequence[Tensor],
+        durations: Sequence[Tensor], frames: Sequence[int], rows: int = 1,
+    ) -> VerifierJudge:
+        """The judge of pieces drawn in one batch, ``rows`` consecutive rows each: piece ``i`` says
+        the symbols ``ids[i] [1, L]`` for ``durations[i] [1, L]`` frames each over ``frames[i]`` frames."""
+        from audioguide.models.verifier import frame_targets
+
+        per_row = [frame_targets(i.long(), d.long().to(i.device), f)[0] for i, d, f in zip(ids, durations, frames) for _ in range(rows)]
+        T = max(frames, default=0)
+        targets = torch.full((len(per_row), T), -1, dtype=torch.long)
+        for b, t in enumerate(per_row):
+            targets[b, : t.shape[0]] = t.cpu()
+        return cls(verifier, dequantize, targets)
+
+    def _context(self, drawn: Tensor, s: int) -> Tensor | None:
+        """Latents ``[r, C, w]`` of the frames ``max(0, s - W + 1) .. s - 1`` from the columns drawn so far."""
+        K, lo = drawn.shape[1], max(0, s - self.window + 1)
+        complete = s - K + 1  # frames before it have all K codebooks
+        parts = []
+        if complete > lo:
+            parts.append(self.dequantize(torch.stack([drawn[:, k, lo + k : complete + k] for k in range(K)], dim=1)))
+        for j in range(max(lo, complete), s):  # frame j has its first s - j codebooks
+            parts.append(self.dequantize(torch.stack([drawn[:, k, j + k] for k in range(s - j)], dim=1)[..., None]))
+        return torch.cat(parts, dim=-1) if parts else None
+
+    def __call__(self, context: TokenStep, candidates: Tensor) -> Tensor | None:
+        s, targets = context.step, self.targets
+        if s >= targets.shape[1]:
+            return None
+        want = targets[:, s].to(candidates.device)
+        rows = (want >= 0).nonzero().squeeze(1)
+        if not len(rows):
+            return None
+        k = candidates.shape[1]
+        z = self.dequantize(candidates[rows].reshape(-1, 1, 1))  # [r * k, C, 1]: codebook 0 of frame s
+        before = self._context(context.drawn[rows.to(context.drawn.device)], s)
+        if self.incremental:
+            logits = last_frame_logits(self.verifier, before, z.view(len(rows), k, -1))
+        else:
+            if before is not None:
+                z = torch.cat([before.repeat_interleave(k, dim=0), z.to(before)], dim=-1)
+            logits = self.verifier(z)[:, -1]
+        logp = logits.reshape(len(rows) * k, -1).float().log_softmax(dim=-1)  # [r * k, symbols]
+        judged = logp.gather(-1, want[rows].repeat_interleave(k)[:, None].to(logp.device)).view(len(rows), k)
+        out = torch.zeros(candidates.shape, dtype=judged.dtype, device=candidates.device)
+        out[rows] = judged.to(out.device)
+        return out
 
 
 @torch.no_grad()

@@ -29,6 +29,15 @@ rows whose guided conditions were kept is replaced by
 effective scale ``w = omega / (1 - kappa)`` in our convention (``u + w (c - u)``, see
 :mod:`audioguide.guidance`), baked into a one-step sampler that needs no guidance at inference.
 ``omega = 1``, ``kappa = 0`` is no guidance.
+
+Guidance distillation
+---------------------
+Where folded guidance bakes in one scale, distillation (Meng et al. 2023, §3.1, eq. 6-7;
+:func:`distillation_loss`) trains a student that takes the scale ``w`` as an input
+(``guidance_embed``) to give, in one forward, the guided prediction of a frozen teacher at any
+``w`` drawn from a range: the target is :class:`~audioguide.guidance.GuidedField` itself over the
+teacher (the recipe's policy at ``w``), for a mean-flow model the guided average velocity at
+``(r, t)``. No JVP: the teacher's guided ``u`` is the target directly.
 """
 
 from __future__ import annotations
@@ -40,11 +49,11 @@ import torch
 from torch import Tensor, nn
 
 from audioguide.core import Cond, Keep, expand_like, from_x0_eps, prepare
-from audioguide.guidance import combine
+from audioguide.guidance import Guidance, GuidedField, combine
 from audioguide.models.dit import math_attention
 from audioguide.sampling import DiffusionSchedule
 from audioguide.sampling.diffusion import DIFFUSION_KINDS
-from audioguide.train_config import MeanFlowConfig
+from audioguide.train_config import DistillConfig, MeanFlowConfig
 
 Logs = dict[str, float]
 T_DISTS: tuple[str, ...] = ("logit-normal", "uniform")
@@ -406,12 +415,168 @@ def flow_to_mean_flow(config: MeanFlowConfig, step: int, warmup_steps: int) -> M
     return dataclasses.replace(config, flow_ratio=ratio)
 
 
+# ---------------------------------------------------------------------------------------------
+# Guidance distillation
+# ---------------------------------------------------------------------------------------------
+
+
+class _Dropped:
+    """``model`` with the conditions ``dropped`` replaced by their nulls on every row, whatever
+    ``keep`` says: one training row's dropout, held under every branch guidance evaluates. A
+    :class:`~audioguide.core.Denoiser` with the model's ``prepare`` and ``perturbable``."""
+
+    def __init__(self, model: nn.Module, dropped: tuple[str, ...]) -> None:
+        self.model, self.dropped = model, dropped
+
+    @property
+    def perturbable(self) -> dict[str, int]:
+        return dict(getattr(self.model, "perturbable", None) or {})
+
+    def _keep(self, keep: Keep, rows: int, device: torch.device) -> dict[str, Tensor]:
+        return {**keep, **{n: torch.zeros(rows, dtype=torch.bool, device=device) for n in self.dropped}}
+
+    def prepare(self, cond: Cond, keep: Keep, frames: int, mask: Tensor | None = None) -> dict[str, Tensor]:
+        first = next(iter(cond.values()))
+        return prepare(self.model, cond, self._keep(keep, first.shape[0], first.device), frames, mask)
+
+    def __call__(self, x: Tensor, t: Tensor, cond: Cond, keep: Keep, **extra: Tensor) -> Tensor:
+        return self.model(x, t, cond, self._keep(keep, x.shape[0], x.device), **extra)
+
+
+def distillation_policy(policy: Guidance, scales: dict[str, float]) -> Guidance:
+    """The policy whose guided prediction a distilled student learns at ``scales`` (condition ->
+    scale): ``policy`` with those scales, every other condition's scale 1 (their guidance stays
+    branches at sampling, on top of the student's prediction) and no gate (:class:`Interval`,
+    :class:`Adaptive`): the student learns the guided prediction at every time, and which times are
+    guided stays the sampler's choice, made through the scale input."""
+    base = dataclasses.replace(policy, distilled=False, interval=None, adaptive=None)
+    return base.with_scales(**({n: 1.0 for n in policy.conditions} | scales))
+
+
+@torch.no_grad()
+def distillation_targets(
+    teacher: nn.Module,
+    z: Tensor,
+    t: Tensor,
+    cond: Cond,
+    keep: Keep,
+    policy: Guidance,
+    names: tuple[str, ...],
+    w: Tensor,
+    mask: Tensor | None = None,
+    r: Tensor | None = None,
+) -> Tensor:
+    """The teacher's guided predictions: row ``b`` is :class:`~audioguide.guidance.GuidedField`'s
+    output for the teacher under :func:`distillation_policy` at scales ``w[b]`` ``[n]`` of ``names``,
+    with the conditions that row dropped (``keep``) dropped in every branch; a mean-flow teacher is
+    called with ``r``, giving the guided average velocity ``u_w(z, r, t)``.
+
+    Rows that share their scales and dropout go through one field, i.e. one batched forward of their
+    branches; with scales drawn from a continuous range that is one field per row (the guidance
+    math, rescale included, is :mod:`audioguide.guidance`'s, which takes scalar scales).
+    """
+    out = torch.empty_like(z)
+    order = list(keep)
+    groups: dict[tuple[tuple[float, ...], tuple[str, ...]], list[int]] = {}
+    for b in range(z.shape[0]):
+        dropped = tuple(n for n in order if not bool(keep[n][b]))
+        groups.setdefault((tuple(w[b].tolist()), dropped), []).append(b)
+    kind = getattr(teacher, "kind", "flow")
+    for (scales, dropped), rows in groups.items():
+        i = torch.tensor(rows, device=z.device)
+        model = _Dropped(teacher, dropped) if dropped else teacher
+        extra = {k: v[i] for k, v in (("mask", mask), ("r", r)) if v is not None}
+        field = GuidedField(model, {k: v[i] for k, v in cond.items()}, distillation_policy(policy, dict(zip(names, scales))),
+                            kind, extra=extra)
+        out[i] = field(z[i], t[i])
+    return out
+
+
+class DistillTerms(NamedTuple):
+    """What the distillation loss is built from (exposed for tests and diagnostics)."""
+
+    r: Tensor  # [B] (equal to t for a flow model)
+    t: Tensor  # [B]
+    z: Tensor  # z_t = (1 - t) x0 + t eps
+    w: Tensor  # [B, n] the scales drawn, columns in the order of the student's guidance inputs
+    target: Tensor  # the teacher's guided prediction (no gradient)
+    pred: Tensor  # the student's one-row prediction at w, with gradient
+
+
+def distillation_terms(
+    student: nn.Module,
+    teacher: nn.Module,
+    x0: Tensor,
+    cond: Cond,
+    teacher_cond: Cond,
+    keep: Keep,
+    generator: torch.Generator,
+    policy: Guidance,
+    config: DistillConfig,
+    mask: Tensor | None = None,
+    interval: MeanFlowConfig | None = None,
+    t_dist: str = "logit-normal",
+) -> DistillTerms:
+    """Draw scales ``w ~ U[lo, hi]`` per row and distilled condition, times (a flow model: ``t`` from
+    ``t_dist``; a mean-flow model: ``(r, t)`` as :func:`draw_interval` with ``interval``) and noise,
+    in that order, then ``z = (1 - t) x0 + t eps``; the target is the teacher's guided prediction
+    (:func:`distillation_targets`, on ``teacher_cond``: the teacher's own encoding of the batch) and
+    the prediction the student's at ``guidance = w`` (Meng et al. 2023, eq. 6-7, for flows)."""
+    names = tuple(getattr(student, "guidance_inputs", ()))
+    if not names:
+        raise ValueError("guidance distillation needs a student that takes guidance scales as inputs (guidance_embed)")
+    if getattr(student, "kind", "flow") != "flow":
+        raise ValueError(f"guidance distillation trains a flow or mean-flow model, got kind {student.kind!r}")
+    B = x0.shape[0]
+    lo, hi = config.scales
+    w = lo + (hi - lo) * _rand(B * len(names), generator, x0).view(B, len(names))
+    if getattr(student, "mean_flow", False):
+        r, t = draw_interval(B, generator, x0, interval or MeanFlowConfig())
+    else:
+        t = draw_times(B, generator, x0, t_dist, 0.0, 1.0)
+        r = None
+    eps = _randn(tuple(x0.shape), generator, x0)
+    te = expand_like(t, x0)
+    z = (1.0 - te) * x0 + te * eps
+    target = distillation_targets(teacher, z, t, teacher_cond, keep, policy, names, w, mask, r)
+    pred = student(z, t, cond, keep, guidance=w, **_extra(mask, **({} if r is None else {"r": r})))
+    return DistillTerms(t if r is None else r, t, z, w, target, pred)
+
+
+def distillation_loss(
+    student: nn.Module,
+    teacher: nn.Module,
+    x0: Tensor,
+    cond: Cond,
+    teacher_cond: Cond,
+    keep: Keep,
+    generator: torch.Generator,
+    policy: Guidance,
+    config: DistillConfig,
+    mask: Tensor | None = None,
+    interval: MeanFlowConfig | None = None,
+    t_dist: str = "logit-normal",
+) -> tuple[Tensor, Logs]:
+    """Guidance distillation (Meng et al. 2023, "On Distillation of Guided Diffusion Models", §3.1,
+    stage one, eq. 6-7): ``E ||x_eta(z_t, w) - x_hat_w(z_t)||^2`` over valid frames, the student's
+    one-row prediction at scale ``w`` against the teacher's guided one (:func:`distillation_terms`).
+    Logs the ``loss``."""
+    terms = distillation_terms(student, teacher, x0, cond, teacher_cond, keep, generator, policy, config, mask, interval, t_dist)
+    loss = masked_mse(terms.pred - terms.target, mask)
+    return loss, {"loss": loss.item()}
+
+
 __all__ = [
+    "DistillTerms",
     "MeanFlowTerms",
     "adaptive_weighted_loss",
     "average_velocity",
     "curriculum_flow_ratio",
     "diffusion_loss",
+    "distillation_loss",
+    "distillation_policy",
+    "distillation_targets",
+    "distillation_terms",
     "draw_interval",
     "draw_times",
     "flow_matching_loss",

@@ -9,10 +9,14 @@ frozen representation that encodes the batches is held as a function, not as a s
 * :class:`AutoencoderObjective` (``[train] target = "representation"``): our autoencoder's
   reconstruction loss (:mod:`audioguide.training.autoencoder`).
 * :class:`CodecLMObjective` (``model.kind == "tokens"``): next-token cross-entropy on the
-  representation's delayed RVQ tokens (:mod:`audioguide.training.tokens`).
+  representation's delayed RVQ tokens (:mod:`audioguide.training.tokens`); with ``[train.cca]``,
+  :class:`audioguide.training.cca.CCAObjective` instead (Condition Contrastive Alignment against
+  the frozen pretrained model, for sampling without guidance).
 * :class:`FlowObjective`, :class:`MeanFlowObjective`, :class:`DiffusionObjective`: flow matching,
   mean flows (Geng et al. 2025, with MeanAudio's flow-matching-first curriculum) and
   discrete-time diffusion on the representation's latents (:mod:`audioguide.training.continuous`).
+* :class:`DistillObjective` (``[train.distill]``): guidance distillation of a frozen teacher's
+  guided prediction into a model that takes the guidance scale as an input.
 * :class:`VerifierObjective` (``target = "verifier"``): frame-symbol cross-entropy of the content
   verifier (:mod:`audioguide.models.verifier`) against the corpus's teacher alignments.
 
@@ -45,6 +49,7 @@ __all__ = [
     "AutoencoderObjective",
     "CodecLMObjective",
     "DiffusionObjective",
+    "DistillObjective",
     "EncodedClips",
     "FlowObjective",
     "LatentObjective",
@@ -222,6 +227,106 @@ class DiffusionObjective(LatentObjective):
         return diffusion_loss(self.module, x0, cond, keep, generator, self.schedule, self.module.kind, mask=mask)
 
 
+class DistillObjective(_Conditioned):
+    """Guidance distillation (``[train.distill]``; Meng et al. 2023, §3.1 stage one, eq. 6-7): the
+    model, which takes its ``guidance_embed`` conditions' scales as inputs, regresses in one forward
+    the frozen teacher's guided prediction under the recipe's ``[guidance]`` policy at scales drawn
+    per row (:func:`audioguide.training.continuous.distillation_loss`; mean-flow models: the guided
+    average velocity at ``(r, t)`` drawn as ``[train.meanflow]`` says). Conditions are dropped as in
+    any training run, in the student's rows and the teacher's branches alike (what the student's
+    other branches see at sampling); the teacher encodes the batch with its own conditioners.
+
+    ``adapters_only`` (Jensen et al. 2025, arXiv 2503.07274) trains the guidance embeddings and
+    adapters alone: everything else is frozen, and a model with an aligned condition then skips its
+    duration and prior losses (nothing they train can change). The teacher is a submodule (it moves
+    with the objective and stays in eval mode without gradients) but not :attr:`module`: it is never
+    optimised, saved in the train state or exported.
+    """
+
+    def __init__(self, model: nn.Module, teacher: nn.Module, encoded: EncodedClips, cfg: TrainConfig, policy) -> None:
+        from audioguide.models.dit import is_guidance_key
+
+        super().__init__(model, encoded, cfg)
+        assert cfg.distill is not None
+        self.config, self.policy = cfg.distill, policy
+        self.teacher = teacher.eval().requires_grad_(False)
+        if self.config.adapters_only:
+            for name, p in model.named_parameters():
+                p.requires_grad_(is_guidance_key(name))
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, representation: nn.Module, model: nn.Module, encoded: EncodedClips,
+                    cfg: TrainConfig, warm_start: bool = True) -> DistillObjective:
+        """The objective of ``recipe``'s ``[train.distill]``: the teacher is the recipe's ``[model]``
+        without ``guidance_embed``, with the ``teacher`` weights (default the ``[model]`` weights);
+        with ``warm_start`` the student starts from the ``[model]`` weights where that file exists,
+        else from the teacher's, its guidance embeddings and adapters at their zero initialisation
+        (so it starts as the teacher at every scale)."""
+        from audioguide.components import local_weights
+        from audioguide.registry import CONDITIONERS, MODELS
+
+        assert cfg.distill is not None
+        spec = recipe.model
+        source = cfg.distill.teacher or spec.weights
+        if not source:
+            raise AudioguideError(f"{recipe.source}: [train.distill] needs a trained teacher: set its teacher or [model] weights")
+        config = dataclasses.replace(spec.config, guidance_embed=(), guidance_adapters=False)
+        with torch.random.fork_rng(devices=[]):
+            conditioners = {n: CONDITIONERS[c.type](c.config) for n, c in recipe.conditioners}
+            teacher = MODELS[spec.type](config, representation.channels, conditioners)
+        _load_into(teacher, source, recipe, "teacher")
+        if warm_start:
+            own = spec.weights if spec.weights and local_weights(spec.weights, recipe) is not None else None
+            _load_into(model, own or source, recipe, "model", optional=model.guidance_keys())
+        return cls(model, teacher, encoded, cfg, recipe.guidance)
+
+    def train(self, mode: bool = True) -> DistillObjective:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, batch, generator, step):
+        from audioguide.training.continuous import distillation_loss
+
+        x0, mask = self.encoded(batch)
+        cond, keep = self.conditions(batch, mask, generator)
+        teacher = self.teacher
+        with torch.no_grad():
+            teacher_cond = teacher.encode({n: batch.inputs[n] for n in teacher.conditioners})
+        if self.module.aligned:  # the teacher durations of the batch
+            key = f"{self.module.aligned}.durations"
+            teacher_cond[key] = cond[key]
+        cond = prepare(self.module, cond, keep, x0.shape[-1], mask)
+        cfg = self.cfg
+        loss, logs = distillation_loss(self.module, teacher, x0, cond, teacher_cond, keep, generator, self.policy,
+                                       self.config, mask, cfg.meanflow, cfg.t_dist)
+        if self.config.adapters_only:
+            return loss, logs
+        return self.aligned_losses(loss, logs, cond, keep, x0, mask)
+
+
+def _load_into(module: nn.Module, source: str, recipe: Recipe, what: str, optional: list[str] | tuple[str, ...] = ()) -> None:
+    """Load weights ``source`` (a packaged name, a path beside the recipe, a Hub id) into ``module``;
+    keys in ``optional`` may be missing (they keep their initialisation), any other mismatch is a
+    one-line error."""
+    from audioguide.checkpoints import load_checkpoint
+    from audioguide.components import local_weights
+
+    ckpt = load_checkpoint(local_weights(source, recipe) or source)
+    try:
+        missing, unexpected = module.load_state_dict(ckpt.tensors, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        lines = str(e).splitlines()
+        raise AudioguideError(f"{recipe.source}: [train.distill] {what} weights {ckpt.path} do not fit: "
+                              f"{(lines[1] if len(lines) > 1 else lines[0]).strip()}") from None
+    missing = [k for k in missing if k not in set(optional)]
+    if missing or unexpected:
+        raise AudioguideError(
+            f"{recipe.source}: [train.distill] {what} weights {ckpt.path} do not fit the [model] "
+            f"({len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. {(missing or unexpected)[0]})"
+        )
+
+
 class VerifierObjective(Objective):
     """The content verifier against the corpus's teacher alignments: frame-symbol cross-entropy on
     the encoder's latents, for half of the rows (when the representation has tokens) on their RVQ
@@ -269,9 +374,12 @@ class VerifierObjective(Objective):
 # ---------------------------------------------------------------------------------------------
 
 
-def make_objective(recipe: Recipe, representation: nn.Module, model: nn.Module | None, cfg: TrainConfig) -> Objective:
+def make_objective(
+    recipe: Recipe, representation: nn.Module, model: nn.Module | None, cfg: TrainConfig, warm_start: bool = True
+) -> Objective:
     """The recipe's objective; its ``module`` is what to optimise. Freezes the representation
-    unless the representation is what is trained."""
+    unless the representation is what is trained. ``warm_start``: a distilled student starts from
+    weights (:meth:`DistillObjective.from_recipe`), else from its seeded initialisation."""
     if cfg.target == "representation":
         if not any(p.requires_grad for p in representation.parameters()):
             raise AudioguideError(f"representation {recipe.representation.type!r} has nothing to train")
@@ -284,9 +392,15 @@ def make_objective(recipe: Recipe, representation: nn.Module, model: nn.Module |
 
     if cfg.target == "verifier":
         return VerifierObjective(recipe, representation, EncodedClips(representation.encode, hop, crops))
+    if model.kind == "tokens" and cfg.cca is not None:  # guidance-free fine-tuning (audioguide.training.cca)
+        from audioguide.training.cca import CCAObjective
+
+        return CCAObjective.from_recipe(recipe, model, EncodedClips(representation.encode_tokens, hop, crops), cfg)
     if model.kind == "tokens":
         return CodecLMObjective(model, EncodedClips(representation.encode_tokens, hop, crops), cfg)
     latents = EncodedClips(representation.encode, hop, crops)
+    if cfg.distill is not None:  # guidance distillation into the model's scale inputs
+        return DistillObjective.from_recipe(recipe, representation, model, latents, cfg, warm_start)
     if model.mean_flow:
         return MeanFlowObjective(model, latents, cfg)
     if model.kind == "flow":
@@ -318,5 +432,35 @@ def check_training_recipe(recipe: Recipe) -> None:
                 f"{where}: condition {name!r} is guided but never dropped in training, so its null would stay untrained; "
                 f"set dropout = {{ {name} = 0.1 }}"
             )
+    if cfg.distill is not None:
+        _check_distill(recipe, f"{where}.distill")
     if cfg.segment_seconds > 0 and PRIMARY_INPUT[recipe.task] in recipe.condition_names:
         raise RecipeError(f"{where}: segment_seconds crops audio but {PRIMARY_INPUT[recipe.task]!r} describes the whole clip; use 0")
+
+
+def _check_distill(recipe: Recipe, where: str) -> None:
+    """``[train.distill]``: a flow or mean-flow model whose ``guidance_embed`` conditions the
+    ``[guidance]`` policy guides by scale (nested or independent), no evaluator-bound guider, and
+    none of the flow-matching-only keys (the teacher's guidance is the target)."""
+    from audioguide.recipes import RecipeError, model_kind
+    from audioguide.registry import MODELS
+
+    cfg, spec, policy = recipe.train, recipe.model, recipe.guidance
+    scales_of = getattr(MODELS[spec.type], "guidance_scales", None)
+    names = scales_of(spec.config) if scales_of else ()
+    if model_kind(spec) != "flow":
+        raise RecipeError(f"{where}: guidance distillation trains a flow or mean-flow model; [model] predicts {model_kind(spec)!r}")
+    if not names:
+        raise RecipeError(f"{where}: the student takes its guidance scales as inputs: set [model] guidance_embed = "
+                          f"[{', '.join(repr(n) for n in policy.conditions) or '...'}]")
+    unguided = [n for n in names if n not in policy.conditions]
+    if unguided:
+        raise RecipeError(f"{where}: [model] guidance_embed names {unguided[0]!r}, which [guidance] does not guide "
+                          f"(its conditions: {', '.join(policy.conditions) or 'none'})")
+    if policy.mode not in ("nested", "independent"):
+        raise RecipeError(f"{where}: the target is the [guidance] policy at drawn scales; mode {policy.mode!r} has no scale per condition")
+    if policy.needs:
+        raise RecipeError(f"{where}: [guidance] guiders that need a {' and a '.join(policy.needs)} cannot give training targets")
+    if cfg.flow_steps or cfg.curriculum_steps or (cfg.meanflow is not None and cfg.meanflow.guided):
+        raise RecipeError(f"{where}: flow_steps, curriculum_steps and [train.meanflow] omega / kappa do not apply to "
+                          "distillation (the teacher's guided prediction is the target)")

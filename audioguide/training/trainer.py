@@ -211,7 +211,8 @@ def train(
     """Train what ``recipe`` says on ``manifest`` into ``out_dir``; resumes from its state file.
 
     A new run starts from the recipe's model weights where that file exists (a warm start), or
-    from the seeded initialisation with ``warm_start=False`` or when there is none.
+    from the seeded initialisation with ``warm_start=False`` or when there is none; a student of
+    guidance distillation (``[train.distill]``) then starts from its teacher's weights instead.
 
     ``steps`` stops this call at that total step count (default: the recipe's ``steps``); the
     learning-rate schedule always follows the recipe, so a run split into several calls is
@@ -224,8 +225,9 @@ def train(
     out_dir = Path(out_dir)
     rank, world, device, owned = _distributed(_check_device(device))
     check_training_recipe(recipe)
-    representation, model = build_components(recipe, require_weights=False, load_model=warm_start)
-    objective = make_objective(recipe, representation, model, cfg)
+    distilling = cfg.target == "model" and cfg.distill is not None  # the student's warm start: make_objective's
+    representation, model = build_components(recipe, require_weights=False, load_model=warm_start and not distilling)
+    objective = make_objective(recipe, representation, model, cfg, warm_start=warm_start)
     module = objective.module
     representation.to(device)
     objective.to(device).train()

@@ -1,0 +1,340 @@
+"""Every guidance method on the shipped recipes: one table (issue 24).
+
+Speech (recipe ``speech``): WER on the held-out and semantically unpredictable splits through Whisper
+base, speaker accuracy by the real-audio speaker judge, network rows per clip (NFE summed over the
+sampler's steps; a guided step of two branches counts 2) and RTF. Sound (recipe ``sound``): prompt
+adherence by the real-audio sound judge, Fréchet distance of its embeddings to the real clips, NFE and
+RTF. Each method is the shipped recipe with one change to its ``[guidance]`` (or its sampler / weights),
+at the method's paper defaults where it has them; nothing is tuned on these sentences.
+
+Every method runs on the same rows with the same seeds (row ``i`` draws from seed ``i``), so
+differences are paired: the table gives each metric's 95 % bootstrap interval and the paired
+interval of its difference to the recipe default (1000 resamples of rows, seeded). Results per
+method are cached (``--cache``), so an interrupted run resumes and a new method adds one row.
+
+    python benchmarks/guidance_methods.py speech --data held_out.jsonl --data sus.jsonl \\
+        --classifier speakers.safetensors --per-voice 5 --report benchmarks/results/guidance_methods_speech.md
+    python benchmarks/guidance_methods.py sound --data held_out.jsonl --classifier sounds.safetensors \\
+        --per-class 5 --report benchmarks/results/guidance_methods_sound.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+RESAMPLES = 1000
+
+
+# -- the methods ---------------------------------------------------------------------------------
+
+
+def speech_methods() -> list[tuple[str, str, Callable]]:
+    """(label, what changes, recipe -> recipe) for the speech recipe (mean-flow DiT, 2 steps,
+    text 2 on the second step)."""
+    from audioguide.guidance import APG, PAG, STG, TCFG, Adaptive
+
+    def g(**kw):
+        return lambda r: dataclasses.replace(r, guidance=dataclasses.replace(r.guidance, **kw))
+
+    def order(r):
+        s = dict(r.guidance.scales)
+        return dataclasses.replace(r, guidance=dataclasses.replace(
+            r.guidance, scales=tuple((n, s[n]) for n in ("speaker", "style", "text"))))
+
+    return [
+        ("default", "CFG text 2 nested (text -> speaker -> style), second step only: the recipe", lambda r: r),
+        ("no guidance", "text 1: one row per step", g(scales=(("text", 1.0), ("speaker", 1.0), ("style", 1.0)))),
+        ("CFG both steps", "text 2 on both steps (no interval)", g(interval=None)),
+        ("CFG two-row order", "scales ordered speaker -> style -> text: c + (c - u_speaker+style), 2 rows", order),
+        ("CFG + rescale 0.7", "Lin et al. 2023, phi 0.7, native space", g(rescale=0.7)),
+        ("APG", "Sadat et al. 2025, eta 0, r 15, beta -0.5, native space", g(apg=APG(space="native"))),
+        ("CFG-Zero*", "Fan et al. 2025, optimised scale (no zero-init: average velocities)", g(zero_star=True)),
+        ("TCFG", "Kwon et al. 2025, tangential damping of u", g(tcfg=TCFG())),
+        ("CFG + PAG", "Ahn et al. 2024, w 2 (s 1), middle block", g(pag=PAG(scale=2.0, layers=(1,)))),
+        ("CFG + STG", "Hyung et al. 2024, w 2 (s 1), middle block skipped", g(stg=STG(scale=2.0, layers=(1,)))),
+        ("CFG + adaptive", "Castillo et al. 2025, cos >= 0.999 twice", g(adaptive=Adaptive())),
+    ]
+
+
+def sound_methods() -> list[tuple[str, str, Callable]]:
+    from audioguide.guidance import APG, PAG, STG, TCFG, Adaptive
+
+    def g(**kw):
+        return lambda r: dataclasses.replace(r, guidance=dataclasses.replace(r.guidance, **kw))
+
+    def steps(n):
+        def f(r):
+            cfg = dataclasses.replace(r.sampler.config, steps=n)
+            return dataclasses.replace(r, sampler=dataclasses.replace(r.sampler, config=cfg))
+        return f
+
+    return [
+        ("default", "CFG 5 + rescale 0.7, 8 mean-flow steps: the recipe", lambda r: r),
+        ("no guidance", "cfg 1: one row per step", g(scales=(("caption", 1.0),), rescale=0.0)),
+        ("plain CFG 5", "no rescale", g(rescale=0.0)),
+        ("CFG 5 + APG", "Sadat et al. 2025, eta 0, r 15, beta -0.5, native space, instead of rescale", g(apg=APG(space="native"), rescale=0.0)),
+        ("CFG-Zero* + rescale", "Fan et al. 2025, optimised scale", g(zero_star=True)),
+        ("TCFG + rescale", "Kwon et al. 2025", g(tcfg=TCFG())),
+        ("CFG + rescale + PAG", "Ahn et al. 2024, w 2, block 2", g(pag=PAG(scale=2.0, layers=(2,)))),
+        ("CFG + rescale + STG", "Hyung et al. 2024, w 2, block 2 skipped", g(stg=STG(scale=2.0, layers=(2,)))),
+        ("CFG + rescale + adaptive", "Castillo et al. 2025, cos >= 0.999 twice", g(adaptive=Adaptive())),
+        ("CFG + rescale, interval", "guidance off for t > 0.75 (Kynkäänniemi et al. 2024)", g(interval=(0.0, 0.75))),
+        ("default, 1 step", "one mean-flow step", steps(1)),
+    ]
+
+
+def extra_recipes(task: str) -> list[tuple[str, str, str]]:
+    """Methods that are recipes of their own (label, what, recipe name), where their weights exist."""
+    from audioguide.components import WEIGHTS_DIR
+
+    wanted = {
+        "speech": [("distilled CFG", "student with the text scale as input (Meng et al. 2023), w 2, 1 row", "speech-distilled", "speech-distilled.safetensors"),
+                   ("dynamic CFG", "text scale in {1, 2, 3} per sample and step by the content verifier (Papalampidi et al. 2025)", "speech-dynamic", None)],
+        "sound": [("distilled CFG", "student with the caption scale as input (Meng et al. 2023), w 5, 1 row", "sound-distilled", "sound-distilled.safetensors")],
+    }[task]
+    out = []
+    for label, what, recipe, weights in wanted:
+        if weights is None or (Path(WEIGHTS_DIR) / weights).exists():
+            out.append((label, what, recipe))
+    return out
+
+
+# -- counting network rows -----------------------------------------------------------------------
+
+
+class RowCounter:
+    """Network rows evaluated (the batch size of every forward of the generator)."""
+
+    def __init__(self, model) -> None:
+        self.rows = 0
+        model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args) -> None:
+        self.rows += int(args[0].shape[0])
+
+
+# -- statistics ----------------------------------------------------------------------------------
+
+
+def item_errors(reference: str, transcript: str) -> tuple[int, int]:
+    """(word edits, reference words) of one item after the judge's normaliser."""
+    import jiwer
+
+    from audioguide.evaluation.asr import normalize
+
+    ref, hyp = normalize(reference), normalize(transcript)
+    if not ref:
+        return 0, 0
+    out = jiwer.process_words(ref, hyp)
+    return out.substitutions + out.deletions + out.insertions, len(ref.split())
+
+
+def ratio_ci(num: np.ndarray, den: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float, np.ndarray]:
+    """Corpus-level ratio sum(num)/sum(den) and its 95 % bootstrap interval; also the resampled indices."""
+    n = len(num)
+    idx = rng.integers(0, n, size=(RESAMPLES, n))
+    boots = num[idx].sum(1) / np.maximum(den[idx].sum(1), 1e-9)
+    return float(num.sum() / max(den.sum(), 1e-9)), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)), idx
+
+
+def paired_ci(num_a, den_a, num_b, den_b, idx) -> tuple[float, float, float]:
+    """Difference of two corpus ratios over the same rows (b - a) and its paired 95 % interval."""
+    d = num_b.sum() / max(den_b.sum(), 1e-9) - num_a.sum() / max(den_a.sum(), 1e-9)
+    boots = num_b[idx].sum(1) / np.maximum(den_b[idx].sum(1), 1e-9) - num_a[idx].sum(1) / np.maximum(den_a[idx].sum(1), 1e-9)
+    return float(d), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def pct(x: float) -> str:
+    return "-" if math.isnan(x) else f"{100 * x:.1f}"
+
+
+def cell(v, lo, hi) -> str:
+    return f"{pct(v)} [{pct(lo)}, {pct(hi)}]"
+
+
+def dcell(d, lo, hi) -> str:
+    mark = " *" if lo > 0 or hi < 0 else ""
+    return f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{mark}"
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+def run_method(task, label, recipe, args, rows, clf):
+    """One method's per-item results (a dict, JSON-able)."""
+    from audioguide.pipeline import Pipeline
+
+    pipe = Pipeline.from_recipe(recipe)
+    counter = RowCounter(pipe.model)
+    t0 = time.perf_counter()
+    if task == "speech":
+        from audioguide.evaluation.tts import evaluate_tts
+
+        settings = [(label, dict(pipe.recipe.guidance.scales))]
+        rep = evaluate_tts(pipe, rows, settings, args.judge, clf, seed=0, per_voice=args.per_voice, real=False)
+        res = rep.results[0]
+        items = []
+        for it in res.items:
+            e, w = item_errors(it.reference, it.transcript or "")
+            items.append({"id": it.row_id, "split": it.split, "errors": e, "words": w,
+                          "hit": float(it.predicted_voice == it.voice) if it.predicted_voice is not None else None,
+                          "seconds": it.seconds, "synth": it.synthesis_seconds})
+        clips = len(items) + 1  # + the warm-up call
+        out = {"items": items, "fd": None}
+    else:
+        from audioguide.evaluation.sound import evaluate_t2a
+
+        rep = evaluate_t2a(pipe, rows, clf, [(label, {})], seed=0, per_class=args.per_class)
+        res = rep.results[0]
+        items = [{"id": it.row_id, "hit": float(it.predicted == it.label), "seconds": it.seconds, "synth": it.synthesis_seconds}
+                 for it in res.items]
+        clips = len(items) + 1
+        out = {"items": items, "fd": res.fd}
+    out["nfe"] = counter.rows / clips
+    out["wall"] = time.perf_counter() - t0
+    return out
+
+
+def write_report(task, methods, results, args) -> str:
+    rng_seed = 0
+    base = results["default"]
+    lines = [f"# Every guidance method on the shipped `{task}` recipe", ""]
+    if task == "speech":
+        lines += [f"Recipe `speech` (shipped weights, 2 mean-flow steps). {len(base['items'])} sentences per method "
+                  f"(up to {args.per_voice} held-out + {args.per_voice} semantically unpredictable per voice, 8 voices), "
+                  "the same sentences and seeds for every method; Whisper base judge (WER %, corpus-level after its English "
+                  "normaliser), speaker accuracy by the real-audio speaker judge (%), NFE = network rows per clip summed over "
+                  "the steps, RTF = synthesis seconds / audio seconds on one thread beside other work (use ratios, not absolutes). "
+                  "Brackets: 95 % bootstrap intervals (1000 resamples of sentences); Δ: paired difference to the default "
+                  "(percentage points), * where its interval excludes 0.", ""]
+        splits = sorted({it["split"] for it in base["items"]})
+        head = ["method", "what changes"] + [f"WER {s}" for s in splits] + [f"Δ WER {s}" for s in splits] + ["speaker acc", "Δ speaker", "NFE", "RTF"]
+    else:
+        lines += [f"Recipe `sound` (shipped weights). {len(base['items'])} held-out captions per method (up to {args.per_class} per class), "
+                  "the same captions and seeds for every method; adherence = the real-audio sound judge names the asked class (%), "
+                  "FD = Fréchet distance of the judge's embeddings to the real held-out clips (lower is better), NFE = network rows "
+                  "per clip summed over the steps, RTF on one thread beside other work. Brackets: 95 % bootstrap intervals "
+                  "(1000 resamples of captions); Δ: paired difference to the default (points), * where its interval excludes 0.", ""]
+        head = ["method", "what changes", "adherence", "Δ adherence", "FD", "NFE", "RTF"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, what, _ in methods:
+        r = results.get(label)
+        if r is None:
+            continue
+        if "refused" in r:
+            lines.append(f"| {label} | {what} | refused: {r['refused']} |" + " |" * (len(head) - 3))
+            continue
+        rng = np.random.default_rng(rng_seed)
+        rtf = sum(i["synth"] for i in r["items"]) / sum(i["seconds"] for i in r["items"])
+        ids = [i["id"] for i in r["items"]]
+        assert ids == [i["id"] for i in base["items"]], "methods ran on different rows"
+        row = [label, what]
+        if task == "speech":
+            wers, dwers = [], []
+            for s in splits:
+                sel = [k for k, i in enumerate(r["items"]) if i["split"] == s]
+                num = np.array([r["items"][k]["errors"] for k in sel], float)
+                den = np.array([r["items"][k]["words"] for k in sel], float)
+                v, lo, hi, idx = ratio_ci(num, den, rng)
+                wers.append(cell(v, lo, hi))
+                bn = np.array([base["items"][k]["errors"] for k in sel], float)
+                bd = np.array([base["items"][k]["words"] for k in sel], float)
+                dwers.append("-" if label == "default" else dcell(*paired_ci(bn, bd, num, den, idx)))
+            hits = np.array([i["hit"] for i in r["items"]], float)
+            bh = np.array([i["hit"] for i in base["items"]], float)
+            ones = np.ones_like(hits)
+            v, lo, hi, idx = ratio_ci(hits, ones, rng)
+            row += wers + dwers + [cell(v, lo, hi), "-" if label == "default" else dcell(*paired_ci(bh, ones, hits, ones, idx))]
+        else:
+            hits = np.array([i["hit"] for i in r["items"]], float)
+            bh = np.array([i["hit"] for i in base["items"]], float)
+            ones = np.ones_like(hits)
+            v, lo, hi, idx = ratio_ci(hits, ones, rng)
+            row += [cell(v, lo, hi), "-" if label == "default" else dcell(*paired_ci(bh, ones, hits, ones, idx)),
+                    f"{r['fd']:.2f}" if r["fd"] is not None else "-"]
+        row += [f"{r['nfe']:.1f}", f"{rtf:.3f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", f"Command: `python benchmarks/guidance_methods.py {shlex.join(sys.argv[1:])}`", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("task", choices=("speech", "sound"))
+    ap.add_argument("--data", action="append", required=True, help="manifest(s): held_out.jsonl, sus.jsonl (speech) or held_out.jsonl (sound)")
+    ap.add_argument("--classifier", required=True, help="speakers.safetensors / sounds.safetensors from `audioguide eval speakers|sounds`")
+    ap.add_argument("--per-voice", type=int, default=5)
+    ap.add_argument("--per-class", type=int, default=5)
+    ap.add_argument("--judge", default="base")
+    ap.add_argument("--only", action="append", help="run only these method labels (repeatable)")
+    ap.add_argument("--cache", default="work/guidance_methods", help="per-method results, to resume")
+    ap.add_argument("--report", help="write the Markdown table here")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from audioguide.recipes import RecipeError, load_recipe
+
+    recipe = load_recipe(args.task)
+    methods = [(label, what, f(recipe)) for label, what, f in
+               (speech_methods() if args.task == "speech" else sound_methods())]
+    methods += [(label, what, name) for label, what, name in extra_recipes(args.task)]
+    if args.task == "speech":
+        from audioguide.evaluation.speaker import SpeakerClassifier
+        from audioguide.evaluation.tts import read_splits
+
+        clf = SpeakerClassifier.load(args.classifier)
+        rows = read_splits(args.data)
+    else:
+        from audioguide.evaluation.sound import load_sound_classifier
+        from audioguide.manifest import read_manifest
+
+        clf = load_sound_classifier(args.classifier)
+        rows = [r for p in args.data for r in read_manifest(p)]
+    cache = Path(args.cache) / args.task
+    cache.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for label, what, rec in methods:
+        path = cache / (label.replace(" ", "_").replace("/", "-") + ".json")
+        if path.exists():
+            results[label] = json.loads(path.read_text())
+            continue
+        if args.only and label not in args.only:
+            continue
+        print(f"[{time.strftime('%H:%M:%S')}] {label} ...", file=sys.stderr, flush=True)
+        try:
+            if not isinstance(rec, str):
+                from audioguide.recipes import check_guidance
+
+                check_guidance(rec, rec.guidance, "guidance")
+            out = run_method(args.task, label, rec, args, rows, clf)
+        except (RecipeError, ValueError) as e:
+            out = {"refused": str(e).splitlines()[0]}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(out))
+        os.replace(tmp, path)
+        results[label] = out
+        print(f"[{time.strftime('%H:%M:%S')}] {label} done", file=sys.stderr, flush=True)
+    if "default" not in results or "refused" in results["default"]:
+        sys.exit("error: the default did not run")
+    table = write_report(args.task, methods, results, args)
+    print(table)
+    if args.report:
+        Path(args.report).write_text(table)
+
+
+if __name__ == "__main__":
+    main()
