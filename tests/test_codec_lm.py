@@ -73,6 +73,48 @@ def test_kv_cache_matches_full_forward_with_mixed_prefixes(qk_norm):
     torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
 
 
+def test_static_kv_cache_is_written_in_place_grows_past_its_room_and_matches_full_forward():
+    """The preallocated cache: ``prefill(..., steps)`` makes room for the steps, each step writes its
+    keys and values in place (the cache tensors never move), more steps than reserved grow it by
+    doubling, and the logits are those of one uncached forward in every case. Five rows use the
+    transposed output heads; rows without prefix padding attend without a mask."""
+    model = tiny()
+    texts, styles = TEXTS + ["four", "the fifth row"], STYLES + ["six", "seven"]
+    keep = {"text": torch.tensor([True, False, True, True, False]), "style": torch.tensor([True, True, False, True, True])}
+    cond = model.encode({"text": texts, "style": styles})
+    codes_in = random_delayed(model, 5, 9)
+    with torch.no_grad():
+        full = model(codes_in, cond, keep)
+        cache = model.prefill(cond, keep, steps=9)
+        assert cache.head is not None and cache.bias is not None and cache.capacity == cache.length + 9
+        where = [t.data_ptr() for t in cache.keys + cache.values]
+        cached = torch.stack([model.step(cache, codes_in[:, :, s]) for s in range(9)], dim=2)
+        assert [t.data_ptr() for t in cache.keys + cache.values] == where and cache.length == cache.capacity
+        torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
+        small = model.prefill(cond, keep, steps=1)
+        grown = torch.stack([model.step(small, codes_in[:, :, s]) for s in range(9)], dim=2)
+        assert small.capacity >= small.length == cache.length and small.steps == 9
+        torch.testing.assert_close(grown, full, atol=1e-5, rtol=1e-5)
+        # no padded key (one condition, texts of one length, all kept): no mask at all
+        one = tiny(names=("text",))
+        cond1 = one.encode({"text": ["abcd", "efgh"]})
+        plain = one.prefill(cond1, {}, steps=9)
+        assert plain.bias is None and plain.head is None
+        stepped = torch.stack([one.step(plain, codes_in[:2, :, s]) for s in range(9)], dim=2)
+        torch.testing.assert_close(stepped, one(codes_in[:2], cond1, {}), atol=1e-5, rtol=1e-5)
+        # bad columns are refused before the cache changes
+        length = plain.length
+        with pytest.raises(ValueError, match="shape"):
+            one.step(plain, codes_in[:2, :2, 0])
+        bad = codes_in[:2, :, 0].clone()
+        bad[1, 0] = model.pad_id + 1  # would be codebook 1's first row in the stacked table
+        with pytest.raises(IndexError):
+            one.step(plain, bad)
+        assert plain.length == length
+    with pytest.raises(ValueError, match="steps"):
+        model.prefill(cond, keep, steps=-1)
+
+
 def test_row_in_a_padded_batch_equals_the_row_alone():
     """Per-row positions: prefix padding and null conditions do not change a row's logits."""
     model = tiny()

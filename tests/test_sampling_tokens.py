@@ -55,6 +55,36 @@ def test_top_k_keeps_only_the_k_largest():
     assert bool((rows.topk(4, dim=-1).indices == tokens[:, None]).any(-1).all())
 
 
+def test_top_k_draws_among_the_k_by_their_tempered_softmax_reproducibly():
+    """The top-k draw (torch.topk, one draw among the k, mapped back to the vocabulary): only the k
+    largest are ever drawn, with the frequencies of the softmax over their tempered values, and the
+    same generator state gives the same tokens (row by row, whatever the batch shape)."""
+    logits = torch.tensor([0.3, 2.0, -1.0, 1.2, 0.9, -0.4, 1.5, 0.0])
+    k, temperature, n = 4, 0.8, 40000
+    tokens = sample_next_token(logits.expand(n, 8), gen(12), temperature=temperature, top_k=k)
+    counts = torch.bincount(tokens, minlength=8)
+    top = logits.topk(k).indices  # tokens 1, 6, 3, 4
+    expected = torch.zeros(8).index_put_((top,), (logits[top] / temperature).softmax(-1))
+    assert chi_square(counts, expected) < 20  # nothing outside the top k; 3 degrees of freedom: P(chi2 > 20) < 2e-4
+    untempered = torch.zeros(8).index_put_((top,), logits[top].softmax(-1))
+    assert chi_square(counts, untempered) > 100  # the test does see the temperature
+    assert torch.equal(tokens, sample_next_token(logits.expand(n, 8), gen(12), temperature=temperature, top_k=k))
+    assert not torch.equal(tokens, sample_next_token(logits.expand(n, 8), gen(13), temperature=temperature, top_k=k))
+    batched = sample_next_token(logits.expand(n // 4, 4, 8), gen(12), temperature=temperature, top_k=k)
+    assert torch.equal(batched.reshape(-1), tokens)
+
+
+def test_top_k_never_draws_a_candidate_without_mass():
+    """Within the top k, candidates whose probability underflows to 0 (or that the nucleus drops)
+    are never drawn, wherever topk puts them."""
+    logits = torch.full((20000, 30), -1e4)
+    logits[:, 7], logits[:, 3], logits[:, 12], logits[:, 20] = 0.0, 0.4, -300.0, -500.0
+    counts = torch.bincount(sample_next_token(logits, gen(14), top_k=4), minlength=30)
+    assert int(counts[7] + counts[3]) == 20000 and int(counts[3]) > int(counts[7]) > 0
+    counts = torch.bincount(sample_next_token(logits, gen(15), top_k=4, top_p=0.5), minlength=30)
+    assert int(counts[3]) == 20000  # 0.6 of the mass alone covers 0.5
+
+
 @pytest.mark.parametrize(
     "top_p, nucleus",
     [

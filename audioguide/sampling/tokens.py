@@ -53,7 +53,18 @@ def sample_next_token(
     temperature, restricted to the ``top_k`` largest (0 = off) and then to the nucleus of
     Holtzman et al. 2020 (ICLR, §3.1): the smallest set of most probable tokens whose mass is at
     least ``top_p`` (1 = off; the most probable token is always kept), and one token is drawn
-    from the renormalised distribution with ``torch.multinomial``.
+    from the renormalised distribution (``torch.multinomial`` over the vocabulary; among the top k
+    as follows).
+
+    With ``0 < top_k < V`` the draw is over the ``top_k`` largest values only: ``torch.topk``, the
+    softmax of those ``k`` values (the nucleus taken within them, in their descending order), one
+    draw among the ``k`` and the drawn slot mapped back to its token through the top-k indices, as
+    audiocraft's ``sample_top_p`` maps a draw over sorted probabilities back (MusicGen, Copet et al.
+    2023; ``audiocraft/utils/utils.py``; its ``sample_top_k`` masks the full vocabulary instead). The
+    same distribution as masking the other ``V - k`` logits to ``-inf``, at a cost of ``k`` rather
+    than ``V`` per row. The draw is by inversion (:func:`_draw_slot`: one uniform per row against the
+    cumulative probabilities) rather than ``torch.multinomial``, which draws one exponential per
+    candidate. Same generator state, same tokens.
     """
     _check_sampling_args(temperature, top_k, top_p)
     if logits.ndim < 1 or logits.shape[-1] < 1:
@@ -62,11 +73,16 @@ def sample_next_token(
         return logits.argmax(dim=-1)
     if generator is None:
         raise ValueError("sampling with temperature > 0 needs an explicit torch.Generator")
-    scores = logits.reshape(-1, logits.shape[-1]).float() / temperature
+    scores = logits.reshape(-1, logits.shape[-1]).float()
     if 0 < top_k < scores.shape[-1]:
-        top = scores.topk(top_k, dim=-1).indices
-        kept = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, top, True)
-        scores = scores.masked_fill(~kept, -math.inf)
+        # the nucleus needs the k values in descending order; without it any order draws alike
+        values, indices = scores.topk(top_k, dim=-1, sorted=top_p < 1.0)
+        probs = (values / temperature).softmax(dim=-1)
+        if top_p < 1.0:
+            mass_before = probs.cumsum(dim=-1) - probs
+            probs = probs.masked_fill(mass_before >= top_p, 0.0)
+        return indices.gather(-1, _draw_slot(probs, generator)).reshape(logits.shape[:-1])
+    scores = scores / temperature
     if top_p < 1.0:
         probs, order = scores.softmax(dim=-1).sort(dim=-1, descending=True)
         mass_before = probs.cumsum(dim=-1) - probs
@@ -74,6 +90,23 @@ def sample_next_token(
         scores = scores.masked_fill(~kept, -math.inf)
     tokens = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)
     return tokens.reshape(logits.shape[:-1])
+
+
+def _draw_slot(weights: Tensor, generator: torch.Generator) -> Tensor:
+    """One index per row of ``weights [N, k]`` (>= 0, not necessarily normalised, some > 0) drawn
+    with probability proportional to its weight, by inversion of the discrete distribution function
+    (Devroye 1986, "Non-Uniform Random Variate Generation", ch. III, the inversion method; the
+    search here is binary): ``u ~ U[0, 1)`` from ``generator``, the first index whose cumulative
+    weight exceeds ``u`` times the total. Returns ``[N, 1]``.
+
+    A zero weight is never drawn: its cumulative weight equals its predecessor's, and a ``u`` that
+    rounds up to the total is mapped to the last index with weight.
+    """
+    cdf = weights.cumsum(dim=-1)
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, generator=generator, dtype=cdf.dtype, device=cdf.device) * total
+    last = (cdf < total).sum(dim=-1, keepdim=True)  # the first index at the total: the last with weight
+    return torch.minimum(torch.searchsorted(cdf, u, right=True), last)
 
 
 def apply_delay_pattern(codes: Tensor, pad_id: int) -> Tensor:
@@ -133,23 +166,22 @@ def sample_delayed(
         raise ValueError(f"the random streams cover {streams.batch} rows, the batch has {batch}")
     K, T = n_codebooks, max(per_row)
     device = streams.device if streams is not None else torch.device("cpu")
-    frame_of_k = -torch.arange(K, device=device)  # frame index is s - k
-    ends = torch.tensor(per_row, device=device)[:, None] if min(per_row) != T else T
-    prev = torch.full((batch, K), bos_id, dtype=torch.long, device=device)
-    delayed = torch.full((batch, K, T + K - 1), pad_id, dtype=torch.long, device=device)
     total = T + K - 1
+    frame = torch.arange(total, device=device) - torch.arange(K, device=device)[:, None]  # [K, total]: s - k
+    ends = torch.tensor(per_row, device=device)[:, None, None] if min(per_row) != T else T
+    valid = ((frame >= 0) & (frame < ends)).unbind(-1)  # per step: [K] or [B, K]
+    prev = torch.full((batch, K), bos_id, dtype=torch.long, device=device)
+    delayed = torch.full((batch, K, total), pad_id, dtype=torch.long, device=device)
     for s in range(total):
         logits = step(prev)
         if logits.ndim != 3 or logits.shape[:2] != (batch, K):
             raise ValueError(f"step must return logits [{batch}, {K}, V], got {tuple(logits.shape)}")
-        frame = frame_of_k + s
-        valid = (frame >= 0) & (frame < ends)
         if streams is None or len(streams.rows) == 1:
             tokens = sample_next_token(logits, None if streams is None else streams.generators[0], temperature, top_k, top_p)
         else:
             tokens = torch.cat([sample_next_token(logits[rows], g, temperature, top_k, top_p) for g, rows in streams.slices()])
         tokens = tokens.to(device)
-        prev = torch.where(valid, tokens, torch.full_like(tokens, pad_id))
+        prev = torch.where(valid[s], tokens, pad_id)
         delayed[:, :, s] = prev
         if progress is not None:
             progress(s + 1, total)
@@ -164,7 +196,8 @@ def sample_delayed(
 class CodecLMLike(Protocol):
     """The public decoding interface of a codec LM that guided sampling needs (e.g. ``CodecLM``).
 
-    ``prefill(cond, keep)`` runs the condition prefix and returns a mutable cache;
+    ``prefill(cond, keep, steps)`` runs the condition prefix and returns a mutable cache with room
+    for ``steps`` more columns (None: the model's default);
     ``step(cache, tokens [B, K]) -> logits [B, K, V]`` appends one delayed column to it.
     ``condition_names`` are the conditions ``cond`` and ``keep`` carry.
     """
@@ -181,7 +214,7 @@ class CodecLMLike(Protocol):
     @property
     def pad_id(self) -> int: ...
 
-    def prefill(self, cond: Mapping[str, Tensor], keep: Mapping[str, Tensor]) -> Any: ...
+    def prefill(self, cond: Mapping[str, Tensor], keep: Mapping[str, Tensor], steps: int | None = None) -> Any: ...
 
     def step(self, cache: Any, tokens: Tensor) -> Tensor: ...
 
@@ -194,12 +227,13 @@ def _cond_batch(cond: Mapping[str, Tensor], names: Sequence[str]) -> tuple[int, 
     return sizes.pop(), cond[names[0]].device
 
 
-def guided_lm_step(model: CodecLMLike, cond: Mapping[str, Tensor], policy: Guidance) -> StepFn:
+def guided_lm_step(model: CodecLMLike, cond: Mapping[str, Tensor], policy: Guidance, steps: int | None = None) -> StepFn:
     """``step(prev [B, K]) -> guided log-probs [B, K, V]`` for one generation under ``policy``.
 
     Every guidance branch is one slice of a single batch of ``n_branches * B`` rows laid out
     branch-major (:class:`~audioguide.guidance.GuidedLogits`), sharing one KV cache that is
-    prefilled here by ``model.prefill``; the closure owns that cache. It also keeps the columns
+    prefilled here by ``model.prefill``, with room for ``steps`` steps (None: the model's default;
+    it grows past them); the closure owns that cache. It also keeps the columns
     drawn so far and gives every step's :class:`~audioguide.guidance.TokenStep` to the guided
     logits, for guiders that judge candidate tokens in their context (:class:`~audioguide.guidance.GeDi`).
     """
@@ -209,7 +243,7 @@ def guided_lm_step(model: CodecLMLike, cond: Mapping[str, Tensor], policy: Guida
         raise ValueError(f"guidance names conditions this model lacks: {', '.join(sorted(unknown))}")
     gl = GuidedLogits(policy)
     B, device = _cond_batch(cond, names)
-    cache = model.prefill({k: gl.expand(v) for k, v in cond.items()}, gl.keep(B, device))
+    cache = model.prefill({k: gl.expand(v) for k, v in cond.items()}, gl.keep(B, device), steps)
     drawn, s = _Columns(), 0
 
     def step(prev: Tensor) -> Tensor:
@@ -441,16 +475,20 @@ def sample_codec_lm(
     e.g. :meth:`audioguide.models.codec_lm.CodecLM.content_prior`) is fused in by :func:`fuse_prior`
     before the draw.
     """
-    step = guided_lm_step(model, cond, policy)
+    lengths = [n_frames] if isinstance(n_frames, int) else list(n_frames)
+    sized = lengths and all(isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in lengths)
+    # the KV cache is allocated for all T + K - 1 steps (bad lengths: sample_delayed says what is wrong)
+    step = guided_lm_step(model, cond, policy, steps=max(lengths) + model.n_codebooks - 1 if sized else None)
     B, _ = _cond_batch(cond, tuple(model.condition_names))
     if prior_weight:
         prior = getattr(model, "content_prior", None)
         if prior is None:
             raise ValueError("prior_weight > 0 needs a model with a content prior (content_prior)")
-        T = n_frames if isinstance(n_frames, int) else max(n_frames)
+        T = n_frames if isinstance(n_frames, int) else max(lengths)
         step = fuse_prior(step, prior(cond, T), prior_weight)
+    frames = n_frames if isinstance(n_frames, int) else lengths
     return sample_delayed(
-        step, B, model.n_codebooks, n_frames, generator, model.bos_id, model.pad_id, temperature, top_k, top_p, progress
+        step, B, model.n_codebooks, frames, generator, model.bos_id, model.pad_id, temperature, top_k, top_p, progress
     )
 
 
