@@ -39,6 +39,23 @@ RESAMPLES = 1000
 # -- the methods ---------------------------------------------------------------------------------
 
 
+def on_sampler(kind: str, scales: dict[str, float] | None = None, **config) -> Callable:
+    """The recipe on another sampler (a mean-flow model on a flow ODE sampler: its instantaneous
+    velocity u(z, t, t)), optionally with other guidance scales (CFG++ takes them in [0, 1])."""
+
+    def f(r):
+        from audioguide.recipes import Component
+        from audioguide.registry import SAMPLERS
+
+        r = dataclasses.replace(r, sampler=Component(kind, SAMPLERS[kind].Config(**config)))
+        if scales is not None:
+            merged = {**dict(r.guidance.scales), **scales}
+            r = dataclasses.replace(r, guidance=dataclasses.replace(r.guidance, scales=tuple(merged.items())))
+        return r
+
+    return f
+
+
 def speech_methods() -> list[tuple[str, str, Callable]]:
     """(label, what changes, recipe -> recipe) for the speech recipe (mean-flow DiT, 2 steps,
     text 2 on the second step)."""
@@ -60,10 +77,13 @@ def speech_methods() -> list[tuple[str, str, Callable]]:
         ("CFG + rescale 0.7", "Lin et al. 2023, phi 0.7, native space", g(rescale=0.7)),
         ("APG", "Sadat et al. 2025, eta 0, r 15, beta -0.5, native space", g(apg=APG(space="native"))),
         ("CFG-Zero*", "Fan et al. 2025, optimised scale (no zero-init: average velocities)", g(zero_star=True)),
-        ("TCFG", "Kwon et al. 2025, tangential damping of u", g(tcfg=TCFG())),
+        ("TCFG", "Kwon et al. 2025, tangential damping of u (native space: eps is not defined for r < t)", g(tcfg=TCFG(space="native"))),
         ("CFG + PAG", "Ahn et al. 2024, w 2 (s 1), middle block", g(pag=PAG(scale=2.0, layers=(1,)))),
         ("CFG + STG", "Hyung et al. 2024, w 2 (s 1), middle block skipped", g(stg=STG(scale=2.0, layers=(1,)))),
         ("CFG + adaptive", "Castillo et al. 2025, cos >= 0.999 twice", g(adaptive=Adaptive())),
+        ("Euler 8, CFG", "flow ODE on the instantaneous velocity u(z, t, t), 8 steps, same guidance", on_sampler("euler", steps=8)),
+        ("Euler 8, CFG++", "Chung et al. 2024, lambda 0.5 for text (scales in [0, 1])", on_sampler("euler-cfgpp", {"text": 0.5}, steps=8)),
+        ("Euler 8, PCG", "Bradley & Nakkiran 2024: conditional Euler step + 1 Langevin step (size 0.1) on the guided score", on_sampler("euler-pcg", steps=8, corrector_steps=1)),
     ]
 
 
@@ -85,28 +105,43 @@ def sound_methods() -> list[tuple[str, str, Callable]]:
         ("plain CFG 5", "no rescale", g(rescale=0.0)),
         ("CFG 5 + APG", "Sadat et al. 2025, eta 0, r 15, beta -0.5, native space, instead of rescale", g(apg=APG(space="native"), rescale=0.0)),
         ("CFG-Zero* + rescale", "Fan et al. 2025, optimised scale", g(zero_star=True)),
-        ("TCFG + rescale", "Kwon et al. 2025", g(tcfg=TCFG())),
+        ("TCFG + rescale", "Kwon et al. 2025, native space (eps is not defined for r < t)", g(tcfg=TCFG(space="native"))),
         ("CFG + rescale + PAG", "Ahn et al. 2024, w 2, block 2", g(pag=PAG(scale=2.0, layers=(2,)))),
         ("CFG + rescale + STG", "Hyung et al. 2024, w 2, block 2 skipped", g(stg=STG(scale=2.0, layers=(2,)))),
         ("CFG + rescale + adaptive", "Castillo et al. 2025, cos >= 0.999 twice", g(adaptive=Adaptive())),
         ("CFG + rescale, interval", "guidance off for t > 0.75 (Kynkäänniemi et al. 2024)", g(interval=(0.0, 0.75))),
         ("default, 1 step", "one mean-flow step", steps(1)),
+        ("Euler 16, CFG + rescale", "flow ODE on the instantaneous velocity u(z, t, t), 16 steps, same guidance", on_sampler("euler", steps=16)),
+        ("Euler 16, CFG++", "Chung et al. 2024, lambda 0.6 (scales in [0, 1])", on_sampler("euler-cfgpp", {"caption": 0.6}, steps=16)),
+        ("Euler 16, PCG", "Bradley & Nakkiran 2024: conditional Euler step + 1 Langevin step (size 0.1) on the guided score", on_sampler("euler-pcg", steps=16, corrector_steps=1)),
     ]
 
 
-def extra_recipes(task: str) -> list[tuple[str, str, str]]:
-    """Methods that are recipes of their own (label, what, recipe name), where their weights exist."""
+def extra_recipes(task: str) -> list[tuple[str, str, Callable]]:
+    """Methods that are recipes of their own (label, what, () -> recipe), where their weights exist."""
     from audioguide.components import WEIGHTS_DIR
+    from audioguide.recipes import load_recipe
+
+    def named(name, two_branch=False):
+        def f():
+            r = load_recipe(name)
+            if two_branch:  # the student's weights under the teacher's own two-branch CFG (scale input 1)
+                r = dataclasses.replace(r, guidance=dataclasses.replace(r.guidance, distilled=False))
+            return r
+        return f
 
     wanted = {
-        "speech": [("distilled CFG", "student with the text scale as input (Meng et al. 2023), w 2, 1 row", "speech-distilled", "speech-distilled.safetensors"),
-                   ("dynamic CFG", "text scale in {1, 2, 3} per sample and step by the content verifier (Papalampidi et al. 2025)", "speech-dynamic", None)],
-        "sound": [("distilled CFG", "student with the caption scale as input (Meng et al. 2023), w 5, 1 row", "sound-distilled", "sound-distilled.safetensors")],
+        "speech": [("distilled CFG", "student with the text scale as input (Meng et al. 2023), w 2, 1 row", "speech-distilled", "speech-distilled.safetensors", False),
+                   ("distilled weights, two-branch CFG", "the student's weights, the recipe's CFG branches (scale input 1)", "speech-distilled", "speech-distilled.safetensors", True),
+                   ("dynamic CFG", "text scale in {1, 2, 3} per sample and step by the content verifier (Papalampidi et al. 2025)", "speech-dynamic", None, False)],
+        "sound": [("distilled CFG", "student with the caption scale as input (Meng et al. 2023), w 5, 1 row", "sound-distilled", "sound-distilled.safetensors", False),
+                  ("distilled weights, two-branch CFG", "the student's weights, the recipe's CFG 5 + rescale (scale input 1)", "sound-distilled", "sound-distilled.safetensors", True),
+                  ("dynamic CFG", "caption scale in {1, 3, 5, 8} per sample and step by the latent caption verifier (Papalampidi et al. 2025)", "sound-dynamic", "verifier-sound.safetensors", False)],
     }[task]
     out = []
-    for label, what, recipe, weights in wanted:
+    for label, what, recipe, weights, two_branch in wanted:
         if weights is None or (Path(WEIGHTS_DIR) / weights).exists():
-            out.append((label, what, recipe))
+            out.append((label, what, named(recipe, two_branch)))
     return out
 
 
@@ -206,6 +241,31 @@ def run_method(task, label, recipe, args, rows, clf):
     return out
 
 
+def measure_speed(task, methods, rows, rounds: int, n: int) -> dict[str, float]:
+    """Median RTF of each method over ``rounds`` interleaved rounds (every method once per round, in
+    turn) on the same ``n`` texts / captions and seeds: the quality runs time each method once under
+    whatever else the machine does, this times them side by side. Pipelines are built first."""
+    from audioguide.pipeline import Pipeline
+
+    pool = rows if task == "sound" else [r for split in rows.values() for r in split[::10]]  # speech: rows by split
+    texts = [r.caption if task == "sound" else r.text for r in pool[::max(1, len(pool) // n)][:n]]
+    pipes = {}
+    for label, _, rec in methods:
+        try:
+            pipes[label] = Pipeline.from_recipe(rec)
+            pipes[label](texts[:1], seed=0)  # warm-up
+        except Exception as e:  # a refused method has no speed
+            print(f"  speed: {label} skipped ({str(e).splitlines()[0]})", file=sys.stderr)
+    rtfs: dict[str, list[float]] = {k: [] for k in pipes}
+    for _ in range(rounds):
+        for label, pipe in pipes.items():
+            t0 = time.perf_counter()
+            audio = pipe(texts, seed=0)
+            secs = sum(len(a) for a in audio) / audio.sample_rate
+            rtfs[label].append((time.perf_counter() - t0) / secs)
+    return {k: float(np.median(v)) for k, v in rtfs.items()}
+
+
 def write_report(task, methods, results, args) -> str:
     rng_seed = 0
     base = results["default"]
@@ -227,6 +287,10 @@ def write_report(task, methods, results, args) -> str:
                   "per clip summed over the steps, RTF on one thread beside other work. Brackets: 95 % bootstrap intervals "
                   "(1000 resamples of captions); Δ: paired difference to the default (points), * where its interval excludes 0.", ""]
         head = ["method", "what changes", "adherence", "Δ adherence", "FD", "NFE", "RTF"]
+    if args.speed_rounds:
+        lines += [f"RTF here: the median over {args.speed_rounds} interleaved rounds (every method once per round, in turn) of "
+                  f"the same {args.speed_items} {'texts' if task == 'speech' else 'captions'}, seed 0, decoder included, "
+                  f"{args.threads} thread(s); NFE is the exact cost.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, what, _ in methods:
         r = results.get(label)
@@ -236,7 +300,7 @@ def write_report(task, methods, results, args) -> str:
             lines.append(f"| {label} | {what} | refused: {r['refused']} |" + " |" * (len(head) - 3))
             continue
         rng = np.random.default_rng(rng_seed)
-        rtf = sum(i["synth"] for i in r["items"]) / sum(i["seconds"] for i in r["items"])
+        rtf = r.get("rtf_median", sum(i["synth"] for i in r["items"]) / sum(i["seconds"] for i in r["items"]))
         ids = [i["id"] for i in r["items"]]
         assert ids == [i["id"] for i in base["items"]], "methods ran on different rows"
         row = [label, what]
@@ -281,6 +345,9 @@ def main() -> None:
     ap.add_argument("--cache", default="work/guidance_methods", help="per-method results, to resume")
     ap.add_argument("--report", help="write the Markdown table here")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--speed-rounds", type=int, default=0,
+                    help="re-time every method over this many interleaved rounds; RTF = the median")
+    ap.add_argument("--speed-items", type=int, default=4, help="texts / captions per method and round")
     args = ap.parse_args()
 
     import torch
@@ -291,7 +358,7 @@ def main() -> None:
     recipe = load_recipe(args.task)
     methods = [(label, what, f(recipe)) for label, what, f in
                (speech_methods() if args.task == "speech" else sound_methods())]
-    methods += [(label, what, name) for label, what, name in extra_recipes(args.task)]
+    methods += [(label, what, make()) for label, what, make in extra_recipes(args.task)]
     if args.task == "speech":
         from audioguide.evaluation.speaker import SpeakerClassifier
         from audioguide.evaluation.tts import read_splits
@@ -316,10 +383,9 @@ def main() -> None:
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {label} ...", file=sys.stderr, flush=True)
         try:
-            if not isinstance(rec, str):
-                from audioguide.recipes import check_guidance
+            from audioguide.recipes import check_guidance
 
-                check_guidance(rec, rec.guidance, "guidance")
+            check_guidance(rec, rec.guidance, "guidance")
             out = run_method(args.task, label, rec, args, rows, clf)
         except (RecipeError, ValueError) as e:
             out = {"refused": str(e).splitlines()[0]}
@@ -328,6 +394,15 @@ def main() -> None:
         os.replace(tmp, path)
         results[label] = out
         print(f"[{time.strftime('%H:%M:%S')}] {label} done", file=sys.stderr, flush=True)
+    if args.speed_rounds:
+        ran = [(label, what, rec) for label, what, rec in methods if label in results and "refused" not in results[label]]
+        speed = measure_speed(args.task, ran, rows, args.speed_rounds, args.speed_items)
+        for label, rtf in speed.items():
+            results[label]["rtf_median"] = rtf
+            path = cache / (label.replace(" ", "_").replace("/", "-") + ".json")
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(results[label]))
+            os.replace(tmp, path)
     if "default" not in results or "refused" in results["default"]:
         sys.exit("error: the default did not run")
     table = write_report(args.task, methods, results, args)
