@@ -19,7 +19,8 @@ A call is three public stages, which scripts, benchmarks, rendering and the CLI 
    drawn in a batch gets the audio it gets alone, to float rounding of the batched forward.
    ``batch_size = 1`` (the default of a call) draws each piece alone: bit-for-bit reproducible
    whatever else the call contains. Feedback guidance (``[guidance.dynamic]``) gets the recipe's
-   verifier bound as its evaluator for each batch's pieces (:meth:`Pipeline.evaluators`).
+   verifier bound as its evaluator for each batch's pieces (:meth:`Pipeline.evaluators`): the
+   phoneme content verifier for speech, the caption verifier for sound.
 3. :meth:`Pipeline.decode` (samples -> waveforms) with, between draw and decode,
    :meth:`Pipeline.choose`: the recipe's verifier keeps the best of ``n`` candidates
    (:meth:`Pipeline.scores`).
@@ -418,22 +419,57 @@ class Pipeline:
                                     self.representation.channels, callback)
         return [samples[k * n : (k + 1) * n, :, :f] for k, f in enumerate(frames)]
 
+    @property
+    def verifier_reads(self) -> str | None:
+        """What the verifier judges samples against: ``"text"`` (a phone verifier: the aligned
+        phonemes of the text), ``"caption"`` (a caption verifier), None without a verifier."""
+        return None if self.verifier is None else getattr(self.verifier, "reads", "text")
+
     def evaluators(self, policy: Guidance, pieces: Sequence[Piece] = (), n: int = 1) -> dict[str, Evaluator]:
         """What ``policy``'s feedback guiders need bound (``policy.needs``) to draw ``pieces`` in one
-        batch of ``n`` rows each: ``"verifier"``, the recipe's content verifier
-        (:meth:`verifier_evaluator`). A need the pipeline cannot meet (a recipe without a
+        batch of ``n`` rows each: ``"verifier"``, the recipe's verifier: the content verifier of a
+        model with aligned phonemes (:meth:`verifier_evaluator`; a codec LM's GeDi judge,
+        :meth:`verifier_judge`) or the caption verifier of a ``t2a`` recipe
+        (:meth:`caption_evaluator`). A need the pipeline cannot meet (a recipe without a
         ``[verifier]``) is a one-line error; with no pieces, that is all it checks."""
         out = {}
         for need in policy.needs:
             users = ", ".join(g.key for g in policy.methods if g.needs == need)
             if need != "verifier":
                 raise AudioguideError(f"{users} guidance needs a {need!r}, which the pipeline cannot provide")
+            if self.verifier_reads == "caption" and self.model.kind != "tokens":
+                out[need] = self.caption_evaluator(pieces, n)
+                continue
+            if self.verifier_reads == "caption":  # GeDi judges a codec LM's tokens by their phonemes
+                raise AudioguideError(f"{users} guidance needs a phone verifier of the frames' phonemes; "
+                                      f"recipe {self.recipe.name!r} has a caption verifier")
+            if self.verifier is None and self.task == "t2a":
+                raise AudioguideError(f"{users} guidance needs the recipe's [verifier] (type \"caption\", e.g. recipe "
+                                      f"sound-dynamic); recipe {self.recipe.name!r} has none")
             if self.verifier is None or not self.model.aligned:
                 raise AudioguideError(f"{users} guidance needs the recipe's [verifier] and a model with aligned phonemes; "
                                       f"recipe {self.recipe.name!r} has {'none' if self.verifier is None else 'no alignment'}")
             # a codec LM's guiders judge candidate tokens (GeDi), a continuous model's judge estimates
             out[need] = self.verifier_judge(pieces, n) if self.model.kind == "tokens" else self.verifier_evaluator(pieces, n)
         return out
+
+    def caption_evaluator(self, pieces: Sequence[Piece], n: int = 1) -> Evaluator:
+        """The recipe's caption verifier as the feedback evaluator of ``pieces`` drawn in one batch,
+        ``n`` rows each (row ``i`` is piece ``i // n``): ``evaluate(z [N, C, T], rows [N]) -> [N]``,
+        the cosine of each estimate's audio embedding (its piece's frames only) and the embedding
+        of its piece's caption (:meth:`~audioguide.models.caption_verifier.CaptionVerifier.score`,
+        in ``[-1, 1]``); all rows in one forward. The captions are embedded once, here."""
+        assert self.verifier is not None
+        text = self.verifier.embed_text([p.text for p in pieces]) if pieces else None
+        frames = torch.tensor([p.frames for p in pieces], dtype=torch.long)
+
+        def evaluate(z: Tensor, rows: Tensor) -> Tensor:
+            piece = (rows // n).cpu()
+            z = self.latents(z)
+            mask = torch.arange(z.shape[-1])[None] < frames[piece][:, None].clamp(max=z.shape[-1])
+            return self.verifier.score(z, text[piece.to(text.device)], mask.to(z.device)).to(z.device)
+
+        return evaluate
 
     def verifier_evaluator(self, pieces: Sequence[Piece], n: int = 1) -> Evaluator:
         """The recipe's verifier as the feedback evaluator of ``pieces`` drawn in one batch, ``n`` rows
@@ -478,10 +514,13 @@ class Pipeline:
     @torch.inference_mode()
     def scores(self, piece: Piece, samples: Tensor) -> Tensor | None:
         """The verifier's score ``[n]`` of each of a piece's samples for the aligned phonemes of its
-        text; None with fewer frames than symbols (a forced, very fast pace)."""
+        text (a caption verifier: for its caption); None with fewer frames than symbols (a forced,
+        very fast pace)."""
         if self.verifier is None:
             raise AudioguideError(f"recipe {self.recipe.name!r} has no [verifier] to score candidates")
         z = self.latents(samples)
+        if self.verifier_reads == "caption":
+            return self.verifier.score(z, piece.text)
         ids, _ = self.model.conditioners[self.model.aligned].ids([piece.text])
         return None if ids.shape[1] > z.shape[-1] else self.verifier.score(z, ids[0])
 

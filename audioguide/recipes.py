@@ -26,8 +26,8 @@ becomes: an unknown key, an unknown component type or an out-of-range value is a
     scales = { text = 3.0 }
     rescale = 0.7
 
-    [verifier]                         # optional, see registry.VERIFIERS: best-of-N reranking
-    type = "phones"
+    [verifier]                         # optional, see registry.VERIFIERS: best-of-N reranking, feedback guidance
+    type = "phones"                    # phones (speech) | caption (t2a)
     weights = "verifier-speech.safetensors"
     candidates = 4                     # samples drawn per sentence; the verifier keeps one (1 = off)
 
@@ -386,11 +386,16 @@ def check_compatible(recipe: Recipe, where: str) -> None:
 
 
 def check_verifier(recipe: Recipe, where: str) -> None:
-    """A verifier reads the representation's latents and the frame alignment of an edged phoneme
-    ``text`` condition: in training the corpus's, in generation the model's predicted durations."""
+    """A verifier reads the representation's latents. A phone verifier (``type = "phones"``) also
+    reads the frame alignment of an edged phoneme ``text`` condition: in training the corpus's, in
+    generation the model's predicted durations. A caption verifier (``type = "caption"``) reads a
+    ``t2a`` recipe's caption through the caption conditioner's frozen text encoder."""
     if recipe.train.target == "verifier" and recipe.verifier is None:
         raise RecipeError(f"{where}: [train] target is 'verifier' but the recipe has no [verifier]")
     if recipe.verifier is None:
+        return
+    if recipe.verifier.type == "caption":
+        _check_caption_verifier(recipe, where)
         return
     text = dict(recipe.conditioners).get("text")
     if text is None or text.type != "phonemes" or not text.config.edges:
@@ -403,6 +408,27 @@ def check_verifier(recipe: Recipe, where: str) -> None:
     if recipe.model is not None and getattr(recipe.model.config, "aligned", "") != "text":
         raise RecipeError(f"{where}: [verifier] ranks candidates by their phoneme alignment; [model] must set aligned = \"text\"")
     if recipe.model is not None and recipe.verifier.weights is None and not recipe.random_weights:
+        raise RecipeError(f"{where}: [verifier] needs weights (an untrained verifier would choose at random)")
+
+
+def _check_caption_verifier(recipe: Recipe, where: str) -> None:
+    """A caption verifier judges latents against a ``t2a`` recipe's caption, embedded by the frozen
+    encoder of its ``pretrained-text`` caption conditioner."""
+    spec = recipe.verifier
+    assert spec is not None
+    if recipe.task != "t2a":
+        raise RecipeError(f"{where}: [verifier] type 'caption' judges sounds against their caption; task is {recipe.task!r}, not 't2a'")
+    caption = dict(recipe.conditioners).get("caption")
+    if caption is None or caption.type != "pretrained-text":
+        raise RecipeError(f"{where}: [verifier] type 'caption' reuses the caption conditioner's text encoder: "
+                          "it needs [conditioners.caption] of type 'pretrained-text'")
+    if spec.config.source != caption.config.source:
+        raise RecipeError(f"{where}: [verifier] source is {spec.config.source!r} but [conditioners.caption] "
+                          f"reads {caption.config.source!r}; they must be the same text encoder")
+    channels = getattr(recipe.representation.config, "channels", None)
+    if channels is not None and spec.config.channels != channels:
+        raise RecipeError(f"{where}: [verifier] channels is {spec.config.channels} but the representation's latents have {channels}")
+    if recipe.model is not None and spec.weights is None and not recipe.random_weights:
         raise RecipeError(f"{where}: [verifier] needs weights (an untrained verifier would choose at random)")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from audioguide.conditioners import Characters, Phonemes, PretrainedText, SpeakerId, SpeakerReference
 from audioguide.models import ToyFlow
+from audioguide.models.caption_verifier import CaptionVerifier
 from audioguide.models.codec_lm import CodecLM
 from audioguide.models.dit import DiT
 from audioguide.models.verifier import PhoneVerifier
@@ -29,7 +30,7 @@ CONDITIONERS: dict[str, type] = {
     "pretrained-text": PretrainedText,
 }
 MODELS: dict[str, type] = {"toy-flow": ToyFlow, "dit": DiT, "codec-lm": CodecLM}
-VERIFIERS: dict[str, type] = {"phones": PhoneVerifier}
+VERIFIERS: dict[str, type] = {"phones": PhoneVerifier, "caption": CaptionVerifier}
 SAMPLERS: dict[str, ContinuousSampler | TokenSampler] = {
     "euler": EULER,
     "heun": HEUN,

@@ -93,6 +93,26 @@ def load_encoder(source: str):
     return tokenizer, model
 
 
+@torch.no_grad()
+def frozen_states(source: str, texts: Sequence[str], max_length: int, pooled: bool = False) -> Encoded:
+    """The frozen encoder ``source``'s last hidden states ``[B, L, hidden]`` and attention mask of
+    ``texts`` (cut at ``max_length`` tokens); ``pooled``: their mask-weighted mean as one token
+    ``[B, 1, hidden]`` (sentence-transformers' pooling for MiniLM, Reimers & Gurevych 2019 §3).
+    Empty text is an error."""
+    for t in texts:
+        if not t.strip():
+            raise AudioguideError("text is empty")
+    tokenizer, encoder = load_encoder(source)
+    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    out = encoder(**batch).last_hidden_state
+    mask = batch["attention_mask"].bool()
+    if pooled:
+        m = mask.unsqueeze(-1).to(out.dtype)
+        out = ((out * m).sum(1) / m.sum(1).clamp_min(1.0))[:, None]
+        mask = torch.ones(out.shape[:2], dtype=torch.bool)
+    return Encoded(out, mask)
+
+
 @dataclass(frozen=True)
 class PretrainedTextConfig:
     source: str = DEFAULT_SOURCE
@@ -125,18 +145,7 @@ class PretrainedText(Conditioner):
     @torch.no_grad()
     def hidden_states(self, texts: Sequence[str]) -> Encoded:
         """The frozen encoder's last hidden states ``[B, L, hidden]`` and attention mask."""
-        for t in texts:
-            if not t.strip():
-                raise AudioguideError("text is empty")
-        tokenizer, encoder = self._frozen
-        batch = tokenizer(list(texts), padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt")
-        out = encoder(**batch).last_hidden_state
-        mask = batch["attention_mask"].bool()
-        if self.config.pooled:
-            m = mask.unsqueeze(-1).to(out.dtype)
-            out = ((out * m).sum(1) / m.sum(1).clamp_min(1.0))[:, None]
-            mask = torch.ones(out.shape[:2], dtype=torch.bool)
-        return Encoded(out, mask)
+        return frozen_states(self.config.source, texts, self.config.max_length, self.config.pooled)
 
     def check(self, inputs: Sequence[str]) -> None:
         """Empty text, or text the encoder would cut at ``max_length`` tokens, is an error (training

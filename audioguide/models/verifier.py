@@ -33,6 +33,7 @@ so that it hears both families' outputs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -83,6 +84,7 @@ class PhoneVerifier(nn.Module):
     """Per-frame phoneme-symbol logits from latents: ``z [B, C, T] -> [B, T, len(SYMBOLS)]``."""
 
     Config = VerifierConfig
+    reads: ClassVar[str] = "text"  # the input it judges samples against: the aligned phonemes of the text
 
     def __init__(self, config: VerifierConfig) -> None:
         super().__init__()

@@ -27,14 +27,16 @@ INPUT_FIELDS = ("text", "speaker", "caption", "style")
 @dataclass(frozen=True)
 class AudioBatch:
     """Padded waveforms ``[B, S]``, their lengths ``[B]``, the rows' inputs by field, the rows'
-    indices in the dataset and their per-token durations in samples (``phoneme_samples``; None
-    where a row has none, and for cropped clips)."""
+    indices in the dataset, their per-token durations in samples (``phoneme_samples``; None
+    where a row has none, and for cropped clips) and their class labels (the manifest's ``label``;
+    None where a row has none)."""
 
     wav: Tensor
     lengths: Tensor
     inputs: dict[str, list[str]]
     indices: tuple[int, ...] = ()
     alignments: tuple[list[int] | None, ...] = ()
+    labels: tuple[str | None, ...] = ()
 
     def frame_mask(self, hop: int, frames: int) -> Tensor:
         """``[B, frames]`` True where a latent frame covers real audio (``ceil(length / hop)``)."""
@@ -86,7 +88,8 @@ class AudioDataset:
             out[j, : len(c)] = c
         inputs = {f: [getattr(self.rows[i], f) or "" for i in indices] for f in INPUT_FIELDS}
         alignments = tuple(None if segment else self.rows[i].extra.get("phoneme_samples") for i in indices)
-        return AudioBatch(out, lengths, inputs, tuple(indices), alignments)
+        labels = tuple(_label(self.rows[i].extra.get("label")) for i in indices)
+        return AudioBatch(out, lengths, inputs, tuple(indices), alignments, labels)
 
     def weights(self, balance: float) -> Tensor | None:
         """Draw weight of every row, ``n_s ** -balance`` for a row of a speaker with ``n_s`` rows.
@@ -150,6 +153,11 @@ class AudioDataset:
             held = sums[width : width + n] - sums[:n]  # held[s]: weight of the window [s, s + width)
             start = int(torch.multinomial(held, 1, generator=generator))
         return self.by_length[(start + torch.arange(width)) % n]
+
+
+def _label(value: object) -> str | None:
+    """A row's class label as a string (None without one)."""
+    return None if value is None else str(value)
 
 
 def weighted_draw(w: Tensor, k: int, generator: torch.Generator) -> Tensor:

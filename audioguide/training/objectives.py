@@ -19,6 +19,9 @@ frozen representation that encodes the batches is held as a function, not as a s
   guided prediction into a model that takes the guidance scale as an input.
 * :class:`VerifierObjective` (``target = "verifier"``): frame-symbol cross-entropy of the content
   verifier (:mod:`audioguide.models.verifier`) against the corpus's teacher alignments.
+* :class:`CaptionVerifierObjective` (``target = "verifier"``, ``[verifier] type = "caption"``):
+  symmetric InfoNCE of the caption verifier (:mod:`audioguide.models.caption_verifier`) between
+  clips and their captions, same-class pairs masked.
 
 A model with a frame-aligned condition (``model.aligned``) also learns its duration predictor and
 content prior against the teacher durations of the rows' ``phoneme_samples``. Every random draw
@@ -47,6 +50,7 @@ Logs = dict[str, float]
 
 __all__ = [
     "AutoencoderObjective",
+    "CaptionVerifierObjective",
     "CodecLMObjective",
     "DiffusionObjective",
     "DistillObjective",
@@ -369,6 +373,47 @@ class VerifierObjective(Objective):
         return verifier_loss(self.module, z, ids.to(z.device), durations.to(z.device), mask)
 
 
+class CaptionVerifierObjective(Objective):
+    """The caption verifier against the corpus's captions: symmetric InfoNCE over the batch, pairs
+    of different rows with one class label masked (neither positive nor negative; rows without a
+    ``label`` are grouped by identical caption), see :func:`audioguide.models.caption_verifier.caption_loss`.
+    Each row is noised along the flow path with probability ``noised``, ``z_t = (1 - t) z + t eps``,
+    ``t ~ U(0, 1)`` (what dynamic guidance shows it mid-sampling), from the explicit generator.
+    The frozen text encoder runs once per row (its pooled states are kept). A verifier run always
+    starts from the seeded initialisation."""
+
+    noised = 0.5
+
+    def __init__(self, recipe: Recipe, representation: nn.Module, encoded: EncodedClips) -> None:
+        from audioguide.registry import VERIFIERS
+
+        spec = recipe.verifier
+        with torch.random.fork_rng(devices=[]):  # seeded from the config, the caller's RNG untouched
+            verifier = VERIFIERS[spec.type](spec.config)
+        super().__init__(verifier)
+        self.encoded = encoded  # a plain function, not a submodule: only the verifier is trained
+        self.states: dict[int, Tensor] = {}  # the frozen encoder's pooled states per row
+
+    def forward(self, batch, generator, step):
+        from audioguide.models.caption_verifier import caption_loss
+
+        z, mask = self.encoded(batch)
+        B = z.shape[0]
+        t = torch.rand(B, generator=generator) * (torch.rand(B, generator=generator) < self.noised)
+        noise = torch.randn(z.shape, generator=generator).to(z.device, z.dtype)
+        t = t.to(z.device, z.dtype).view(B, 1, 1)
+        z = (1 - t) * z + t * noise
+        indices = batch.indices or tuple(range(-B, 0))  # rows without indices: encoded afresh
+        new = [(i, c) for i, c in dict(zip(indices, batch.inputs["caption"])).items() if i not in self.states or i < 0]
+        if new:
+            states = self.module.text_states([c for _, c in new])
+            self.states.update({i: s for (i, _), s in zip(new, states)})
+        text = torch.stack([self.states[i] for i in indices]).to(z.device)
+        labels = batch.labels or (None,) * B
+        groups = [("label", lab) if lab is not None else ("caption", cap) for lab, cap in zip(labels, batch.inputs["caption"])]
+        return caption_loss(self.module, z, mask, text, groups)
+
+
 # ---------------------------------------------------------------------------------------------
 # From a recipe
 # ---------------------------------------------------------------------------------------------
@@ -391,7 +436,8 @@ def make_objective(
     crops, hop = cfg.segment_seconds > 0, representation.hop
 
     if cfg.target == "verifier":
-        return VerifierObjective(recipe, representation, EncodedClips(representation.encode, hop, crops))
+        verifier = CaptionVerifierObjective if recipe.verifier.type == "caption" else VerifierObjective
+        return verifier(recipe, representation, EncodedClips(representation.encode, hop, crops))
     if model.kind == "tokens" and cfg.cca is not None:  # guidance-free fine-tuning (audioguide.training.cca)
         from audioguide.training.cca import CCAObjective
 
@@ -415,7 +461,8 @@ def check_training_recipe(recipe: Recipe) -> None:
 
     cfg, where = recipe.train, f"{recipe.source}: [train]"
     if cfg.target == "verifier" and cfg.segment_seconds > 0:
-        raise RecipeError(f"{where}: a verifier learns from whole aligned clips; segment_seconds must be 0")
+        whole = "whole clips, which their captions describe" if recipe.verifier.type == "caption" else "whole aligned clips"
+        raise RecipeError(f"{where}: a verifier learns from {whole}; segment_seconds must be 0")
     if cfg.target != "model":
         return
     dropped = {name for name, p in cfg.dropout if p > 0} if cfg.dropout_all == 0 else set(recipe.condition_names)

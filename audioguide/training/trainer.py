@@ -1,9 +1,10 @@
 """``audioguide train``: one seeded, resumable training loop for every family.
 
 What is trained, and its loss, follow from the recipe (:mod:`audioguide.training.objectives`):
-our autoencoder (``[train] target = "representation"``), the content verifier (``target =
-"verifier"``), a codec language model (next-token cross-entropy on the representation's tokens) or
-a continuous generator (flow matching, mean flows or discrete-time diffusion on its latents).
+our autoencoder (``[train] target = "representation"``), a verifier (``target = "verifier"``: the
+phoneme content verifier, or the caption verifier of sounds), a codec language model (next-token
+cross-entropy on the representation's tokens) or a continuous generator (flow matching, mean flows
+or discrete-time diffusion on its latents).
 
 The loop, in order, per step: draw a batch from the explicit generator; compute the objective
 (conditions dropped for CFG); backward; clip; AdamW step; step the LR schedule (a
@@ -47,6 +48,7 @@ from audioguide.audio import write_wav
 from audioguide.core import AudioguideError
 from audioguide.manifest import read_manifest
 from audioguide.recipes import Recipe
+from audioguide.registry import VERIFIERS
 from audioguide.train_config import TrainConfig
 from audioguide.training.data import AudioDataset, check_rows, split_holdout
 from audioguide.training.objectives import check_training_recipe, make_objective
@@ -233,7 +235,8 @@ def train(
     objective.to(device).train()
 
     rows = read_manifest(manifest)
-    if cfg.target == "verifier" or (cfg.target == "model" and model.aligned):  # rows without teacher durations cannot train it
+    reads = VERIFIERS[recipe.verifier.type].reads if cfg.target == "verifier" else None  # the verifier's input
+    if reads == "text" or (cfg.target == "model" and model.aligned):  # rows without teacher durations cannot train it
         aligned = [r for r in rows if r.extra.get("phoneme_samples")]
         if not aligned:
             raise AudioguideError(f"no row of {manifest} has phoneme_samples, which the aligned condition needs")
@@ -241,7 +244,7 @@ def train(
             log(0, {"rows_without_durations_skipped": float(len(rows) - len(aligned))})
         rows = aligned
     train_rows, val_rows = split_holdout(rows, cfg.validation, cfg.seed)
-    needs = {"representation": [], "verifier": ["text"]}.get(cfg.target, list(model.conditioners) if model else [])
+    needs = {"representation": [], "verifier": [reads]}.get(cfg.target, list(model.conditioners) if model else [])
     check_rows(val_rows, needs)
     data = AudioDataset(train_rows, representation.sample_rate, needs)
 
