@@ -28,6 +28,10 @@ python scripts/ship_weights.py "$work/runs/autoencoder-sound/model.safetensors" 
   --calibrate "$corpus/train.jsonl"
 audioguide train sound --data "$corpus/train.jsonl" -o "$work/runs/sound" --device "$device" --threads 2 --from-scratch
 python scripts/ship_weights.py "$work/runs/sound/model.safetensors" audioguide/weights/sound.safetensors
+# the caption verifier (sound-dynamic's evaluator, t2a best-of-N): 2600 steps, ~11 min on one thread
+audioguide train verifier-sound --data "$corpus/train.jsonl" -o "$work/runs/verifier-sound" --device "$device" --threads 2
+python scripts/ship_weights.py "$work/runs/verifier-sound/model.safetensors" audioguide/weights/verifier-sound.safetensors
+python scripts/caption_retrieval.py --data "$corpus/held_out.jsonl"
 audioguide eval sounds --data "$corpus/train.jsonl" --held-out "$corpus/held_out.jsonl" -o "$work/sounds.safetensors"
 audioguide eval t2a sound --data "$corpus/held_out.jsonl" --classifier "$work/sounds.safetensors" --per-class 10 \
   --cfg 1,3,5,8 --rescale 0,0.7 --steps 1,8 --report benchmarks/results/sound_eval.md
