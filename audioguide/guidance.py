@@ -500,6 +500,7 @@ class Guider:
     logits: ClassVar[bool] = False
     frame_local: ClassVar[bool] = False  # True: no hook reduces over frames (a row's padding cannot change it)
     needs: ClassVar[str | None] = None  # the evaluator it takes per generation (:meth:`bind`), e.g. "verifier"
+    takes: ClassVar[str | None] = None  # what :meth:`bind` wants, for its error message
 
     def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -586,8 +587,14 @@ class Guider:
     def bind(self, evaluator: Callable[..., Any]) -> Guider:
         """This guider with the evaluator it ``needs`` for one generation (feedback guiders: a
         cheap judge of the current estimate, built by the pipeline for the pieces being drawn);
-        a copy, the policy's own guider stays unbound."""
-        raise GuidanceError(f"{self.key} takes no evaluator")
+        a copy, the policy's own guider stays unbound, with ``evaluator`` set."""
+        if self.needs is None:
+            raise GuidanceError(f"{self.key} takes no evaluator")
+        if not callable(evaluator):
+            raise GuidanceError(f"{self.takes or f'{self.key} takes a callable evaluator'}, got {evaluator!r}")
+        bound = dataclasses.replace(self)
+        object.__setattr__(bound, "evaluator", evaluator)
+        return bound
 
 
 def _overrides(g: Guider, hook: str) -> bool:
@@ -996,6 +1003,7 @@ class Dynamic(Guider, name="dynamic"):
     condition: str | None = None
     evaluator: Evaluator | None = field(default=None, init=False, compare=False, repr=False)
     needs: ClassVar[str | None] = "verifier"
+    takes: ClassVar[str | None] = "dynamic guidance takes an evaluator(estimates, rows) -> scores"
 
     def __post_init__(self) -> None:
         scales = self.scales
@@ -1006,13 +1014,6 @@ class Dynamic(Guider, name="dynamic"):
         object.__setattr__(self, "scales", tuple(sorted({float(s) for s in scales})))
         if self.condition is not None and (not isinstance(self.condition, str) or not self.condition):
             raise GuidanceError(f"dynamic condition must be a condition's name, got {self.condition!r}")
-
-    def bind(self, evaluator: Callable[..., Any]) -> Dynamic:
-        if not callable(evaluator):
-            raise GuidanceError(f"dynamic guidance takes an evaluator(estimates, rows) -> scores, got {evaluator!r}")
-        bound = dataclasses.replace(self)
-        object.__setattr__(bound, "evaluator", evaluator)
-        return bound
 
     def check(self, kind: str, cfgpp: bool = False, mean_flow: bool = False) -> None:
         super().check(kind, cfgpp, mean_flow)
@@ -1146,6 +1147,7 @@ class GeDi(Guider, name="gedi"):
     evaluator: TokenJudge | None = field(default=None, init=False, compare=False, repr=False)
     logits: ClassVar[bool] = True
     needs: ClassVar[str | None] = "verifier"
+    takes: ClassVar[str | None] = "gedi takes a judge(context, candidates) -> log-posteriors"
 
     def __post_init__(self) -> None:
         if isinstance(self.weight, bool) or not isinstance(self.weight, int | float) or not (math.isfinite(self.weight) and self.weight >= 0):
@@ -1156,13 +1158,6 @@ class GeDi(Guider, name="gedi"):
     def check(self, kind: str, cfgpp: bool = False, mean_flow: bool = False) -> None:
         if kind != "tokens":
             raise GuidanceError(f"gedi rescores a codec LM's candidate tokens; it does not apply to a {kind!r} model")
-
-    def bind(self, evaluator: Callable[..., Any]) -> GeDi:
-        if not callable(evaluator):
-            raise GuidanceError(f"gedi takes a judge(context, candidates) -> log-posteriors, got {evaluator!r}")
-        bound = dataclasses.replace(self)
-        object.__setattr__(bound, "evaluator", evaluator)
-        return bound
 
     def refine_step(
         self, guided: Tensor, branches: Mapping[frozenset[str], Tensor], context: TokenStep | None

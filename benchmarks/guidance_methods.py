@@ -333,6 +333,18 @@ def write_report(task, methods, results, args) -> str:
     return "\n".join(lines)
 
 
+def cached(cache: Path, label: str) -> Path:
+    """A method's result file in the cache."""
+    return cache / (label.replace(" ", "_").replace("/", "-") + ".json")
+
+
+def save(path: Path, result: dict) -> None:
+    """Write a method's result atomically (an interrupted run leaves the old file or none)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("task", choices=("speech", "sound"))
@@ -375,7 +387,7 @@ def main() -> None:
     cache.mkdir(parents=True, exist_ok=True)
     results = {}
     for label, what, rec in methods:
-        path = cache / (label.replace(" ", "_").replace("/", "-") + ".json")
+        path = cached(cache, label)
         if path.exists():
             results[label] = json.loads(path.read_text())
             continue
@@ -389,9 +401,7 @@ def main() -> None:
             out = run_method(args.task, label, rec, args, rows, clf)
         except (RecipeError, ValueError) as e:
             out = {"refused": str(e).splitlines()[0]}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out))
-        os.replace(tmp, path)
+        save(path, out)
         results[label] = out
         print(f"[{time.strftime('%H:%M:%S')}] {label} done", file=sys.stderr, flush=True)
     if args.speed_rounds:
@@ -399,10 +409,7 @@ def main() -> None:
         speed = measure_speed(args.task, ran, rows, args.speed_rounds, args.speed_items)
         for label, rtf in speed.items():
             results[label]["rtf_median"] = rtf
-            path = cache / (label.replace(" ", "_").replace("/", "-") + ".json")
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(results[label]))
-            os.replace(tmp, path)
+            save(cached(cache, label), results[label])
     if "default" not in results or "refused" in results["default"]:
         sys.exit("error: the default did not run")
     table = write_report(args.task, methods, results, args)
