@@ -272,6 +272,18 @@ def write_wav(path: str | Path, waveform: np.ndarray, sample_rate: int) -> Path:
     return write_bytes(path, data)
 
 
+def mix_scene(foreground: np.ndarray, background: np.ndarray, gain_db: float) -> np.ndarray:
+    """A two-source scene as long as the foreground: the background looped or cut to it, its RMS
+    ``gain_db`` relative to the foreground's, the sum peaking at the foreground's peak (at least 0.1,
+    at most 0.9); float32."""
+    fg = np.asarray(foreground, dtype=np.float64).reshape(-1)
+    bg = np.resize(np.asarray(background, dtype=np.float64).reshape(-1), fg.shape)
+    rms_fg, rms_bg = float(np.sqrt(np.mean(fg**2))) + 1e-9, float(np.sqrt(np.mean(bg**2))) + 1e-9
+    out = fg + bg * (rms_fg / rms_bg) * 10 ** (gain_db / 20)
+    target = min(max(float(np.abs(fg).max()), 0.1), 0.9)
+    return (out / max(float(np.abs(out).max()), 1e-6) * target).astype(np.float32)
+
+
 def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Read an audio file as mono float32, resampled to ``sample_rate`` when given."""
     import soundfile as sf

@@ -547,16 +547,20 @@ def data_sound(
     speech_clips: Annotated[int, typer.Option("--speech-clips", min=0, help="Training speech snippets.")] = 300,
     seconds: Annotated[float, typer.Option("--seconds", min=1.0, max=30.0, help="Length of a music piece.")] = 4.0,
     captions: Annotated[int, typer.Option("--captions", min=1, help="Captions per training effect file.")] = 4,
+    procedural: Annotated[int, typer.Option("--procedural", min=0, help="Training clips per procedural class (rain, sirens, ...; a quarter as many held out).")] = 0,
+    mixtures: Annotated[int, typer.Option("--mixtures", min=0, help="Two-source training scenes (a quarter as many held out).")] = 0,
+    soundfont_effects: Annotated[int, typer.Option("--soundfont-effects", min=0, help="Training scenes per class and soundfont from the soundfonts' effect samples (bells, surf, birds, helicopter, applause).")] = 0,
     seed: SeedOpt = 0,
 ) -> None:
-    """Build a captioned sound corpus: real effects from Debian packages, FluidSynth music, speech snippets; resumable."""
+    """Build a captioned sound corpus: real effects from Debian packages, procedural everyday sounds, FluidSynth music, speech snippets, two-source scenes; resumable."""
     from audioguide.corpus.sound import build_sound_corpus
 
     with _user_errors(), _progress() as progress:
         bar = progress.add_task("rendering", total=None)
         paths = build_sound_corpus(
             out_dir, music, seed, speech, seconds, captions, speech_clips=speech_clips,
-            on_item=lambda i, n: progress.update(bar, completed=i, total=n),
+            on_item=lambda i, n: progress.update(bar, completed=i, total=n), procedural=procedural, mixtures=mixtures,
+            soundfont_effects=soundfont_effects,
         )
     for split, path in paths.items():
         typer.echo(f"{split}: {path}", err=True)
@@ -764,24 +768,48 @@ def eval_sounds(
     held_out: Annotated[Path, typer.Option("--held-out", help="Held-out manifest of real clips: the classifier's accuracy on it is printed.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Classifier .safetensors to write.")] = Path("sound-classifier.safetensors"),
     per_class: Annotated[Optional[int], typer.Option("--per-class", min=1, help="At most this many training clips per class (default: all).")] = None,
+    features: Annotated[str, typer.Option("--features", help="Feature set: scene (log-mel stats + modulation spectrum, librosa) or logmel-stats (the judge of earlier reports).")] = "scene",
+    by_source: Annotated[bool, typer.Option("--by-source/--no-by-source", help="Also measure accuracy on sources held out of training (3 folds).")] = True,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
 ) -> None:
     """Train the sound-class judge on real clips (never generated audio) and report its held-out accuracy."""
-    from audioguide.evaluation.sound import clip_rows, held_out_accuracy, train_sound_classifier
+    from audioguide.core import AudioguideError
+    from audioguide.evaluation.classifier import FEATURE_SETS, file_features
+    from audioguide.evaluation.sound import clip_rows, held_out_accuracy, row_labels, source_holdout, train_sound_classifier
 
     with _user_errors():
+        if features not in FEATURE_SETS:
+            raise AudioguideError(f"--features must be one of {', '.join(FEATURE_SETS)}, got {features!r}")
         train_rows, held_rows = _judge_inputs(data, held_out, output, threads)
         shared = {r.audio.resolve() for r in clip_rows(train_rows)} & {r.audio.resolve() for r in clip_rows(held_rows)}
         with _progress() as progress:
             bar = progress.add_task("features (train)", total=None)
-            clf = train_sound_classifier(train_rows, seed, per_class=per_class,
-                                         on_item=lambda i, n: progress.update(bar, completed=i, total=n))
+            chosen = clip_rows(train_rows, per_class)
+            feats = file_features([r.audio for r in chosen], lambda i, n: progress.update(bar, completed=i, total=n), features)
+            clf = train_sound_classifier(train_rows, seed, per_class=per_class, feature_set=features, feats=feats)
             bar = progress.add_task("features (held out)", total=None)
             acc = held_out_accuracy(clf, held_rows, on_item=lambda i, n: progress.update(bar, completed=i, total=n))
         clf.config["held_out_accuracy"] = acc.overall
+        holdout = None
+        if by_source:
+            if per_class is None:
+                holdout = source_holdout(train_rows, seed, feature_set=features, feats=feats[[i for i, r in enumerate(chosen) if len(row_labels(r)) == 1]])
+            else:
+                holdout = source_holdout(train_rows, seed, feature_set=features)
+            clf.config["source_holdout_accuracy"] = holdout.overall
+        if acc.mixtures is not None:
+            clf.config["mixture_accuracy"] = acc.mixtures[0]
         clf.save(output)
         _echo_judge("sound classifier", clf, acc.overall, acc.items, acc.per_class, "class", "clips")
+        if acc.mixtures is not None:
+            typer.echo(f"two-source scenes, both classes in the top 2: {100 * acc.mixtures[0]:.1f} % ({acc.mixtures[1]} scenes)")
+        if holdout is not None:
+            typer.echo(f"held out by source (3 folds, classes with 2+ sources): {100 * holdout.overall:.1f} % ({holdout.items} clips)")
+            for name, (a, n, k) in holdout.per_class.items():
+                typer.echo(f"  {name:24s} {100 * a:5.1f} % of {n} ({k} sources)")
+            if holdout.single_source:
+                typer.echo(f"  one source only (not measurable): {', '.join(holdout.single_source)}")
         if shared:
             typer.secho(f"warning: {len(shared)} held-out clip(s) are also training clips: the held-out accuracy is optimistic.",
                         fg=typer.colors.YELLOW, err=True)

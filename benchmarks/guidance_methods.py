@@ -232,7 +232,7 @@ def run_method(task, label, recipe, args, rows, clf):
 
         rep = evaluate_t2a(pipe, rows, clf, [(label, {})], seed=0, per_class=args.per_class)
         res = rep.results[0]
-        items = [{"id": it.row_id, "hit": float(it.predicted == it.label), "seconds": it.seconds, "synth": it.synthesis_seconds}
+        items = [{"id": it.row_id, "hit": float(it.hit), "seconds": it.seconds, "synth": it.synthesis_seconds}
                  for it in res.items]
         clips = len(items) + 1
         out = {"items": items, "fd": res.fd}

@@ -18,7 +18,7 @@ from audioguide.audio import write_wav
 from audioguide.checkpoints import save_checkpoint
 from audioguide.cli import app
 from audioguide.core import Audio, AudioguideError
-from audioguide.evaluation.classifier import ClipClassifier, TrainConfig, features, fit
+from audioguide.evaluation.classifier import N_SCENE_FEATURES, ClipClassifier, TrainConfig, features, fit
 from audioguide.evaluation.sound import (
     DEFAULT_LABEL,
     REAL_LABEL,
@@ -106,9 +106,10 @@ def test_sound_classifier_separates_classes_and_round_trips(corpus, tmp_path):
     path = clf.save(tmp_path / "sounds.safetensors")
     loaded = load_sound_classifier(path)
     clips = [synthetic_sound(c, rng) for c in truth]
-    feats = features(clips, SR)
+    feats = features(clips, SR, clf.feature_set)
     assert loaded.labels == clf.labels and loaded.kind == "sound-classifier" and loaded.predict(clips, SR) == clf.predict(clips, SR)
-    assert loaded.embed(feats).shape == (12, 128) and torch.equal(loaded.embed(feats), clf.embed(feats))
+    assert loaded.feature_set == "scene" and feats.shape[1] == N_SCENE_FEATURES
+    assert loaded.embed(feats).shape == (12, 256) and torch.equal(loaded.embed(feats), clf.embed(feats))
     with pytest.raises(AudioguideError, match="not a speaker classifier"):
         SpeakerClassifier.load(path)
     with pytest.raises(AudioguideError, match="at least two classes"):
@@ -339,3 +340,166 @@ def test_cli_eval_t2a_on_a_recipe_without_a_generator_is_a_one_line_error(tmp_pa
                                    "--classifier", str(tmp_path / "c.safetensors")])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "error:" in res.output and "no generator" in res.output
+
+
+# -- the stronger judge: scene features, multi-label, held out by source -------------------------
+
+
+def _clicks(rate: float, seconds: float = 4.0, sr: int = SR) -> np.ndarray:
+    x = np.zeros(int(seconds * sr), dtype=np.float32)
+    rng = np.random.default_rng(0)
+    for t in np.arange(0.05, seconds, 1 / rate):
+        i = int(t * sr)
+        x[i : i + 80] += (rng.standard_normal(80) * np.exp(-np.arange(80) / 15)).astype(np.float32)
+    return x
+
+
+def test_scene_features_see_rhythm_that_summary_statistics_miss():
+    """Two click trains with the same clicks at 1.2 and 6 a second: the modulation spectrum peaks
+    at each rate; the features are finite, of fixed size, and independent of the clip's level."""
+    from audioguide.evaluation.classifier import MOD_BANDS, MOD_EDGES, N_MELS, scene_features
+
+    slow, fast = scene_features(_clicks(1.2), SR), scene_features(_clicks(6.0), SR)
+    assert slow.shape == fast.shape == (N_SCENE_FEATURES,) and np.isfinite(slow).all() and np.isfinite(fast).all()
+    n_bins = len(MOD_EDGES) - 1
+    start = 6 * N_MELS
+    mod = lambda f: f[start : start + MOD_BANDS * n_bins].reshape(MOD_BANDS, n_bins).mean(0)  # noqa: E731
+    centres = np.sqrt(MOD_EDGES[:-1] * MOD_EDGES[1:])
+    assert abs(np.log(centres[mod(slow).argmax()] / 1.2)) < np.log(2.2)
+    assert abs(np.log(centres[mod(fast).argmax()] / 6.0)) < np.log(2.2)
+    quiet = scene_features(0.1 * _clicks(6.0), SR)  # level-free (up to the flatness floor's epsilon)
+    assert np.allclose(quiet[:-4], fast[:-4], atol=1e-3) and np.allclose(quiet[-4:], fast[-4:], atol=0.1)
+    assert scene_features(np.zeros(10, np.float32), SR).shape == (N_SCENE_FEATURES,)  # tiny clips pad
+
+
+def test_multi_label_judge_names_both_sources_of_a_scene():
+    from audioguide.audio import mix_scene
+
+    rng = np.random.default_rng(0)
+    labels, clips = [], []
+    for _ in range(10):
+        for c in KINDS:
+            clips.append(synthetic_sound(c, rng, 1.0))
+            labels.append((c,))
+    pairs = [("tone", "noise"), ("chirp", "tone"), ("noise", "chirp")]
+    for _ in range(6):
+        for a, b in pairs:
+            clips.append(mix_scene(synthetic_sound(a, rng, 1.0), synthetic_sound(b, rng, 1.0), -3.0))
+            labels.append((a, b))
+    feats = features(clips, SR, "scene")
+    clf = fit(feats, labels, 0, TrainConfig(64, 300, 1e-2, 1e-3), "sound-classifier", "scene")
+    assert clf.config["multi_label"] is True and clf.config["feature_set"] == "scene"
+    test = [mix_scene(synthetic_sound(a, rng, 1.0), synthetic_sound(b, rng, 1.0), -3.0) for a, b in pairs for _ in range(3)]
+    top = clf.top_features(features(test, SR, "scene"), 2)
+    truth = [p for p in pairs for _ in range(3)]
+    assert np.mean([set(t) == set(p) for t, p in zip(top, truth)]) >= 0.7
+    single = clf.predict([synthetic_sound(c, rng, 1.0) for c in KINDS], SR)
+    assert single == list(KINDS)
+
+
+def test_held_out_accuracy_scores_scenes_by_both_classes(corpus, tmp_path):
+    root, train, held, clf = corpus
+    from audioguide.audio import mix_scene, read_audio
+
+    rows = read_manifest(held)
+    a, b = rows[0], rows[-1]  # a tone and a noise clip
+    wav = mix_scene(read_audio(a.audio)[0], read_audio(b.audio)[0], -3.0)
+    write_wav(root / "scene.wav", wav, SR)
+    write_manifest(tmp_path / "mixed.jsonl", [
+        *({"id": r.id, "audio": str(r.audio), "caption": r.caption, "label": r.extra["label"]} for r in rows),
+        {"id": "scene", "audio": str(root / "scene.wav"), "caption": "both", "label": a.extra["label"], "labels": [a.extra["label"], b.extra["label"]]},
+    ])
+    acc = held_out_accuracy(clf, read_manifest(tmp_path / "mixed.jsonl"))
+    assert acc.items == 12 and acc.mixtures is not None and acc.mixtures[1] == 1  # the scene is scored apart
+    top2 = set(clf.top_features(features([wav], SR, clf.feature_set), 2)[0])
+    assert acc.mixtures[0] == float({a.extra["label"], b.extra["label"]} <= top2)
+
+
+def test_source_holdout_tests_each_class_on_a_source_it_never_saw(tmp_path):
+    """Two sources per class: tones and chirps at different registers, noise white or low-passed.
+    A judge trained on one source of each class is tested on the other; a class whose sources do
+    not resemble each other fails there even though it is easy within a source."""
+    from audioguide.evaluation.sound import source_holdout
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for label in KINDS:
+        for source in ("s0", "s1"):
+            for i in range(6):
+                wav = synthetic_sound(label, rng, 0.6)
+                if label == "noise" and source == "s1":
+                    wav = np.convolve(wav, np.ones(40) / 40, "same").astype(np.float32)  # another "recording chain"
+                path = tmp_path / f"{label}-{source}-{i}.wav"
+                write_wav(path, wav, SR)
+                rows.append({"id": path.stem, "audio": str(path), "caption": label, "label": label, "source": source})
+    write_wav(tmp_path / "lonely.wav", synthetic_sound("tone", rng, 0.6) * 0 + 0.01 * rng.standard_normal(9600).astype(np.float32), SR)
+    rows.append({"id": "lonely", "audio": str(tmp_path / "lonely.wav"), "caption": "x", "label": "lonely", "source": "only"})
+    write_manifest(tmp_path / "rows.jsonl", rows)
+    result = source_holdout(read_manifest(tmp_path / "rows.jsonl"), seed=0, folds=2)
+    assert set(result.per_class) == {"tone", "chirp", "noise"} and result.single_source == ("lonely",)
+    assert all(n == 12 and k == 2 for _, n, k in result.per_class.values())  # each fold holds out one source's 6 clips
+    assert result.items == 36 and result.overall == pytest.approx(np.mean([a for a, _, _ in result.per_class.values()]))
+    assert result.per_class["tone"][0] >= 0.8 and result.per_class["chirp"][0] >= 0.8
+
+
+def test_eval_sounds_cli_reports_scenes_and_sources(tmp_path):
+    rng = np.random.default_rng(1)
+    from audioguide.audio import mix_scene
+
+    rows, held = [], []
+    for split, n in (("train", 6), ("held", 3)):
+        for label in KINDS:
+            for source in ("s0", "s1"):
+                for i in range(n):
+                    path = tmp_path / f"{split}-{label}-{source}-{i}.wav"
+                    write_wav(path, synthetic_sound(label, rng), SR)
+                    (rows if split == "train" else held).append({"id": path.stem, "audio": path.name, "caption": label, "label": label, "source": source})
+    scene = tmp_path / "scene.wav"
+    write_wav(scene, mix_scene(synthetic_sound("tone", rng), synthetic_sound("noise", rng), -3.0), SR)
+    held.append({"id": "scene", "audio": scene.name, "caption": "both", "label": "tone", "labels": ["tone", "noise"]})
+    write_manifest(tmp_path / "train.jsonl", rows)
+    write_manifest(tmp_path / "held.jsonl", held)
+    out = tmp_path / "judge.safetensors"
+    res = runner.invoke(app, ["eval", "sounds", "--data", str(tmp_path / "train.jsonl"), "--held-out", str(tmp_path / "held.jsonl"), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "two-source scenes, both classes in the top 2" in res.output and "(1 scenes)" in res.output
+    assert "held out by source (3 folds" in res.output and "(2 sources)" in res.output
+    judge = load_sound_classifier(out)
+    assert judge.feature_set == "scene" and 0 <= judge.config["source_holdout_accuracy"] <= 1 and "mixture_accuracy" in judge.config
+    res = runner.invoke(app, ["eval", "sounds", "--data", str(tmp_path / "train.jsonl"), "--held-out", str(tmp_path / "held.jsonl"), "-o", str(out),
+                              "--features", "mfcc"])
+    assert res.exit_code == 2 and "--features must be one of" in res.output
+
+
+def test_evaluate_t2a_scores_two_source_scenes_by_both_classes(corpus, tmp_path):
+    """A scene row ('a tone and a chirp') is a hit only when both its classes are the judge's top 2;
+    scenes get their own column and stay out of single-source adherence and the per-class table."""
+    clf = corpus[3]
+
+    class ScenePipe(StubPipe):
+        def __call__(self, texts, *, seed, cfg=None, rescale=None, steps=None, seconds=None):
+            if "and" not in texts[0]:
+                return super().__call__(texts, seed=seed, cfg=cfg, rescale=rescale, steps=steps, seconds=seconds)
+            from audioguide.audio import mix_scene
+
+            rng = np.random.default_rng(seed)
+            if (cfg if cfg is not None else 5.0) <= 1:  # unguided: noise, so at most one of the two is in the top 2
+                return Audio((synthetic_sound("noise", rng, seconds),), SR)
+            return Audio((mix_scene(synthetic_sound("tone", rng, seconds), synthetic_sound("chirp", rng, seconds), -2.0),), SR)
+
+    rows = [r for r in stub_rows(tmp_path) if r.extra.get("label")][:3]
+    write_manifest(tmp_path / "scene.jsonl", [
+        *({"id": r.id, "audio": str(r.audio), "caption": r.caption, "label": r.extra["label"], "kind": r.extra["kind"]} for r in rows),
+        {"id": "scene", "audio": str(rows[0].audio), "caption": "a steady tone and a rising chirp", "label": "tone",
+         "labels": ["tone", "chirp"], "kind": "mixture", "duration": 0.5},
+    ])
+    pipe = ScenePipe()
+    report = evaluate_t2a(pipe, read_manifest(tmp_path / "scene.jsonl"), clf, sweep_settings(pipe.recipe, cfg=[1.0]), seed=3)
+    default, unguided = report.results
+    scene_items = [it for it in default.items if it.kind == "mixture"]
+    assert len(scene_items) == 1 and scene_items[0].labels == ("tone", "chirp") and len(scene_items[0].top) == 2
+    assert default.adherence(kind="mixture") == float(set(scene_items[0].top) == {"tone", "chirp"})
+    assert unguided.items[-1].top[0] == "noise" and unguided.adherence(kind="mixture") == 0.0
+    assert default.adherence() == pytest.approx(np.mean([it.hit for it in default.items if it.kind != "mixture"]))
+    text = report.markdown()
+    assert "two-source scenes (both in top 2)" in text and "| mixture |" not in text

@@ -200,9 +200,24 @@ def test_unseen_phrases_avoid_every_word_that_singles_out_a_class_in_training():
         vocab[cls] = set().union(*(_words(effect_caption(e, cls, rng, held_out=False)) for e in effects for _ in range(20)))
     for gender, label in sound.SPEECH_LABEL.items():
         vocab[label] = set().union(*(_words(p) for p in SPEECH_PHRASES[gender])) | _words(" ".join(TRAIN_TEMPLATES))
+    from audioguide.corpus.procedural import SYNTHS, synthesize
+
+    for cls, synths in SYNTHS.items():  # every source's descriptions, as short draws make them
+        vocab[cls] = set().union(*(_words(synthesize(cls, name, np.random.default_rng(k), 0.3)[1]) for name in synths for k in range(12)))
+    for spec in sound.CURATED.values():  # curated packages' words (every surface a step pattern names)
+        for pattern, cls, words, _ in spec.rules:
+            names = re.findall(r"\(([a-z|]+)\)", pattern.lower())
+            for name in (names[0].split("|") if names else [""]):
+                if cls:
+                    vocab.setdefault(cls, set()).update(_words(words.format(name=sound.SURFACE_WORDS.get(name, name))))
+    for cls, (_, _, phrases) in sound.SOUNDFONT_EFFECTS.items():
+        vocab[cls] |= set().union(*(_words(p) for p in phrases))
+    scene_words = {w for share, peak, adjectives, suffixes in sound.SCENES for w in _words(" ".join(adjectives + suffixes))}
+    for cls in SYNTHS:  # procedural clips may be quiet, loud or distant
+        vocab[cls] |= scene_words
     assert set(UNSEEN_PHRASES) == set(vocab)  # every class has unseen phrasings
     specific = {c: vocab[c] - set().union(*(vocab[o] for o in vocab if o != c)) for c in vocab}
-    assert {"cello", "barking", "man", "striking"} <= set().union(*specific.values())  # the check has teeth
+    assert {"cello", "barking", "striking", "siren"} <= set().union(*specific.values())  # the check has teeth
     for cls, phrases in UNSEEN_PHRASES.items():
         for phrase in phrases:
             clash = {c: _words(phrase) & words for c, words in specific.items() if _words(phrase) & words}
@@ -239,3 +254,104 @@ def test_midi_pieces_leave_no_note_sounding_into_the_next_piece():
         assert not sounding, (end, sounding)
     # the note cut by the piece's end (starts at 2 s, asked for 5 s) still plays, up to the cut
     assert sum(1 for _, m in msgs if m.type == "note_on" and m.note == 62) == len(pieces)
+
+
+def test_procedural_classes_and_mixtures_build_resume_and_keep_splits_apart(tmp_path, fake_sources):
+    paths = build_sound_corpus(tmp_path / "p", music=0, seed=0, sources=("fake",), procedural=3, mixtures=8,
+                               classes=("rain", "siren", "clock"), procedural_seconds=(1.0, 2.0))
+    train, held = read_manifest(paths["train"]), read_manifest(paths["held_out"])
+    proc_rows = [r for r in train if r.extra["kind"] == "procedural"]
+    assert {r.extra["label"] for r in proc_rows} == {"rain", "siren", "clock"}
+    assert all(r.extra["source"].startswith("procedural:") and r.extra["licence"] for r in proc_rows)
+    assert all(1.0 <= r.duration <= 2.0 and r.duration * 2 == int(r.duration * 2) for r in proc_rows)
+    for cls in ("rain", "siren", "clock"):  # every source of a class in turn, train and held out
+        assert len({r.extra["source"] for r in proc_rows if r.extra["label"] == cls}) == 3
+        assert len({r.extra["source"] for r in held if r.extra["label"] == cls and r.extra["kind"] == "procedural"}) == 3
+    assert all(_template_of(r.caption, HELD_OUT_TEMPLATES) for r in held if r.extra["kind"] == "procedural")
+    mixtures = [r for r in train if r.extra["kind"] == "mixture"]
+    held_mix = [r for r in held if r.extra["kind"] == "mixture"]
+    assert len(mixtures) == 8 and len(held_mix) == 2
+    assert all(len(set(r.extra["labels"])) == 2 and r.extra["label"] == r.extra["labels"][0] for r in mixtures + held_mix)
+    assert all(-10 <= r.extra["background_db"] <= -3 for r in mixtures)
+    for r in mixtures:  # each scene: the foreground's length, audible, not clipped
+        wav, sr = read_audio(r.audio)
+        assert 0.1 <= np.abs(wav).max() <= 0.9 + 1e-4 and len(wav) / sr == pytest.approx(r.duration, abs=1e-3)
+    # held-out scenes mix held-out clips only: their sources' clips are never training audio
+    train_ids = {Path(str(r.audio)).stem for r in train if r.extra["kind"] != "mixture"}
+    held_ids = {Path(str(r.audio)).stem for r in held if r.extra["kind"] != "mixture"}
+    assert all(set(r.extra["parts"]) <= held_ids and not set(r.extra["parts"]) & train_ids for r in held_mix)
+    assert all(set(r.extra["parts"]) <= train_ids for r in mixtures)
+    unseen = read_manifest(paths["unseen"])
+    assert not any(r.extra["kind"] == "mixture" for r in unseen) and {r.extra["label"] for r in unseen} >= {"rain", "siren", "clock"}
+    # resuming rewrites nothing and gives the same manifests
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "p" / "wavs").iterdir()}
+    again = build_sound_corpus(tmp_path / "p", music=0, seed=0, sources=("fake",), procedural=3, mixtures=8,
+                               classes=("rain", "siren", "clock"), procedural_seconds=(1.0, 2.0))
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "p" / "wavs").iterdir()} == stamps
+    assert read_manifest(again["train"]) == train and read_manifest(again["held_out"]) == held
+
+
+def _wav_bytes(seconds: float, freq: float) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    t = np.arange(int(seconds * 16000)) / 16000
+    sf.write(buf, (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000, format="WAV")
+    return buf.getvalue()
+
+
+def test_curated_packages_read_directories_zips_and_opensfx(tmp_path, monkeypatch):
+    import struct
+    import zipfile
+
+    step = _wav_bytes(0.1, 800)
+    with zipfile.ZipFile(tmp_path / "snd.pk3", "w") as z:
+        for name in ("gravel1", "gravel2", "snow1", "crouch"):
+            z.writestr(f"sound/footsteps/{name}.wav", step)
+        z.writestr("sound/misc/breakglass01.wav", _wav_bytes(0.8, 3000))
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "carhorn1.wav").write_bytes(_wav_bytes(0.5, 400))
+    # an opensfx.cat: a table of (offset, size), then per entry a length-prefixed caption and a RIFF WAV
+    entries = [(b"Helicopter", _wav_bytes(0.5, 90)), (b"Toyland: Comedy bus start", _wav_bytes(0.5, 200))]
+    table, body = b"", b""
+    base = 8 * len(entries)
+    for caption, wav in entries:
+        blob = bytes([len(caption) + 1]) + caption + b"\0" + wav
+        table += struct.pack("<II", base + len(body), len(blob))
+        body += blob
+    (tmp_path / "fx.cat").write_bytes(table + body)
+    monkeypatch.setattr(sound, "CURATED", {
+        "zip": sound.Curated(str(tmp_path / "snd.pk3"), "zip-pkg", "CC0", (
+            (r"sound/footsteps/(gravel|snow)\d*\.wav", "footsteps", "footsteps on {name}", 2.0),
+            (r"sound/misc/breakglass\d+\.wav", "glass breaking", "glass shattering", 0.0))),
+        "dir": sound.Curated(str(tmp_path / "dir"), "dir-pkg", "CC0", ((r"carhorn\d\.wav", "car horn", "a car horn honking", 0.0),)),
+        "cat": sound.Curated(str(tmp_path / "fx.cat"), "cat-pkg", "CC0", (
+            (r"toyland.*", "", "", 0.0), (r"helicopter", "helicopter", "a helicopter flying", 0.0), (r".*bus start.*", "engine", "a bus", 0.0))),
+    })
+    found = {name: sound._curated(name) for name in sound.CURATED}
+    steps = [e for e in found["zip"] if e.cls == "footsteps"]
+    assert sorted(e.label for e in steps) == ["footsteps on gravel", "footsteps on snow"]  # one sequence per surface; crouch unmatched
+    gravel = next(e for e in steps if "gravel" in e.label)
+    assert len(gravel.members) == 2 and gravel.rate == 2.0
+    seq = sound.effect_audio(gravel)
+    assert len(seq) == 8 * sound.SAMPLE_RATE and 12 <= _count_bursts(seq) <= 18  # ~2 steps a second for 8 s
+    assert np.array_equal(seq, sound.effect_audio(gravel))  # seeded by what it is
+    glass = next(e for e in found["zip"] if e.cls == "glass breaking")
+    assert len(sound.effect_segments(glass, 4.0)) == 1
+    assert [(e.cls, e.label) for e in found["dir"]] == [("car horn", "a car horn honking")]
+    assert [(e.cls, e.members) for e in found["cat"]] == [("helicopter", ("0:Helicopter",))]  # the Toyland entry is skipped
+    heli = sound.effect_audio(found["cat"][0])
+    assert len(heli) == pytest.approx(0.5 * sound.SAMPLE_RATE, abs=2)
+    assert sound.effect_description(found["cat"][0], "helicopter", np.random.default_rng(0)) == "a helicopter flying"
+    missing = sound.Curated(str(tmp_path / "nowhere"), "x", "x", ())
+    monkeypatch.setattr(sound, "CURATED", {"missing": missing})
+    assert sound._curated("missing") == []  # a package that is not installed has no files
+
+
+def _count_bursts(x: np.ndarray) -> int:
+    hop = 240
+    env = np.abs(x)[: len(x) // hop * hop].reshape(-1, hop).max(1)
+    above = env > 0.2 * env.max()
+    return int(np.count_nonzero(above[1:] & ~above[:-1]) + above[0])

@@ -73,25 +73,94 @@ def clip_features(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.concatenate([mel.mean(1), mel.std(1), delta.mean(1), delta.std(1)]).astype(np.float32)
 
 
-def features(wavs: Sequence[np.ndarray], sample_rate: int) -> Tensor:
-    """``[len(wavs), 256]`` features of several clips at one sample rate."""
+MOD_BANDS = 8  # broad bands whose energy envelopes give the modulation spectrum
+MOD_EDGES = np.geomspace(0.75, 40.0, 9)  # Hz: 8 log-spaced modulation bins, each holding 2+ of the 0.39 Hz FFT bins
+MOD_WINDOW = 256  # frames (2.56 s at the 10 ms hop) per modulation-spectrum window
+N_SCENE_FEATURES = 6 * N_MELS + MOD_BANDS * (len(MOD_EDGES) - 1) + 4
+
+
+def scene_features(wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The sound judge's description of a clip, computed with librosa alone (none of the
+    generator's code): the log-mel statistics of :func:`clip_features` (64 bands at 16 kHz, mean and
+    standard deviation of the bands and of their deltas, level removed), plus what summary
+    statistics miss about *time*: a modulation spectrum (Dau et al. 1997; the rhythm features of
+    sound-event tagging) of 8 broad bands' log-energy envelopes, Welch-averaged over 2.56 s windows
+    and pooled into 8 log-spaced bins from 0.75 to 40 Hz (ticks, footsteps, rotor slaps, claps),
+    and the mean and deviation of spectral flatness and zero-crossing rate (noise vs tone); and
+    the bands' 10th and 90th percentiles over time (the floor a steady background leaves under an
+    intermittent foreground).
+    ``N_SCENE_FEATURES`` float32 numbers."""
+    import librosa
+
+    audio = np.asarray(wav, dtype=np.float32).reshape(-1)
+    if sample_rate != SAMPLE_RATE:
+        audio = librosa.resample(audio, orig_sr=sample_rate, target_sr=SAMPLE_RATE).astype(np.float32)
+    if audio.size < 4 * N_FFT:
+        audio = np.pad(audio, (0, 4 * N_FFT - audio.size))
+    power = np.abs(librosa.stft(audio, n_fft=N_FFT, hop_length=HOP, center=True)) ** 2
+    mel = np.log(librosa.feature.melspectrogram(S=power, sr=SAMPLE_RATE, n_mels=N_MELS) + 1e-12).astype(np.float64)
+    mel = np.maximum(mel, mel.max() - FLOOR)
+    energy = mel.mean(axis=0)
+    active = energy >= energy.max() - ACTIVE_RANGE
+    act = mel[:, active] if active.sum() >= 2 else mel
+    act = act - act.mean()
+    delta = librosa.feature.delta(act, width=5, mode="nearest") if act.shape[1] >= 5 else np.zeros_like(act)
+    # the 10th and 90th percentiles over time: a quiet steady source under an intermittent one
+    # (rain under barking) shows in the floor, an intermittent one in the peaks
+    stats = [act.mean(1), act.std(1), delta.mean(1), delta.std(1), *np.percentile(act, [10, 90], axis=1)]
+    # modulation spectrum of broad-band envelopes (all frames: silences are part of a rhythm)
+    env = mel.reshape(MOD_BANDS, N_MELS // MOD_BANDS, -1).mean(1)
+    env = env - env.mean(1, keepdims=True)
+    frames = env.shape[1]
+    if frames < MOD_WINDOW:
+        env = np.pad(env, [(0, 0), (0, MOD_WINDOW - frames)])
+    starts = range(0, max(env.shape[1] - MOD_WINDOW, 0) + 1, MOD_WINDOW // 2)
+    win = np.hanning(MOD_WINDOW)
+    spec = np.mean([np.abs(np.fft.rfft(env[:, a : a + MOD_WINDOW] * win, axis=1)) ** 2 for a in starts], axis=0)
+    freqs = np.fft.rfftfreq(MOD_WINDOW, HOP / SAMPLE_RATE)
+    pooled = [spec[:, (freqs >= lo) & (freqs < hi)].mean(1) for lo, hi in zip(MOD_EDGES[:-1], MOD_EDGES[1:])]  # none empty
+    modulation = np.log(np.stack(pooled, 1) + 1e-6)
+    modulation = modulation - modulation.mean()  # the shape of the rhythm, not the envelope's depth
+    flat = librosa.feature.spectral_flatness(S=np.sqrt(power))[0]
+    zcr = librosa.feature.zero_crossing_rate(audio, frame_length=N_FFT, hop_length=HOP)[0]
+    extra = [np.log(flat.mean() + 1e-8), np.log(flat.std() + 1e-8), zcr.mean(), zcr.std()]
+    return np.concatenate([*stats, modulation.reshape(-1), extra]).astype(np.float32)
+
+
+FEATURE_SETS: dict[str, tuple[Callable[[np.ndarray, int], np.ndarray], int]] = {
+    "logmel-stats": (clip_features, N_FEATURES),
+    "scene": (scene_features, N_SCENE_FEATURES),
+}
+
+
+def _feature_set(name: str) -> tuple[Callable[[np.ndarray, int], np.ndarray], int]:
+    if name not in FEATURE_SETS:
+        raise AudioguideError(f"unknown feature set {name!r}; known: {', '.join(FEATURE_SETS)}")
+    return FEATURE_SETS[name]
+
+
+def features(wavs: Sequence[np.ndarray], sample_rate: int, feature_set: str = "logmel-stats") -> Tensor:
+    """``[len(wavs), D]`` features of several clips at one sample rate."""
+    fn, dim = _feature_set(feature_set)
     if len(wavs) == 0:
-        return torch.zeros(0, N_FEATURES)
-    return torch.from_numpy(np.stack([clip_features(w, sample_rate) for w in wavs]))
+        return torch.zeros(0, dim)
+    return torch.from_numpy(np.stack([fn(w, sample_rate) for w in wavs]))
 
 
-def file_features(paths: Sequence[str | Path], on_item: Callable[[int, int], None] | None = None) -> Tensor:
-    """``[len(paths), 256]`` features of audio files, read at the features' rate; ``on_item(i, n)``
+def file_features(paths: Sequence[str | Path], on_item: Callable[[int, int], None] | None = None,
+                  feature_set: str = "logmel-stats") -> Tensor:
+    """``[len(paths), D]`` features of audio files, read at the features' rate; ``on_item(i, n)``
     after each file."""
     from audioguide.audio import read_audio
 
+    fn, dim = _feature_set(feature_set)
     feats = []
     for i, path in enumerate(paths):
         wav, sr = read_audio(path, SAMPLE_RATE)
-        feats.append(clip_features(wav, sr))
+        feats.append(fn(wav, sr))
         if on_item is not None:
             on_item(i + 1, len(paths))
-    return torch.from_numpy(np.stack(feats)) if feats else torch.zeros(0, N_FEATURES)
+    return torch.from_numpy(np.stack(feats)) if feats else torch.zeros(0, dim)
 
 
 def accuracy_by_label(predicted: Sequence[str], labels: Sequence[str]) -> tuple[float, dict[str, tuple[float, int]]]:
@@ -146,17 +215,34 @@ class ClipClassifier:
             return torch.zeros(0, width)
         return self._hidden(feats.float())
 
+    @property
+    def feature_set(self) -> str:
+        """The features this judge reads (:data:`FEATURE_SETS`); older checkpoints: log-mel stats."""
+        return str(self.config.get("feature_set", "logmel-stats"))
+
+    def clip_features(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+        """One clip's features, of this judge's feature set."""
+        return _feature_set(self.feature_set)[0](wav, sample_rate)
+
     @torch.inference_mode()
     def predict_features(self, feats: Tensor) -> list[str]:
         if len(feats) == 0:
             return []
         return [self.labels[i] for i in self.logits(feats.float()).argmax(-1).tolist()]
 
+    @torch.inference_mode()
+    def top_features(self, feats: Tensor, k: int) -> list[tuple[str, ...]]:
+        """The ``k`` most likely classes of each clip, best first (a two-source scene is recognised
+        when both its classes are in its top 2)."""
+        if len(feats) == 0:
+            return []
+        return [tuple(self.labels[i] for i in row) for row in self.logits(feats.float()).topk(k, -1).indices.tolist()]
+
     def predict(self, wavs: Sequence[np.ndarray] | np.ndarray, sample_rate: int) -> list[str]:
         """The most likely class of each waveform (mono float arrays at ``sample_rate``)."""
         if isinstance(wavs, np.ndarray) and wavs.ndim == 1:
             wavs = [wavs]
-        return self.predict_features(features(list(wavs), sample_rate))
+        return self.predict_features(features(list(wavs), sample_rate, self.feature_set))
 
     def accuracy(self, wavs: Sequence[np.ndarray], sample_rate: int, labels: Sequence[str]) -> float:
         predicted = self.predict(wavs, sample_rate)
@@ -196,14 +282,24 @@ class ClipClassifier:
         return cls(labels, mean, std, t, config, ckpt.kind)
 
 
-def fit(feats: Tensor, labels: Sequence[str], seed: int = 0, config: TrainConfig = TrainConfig(),
-        kind: str = CLIP_KIND) -> ClipClassifier:
-    """Train on precomputed features (``[N, D]``) and class names; full batch, deterministic."""
-    classes = sorted(set(labels))
+def fit(feats: Tensor, labels: Sequence[str | Sequence[str]], seed: int = 0, config: TrainConfig = TrainConfig(),
+        kind: str = CLIP_KIND, feature_set: str = "logmel-stats") -> ClipClassifier:
+    """Train on precomputed features (``[N, D]``) and class names; full batch, deterministic.
+
+    A label may be a tuple of classes (a two-source scene): the judge is then trained multi-label,
+    a sigmoid per class (binary cross-entropy; single-class rows are one-hot), which is what lets it
+    name both sources of a mixture; otherwise a softmax over classes (cross-entropy)."""
+    sets = [(v,) if isinstance(v, str) else tuple(v) for v in labels]
+    multi = any(len(v) > 1 for v in sets)
+    labels = [v[0] for v in sets]  # the primary class: balancing and train accuracy
+    classes = sorted({c for v in sets for c in v})
     if len(classes) < 2:
         raise AudioguideError(f"a {kind.replace('-', ' ')} needs at least two classes with audio; got {len(classes)}")
     index = {v: i for i, v in enumerate(classes)}
     y = torch.tensor([index[v] for v in labels])
+    targets = torch.zeros(len(sets), len(classes))
+    for i, v in enumerate(sets):
+        targets[i, [index[c] for c in v]] = 1.0
     feats = feats.float()
     mean, std = feats.mean(0), feats.std(0, unbiased=False).clamp_min(1e-4)
     g = make_generator(seed)
@@ -219,19 +315,26 @@ def fit(feats: Tensor, labels: Sequence[str], seed: int = 0, config: TrainConfig
         p.requires_grad_(True)
     # balance classes with unequal counts
     counts = torch.bincount(y, minlength=k).float()
-    weight = counts.sum() / (k * counts)
+    weight = counts.sum() / (k * counts.clamp_min(1))
     opt = torch.optim.Adam(params.values(), lr=config.lr, weight_decay=config.weight_decay)
     model = ClipClassifier(classes, mean, std, {}, {}, kind)
     model.params = params  # the same tensors, trained in place
     with torch.enable_grad():
         for _ in range(config.steps):
-            loss = torch.nn.functional.cross_entropy(model.logits(feats), y, weight=weight)
+            if multi:
+                per_row = torch.nn.functional.binary_cross_entropy_with_logits(model.logits(feats), targets, reduction="none").sum(-1)
+                loss = (per_row * weight[y]).sum() / weight[y].sum()
+            else:
+                loss = torch.nn.functional.cross_entropy(model.logits(feats), y, weight=weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
     trained = {n: p.detach().clone() for n, p in params.items()}
+    described = {"logmel-stats": f"log-mel {N_MELS} bands at {SAMPLE_RATE} Hz, n_fft {N_FFT}, hop {HOP}: mean/std of bands and deltas",
+                 "scene": f"librosa log-mel {N_MELS} bands at {SAMPLE_RATE} Hz: mean/std/10th/90th percentile of bands, mean/std of deltas, "
+                          f"{MOD_BANDS}-band modulation spectrum 0.75-40 Hz, flatness, zero crossings"}
     clf = ClipClassifier(classes, mean, std, trained, {
-        "features": f"log-mel {N_MELS} bands at {SAMPLE_RATE} Hz, n_fft {N_FFT}, hop {HOP}: mean/std of bands and deltas",
+        "features": described.get(feature_set, feature_set), "feature_set": feature_set, "multi_label": multi,
         "hidden": h, "steps": config.steps, "lr": config.lr, "weight_decay": config.weight_decay, "seed": seed,
         "train_items": len(y),
     }, kind)
