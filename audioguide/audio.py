@@ -284,12 +284,13 @@ def mix_scene(foreground: np.ndarray, background: np.ndarray, gain_db: float) ->
     return (out / max(float(np.abs(out).max()), 1e-6) * target).astype(np.float32)
 
 
-def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
-    """Read an audio file as mono float32, resampled to ``sample_rate`` when given."""
+def read_audio(path: str | Path | io.BytesIO, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file (or a file object, e.g. an archive member's bytes) as mono float32,
+    resampled to ``sample_rate`` when given."""
     import soundfile as sf
 
     try:
-        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        wav, sr = sf.read(path if hasattr(path, "read") else str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioguideError(f"cannot read audio {path}: {e}") from None
     wav = wav.mean(axis=1)

@@ -776,7 +776,7 @@ def eval_sounds(
     """Train the sound-class judge on real clips (never generated audio) and report its held-out accuracy."""
     from audioguide.core import AudioguideError
     from audioguide.evaluation.classifier import FEATURE_SETS, file_features
-    from audioguide.evaluation.sound import clip_rows, held_out_accuracy, row_labels, source_holdout, train_sound_classifier
+    from audioguide.evaluation.sound import clip_rows, held_out_accuracy, source_holdout, train_sound_classifier
 
     with _user_errors():
         if features not in FEATURE_SETS:
@@ -793,10 +793,7 @@ def eval_sounds(
         clf.config["held_out_accuracy"] = acc.overall
         holdout = None
         if by_source:
-            if per_class is None:
-                holdout = source_holdout(train_rows, seed, feature_set=features, feats=feats[[i for i, r in enumerate(chosen) if len(row_labels(r)) == 1]])
-            else:
-                holdout = source_holdout(train_rows, seed, feature_set=features)
+            holdout = source_holdout(train_rows, seed, feature_set=features, feats=feats if per_class is None else None)
             clf.config["source_holdout_accuracy"] = holdout.overall
         if acc.mixtures is not None:
             clf.config["mixture_accuracy"] = acc.mixtures[0]

@@ -48,6 +48,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -455,6 +456,7 @@ CURATED: dict[str, Curated] = {
 SURFACE_WORDS = {"hard": "a hard floor", "linoleum": "a linoleum floor", "carpet": "carpet", "metal": "metal", "glass": "glass", "ice": "ice"}
 
 
+@lru_cache(maxsize=2)
 def _opensfx(path: Path) -> list[tuple[str, bytes]]:
     """The entries of an OpenTTD ``opensfx.cat``: a table of (offset, size) pairs, each entry a
     length-prefixed caption then a RIFF WAV."""
@@ -524,18 +526,10 @@ def effect_audio(effect: Effect) -> np.ndarray:
             data = _opensfx(effect.path)[int(member.split(":", 1)[0])][1]
         else:
             return read_audio(Path(effect.path) / member, SAMPLE_RATE)[0]
-        import soundfile as sf
-
         try:
-            wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as e:
-            raise AudioguideError(f"cannot read {effect.path}#{member}: {e}") from None
-        wav = wav.mean(axis=1)
-        if sr != SAMPLE_RATE:
-            import librosa
-
-            wav = librosa.resample(wav, orig_sr=sr, target_sr=SAMPLE_RATE).astype(np.float32)
-        return wav
+            return read_audio(io.BytesIO(data), SAMPLE_RATE)[0]
+        except AudioguideError:
+            raise AudioguideError(f"cannot read {effect.path}#{member}") from None
 
     if not effect.members:
         return read_audio(effect.path, SAMPLE_RATE)[0]

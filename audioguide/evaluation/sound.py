@@ -117,7 +117,7 @@ a wider hidden layer, multi-label where the corpus has two-source scenes."""
 MIXTURE_GAINS = (-10.0, -3.0)  # dB, background RMS relative to the foreground's (the corpus's scenes)
 
 
-def scene_features(
+def mixed_scene_features(
     rows: Sequence[Row], count: int, seed: int = 0, feature_set: str = "scene", gains: tuple[float, float] = MIXTURE_GAINS,
     on_item: Callable[[int, int], None] | None = None,
 ) -> tuple[Tensor, list[tuple[str, str]]]:
@@ -154,7 +154,7 @@ def train_sound_classifier(
     """Train the sound-class judge on the real clips of ``rows`` (each audio file once, at most
     ``per_class`` per class in manifest order); classes are ``row.extra["label"]``, and both
     classes of a two-source scene (``extra["labels"]``), which makes the judge multi-label;
-    ``mixtures`` more scenes are mixed from the training clips (:func:`scene_features`).
+    ``mixtures`` more scenes are mixed from the training clips (:func:`mixed_scene_features`).
     ``feats``: the clips' features, already computed (in :func:`clip_rows` order)."""
     chosen = clip_rows(rows, per_class)
     if not chosen:
@@ -163,7 +163,7 @@ def train_sound_classifier(
         feats = file_features([r.audio for r in chosen], on_item, feature_set)
     labels: list[tuple[str, ...]] = [row_labels(r) for r in chosen]
     if mixtures:
-        extra, pairs = scene_features(chosen, mixtures, seed, feature_set)
+        extra, pairs = mixed_scene_features(chosen, mixtures, seed, feature_set)
         feats, labels = torch.cat([feats, extra]), labels + pairs
     config = config or (JUDGE_CONFIG if feature_set == "scene" else TrainConfig())
     clf = fit(feats, labels, seed, config, KIND, feature_set)
@@ -185,11 +185,16 @@ class SoundAccuracy:
     mixtures: tuple[float, int] | None = None  # two-source scenes: (both classes in the top 2, scenes)
 
 
+def recognised(labels: Sequence[str], top: Sequence[str]) -> bool:
+    """The judge recognises a clip: its best class is the clip's class, or, for a two-source
+    scene, both classes are among its top ``len(labels)``."""
+    return set(labels) <= set(top[: len(labels)])
+
+
 def judge_hits(clf: ClipClassifier, feats: Tensor, label_sets: Sequence[tuple[str, ...]]) -> list[bool]:
-    """Whether the judge recognises each clip: its top-1 class for a single source; both classes
-    within its top 2 for a two-source scene."""
+    """:func:`recognised` for each clip of ``feats``."""
     top = clf.top_features(feats, 2) if len(feats) else []
-    return [(t[0] == v[0]) if len(v) == 1 else set(v) <= set(t[: len(v)]) for t, v in zip(top, label_sets)]
+    return [recognised(v, t) for t, v in zip(top, label_sets)]
 
 
 def held_out_accuracy(
@@ -234,10 +239,12 @@ def source_holdout(
     a package, a soundfont, a procedural model) loses its ``k``-th source (sources sorted by name,
     cycling) from training, and the judge trained on the rest is tested on that source's clips.
     Single-source rows only (a scene's sources are two). A judge that learned a package's
-    recording chain or one synthesis model instead of the class fails here."""
-    chosen = [r for r in clip_rows(rows) if len(row_labels(r)) == 1]
-    if feats is None:
-        feats = file_features([r.audio for r in chosen], on_item, feature_set)
+    recording chain or one synthesis model instead of the class fails here. ``feats``: the
+    features of :func:`clip_rows` of ``rows`` (scenes included), already computed."""
+    clips = clip_rows(rows)
+    single = [i for i, r in enumerate(clips) if len(row_labels(r)) == 1]
+    chosen = [clips[i] for i in single]
+    feats = file_features([r.audio for r in chosen], on_item, feature_set) if feats is None else feats[single]
     labels = [row_label(r) for r in chosen]
     sources = [str(r.extra.get("source", "?")) for r in chosen]
     by_class: dict[str, list[str]] = {}
@@ -394,7 +401,7 @@ class Item:
     def hit(self) -> bool:
         """The judge recognises what was asked: the class (top 1), or both classes of a scene (top 2)."""
         if len(self.labels) > 1:
-            return set(self.labels) <= set(self.top[: len(self.labels)])
+            return recognised(self.labels, self.top)
         return self.predicted == self.label
 
 
