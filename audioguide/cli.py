@@ -523,6 +523,7 @@ def data_speech(
         Optional[list[str]],
         typer.Option("--limit", help="NAME=N: at most N training sentences for that teacher (repeatable; slow voices)."),
     ] = None,
+    speed: Annotated[float, typer.Option("--speed", help="Ask every teacher for this pace (0.5-2; 0.8 slower, 1.25 faster): the same sentences and voices at another pace, to merge with a corpus at 1.")] = 1.0,
     seed: SeedOpt = 0,
 ) -> None:
     """Synthesise a speech corpus (WAVs + JSONL manifests) from offline teacher voices; resumable."""
@@ -533,7 +534,7 @@ def data_speech(
         paths = build_speech_corpus(
             out_dir, sentences, seed, tuple(teacher or ["hibari-heart"]), held_out,
             on_item=lambda i, n: progress.update(bar, completed=i, total=n),
-            sentences_for=_counts(limit, "--limit"),
+            sentences_for=_counts(limit, "--limit"), speed=speed,
         )
     for split, path in paths.items():
         typer.echo(f"{split}: {path}", err=True)
@@ -743,6 +744,38 @@ def eval_tts(
             from audioguide.evaluation.plots import write_tts_plots
 
             _echo_written(write_tts_plots(result, plots, conditions=list(sweeps)))
+
+
+@eval_app.command("descriptions")
+def eval_descriptions(
+    recipe: Annotated[str, typer.Argument(help="TTS recipe name or path, with a voice description ('style') condition.")] = "speech",
+    data: Annotated[Path, typer.Option("--data", "-d", help="Manifest whose first texts are spoken (and whose rows give each voice's gender).")] = Path("held_out.jsonl"),
+    texts: Annotated[int, typer.Option("--texts", min=1, help="How many distinct texts of the manifest each description speaks.")] = 8,
+    classifier: Annotated[Optional[Path], typer.Option("--classifier", help="Speaker classifier from `audioguide eval speakers` (gender decisions).")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Also write the tables (Markdown) here.")] = None,
+    weights: WeightsOpt = None,
+    threads: ThreadsOpt = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Description following: pairs of voice descriptions that differ in pitch, pace or gender, alone and combined; measured F0, speaking rate and speaker-judge decisions."""
+    from audioguide.evaluation.descriptions import evaluate_descriptions
+    from audioguide.evaluation.speaker import SpeakerClassifier
+    from audioguide.manifest import read_manifest
+
+    with _user_errors():
+        rows = read_manifest(data)
+        chosen = list(dict.fromkeys(r.text for r in rows if r.text and r.text.strip()))[:texts]
+        genders = {r.speaker: r.extra["gender"] for r in rows if r.speaker and r.extra.get("gender") in ("male", "female")}
+        clf = SpeakerClassifier.load(classifier) if classifier is not None else None
+        pipe = _load("tts", recipe, weights, threads)
+        with _progress() as progress:
+            bar = progress.add_task("synthesising and measuring", total=None)
+            result = evaluate_descriptions(pipe, chosen, clf, genders if clf is not None else None, seed,
+                                           on_item=lambda i, total: progress.update(bar, completed=i, total=total))
+        table = result.markdown(f"{pipe.recipe.name}: description following on {len(chosen)} texts of {data}")
+        typer.echo(table)
+        if report:
+            _write_report(report, table)
 
 
 def _plots_ready(plots: Path | None) -> int:

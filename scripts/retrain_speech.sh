@@ -46,7 +46,19 @@ first=$!
 ( audioguide data speech -o "$corpus/piper-joe" --sentences 1200 --held-out 10 --seed 0 --teacher piper-joe
   audioguide data speech -o "$corpus/kokoro-alpha" --sentences 1200 --held-out 10 --seed 0 --teacher kokoro-alpha ) &
 wait "$first"; wait $!  # each wait returns its build's status, so a failed build stops the script
-audioguide data merge "$corpus/fast" "$corpus/piper-joe" "$corpus/kokoro-alpha" "$corpus/kokoro-kumo" -o "$corpus/speech"
+# Every voice at every pace (issue 25): the same teachers asked for 0.75x and 1.3x their own pace
+# through their duration controls, so that pace words in the descriptions do not pick the voice.
+# ~25 min on two cores (Kokoro: ~3 s a sentence on a shared core).
+for speed in 0.75 1.3; do
+  ( audioguide data speech -o "$corpus/fast-x$speed" --sentences 250 --held-out 2 --seed 0 --speed "$speed" \
+      --teacher hibari-heart --teacher flite-slt --teacher flite-rms --teacher flite-awb --teacher flite-kal16 --teacher piper-joe
+    audioguide data speech -o "$corpus/kokoro-kumo-x$speed" --sentences 150 --held-out 2 --seed 0 --speed "$speed" --teacher kokoro-kumo ) &
+  first=$!
+  audioguide data speech -o "$corpus/kokoro-alpha-x$speed" --sentences 150 --held-out 2 --seed 0 --speed "$speed" --teacher kokoro-alpha
+  wait "$first"
+done
+audioguide data merge "$corpus/fast" "$corpus/piper-joe" "$corpus/kokoro-alpha" "$corpus/kokoro-kumo" \
+  "$corpus"/fast-x0.75 "$corpus"/fast-x1.3 "$corpus"/kokoro-*-x0.75 "$corpus"/kokoro-*-x1.3 -o "$corpus/speech"
 audioguide train speech --data "$corpus/speech/train.jsonl" -o "$work/runs/speech" --device "$device" --threads 2 \
   --from-scratch
 python scripts/ship_weights.py "$work/runs/speech/model.safetensors" audioguide/weights/speech.safetensors

@@ -26,6 +26,25 @@ def test_open_vocabulary_sentences_are_seeded_and_varied():
     assert 0 < OPEN_FRACTION < 1
 
 
+def test_sus_sentences_are_hard_rare_and_grammatical():
+    from audioguide.corpus.texts import ADJ, NOUNS, SUS_VERBS
+
+    sus = sentences(200, 0, "sus")
+    assert sus == sentences(200, 0, "sus") and len(set(sus)) == 200
+    assert not set(sus) & set(sentences(300, 0)) and not set(sus) & set(sentences(50, 0, "held_out"))
+    words = [w.strip(".,!?").lower() for s in sus for w in s.split()]
+    assert len(set(words)) > 500  # rare, open-vocabulary words, not the training lists'
+    assert not set(words) & (set(NOUNS) | set(ADJ)) - {"the"}
+    assert set(words) & set(open_words()["nns"])  # plurals beside singulars
+    assert {v for pair in SUS_VERBS for v in pair} & set(words)
+    for s in sus:  # "an" before a vowel letter, "a" before a consonant
+        toks = s.lower().split()
+        for art, nxt in zip(toks, toks[1:]):
+            if art in ("a", "an"):
+                assert (art == "an") == (nxt[0] in "aeiou"), s
+    assert any(s.endswith("?") for s in sus) and any(s.endswith("!") for s in sus)
+
+
 def _row(speaker, f0, rate, gender="female", accent="american"):
     return {"speaker": speaker, "f0_hz": f0, "f0_range_st": 8.0, "phones_per_second": rate, "gender": gender, "accent": accent}
 

