@@ -43,8 +43,8 @@ class Teacher:
     duration predictors, flite from its phone timings; a voice without one is aligned by dynamic
     time warping against hibari speaking the same text (:func:`dtw_alignment`).
 
-    ``speed`` is the pace the teacher was asked for (1 its own; 0.8 is slower, 1.25 faster), set
-    through its own duration control, so the alignment stays exact at any pace.
+    Every factory in :data:`TEACHERS` takes a ``speed`` (1 the voice's own pace; 0.8 slower, 1.25
+    faster), set through the teacher's own duration control, so the alignment stays exact at any pace.
     """
 
     name: str
@@ -52,7 +52,6 @@ class Teacher:
     attributes: dict[str, str]
     synth: Callable[[str], np.ndarray] = field(repr=False)
     alignment: Callable[[str, np.ndarray], list[int] | None] | None = field(default=None, repr=False)
-    speed: float = 1.0
 
 
 def hibari_teacher(voice: str = "heart", speed: float = 1.0) -> Teacher:
@@ -68,7 +67,6 @@ def hibari_teacher(voice: str = "heart", speed: float = 1.0) -> Teacher:
         attributes={"gender": "female", "accent": "american", "source": "hibari-tts (Apache-2.0)"},
         synth=lambda text: np.asarray(tts(text, speed=speed), dtype=np.float32),
         alignment=None if exact is None else (lambda text, wav: exact(text, len(wav))),
-        speed=speed,
     )
 
 
@@ -211,7 +209,7 @@ def flite_teacher(voice: str, speed: float = 1.0) -> Teacher:
         return phone_alignment(phonemize(text), last[text], len(wav), 16000)
 
     attrs = {**FLITE_VOICES[voice], "source": "CMU flite (BSD-like)"}
-    return Teacher(name=f"flite-{voice}", sample_rate=16000, attributes=attrs, synth=synth, alignment=alignment, speed=speed)
+    return Teacher(name=f"flite-{voice}", sample_rate=16000, attributes=attrs, synth=synth, alignment=alignment)
 
 
 def parse_flite_phones(printed: str) -> list[tuple[str, float]]:
@@ -383,7 +381,7 @@ def piper_joe_teacher(speed: float = 1.0) -> Teacher:
 
     attrs = {"gender": "male", "accent": "american", "source": "piper en_US-joe-medium (CC0 voice)"}
     return Teacher(name="piper-joe", sample_rate=voice.config.sample_rate, attributes=attrs, synth=synth,
-                   alignment=alignment if aligned else None, speed=speed)
+                   alignment=alignment if aligned else None)
 
 
 _ESPEAK_PAUSES = frozenset(PUNCTUATION + "^$_")  # our punctuation and space, piper's sentence markers and pad
@@ -488,7 +486,7 @@ def kokoro_teacher(mix: dict[str, float], name: str, speed: float = 1.0) -> Teac
     genders = {KOKORO_VOICES[v] for v in mix}
     attrs = {"gender": genders.pop() if len(genders) == 1 else "neutral", "accent": "japanese",
              "source": "Kokoro-82M int8 (Apache-2.0), style " + "+".join(mix)}
-    return Teacher(name=name, sample_rate=24000, attributes=attrs, synth=synth, alignment=alignment, speed=speed)
+    return Teacher(name=name, sample_rate=24000, attributes=attrs, synth=synth, alignment=alignment)
 
 
 TEACHERS: dict[str, Callable[..., Teacher]] = {  # name -> factory(speed=1.0)
@@ -569,10 +567,13 @@ def build_speech_corpus(
     for split, texts in splits.items():
         rows = []
         for voice, name in zip(voices, teachers):
-            spoken = texts[: limits[name]] if split == "train" else texts
-            if split == "sus":
+            if split == "train":
+                spoken = texts[: limits[name]]
+            elif split == "sus":
                 k = list(TEACHERS).index(name)
                 spoken = texts[k * n_held_out: (k + 1) * n_held_out]
+            else:
+                spoken = texts
             for i, text in enumerate(spoken):
                 rid = f"{voice.name}_{split}_{i:05d}{tag}"
                 rel = Path("wavs") / voice.name / f"{rid}.wav"

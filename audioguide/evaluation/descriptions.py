@@ -51,35 +51,31 @@ class Ask:
         return getattr(self, attribute)
 
 
-def _ask(text: str, **values: str) -> Ask:
-    return Ask(text, **values)
-
-
 # Pairs (a, b) with a's changed attributes on the low side of ORDER. Phrasings are written for the
 # evaluation, not taken from the corpus's description templates, and put attributes in varied orders.
 PAIRS: tuple[tuple[Ask, Ask], ...] = (
     # one attribute, nothing else asked
-    (_ask("a deep voice", pitch="deep"), _ask("a high voice", pitch="high")),
-    (_ask("someone speaking slowly", pace="slow"), _ask("someone speaking quickly", pace="fast")),
-    (_ask("a male voice", gender="male"), _ask("a female voice", gender="female")),
+    (Ask("a deep voice", pitch="deep"), Ask("a high voice", pitch="high")),
+    (Ask("someone speaking slowly", pace="slow"), Ask("someone speaking quickly", pace="fast")),
+    (Ask("a male voice", gender="male"), Ask("a female voice", gender="female")),
     # pace changes, pitch and gender asked and kept
-    (_ask("a deep male voice speaking slowly", pitch="deep", gender="male", pace="slow"),
-     _ask("a deep male voice speaking quickly", pitch="deep", gender="male", pace="fast")),
-    (_ask("a high female voice speaking slowly", pitch="high", gender="female", pace="slow"),
-     _ask("a high female voice speaking quickly", pitch="high", gender="female", pace="fast")),
-    (_ask("slow speech from a man with a deep voice", pitch="deep", gender="male", pace="slow"),
-     _ask("fast speech from a man with a deep voice", pitch="deep", gender="male", pace="fast")),
+    (Ask("a deep male voice speaking slowly", pitch="deep", gender="male", pace="slow"),
+     Ask("a deep male voice speaking quickly", pitch="deep", gender="male", pace="fast")),
+    (Ask("a high female voice speaking slowly", pitch="high", gender="female", pace="slow"),
+     Ask("a high female voice speaking quickly", pitch="high", gender="female", pace="fast")),
+    (Ask("slow speech from a man with a deep voice", pitch="deep", gender="male", pace="slow"),
+     Ask("fast speech from a man with a deep voice", pitch="deep", gender="male", pace="fast")),
     # pitch changes, pace kept
-    (_ask("a deep voice, talking slowly", pitch="deep", pace="slow"),
-     _ask("a high voice, talking slowly", pitch="high", pace="slow")),
-    (_ask("speaking fast in a deep voice", pitch="deep", pace="fast"),
-     _ask("speaking fast in a high voice", pitch="high", pace="fast")),
+    (Ask("a deep voice, talking slowly", pitch="deep", pace="slow"),
+     Ask("a high voice, talking slowly", pitch="high", pace="slow")),
+    (Ask("speaking fast in a deep voice", pitch="deep", pace="fast"),
+     Ask("speaking fast in a high voice", pitch="high", pace="fast")),
     # gender changes, pace kept
-    (_ask("a man reading slowly", gender="male", pace="slow"), _ask("a woman reading slowly", gender="female", pace="slow")),
-    (_ask("a quick male speaker", gender="male", pace="fast"), _ask("a quick female speaker", gender="female", pace="fast")),
+    (Ask("a man reading slowly", gender="male", pace="slow"), Ask("a woman reading slowly", gender="female", pace="slow")),
+    (Ask("a quick male speaker", gender="male", pace="fast"), Ask("a quick female speaker", gender="female", pace="fast")),
     # two attributes change at once
-    (_ask("a deep male voice, slow", pitch="deep", gender="male", pace="slow"),
-     _ask("a high female voice, fast", pitch="high", gender="female", pace="fast")),
+    (Ask("a deep male voice, slow", pitch="deep", gender="male", pace="slow"),
+     Ask("a high female voice, fast", pitch="high", gender="female", pace="fast")),
 )
 
 
@@ -173,24 +169,13 @@ class DescriptionReport:
         return k, n
 
     def bounds(self) -> dict[str, tuple[int, int]]:
-        """``deep``: clips asked deep with F0 < DEEP_HZ; ``high``: asked high with F0 > HIGH_HZ."""
-        seen: dict[tuple[str, str], Clip] = {}
-        asks: dict[str, Ask] = {}
-        for p in self.pairs:
-            for ask, clips in ((p.a, p.clips_a), (p.b, p.clips_b)):
-                asks[ask.text] = ask
-                for c in clips:
-                    seen[(ask.text, c.text)] = c
-        out = {"deep": [0, 0], "high": [0, 0]}
-        for (desc, _), c in seen.items():
-            pitch = asks[desc].pitch
-            if pitch == "deep":
-                out["deep"][0] += c.f0_hz < DEEP_HZ
-                out["deep"][1] += 1
-            elif pitch == "high":
-                out["high"][0] += c.f0_hz > HIGH_HZ
-                out["high"][1] += 1
-        return {k: (int(v[0]), int(v[1])) for k, v in out.items()}
+        """``deep``: clips asked deep with F0 < DEEP_HZ; ``high``: asked high with F0 > HIGH_HZ.
+        A description shared by several pairs counts its clips once."""
+        clips = {(ask.text, c.text): (ask.pitch, c.f0_hz) for p in self.pairs
+                 for ask, cs in ((p.a, p.clips_a), (p.b, p.clips_b)) for c in cs}
+        deep = [f0 < DEEP_HZ for pitch, f0 in clips.values() if pitch == "deep"]
+        high = [f0 > HIGH_HZ for pitch, f0 in clips.values() if pitch == "high"]
+        return {"deep": (sum(deep), len(deep)), "high": (sum(high), len(high))}
 
     def summary(self) -> dict[str, tuple[int, int]]:
         """The headline fractions as (hits, total)."""
