@@ -516,7 +516,7 @@ def data_speech(
     held_out: Annotated[int, typer.Option("--held-out", min=1, help="Held-out and SUS sentences per voice.")] = 40,
     teacher: Annotated[
         Optional[list[str]],
-        typer.Option("--teacher", help="Teacher voice (repeatable): hibari-heart, piper-joe, flite-{slt,rms,awb,kal16}, "
+        typer.Option("--teacher", help="Teacher voice (repeatable): hibari-heart, piper-joe, flite-{slt,rms,awb,kal16}, festival-ked, "
                      "kokoro-{alpha,gongitsune,nezumi,tebukuro,kumo,alpha+kumo,nezumi+kumo}."),
     ] = None,
     limit: Annotated[

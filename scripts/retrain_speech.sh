@@ -37,6 +37,9 @@ set -euo pipefail
 work="${1:-work}"
 device="${DEVICE:-cpu}"
 corpus="$work/corpus"
+# Compile librosa's numba kernels (YIN) once before builds run side by side: two processes writing
+# numba's on-disk cache at the same moment corrupted it here (every later YIN call segfaulted).
+python -c "import numpy, librosa; librosa.yin(numpy.zeros(8000), fmin=55, fmax=450, sr=16000, frame_length=1024, hop_length=160)"
 # Four corpus builds on two cores (each teacher runs on one thread): ~35 min in all.
 ( audioguide data speech -o "$corpus/fast" --sentences 2000 --held-out 40 --seed 0 \
     --teacher hibari-heart --teacher flite-slt --teacher flite-rms --teacher flite-awb --teacher flite-kal16 \

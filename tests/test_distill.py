@@ -164,7 +164,9 @@ def test_target_is_cfg_of_two_teacher_forwards_per_row(mean_flow):
         both = teacher(x, t, cond, keep, **extra)
         no_text = teacher(x, t, cond, {**keep, "text": torch.zeros(B, dtype=torch.bool)}, **extra)
     expected = no_text + w.view(B, 1, 1) * (both - no_text)  # no interval: every row guided
-    assert torch.allclose(target, expected, atol=1e-6)
+    # one batched forward of both branches against two separate ones: the kernels may block the
+    # sums otherwise (AVX2 here), and w up to 4 scales those last-bit differences
+    assert (target - expected).abs().max() < 1e-5, (target - expected).abs().max()
     assert torch.allclose(target[0], both[0], atol=1e-6)  # w = 1: the conditional prediction
 
 

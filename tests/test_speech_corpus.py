@@ -127,3 +127,38 @@ def test_espeak_symbols_become_phones_with_their_samples():
     pieces = [("^", 10), ("h", 10), ("ə", 5), ("l", 10), ("ˈ", 5), ("o", 10), ("ʊ", 10), ("ː", 5), (".", 10), ("$", 10)]
     assert espeak_phones(pieces, 1) == [("pau", 10), ("hh", 20), ("ax", 25), ("l", 35), ("ow", 65), ("pau", 75),
                                         ("pau", 85)]
+
+
+def test_festival_teacher_quotes_the_text_stretches_durations_and_aligns(tmp_path, monkeypatch):
+    """festival-ked through a stand-in `festival` program (a real process): it records the Scheme
+    script it is given, writes a 16 kHz WAV and prints Segment end times as Festival does."""
+    import os
+    import sys
+
+    from audioguide.corpus.speech import TEACHERS
+    from audioguide.conditioners.phonemes import phonemize
+
+    fake = tmp_path / "bin" / "festival"
+    fake.parent.mkdir()
+    fake.write_text(f"""#!{sys.executable}
+import re, sys, numpy as np, soundfile as sf
+script = open(sys.argv[2]).read()
+open({str(tmp_path / "seen.scm")!r}, "w").write(script)
+out = re.search(r'utt.save.wave utt "([^"]+)"', script).group(1)
+stretch = float(re.search(r"Duration_Stretch ([0-9.]+)", script).group(1))
+ends = [0.1, 0.2, 0.3, 0.4, 0.6, 0.7]
+sf.write(out, np.zeros(int(16000 * 0.7 * stretch), dtype=np.float32), 16000)
+print(" ".join(f"{{p}}:{{e * stretch:f}}" for p, e in zip(["pau", "hh", "eh", "l", "ow", "pau"], ends)))
+""")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    text = 'Hello "there" \\ hello'  # quotes and a backslash must not break the Scheme string
+    teacher = TEACHERS["festival-ked"](speed=1.25)
+    wav = teacher.synth(text)
+    script = (tmp_path / "seen.scm").read_text()
+    assert "(voice_ked_diphone)" in script and "Duration_Stretch 0.8" in script
+    assert '"Hello \'there\'   hello"' in script  # one string literal, nothing escaped out of it
+    assert len(wav) == int(16000 * 0.7 * 0.8)
+    samples = teacher.alignment("Hello", wav)  # another text: resynthesised, then aligned
+    assert samples is not None and sum(samples) == len(wav) and len(samples) == len(phonemize("Hello")) + 2
+    assert teacher.attributes["gender"] == "male" and teacher.sample_rate == 16000

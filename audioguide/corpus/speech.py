@@ -12,7 +12,8 @@ representation's rate). Every packaged teacher is aligned exactly from its own s
 (``alignment = "exact"``). Rerunning resumes: finished rows are kept, except rows an older build
 aligned by DTW. Teachers are build-time tools (hibari's packaged "heart" voice, Apache-2.0; piper's joe, CC0,
 and Kokoro-82M, Apache-2.0, through the ``corpus`` extra; CMU flite's slt, rms, awb and kal16 from
-Debian's ``flite``); more voices plug in as ``Teacher`` s.
+Debian's ``flite``; Festival's ked diphone voice from Debian's ``festival`` and ``festvox-kdlpc16k``);
+more voices plug in as ``Teacher`` s.
 """
 
 from __future__ import annotations
@@ -210,6 +211,57 @@ def flite_teacher(voice: str, speed: float = 1.0) -> Teacher:
 
     attrs = {**FLITE_VOICES[voice], "source": "CMU flite (BSD-like)"}
     return Teacher(name=f"flite-{voice}", sample_rate=16000, attributes=attrs, synth=synth, alignment=alignment)
+
+
+FESTIVAL_VOICES = {
+    "ked": ("ked_diphone", {"gender": "male", "accent": "american",
+                            "source": "Festival ked_diphone (Debian festvox-kdlpc16k, CSTR free licence)"}),
+}
+
+
+def festival_teacher(voice: str, speed: float = 1.0) -> Teacher:
+    """Festival diphone voices (Debian ``festival`` + ``festvox-kdlpc16k``), 16 kHz, via ``festival -b``.
+
+    Exactly aligned like flite: the script prints the end of every item of the utterance's
+    ``Segment`` relation (ARPAbet phones, the same set flite uses), which :func:`phone_alignment`
+    carries over to our phonemes. ``speed`` sets Festival's ``Duration_Stretch`` to ``1 / speed``.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    exe = shutil.which("festival")
+    if exe is None:
+        raise AudioguideError("the festival teachers need Festival and its voice: apt-get install festival festvox-kdlpc16k")
+    from audioguide.conditioners.phonemes import phonemize
+
+    name, attrs = FESTIVAL_VOICES[voice]
+    last: dict[str, list[tuple[str, float]]] = {}
+
+    def synth(text: str) -> np.ndarray:
+        quoted = text.replace("\\", " ").replace('"', "'")  # a Scheme string literal
+        with tempfile.TemporaryDirectory() as tmp:
+            out, script = Path(tmp) / "x.wav", Path(tmp) / "x.scm"
+            script.write_text(
+                f"(voice_{name})\n(Parameter.set 'Duration_Stretch {1.0 / speed:.6g})\n"
+                f'(set! utt (utt.synth (Utterance Text "{quoted}")))\n'
+                f'(utt.save.wave utt "{out}" \'riff)\n'
+                "(mapcar (lambda (s) (format t \"%s:%f \" (item.name s) (item.feat s \"end\")))"
+                " (utt.relation.items utt 'Segment))\n", encoding="utf-8")
+            done = subprocess.run([exe, "-b", str(script)], check=True, capture_output=True, text=True)
+            if not out.exists():
+                raise AudioguideError(f"festival wrote no audio: {done.stderr.strip()[:200]}")
+            last.clear()
+            last[text] = parse_flite_phones(done.stdout)
+            return read_audio(out)[0]
+
+    def alignment(text: str, wav: np.ndarray) -> list[int] | None:
+        if text not in last:  # resumed: festival is deterministic
+            synth(text)
+        return phone_alignment(phonemize(text), last[text], len(wav), 16000)
+
+    return Teacher(name=f"festival-{voice}", sample_rate=16000, attributes=dict(attrs), synth=synth,
+                   alignment=alignment)
 
 
 def parse_flite_phones(printed: str) -> list[tuple[str, float]]:
@@ -495,6 +547,7 @@ TEACHERS: dict[str, Callable[..., Teacher]] = {  # name -> factory(speed=1.0)
     "hibari-heart": lambda speed=1.0: hibari_teacher("heart", speed),
     "piper-joe": piper_joe_teacher,
     **{f"flite-{v}": (lambda v=v, speed=1.0: flite_teacher(v, speed)) for v in FLITE_VOICES},
+    **{f"festival-{v}": (lambda v=v, speed=1.0: festival_teacher(v, speed)) for v in FESTIVAL_VOICES},
 }
 
 
