@@ -176,41 +176,56 @@ FLITE_VOICES = {
 }
 
 
-def flite_teacher(voice: str, speed: float = 1.0) -> Teacher:
-    """CMU flite voices (Debian package ``flite``, BSD-like licence), 16 kHz, via its command line.
-
-    Exactly aligned: flite prints the end time of each phone it speaks (``-psdur``), and
-    :func:`phone_alignment` carries those times over to our phonemes. ``speed`` stretches flite's
-    durations (``duration_stretch = 1 / speed``).
+def _phone_timed_teacher(
+    name: str, attributes: dict[str, str], program: str, install: str, speak: Callable[[str, str, Path], str]
+) -> Teacher:
+    """A 16 kHz teacher run as a command-line program that writes a WAV and prints the end time of
+    every phone it spoke (``phone:seconds``, flite's ``-psdur`` form; :func:`parse_flite_phones`).
+    ``speak(exe, text, wav_path)`` runs it and returns what it printed; :func:`phone_alignment`
+    carries those times over to our phonemes, so the teacher is exactly aligned.
     """
     import shutil
-    import subprocess
     import tempfile
 
-    exe = shutil.which("flite")
+    exe = shutil.which(program)
     if exe is None:
-        raise AudioguideError("the flite teachers need the flite program: apt-get install flite")
+        raise AudioguideError(f"the {name} teacher needs {program}: {install}")
     from audioguide.conditioners.phonemes import phonemize
 
-    last: dict[str, list[tuple[str, float]]] = {}  # flite's phones of the last synthesised text
+    last: dict[str, list[tuple[str, float]]] = {}  # the phones of the last synthesised text
 
     def synth(text: str) -> np.ndarray:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "x.wav"
-            stretch = [] if speed == 1.0 else ["--setf", f"duration_stretch={1.0 / speed:.6g}"]
-            done = subprocess.run([exe, "-voice", voice, *stretch, "-psdur", "-t", text, "-o", str(out)], check=True,
-                                  capture_output=True, text=True)
+            printed = speak(exe, text, out)
             last.clear()
-            last[text] = parse_flite_phones(done.stdout)
+            last[text] = parse_flite_phones(printed)
             return read_audio(out)[0]
 
     def alignment(text: str, wav: np.ndarray) -> list[int] | None:
-        if text not in last:  # resumed: the WAV was written by an earlier run (flite is deterministic)
+        if text not in last:  # resumed: the WAV was written by an earlier run (the program is deterministic)
             synth(text)
         return phone_alignment(phonemize(text), last[text], len(wav), 16000)
 
+    return Teacher(name=name, sample_rate=16000, attributes=attributes, synth=synth, alignment=alignment)
+
+
+def flite_teacher(voice: str, speed: float = 1.0) -> Teacher:
+    """CMU flite voices (Debian package ``flite``, BSD-like licence), 16 kHz, via its command line.
+
+    Exactly aligned: flite prints the end time of each phone it speaks (``-psdur``;
+    :func:`_phone_timed_teacher`). ``speed`` stretches flite's durations (``duration_stretch = 1 / speed``).
+    """
+    import subprocess
+
+    stretch = [] if speed == 1.0 else ["--setf", f"duration_stretch={1.0 / speed:.6g}"]
+
+    def speak(exe: str, text: str, out: Path) -> str:
+        return subprocess.run([exe, "-voice", voice, *stretch, "-psdur", "-t", text, "-o", str(out)], check=True,
+                              capture_output=True, text=True).stdout
+
     attrs = {**FLITE_VOICES[voice], "source": "CMU flite (BSD-like)"}
-    return Teacher(name=f"flite-{voice}", sample_rate=16000, attributes=attrs, synth=synth, alignment=alignment)
+    return _phone_timed_teacher(f"flite-{voice}", attrs, "flite", "apt-get install flite", speak)
 
 
 FESTIVAL_VOICES = {
@@ -223,45 +238,29 @@ def festival_teacher(voice: str, speed: float = 1.0) -> Teacher:
     """Festival diphone voices (Debian ``festival`` + ``festvox-kdlpc16k``), 16 kHz, via ``festival -b``.
 
     Exactly aligned like flite: the script prints the end of every item of the utterance's
-    ``Segment`` relation (ARPAbet phones, the same set flite uses), which :func:`phone_alignment`
-    carries over to our phonemes. ``speed`` sets Festival's ``Duration_Stretch`` to ``1 / speed``.
+    ``Segment`` relation (ARPAbet phones, the same set flite uses; :func:`_phone_timed_teacher`).
+    ``speed`` sets Festival's ``Duration_Stretch`` to ``1 / speed``.
     """
-    import shutil
     import subprocess
-    import tempfile
-
-    exe = shutil.which("festival")
-    if exe is None:
-        raise AudioguideError("the festival teachers need Festival and its voice: apt-get install festival festvox-kdlpc16k")
-    from audioguide.conditioners.phonemes import phonemize
 
     name, attrs = FESTIVAL_VOICES[voice]
-    last: dict[str, list[tuple[str, float]]] = {}
 
-    def synth(text: str) -> np.ndarray:
+    def speak(exe: str, text: str, out: Path) -> str:
         quoted = text.replace("\\", " ").replace('"', "'")  # a Scheme string literal
-        with tempfile.TemporaryDirectory() as tmp:
-            out, script = Path(tmp) / "x.wav", Path(tmp) / "x.scm"
-            script.write_text(
-                f"(voice_{name})\n(Parameter.set 'Duration_Stretch {1.0 / speed:.6g})\n"
-                f'(set! utt (utt.synth (Utterance Text "{quoted}")))\n'
-                f'(utt.save.wave utt "{out}" \'riff)\n'
-                "(mapcar (lambda (s) (format t \"%s:%f \" (item.name s) (item.feat s \"end\")))"
-                " (utt.relation.items utt 'Segment))\n", encoding="utf-8")
-            done = subprocess.run([exe, "-b", str(script)], check=True, capture_output=True, text=True)
-            if not out.exists():
-                raise AudioguideError(f"festival wrote no audio: {done.stderr.strip()[:200]}")
-            last.clear()
-            last[text] = parse_flite_phones(done.stdout)
-            return read_audio(out)[0]
+        script = out.with_suffix(".scm")
+        script.write_text(
+            f"(voice_{name})\n(Parameter.set 'Duration_Stretch {1.0 / speed:.6g})\n"
+            f'(set! utt (utt.synth (Utterance Text "{quoted}")))\n'
+            f'(utt.save.wave utt "{out}" \'riff)\n'
+            "(mapcar (lambda (s) (format t \"%s:%f \" (item.name s) (item.feat s \"end\")))"
+            " (utt.relation.items utt 'Segment))\n", encoding="utf-8")
+        done = subprocess.run([exe, "-b", str(script)], check=True, capture_output=True, text=True)
+        if not out.exists():
+            raise AudioguideError(f"festival wrote no audio: {done.stderr.strip()[:200]}")
+        return done.stdout
 
-    def alignment(text: str, wav: np.ndarray) -> list[int] | None:
-        if text not in last:  # resumed: festival is deterministic
-            synth(text)
-        return phone_alignment(phonemize(text), last[text], len(wav), 16000)
-
-    return Teacher(name=f"festival-{voice}", sample_rate=16000, attributes=dict(attrs), synth=synth,
-                   alignment=alignment)
+    return _phone_timed_teacher(f"festival-{voice}", dict(attrs), "festival",
+                                "apt-get install festival festvox-kdlpc16k", speak)
 
 
 def parse_flite_phones(printed: str) -> list[tuple[str, float]]:
