@@ -699,6 +699,7 @@ def eval_tts(
     judge: Annotated[str, typer.Option("--judge", help="Whisper judge: tiny.en, base (Whisper base, English) or a CTranslate2 model directory ('' skips WER).")] = "tiny.en",
     report: Annotated[Optional[Path], typer.Option("--report", help="Also write the tables (Markdown) here.")] = None,
     real: Annotated[bool, typer.Option("--real/--no-real", help="Also judge the manifests' real recordings (the ceiling).")] = True,
+    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also evaluate without guidance (every scale 1); --no-baseline halves a run that only wants the default.")] = True,
     transcripts: Annotated[Optional[Path], typer.Option("--transcripts", help="Also write every item's transcript and predicted voice here (JSON Lines).")] = None,
     plots: Annotated[
         Optional[Path],
@@ -724,7 +725,7 @@ def eval_tts(
         pipe = _load("tts", recipe, weights, threads)
         pipe.sampler_config(steps)
         n = pipe.candidates_for(candidates)
-        settings = sweep_settings(pipe.recipe.guidance.scales, sweeps)
+        settings = sweep_settings(pipe.recipe.guidance.scales, sweeps, baseline)
         if pipe.recipe.random_weights:
             typer.secho(f"warning: recipe {pipe.recipe.name!r} has RANDOM weights: expect a WER near 100 %.",
                         fg=typer.colors.YELLOW, err=True)

@@ -30,12 +30,24 @@ def local_weights(source: str, recipe: Recipe, user: bool = False) -> Path | Non
     return next((c for c in candidates if c.exists()), None)
 
 
-def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: str, user: bool = False) -> None:
+def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: str, user: bool = False,
+                  grow: bool = False) -> None:
     """Load ``source`` into ``module``: a local file (:func:`local_weights`) or a Hub id (a user's
-    ``source`` only when written ``hf://owner/name``: otherwise a missing path is "not found")."""
+    ``source`` only when written ``hf://owner/name``: otherwise a missing path is "not found").
+    ``grow`` (a training warm start) lets named-voice tables take voices added at the end of the
+    recipe's list (:meth:`SpeakerId.grown`)."""
     ckpt = load_checkpoint(local_weights(source, recipe, user) or source, local=user)
+    tensors = ckpt.tensors
+    if grow:
+        from audioguide.conditioners.speaker import SpeakerId
+
+        tensors = dict(tensors)
+        for name, sub in module.named_modules():
+            key = f"{name}.table.weight"
+            if isinstance(sub, SpeakerId) and key in tensors:
+                tensors[key] = sub.grown(tensors[key])
     try:
-        missing, unexpected = module.load_state_dict(ckpt.tensors, strict=False)
+        missing, unexpected = module.load_state_dict(tensors, strict=False)
     except RuntimeError as e:  # shape mismatches
         reason = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise AudioguideError(f"checkpoint {ckpt.path} does not fit the {what} of recipe {recipe.name!r}: {reason}") from None
@@ -97,7 +109,7 @@ def _build(recipe: Recipe, model_weights: str | None, require_weights: bool, loa
     if model_weights is not None:
         _load_weights(model, model_weights, recipe, "model", user=True)
     elif model_spec.weights is not None and (strict or local_weights(model_spec.weights, recipe) is not None):
-        _load_weights(model, model_spec.weights, recipe, "model")
+        _load_weights(model, model_spec.weights, recipe, "model", grow=not require_weights)
     elif strict:
         raise RecipeError(f"{recipe.source}: [model] has no weights and random_weights is not set")
     return representation, model

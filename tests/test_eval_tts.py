@@ -142,6 +142,9 @@ def test_sweep_settings():
         ("speaker=2", {"text": 2.0, "speaker": 2.0}),
     ]
     assert sweep_settings({"text": 2.0}) == [(DEFAULT_LABEL, {"text": 2.0}), (NO_GUIDANCE_LABEL, {"text": 1.0})]
+    assert sweep_settings({"text": 2.0}, baseline=False) == [(DEFAULT_LABEL, {"text": 2.0})]
+    # without the baseline, an explicit sweep to 1 is kept under its own label
+    assert [label for label, _ in sweep_settings({"text": 2.0}, {"text": [1.0]}, baseline=False)] == [DEFAULT_LABEL, "text=1"]
     with pytest.raises(AudioguideError, match="cannot sweep 'style'"):
         sweep_settings(recipe, {"style": [2.0]})
     for bad in ["text", "text=", "text=a,b", "=2"]:

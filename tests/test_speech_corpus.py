@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from typer.testing import CliRunner
 
@@ -59,7 +60,12 @@ def test_descriptions_follow_the_measured_attributes():
     assert "deep" in deep and "high" not in deep.replace("high,", "") and " male" in deep and "female" not in deep
     assert "high" in high and "Japanese" in high and "deep" not in high
     slow = [r["style"] for r in rows if r["phones_per_second"] == 8.0]
-    assert not any("quickly" in s or "fast" in s for s in slow)
+    quick = re.compile(r"\b(quick|quickly|fast|rapid|rapidly|brisk|briskly|hurried)\b")
+    assert not any(quick.search(s) for s in slow)
+    fast = " ".join(r["style"] for r in rows if r["phones_per_second"] == 12.0)
+    assert not re.search(r"\b(slow|slowly|unhurried|unhurriedly|leisurely)\b", fast)
+    assert len(set(quick.findall(fast))) >= 3  # paraphrased, not one word
+    assert " woman" not in deep and " man" not in high  # the person noun follows the gender
     again = [dict(r) for r in rows]
     describe_rows(again, seed=0)
     assert [r["style"] for r in again] == [r["style"] for r in rows]  # seeded

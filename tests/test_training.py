@@ -76,6 +76,30 @@ def test_a_new_run_warm_starts_from_the_recipe_weights_unless_from_scratch(write
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_warm_start_grows_the_voice_table_for_voices_added_at_the_end(write_recipe, corpus, tmp_path):
+    from audioguide.components import build_components
+    from audioguide.core import AudioguideError
+
+    speakers = """
+    [conditioners.speaker]
+    type = "speaker-id"
+    voices = {voices}
+    dim = 8
+    """
+    two = TINY_TTS.replace("[model]", speakers.format(voices='["s0", "s1"]') + "\n    [model]")
+    first = train(_recipe(write_recipe, text=two), corpus, tmp_path / "two", steps=3)
+    three = two.replace('["s0", "s1"]', '["s0", "s1", "s2"]').replace("hidden = 32", f'hidden = 32\n    weights = "{first.export}"')
+    recipe = _recipe(write_recipe, text=three)
+    trained = load_checkpoint(first.export).tensors["conditioners.speaker.table.weight"]
+    _, model = build_components(recipe, require_weights=False)  # a training warm start
+    table = model.conditioners["speaker"].table.weight.detach()
+    assert table.shape == (3, 8) and torch.equal(table[:2], trained)  # trained voices keep their rows
+    assert torch.allclose(table[2], trained.mean(0))  # the new voice starts as the average voice
+    assert train(recipe, corpus, tmp_path / "three", steps=1).step == 1
+    with pytest.raises(AudioguideError, match="does not fit"):  # generating never grows a table
+        build_components(recipe)
+
+
 def test_ema_weights_are_exported(write_recipe, corpus, tmp_path):
     recipe = _recipe(write_recipe, "ema = 0.9")
     result = train(recipe, corpus, tmp_path / "run", steps=10)

@@ -41,6 +41,17 @@ class SpeakerId(Conditioner):
         self.index = {v: i for i, v in enumerate(config.voices)}
         self.table = nn.Embedding(len(config.voices), config.dim)
 
+    def grown(self, weight: torch.Tensor) -> torch.Tensor:
+        """A trained table ``weight`` with fewer rows than this conditioner's voices, grown for a
+        warm start: voices added at the end of ``voices`` start from the mean of the trained rows
+        (the average voice), every trained voice keeps its row. Tables of this size come back as
+        they are; larger ones or other widths are left for loading to reject."""
+        rows, dim = self.table.weight.shape
+        if weight.ndim != 2 or weight.shape[1] != dim or not 0 < weight.shape[0] < rows:
+            return weight
+        mean = weight.mean(0, keepdim=True).expand(rows - weight.shape[0], dim)
+        return torch.cat([weight, mean.to(weight.dtype)])
+
     def check(self, inputs: Sequence[str]) -> None:
         for v in inputs:
             if v not in self.index:

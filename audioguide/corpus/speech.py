@@ -683,7 +683,18 @@ DESCRIPTION_TEMPLATES = (
     "{pitch} and {pace}, a {gender} voice",
     "a {gender} talking {rate}",
     "a {pace} {gender} speaker with {accent}",
+    # a person noun and more pace words (issue 25: "speaking fast in a deep voice" stayed high)
+    "a {person} with a {pitch} voice who speaks {rate}",
+    "a {person} speaking {rate} in a {pitch} voice",
+    "{pace} and {pitch}: a {person} with {accent}",
 )
+# Paraphrases of each pace (adverb, adjective), drawn per row so that no one word stands for a pace.
+RATE_WORDS = {
+    "slow": (("slowly", "unhurriedly", "at a slow pace", "at a leisurely pace"), ("slow", "unhurried", "leisurely", "measured")),
+    "moderate": (("at a moderate pace", "at an even pace", "at a normal pace"), ("moderately paced", "evenly paced", "steady")),
+    "fast": (("quickly", "fast", "rapidly", "briskly", "at a fast pace"), ("fast", "quick", "rapid", "brisk", "hurried")),
+}
+PERSON_WORDS = {"male": "man", "female": "woman"}
 
 
 def _word(value: float, table: tuple[tuple[float, str], ...]) -> str:
@@ -696,7 +707,8 @@ def describe_rows(rows: Sequence[dict], seed: int = 0, rate_bounds: tuple[float,
     Pitch words come from the speaker's median F0 over its rows, the expressiveness word from its
     median F0 range, gender and accent from the teacher; the pace (slowly / at a moderate pace /
     quickly) from the row's own speaking rate against the corpus's terciles (``rate_bounds``,
-    computed from ``rows`` when not given; returned so that other splits reuse them). Rows
+    computed from ``rows`` when not given; returned so that other splits reuse them), each pace in
+    one of several paraphrases (``RATE_WORDS``). Rows
     without measures are left alone.
     """
     measured = [r for r in rows if "phones_per_second" in r]
@@ -714,13 +726,16 @@ def describe_rows(rows: Sequence[dict], seed: int = 0, rate_bounds: tuple[float,
     for r in measured:
         f0, spread = voice[r["speaker"]]
         rate = r["phones_per_second"]
+        pace = "slow" if rate < rate_bounds[0] else "fast" if rate > rate_bounds[1] else "moderate"
+        adverbs, adjectives = RATE_WORDS[pace]
         words = {
             "pitch": _word(f0, PITCH_WORDS),
             "range": _word(spread, RANGE_WORDS) or "natural",
             "gender": r.get("gender", "neutral") if r.get("gender") in ("male", "female") else "",
             "accent": ACCENT_WORDS.get(r.get("accent", ""), "a neutral accent"),
-            "rate": "slowly" if rate < rate_bounds[0] else "quickly" if rate > rate_bounds[1] else "at a moderate pace",
-            "pace": "slow" if rate < rate_bounds[0] else "fast" if rate > rate_bounds[1] else "moderately paced",
+            "rate": adverbs[int(rng.integers(len(adverbs)))],
+            "pace": adjectives[int(rng.integers(len(adjectives)))],
+            "person": PERSON_WORDS.get(r.get("gender", ""), "person"),
         }
         text = DESCRIPTION_TEMPLATES[int(rng.integers(len(DESCRIPTION_TEMPLATES)))].format(**words)
         r["style"] = " ".join(text.split()).replace(" ,", ",")

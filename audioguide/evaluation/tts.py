@@ -77,9 +77,10 @@ def parse_sweep(items: Sequence[str]) -> dict[str, list[float]]:
 
 
 def sweep_settings(recipe_scales: Mapping[str, float] | Sequence[tuple[str, float]],
-                   sweeps: Mapping[str, Sequence[float]] | None = None) -> list[Setting]:
-    """Guidance settings to compare: the recipe's own scales, no guidance (every scale 1), and for
-    each swept condition its values with the other conditions at the recipe's scales.
+                   sweeps: Mapping[str, Sequence[float]] | None = None, baseline: bool = True) -> list[Setting]:
+    """Guidance settings to compare: the recipe's own scales, no guidance (every scale 1; left out
+    with ``baseline=False``), and for each swept condition its values with the other conditions at
+    the recipe's scales.
 
     Settings with the same scales as an earlier one are dropped (the earlier label is kept).
     """
@@ -87,7 +88,9 @@ def sweep_settings(recipe_scales: Mapping[str, float] | Sequence[tuple[str, floa
     for name in sweeps or {}:
         if name not in base:
             raise AudioguideError(f"cannot sweep {name!r}: the recipe guides on {', '.join(base) or 'nothing'}")
-    settings: list[Setting] = [(DEFAULT_LABEL, dict(base)), (NO_GUIDANCE_LABEL, {n: 1.0 for n in base})]
+    settings: list[Setting] = [(DEFAULT_LABEL, dict(base))]
+    if baseline:
+        settings.append((NO_GUIDANCE_LABEL, {n: 1.0 for n in base}))
     for name, values in (sweeps or {}).items():
         for w in values:
             settings.append((f"{name}={fmt_scale(w)}", {**base, name: float(w)}))
