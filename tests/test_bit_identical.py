@@ -5,6 +5,7 @@ shared aligned encoder), compared with what the code gives now for the same seed
 from __future__ import annotations
 
 import hashlib
+import warnings
 
 import numpy as np
 import pytest
@@ -12,25 +13,41 @@ import torch
 
 pytestmark = pytest.mark.slow
 
-# (recipe, text, options) -> (first 16 hex digits of sha256 of the float32 samples, one per CPU
-# kernel path, samples). The same code and weights give other last bits on another CPU (torch picks
-# its kernels by the instruction set): the first digest of each pair was recorded on the machine of
-# earlier sessions, the second on an AMD EPYC (torch CPU capability AVX2, Dec 2026). Either must match
-# bit for bit; a refactor that changes the audio changes both.
+# (recipe, text, options) -> (digests, samples): the first 16 hex digits of sha256 of the float32
+# samples, per machine. The same code and weights give other last bits on another CPU: torch picks
+# its kernels by the instruction set, and the BLAS underneath by its own checks, so digests are
+# recorded per machine fingerprint (:func:`fingerprint`): "earlier" is the machine of earlier sessions
+# (fingerprint not kept), then AMD EPYC machines at torch CPU capability AVX2 and AVX512 (Dec 2026).
+# On a recorded machine the digest must match bit for bit; elsewhere any recorded digest passes, and
+# otherwise the case checks what needs no recording (the recorded length, and the same bits from a
+# second call with the same seed) and warns with the digest to record.
 RECORDED = [
-    ("speech", "The quick brown fox jumps over the lazy dog.", {"seed": 3}, ("5a68cdfa9dfaac87", "1d0432261c874a23"), 78336),
-    ("speech", "Hello there. How are you today?", {"seed": 5, "inputs": {"speaker": "piper-joe"}}, ("b2788e80ecacbfb3", "ac209ab9a33a883c"), 43488),
+    # re-recorded when the speech weights were fine-tuned with a ninth voice and every voice at 0.8x /
+    # 1.2x its pace (issue 25): new weights, the same code path; only this machine could be recorded
+    ("speech", "The quick brown fox jumps over the lazy dog.", {"seed": 3}, {"AVX512/AuthenticAMD": "e1331a9bbe82df30"}, 79104),
+    ("speech", "Hello there. How are you today?", {"seed": 5, "inputs": {"speaker": "piper-joe"}}, {"AVX512/AuthenticAMD": "e88f08638ddf6f1a"}, 44512),
     ("speech", "A deep voice reads this.", {"seed": 1, "inputs": {"style": "a deep male voice, speaking slowly"}},
-     ("15970bdd5bfdfbfb", "0f1057aca936fbf1"), 38400),
+     {"AVX512/AuthenticAMD": "1e68fe97b9f4d80d"}, 39424),
     # re-recorded (was 91832acecfa87e25) when top-k sampling began drawing among the k candidates
     # (issue 23): the same distribution, other draws; greedy and full-vocabulary sampling of this
     # recipe still give the audio of the code before, bit for bit
-    ("speech-lm", "Hello there.", {"seed": 2}, ("fbb597daf4c2051d", "31c5db2efdfb7474"), 31232),
+    ("speech-lm", "Hello there.", {"seed": 2}, {"earlier": "fbb597daf4c2051d", "AVX2/AuthenticAMD": "31c5db2efdfb7474", "AVX512/AuthenticAMD": "0d0d9a41001075ed"}, 31232),
     # re-recorded (were 3913b042a4b2a5ad, 303d9784c955b51a) when the sound weights were fine-tuned on
     # the 41-class corpus (issue 26): new weights, the same code path
-    ("sound", "a dog barking", {"seed": 4, "seconds": 2.0}, ("bd11a431d65161a8", "f88484d212507575"), 48000),
-    ("sound", "a cello melody", {"seed": 0, "seconds": 1.5, "cfg": 3.0, "rescale": 0.5}, ("1a574b94e213e0de", "95ecc943786c5e8b"), 36000),
+    ("sound", "a dog barking", {"seed": 4, "seconds": 2.0}, {"earlier": "bd11a431d65161a8", "AVX2/AuthenticAMD": "f88484d212507575", "AVX512/AuthenticAMD": "f50c3c0197df593f"}, 48000),
+    ("sound", "a cello melody", {"seed": 0, "seconds": 1.5, "cfg": 3.0, "rescale": 0.5}, {"earlier": "1a574b94e213e0de", "AVX2/AuthenticAMD": "95ecc943786c5e8b", "AVX512/AuthenticAMD": "812ecb5b60525c09"}, 36000),
 ]
+
+
+def fingerprint() -> str:
+    """torch's CPU kernel path and the CPU vendor, e.g. ``AVX2/AuthenticAMD``."""
+    vendor = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            vendor = next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), vendor)
+    except OSError:
+        pass
+    return f"{torch.backends.cpu.get_cpu_capability()}/{vendor}"
 
 
 @pytest.fixture(scope="module")
@@ -53,4 +70,10 @@ def pipelines(one_thread):
 def test_shipped_recipes_give_the_recorded_audio(pipelines, recipe, text, options, digest, samples):
     wav = pipelines(recipe)(text, **options)[0]
     assert len(wav) == samples
-    assert hashlib.sha256(np.ascontiguousarray(wav, dtype=np.float32).tobytes()).hexdigest()[:16] in digest
+    got = hashlib.sha256(np.ascontiguousarray(wav, dtype=np.float32).tobytes()).hexdigest()[:16]
+    if fingerprint() in digest:
+        assert got == digest[fingerprint()]
+    elif got not in digest.values():  # a machine not recorded: the same seed must still give the same bits
+        again = pipelines(recipe)(text, **options)[0]
+        assert np.array_equal(np.asarray(wav, dtype=np.float32), np.asarray(again, dtype=np.float32))
+        warnings.warn(f"no digest recorded for {fingerprint()}: {recipe} {text[:16]!r} gave {got}")
