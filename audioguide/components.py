@@ -65,7 +65,8 @@ def build_components(recipe: Recipe, model_weights: str | None = None, require_w
     declares ``random_weights``, a model or trainable representation without weights is an error
     (when ``require_weights``; otherwise, as for training, a model whose packaged or recipe-relative
     weight file does not exist yet starts from its seeded initialisation; ``load_model=False``
-    always starts the model there, for training from scratch). Construction leaves
+    always starts the model there, for training from scratch; with weights, such a warm start grows
+    named-voice tables for voices added at the end of the recipe's list). Construction leaves
     torch's global RNG as it was: initial weights come from each component's own seeded generator.
     """
     with torch.random.fork_rng(devices=[]):

@@ -175,10 +175,11 @@ def item_errors(reference: str, transcript: str) -> tuple[int, int]:
     return out.substitutions + out.deletions + out.insertions, len(ref.split())
 
 
-def ratio_ci(num: np.ndarray, den: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float, np.ndarray]:
+def ratio_ci(num: np.ndarray, den: np.ndarray, rng: np.random.Generator,
+             resamples: int = RESAMPLES) -> tuple[float, float, float, np.ndarray]:
     """Corpus-level ratio sum(num)/sum(den) and its 95 % bootstrap interval; also the resampled indices."""
     n = len(num)
-    idx = rng.integers(0, n, size=(RESAMPLES, n))
+    idx = rng.integers(0, n, size=(resamples, n))
     boots = num[idx].sum(1) / np.maximum(den[idx].sum(1), 1e-9)
     return float(num.sum() / max(den.sum(), 1e-9)), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)), idx
 

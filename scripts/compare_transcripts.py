@@ -5,15 +5,17 @@
 Per split: B's corpus WER with its 95 % bootstrap interval over sentences, and on the rows both
 files judged, A's and B's WER and the paired change B - A with its 95 % bootstrap interval (the
 same resampled sentences on both sides, 2000 resamples, seed 0). Then WER per voice and split and
-speaker accuracy for each side. Words are counted after the judge's normaliser
-(:func:`audioguide.evaluation.asr.normalize`), as `eval tts` counts them.
+speaker accuracy for each side. Words are counted after the judge's normaliser,
+as `eval tts` counts them; the counting and the intervals are `benchmarks/guidance_methods.py`'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -22,25 +24,24 @@ RESAMPLES = 2000
 
 def load(path: str, setting: str) -> dict[tuple[str, str], tuple[int, int, str, bool | None]]:
     """(split, row id) -> (word errors, reference words, voice, voice recognised or None)."""
-    import jiwer
-
-    from audioguide.evaluation.asr import normalize
+    from benchmarks.guidance_methods import item_errors
 
     out = {}
     for line in open(path, encoding="utf-8"):
         r = json.loads(line)
         if r["setting"] != setting or r["transcript"] is None:
             continue
-        ref, hyp = normalize(r["reference"]), normalize(r["transcript"])
-        if not ref:
+        errors, words = item_errors(r["reference"], r["transcript"])
+        if not words:
             continue
-        o = jiwer.process_words(ref, hyp)
         recognised = None if r["predicted_voice"] is None else r["predicted_voice"] == r["voice"]
-        out[(r["split"], r["row_id"])] = (o.substitutions + o.deletions + o.insertions, len(ref.split()), r["voice"], recognised)
+        out[(r["split"], r["row_id"])] = (errors, words, r["voice"], recognised)
     return out
 
 
 def main() -> None:
+    from benchmarks.guidance_methods import paired_ci, ratio_ci
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("a")
     ap.add_argument("b")
@@ -50,17 +51,15 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for split in sorted({k[0] for k in b}):
         keys = sorted(k for k in b if k[0] == split)
-        e, n = (np.array([b[k][i] for k in keys]) for i in (0, 1))
-        boots = (lambda idx: e[idx].sum(1) / n[idx].sum(1))(rng.integers(0, len(keys), (RESAMPLES, len(keys))))
-        print(f"{split}: B {100 * e.sum() / n.sum():.1f} % [{100 * np.percentile(boots, 2.5):.1f}, "
-              f"{100 * np.percentile(boots, 97.5):.1f}] over {len(keys)} sentences")
+        v, lo, hi, _ = ratio_ci(*(np.array([b[k][i] for k in keys]) for i in (0, 1)), rng, RESAMPLES)
+        print(f"{split}: B {100 * v:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}] over {len(keys)} sentences")
         shared = [k for k in keys if k in a]
         if shared:
-            ea, es, ns = (np.array([d[k][i] for k in shared]) for d, i in ((a, 0), (b, 0), (a, 1)))
+            ea, na, eb, nb = (np.array([d[k][i] for k in shared]) for d in (a, b) for i in (0, 1))
             idx = rng.integers(0, len(shared), (RESAMPLES, len(shared)))
-            d = (es[idx].sum(1) - ea[idx].sum(1)) / ns[idx].sum(1)
-            print(f"  the {len(shared)} both judged: A {100 * ea.sum() / ns.sum():.1f} %, B {100 * es.sum() / ns.sum():.1f} %, "
-                  f"B - A {100 * (es.sum() - ea.sum()) / ns.sum():+.1f} [{100 * np.percentile(d, 2.5):+.1f}, {100 * np.percentile(d, 97.5):+.1f}] points")
+            d, dlo, dhi = paired_ci(ea, na, eb, nb, idx)
+            print(f"  the {len(shared)} both judged: A {100 * ea.sum() / na.sum():.1f} %, B {100 * eb.sum() / nb.sum():.1f} %, "
+                  f"B - A {100 * d:+.1f} [{100 * dlo:+.1f}, {100 * dhi:+.1f}] points")
 
     def per_voice(d, voice):
         rows = defaultdict(lambda: [0, 0])
@@ -83,4 +82,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks' statistics
     main()
