@@ -804,13 +804,14 @@ def eval_sounds(
     per_class: Annotated[Optional[int], typer.Option("--per-class", min=1, help="At most this many training clips per class (default: all).")] = None,
     features: Annotated[str, typer.Option("--features", help="Feature set: scene (log-mel stats + modulation spectrum, librosa) or logmel-stats (the judge of earlier reports).")] = "scene",
     by_source: Annotated[bool, typer.Option("--by-source/--no-by-source", help="Also measure accuracy on sources held out of training (3 folds).")] = True,
+    augment: Annotated[int, typer.Option("--augment", min=0, max=8, help="Also train on this many degraded copies of every clip (noise, low-pass, tilt; seeded).")] = 0,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
 ) -> None:
     """Train the sound-class judge on real clips (never generated audio) and report its held-out accuracy."""
     from audioguide.core import AudioguideError
     from audioguide.evaluation.classifier import FEATURE_SETS, file_features
-    from audioguide.evaluation.sound import clip_rows, held_out_accuracy, source_holdout, train_sound_classifier
+    from audioguide.evaluation.sound import augmented_features, clip_rows, held_out_accuracy, source_holdout, train_sound_classifier
 
     with _user_errors():
         if features not in FEATURE_SETS:
@@ -821,13 +822,20 @@ def eval_sounds(
             bar = progress.add_task("features (train)", total=None)
             chosen = clip_rows(train_rows, per_class)
             feats = file_features([r.audio for r in chosen], lambda i, n: progress.update(bar, completed=i, total=n), features)
-            clf = train_sound_classifier(train_rows, seed, per_class=per_class, feature_set=features, feats=feats)
+            augmented = None
+            if augment:
+                bar = progress.add_task(f"features ({augment} degraded copies)", total=None)
+                augmented = augmented_features([r.audio for r in chosen], augment, seed, features,
+                                               lambda i, n: progress.update(bar, completed=i, total=n))
+            clf = train_sound_classifier(train_rows, seed, per_class=per_class, feature_set=features, feats=feats, augmented=augmented)
             bar = progress.add_task("features (held out)", total=None)
             acc = held_out_accuracy(clf, held_rows, on_item=lambda i, n: progress.update(bar, completed=i, total=n))
         clf.config["held_out_accuracy"] = acc.overall
         holdout = None
         if by_source:
-            holdout = source_holdout(train_rows, seed, feature_set=features, feats=feats if per_class is None else None)
+            whole = per_class is None  # the features above are those of every clip
+            holdout = source_holdout(train_rows, seed, feature_set=features, feats=feats if whole else None,
+                                     augmented=augmented if whole else None)
             clf.config["source_holdout_accuracy"] = holdout.overall
         if acc.mixtures is not None:
             clf.config["mixture_accuracy"] = acc.mixtures[0]
@@ -863,11 +871,14 @@ def eval_t2a(
         Optional[Path],
         typer.Option("--plots", help="Also draw PNGs in this directory: log-mel spectrograms of a few clips per setting, adherence and FD vs --cfg (needs the plots extra)."),
     ] = None,
+    items: Annotated[Optional[Path], typer.Option("--items", help="Also write every item's class, judged classes and hit here (JSON Lines): pair two runs with scripts/compare_sound_items.py.")] = None,
     weights: WeightsOpt = None,
     threads: ThreadsOpt = None,
     seed: SeedOpt = 0,
 ) -> None:
     """Text-to-audio quality per setting (the recipe's, then the --cfg x --rescale x --steps grid): prompt adherence, FD, speed."""
+    import json
+
     from audioguide.core import AudioguideError
     from audioguide.evaluation.sound import evaluate_t2a, load_sound_classifier, parse_grid, sweep_settings
     from audioguide.manifest import read_manifest
@@ -895,6 +906,8 @@ def eval_t2a(
         typer.echo(table)
         if report:
             _write_report(report, table)
+        if items:
+            _write_report(items, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.records()))
         if plots is not None:
             from audioguide.evaluation.plots import write_t2a_plots
 

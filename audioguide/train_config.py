@@ -155,6 +155,10 @@ class TrainConfig:
     meanflow: MeanFlowConfig | None = None  # from [train.meanflow]
     distill: DistillConfig | None = None  # from [train.distill]: guidance distillation
     cca: CCAConfig | None = None  # from [train.cca]: codec LMs, Condition Contrastive Alignment instead of MLE
+    # submodules of the trained module kept exactly as they are (weights, buffers, running statistics),
+    # by dotted name: ["encoder", "posterior_proj", "quantizer"] fine-tunes an autoencoder's decoder
+    # without moving the latents (or tokens) that generators were trained on
+    freeze: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.target not in ("model", "representation", "verifier"):
@@ -181,5 +185,8 @@ class TrainConfig:
                 raise ValueError(f"dropout for {name!r} must be in [0, 1], got {p}")
         if self.t_dist not in ("logit-normal", "uniform"):
             raise ValueError(f"t_dist must be logit-normal or uniform, got {self.t_dist!r}")
+        object.__setattr__(self, "freeze", tuple(self.freeze))  # TOML gives lists
+        if len(set(self.freeze)) != len(self.freeze) or not all(self.freeze):
+            raise ValueError(f"freeze must list distinct, non-empty submodule names, got {list(self.freeze)}")
         if self.curriculum_steps < 0 or self.flow_steps < 0:
             raise ValueError("curriculum_steps and flow_steps must be >= 0")

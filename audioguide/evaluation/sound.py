@@ -33,7 +33,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +117,60 @@ a wider hidden layer, multi-label where the corpus has two-source scenes."""
 MIXTURE_GAINS = (-10.0, -3.0)  # dB, background RMS relative to the foreground's (the corpus's scenes)
 
 
+def degrade(wav: np.ndarray, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A real clip as a worse recording chain would give it, for training the judge on more than
+    one rendering of each recording (Salamon & Bello 2017, §III-B: background noise and dynamic
+    range among the deformations that help environmental sound classification). Each, with its
+    probability, drawn from ``rng``: additive noise (white or pink, 15-35 dB SNR; p 0.6), a
+    4th-order Butterworth low-pass at 3.5-7.5 kHz (p 0.4), a first-order spectral tilt
+    ``y[n] = x[n] - a x[n-1]``, ``a`` in [-0.6, 0.6] (p 0.4); a copy that drew none gets the noise.
+    The class stays what it was; what
+    changes is what no class should be judged by. Never generated audio."""
+    from scipy.signal import butter, lfilter, sosfilt
+
+    x = np.asarray(wav, dtype=np.float64).reshape(-1)
+    tilt, low, noisy = rng.random(3) < (0.4, 0.4, 0.6)
+    if tilt:
+        a = rng.uniform(-0.6, 0.6)
+        x = lfilter([1.0, -a], [1.0], x)
+    if low:
+        cutoff = min(rng.uniform(3500.0, 7500.0), 0.45 * sample_rate)
+        x = sosfilt(butter(4, cutoff, fs=sample_rate, output="sos"), x)
+    if noisy or not (tilt or low):  # every copy is degraded somehow
+        noise = rng.standard_normal(x.size)
+        if rng.random() < 0.5:  # pink: -3 dB per octave, by Kellet's economy filter (3 poles)
+            noise = lfilter([0.049922035, -0.095993537, 0.050612699, -0.004408786], [1.0, -2.494956002, 2.017265875, -0.522189400], noise)
+        power = float(np.mean(x**2)) or 1e-12
+        snr = rng.uniform(15.0, 35.0)
+        x = x + noise * np.sqrt(power / (float(np.mean(noise**2)) or 1e-12) / 10 ** (snr / 10))
+    return x.astype(np.float32)
+
+
+def augmented_features(
+    paths: Sequence[str | Path], copies: int, seed: int = 0, feature_set: str = "scene",
+    on_item: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """``[copies, len(paths), D]``: the features of ``copies`` degraded renderings (:func:`degrade`) of every
+    clip, seeded by ``(seed, clip index, copy)``, so the same clip always gets the same copies."""
+    from audioguide.audio import read_audio
+    from audioguide.evaluation.classifier import features
+
+    out = torch.zeros(copies, len(paths), _feature_dim(feature_set))
+    for i, path in enumerate(paths):
+        wav = read_audio(path, SAMPLE_RATE)[0]
+        for k in range(copies):
+            out[k, i] = features([degrade(wav, np.random.default_rng([seed, i, k, 11]))], SAMPLE_RATE, feature_set)[0]
+        if on_item is not None:
+            on_item(i + 1, len(paths))
+    return out
+
+
+def _feature_dim(feature_set: str) -> int:
+    from audioguide.evaluation.classifier import FEATURE_SETS
+
+    return FEATURE_SETS[feature_set][1]
+
+
 def mixed_scene_features(
     rows: Sequence[Row], count: int, seed: int = 0, feature_set: str = "scene", gains: tuple[float, float] = MIXTURE_GAINS,
     on_item: Callable[[int, int], None] | None = None,
@@ -149,19 +203,22 @@ def mixed_scene_features(
 def train_sound_classifier(
     rows: Sequence[Row], seed: int = 0, config: TrainConfig | None = None, per_class: int | None = None,
     on_item: Callable[[int, int], None] | None = None, feature_set: str = "scene", feats: Tensor | None = None,
-    mixtures: int = 0,
+    mixtures: int = 0, augmented: Tensor | None = None,
 ) -> ClipClassifier:
     """Train the sound-class judge on the real clips of ``rows`` (each audio file once, at most
     ``per_class`` per class in manifest order); classes are ``row.extra["label"]``, and both
     classes of a two-source scene (``extra["labels"]``), which makes the judge multi-label;
     ``mixtures`` more scenes are mixed from the training clips (:func:`mixed_scene_features`).
-    ``feats``: the clips' features, already computed (in :func:`clip_rows` order)."""
+    ``feats``: the clips' features, already computed (in :func:`clip_rows` order); ``augmented``:
+    those of degraded copies, ``[copies, clips, D]`` (:func:`augmented_features`), trained on too."""
     chosen = clip_rows(rows, per_class)
     if not chosen:
         raise AudioguideError("no rows with both 'audio' and a 'label' to train a sound classifier on")
     if feats is None:
         feats = file_features([r.audio for r in chosen], on_item, feature_set)
     labels: list[tuple[str, ...]] = [row_labels(r) for r in chosen]
+    if augmented is not None and len(augmented):
+        feats, labels = torch.cat([feats, *augmented]), labels * (1 + len(augmented))
     if mixtures:
         extra, pairs = mixed_scene_features(chosen, mixtures, seed, feature_set)
         feats, labels = torch.cat([feats, extra]), labels + pairs
@@ -169,6 +226,7 @@ def train_sound_classifier(
     clf = fit(feats, labels, seed, config, KIND, feature_set)
     clf.config["per_class"] = per_class
     clf.config["mixed_scenes"] = mixtures
+    clf.config["augmented_copies"] = 0 if augmented is None else len(augmented)
     return clf
 
 
@@ -234,17 +292,20 @@ class SourceHoldout:
 def source_holdout(
     rows: Sequence[Row], seed: int = 0, config: TrainConfig | None = None, feature_set: str = "scene",
     folds: int = 3, feats: Tensor | None = None, on_item: Callable[[int, int], None] | None = None,
+    augmented: Tensor | None = None,
 ) -> SourceHoldout:
     """Held out by source: in fold ``k`` every class with several sources (``extra["source"]``:
     a package, a soundfont, a procedural model) loses its ``k``-th source (sources sorted by name,
     cycling) from training, and the judge trained on the rest is tested on that source's clips.
     Single-source rows only (a scene's sources are two). A judge that learned a package's
     recording chain or one synthesis model instead of the class fails here. ``feats``: the
-    features of :func:`clip_rows` of ``rows`` (scenes included), already computed."""
+    features of :func:`clip_rows` of ``rows`` (scenes included), already computed; ``augmented``:
+    their degraded copies ``[copies, clips, D]``, of which each fold trains on its training clips'."""
     clips = clip_rows(rows)
     single = [i for i, r in enumerate(clips) if len(row_labels(r)) == 1]
     chosen = [clips[i] for i in single]
     feats = file_features([r.audio for r in chosen], on_item, feature_set) if feats is None else feats[single]
+    copies = augmented[:, single] if augmented is not None else torch.zeros(0, *feats.shape)
     labels = [row_label(r) for r in chosen]
     sources = [str(r.extra.get("source", "?")) for r in chosen]
     by_class: dict[str, list[str]] = {}
@@ -257,8 +318,9 @@ def source_holdout(
         out = {c: v[k % len(v)] for c, v in multi.items()}
         test = [i for i, (c, src) in enumerate(zip(labels, sources)) if out.get(c) == src]
         train = [i for i in range(len(chosen)) if i not in set(test)]
-        clf = fit(feats[train], [labels[i] for i in train], seed + k, config or (JUDGE_CONFIG if feature_set == "scene" else TrainConfig()),
-                  KIND, feature_set)
+        x = torch.cat([feats[train], *copies[:, train]])
+        y = [labels[i] for i in train] * (1 + len(copies))
+        clf = fit(x, y, seed + k, config or (JUDGE_CONFIG if feature_set == "scene" else TrainConfig()), KIND, feature_set)
         for i, p in zip(test, clf.predict_features(feats[test])):
             hits[labels[i]].append(p == labels[i])
     per = {c: (float(np.mean(h)), len(h), len(multi[c])) for c, h in sorted(hits.items()) if h}
@@ -444,6 +506,13 @@ class T2AReport:
 
     def markdown(self, title: str | None = None) -> str:
         return markdown(self, title)
+
+    def records(self) -> list[dict]:
+        """One dict per judged item of every setting (the real clips last): the setting's label and
+        scales, the item's fields (class asked, class judged, top 2, seed) and whether it was a hit,
+        for auditing the judge and pairing two runs item by item."""
+        rows = list(self.results) + ([self.real] if self.real is not None else [])
+        return [{"setting": r.label, "scales": r.scales, **asdict(it), "hit": it.hit} for r in rows for it in r.items]
 
 
 def held_out_rows(rows: Sequence[Row], per_class: int | None = None) -> list[Row]:

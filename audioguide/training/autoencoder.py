@@ -115,10 +115,11 @@ def reconstruct(
 ) -> Reconstruction:
     """Encode, sample ``z = mu + sigma eps`` (or quantize ``mu``, per row), decode to ``[B, S]``.
 
-    In training mode this also updates the model's running latent scale and its RVQ codebooks.
+    In training mode this also updates the model's running latent scale and its RVQ codebooks; a
+    frozen (eval-mode) posterior projection keeps the latent scale, and a frozen quantizer its codebooks.
     """
     mu, logvar = model.posterior(wav)
-    if model.training:
+    if model.training and model.posterior_proj.training:
         model.track_latent_power(mu)
     eps = torch.randn(mu.shape, generator=generator).to(mu)
     z = mu + (0.5 * logvar).exp() * eps

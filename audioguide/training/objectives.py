@@ -126,9 +126,32 @@ class Objective(nn.Module):
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.module = module
+        self.frozen: tuple[str, ...] = ()
 
     def forward(self, batch: AudioBatch, generator: torch.Generator, step: int) -> tuple[Tensor, Logs]:
         raise NotImplementedError
+
+    def freeze(self, names: tuple[str, ...]) -> None:
+        """Keep the submodules ``names`` of :attr:`module` as they are: no gradients, and eval mode
+        whatever :meth:`train` asks, so buffers (running statistics, EMA codebooks) stay too."""
+        known = [n for n, _ in self.module.named_children()]
+        for name in names:
+            try:
+                part = self.module.get_submodule(name)
+            except AttributeError:
+                raise AudioguideError(f"[train] freeze: {type(self.module).__name__} has no submodule {name!r}; "
+                                      f"its parts: {', '.join(known)}") from None
+            part.requires_grad_(False)
+        if names and not any(p.requires_grad for p in self.module.parameters()):
+            raise AudioguideError(f"[train] freeze leaves nothing of {type(self.module).__name__} to train")
+        self.frozen = tuple(names)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "Objective":
+        super().train(mode)
+        for name in self.frozen:
+            self.module.get_submodule(name).eval()
+        return self
 
 
 class AutoencoderObjective(Objective):
@@ -423,8 +446,17 @@ def make_objective(
     recipe: Recipe, representation: nn.Module, model: nn.Module | None, cfg: TrainConfig, warm_start: bool = True
 ) -> Objective:
     """The recipe's objective; its ``module`` is what to optimise. Freezes the representation
-    unless the representation is what is trained. ``warm_start``: a distilled student starts from
-    weights (:meth:`DistillObjective.from_recipe`), else from its seeded initialisation."""
+    unless the representation is what is trained, and the module's parts ``[train] freeze`` names.
+    ``warm_start``: a distilled student starts from weights (:meth:`DistillObjective.from_recipe`),
+    else from its seeded initialisation."""
+    objective = _objective(recipe, representation, model, cfg, warm_start)
+    objective.freeze(cfg.freeze)
+    return objective
+
+
+def _objective(
+    recipe: Recipe, representation: nn.Module, model: nn.Module | None, cfg: TrainConfig, warm_start: bool
+) -> Objective:
     if cfg.target == "representation":
         if not any(p.requires_grad for p in representation.parameters()):
             raise AudioguideError(f"representation {recipe.representation.type!r} has nothing to train")
