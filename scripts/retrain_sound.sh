@@ -18,7 +18,7 @@
 # 21-class corpus, then its decoder stage on the 41-class corpus.
 # The shipped sound.safetensors is a chain: `sound` 3600 steps from scratch on the earlier 21-class
 # corpus (this script before Dec 2026), then `sound-finetune` 1600 steps on the 41-class corpus, then
-# 1500 more (warmup 50; ~36 min at ~1.4 s/step) on it once the thin classes had their curated recordings.
+# 1500 more (warmup 50; ~29 min at ~1.15 s/step; 36 min in an earlier run) on it once the thin classes had their curated recordings.
 # Run from scratch here, both stages train on the 41-class corpus.
 set -euo pipefail
 work="${1:-work}"
@@ -52,7 +52,7 @@ sed -e "s|weights = \"sound.safetensors\"|weights = \"$PWD/$work/runs/sound-fine
   > "$work/recipes/sound-finetune2.toml"
 audioguide train "$work/recipes/sound-finetune2.toml" --data "$corpus/train.jsonl" -o "$work/runs/sound-finetune2" --device "$device" --threads 2
 python scripts/ship_weights.py "$work/runs/sound-finetune2/model.safetensors" audioguide/weights/sound.safetensors --recipe sound
-# the caption verifier (sound-dynamic's evaluator, t2a best-of-N): 2600 steps, ~11 min on one thread
+# the caption verifier (sound-dynamic's evaluator, t2a best-of-N): 2600 steps, ~14 min
 audioguide train verifier-sound --data "$corpus/train.jsonl" -o "$work/runs/verifier-sound" --device "$device" --threads 2
 python scripts/ship_weights.py "$work/runs/verifier-sound/model.safetensors" audioguide/weights/verifier-sound.safetensors
 python scripts/caption_retrieval.py --data "$corpus/held_out.jsonl"

