@@ -15,13 +15,13 @@ first ``--per-class`` captions of each class (the rows `audioguide eval t2a --pe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from audioguide.audio import read_audio
-from audioguide.checkpoints import load_checkpoint
 from audioguide.components import build_components
 from audioguide.evaluation.classifier import SAMPLE_RATE, features
 from audioguide.evaluation.descriptions import wilson
@@ -47,14 +47,14 @@ def main() -> None:
     labels = [row_label(r) for r in rows]
     recipe = load_recipe("autoencoder-sound")
     sides: list[tuple[str, torch.nn.Module | None]] = [("real clips", None)]
-    for source in args.weights or ["autoencoder-sound.safetensors (shipped)"]:
-        rep, _ = build_components(recipe)
-        if args.weights:
-            rep.load_state_dict(load_checkpoint(source).tensors)
-        sides.append((f"through {source}", rep.eval()))
+    for source in args.weights or [recipe.representation.weights]:
+        spec = dataclasses.replace(recipe.representation, weights=str(Path(source).resolve()) if args.weights else source)
+        rep, _ = build_components(dataclasses.replace(recipe, representation=spec))
+        sides.append((f"through {source}" + ("" if args.weights else " (shipped)"), rep.eval()))
 
     wavs = [read_audio(r.audio, SAMPLE_RATE)[0] for r in rows]
-    lines = [f"{len(rows)} real held-out clips of {len(set(labels))} classes ({args.data}, up to {args.per_class} captions per class); "
+    per = f", up to {args.per_class} captions per class" if args.per_class else ""
+    lines = [f"{len(rows)} real held-out clips of {len(set(labels))} classes ({args.data}{per}); "
              f"judge {args.classifier}", "", "| audio | judge accuracy [95 % CI] | log-mel L1 |", "|---|---|---|"]
     per_class: dict[str, list[float]] = {}
     for name, rep in sides:

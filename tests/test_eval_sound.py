@@ -18,7 +18,7 @@ from audioguide.audio import write_wav
 from audioguide.checkpoints import save_checkpoint
 from audioguide.cli import app
 from audioguide.core import Audio, AudioguideError
-from audioguide.evaluation.classifier import N_SCENE_FEATURES, ClipClassifier, TrainConfig, features, fit
+from audioguide.evaluation.classifier import N_SCENE_FEATURES, ClipClassifier, TrainConfig, features, file_features, fit
 from audioguide.evaluation.sound import (
     DEFAULT_LABEL,
     REAL_LABEL,
@@ -551,7 +551,7 @@ def test_augmented_copies_train_the_judge_and_each_source_fold(tmp_path):
     aug = augmented_features(paths, 2, seed=0)
     assert aug.shape == (2, 18, N_SCENE_FEATURES) and torch.equal(aug, augmented_features(paths, 2, seed=0))
     assert not torch.equal(aug[0], aug[1])
-    feats = features([__import__("audioguide.audio", fromlist=["read_audio"]).read_audio(p, SR)[0] for p in paths], SR, "scene")
+    feats = file_features(paths, feature_set="scene")
     judge = train_sound_classifier(manifest, feats=feats, augmented=aug)
     assert judge.config["train_items"] == 54 and judge.config["augmented_copies"] == 2
     plain = train_sound_classifier(manifest, feats=feats)

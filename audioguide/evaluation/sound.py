@@ -155,20 +155,13 @@ def augmented_features(
     from audioguide.audio import read_audio
     from audioguide.evaluation.classifier import features
 
-    out = torch.zeros(copies, len(paths), _feature_dim(feature_set))
+    out = torch.zeros(copies, len(paths), features([], SAMPLE_RATE, feature_set).shape[1])  # [0, D] gives the width
     for i, path in enumerate(paths):
         wav = read_audio(path, SAMPLE_RATE)[0]
-        for k in range(copies):
-            out[k, i] = features([degrade(wav, np.random.default_rng([seed, i, k, 11]))], SAMPLE_RATE, feature_set)[0]
+        out[:, i] = features([degrade(wav, np.random.default_rng([seed, i, k, 11])) for k in range(copies)], SAMPLE_RATE, feature_set)
         if on_item is not None:
             on_item(i + 1, len(paths))
     return out
-
-
-def _feature_dim(feature_set: str) -> int:
-    from audioguide.evaluation.classifier import FEATURE_SETS
-
-    return FEATURE_SETS[feature_set][1]
 
 
 def mixed_scene_features(
