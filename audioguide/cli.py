@@ -582,6 +582,27 @@ def data_merge(
         typer.echo(f"{split}: {path}", err=True)
 
 
+@data_app.command("tokens")
+def data_tokens(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Manifest of audio.")],
+    out: Annotated[Path, typer.Option("--output", "-o", help="The manifest to write: the rows with their 'tokens'.")],
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe whose semantic tokenizer to use.")] = "tokenizer-speech",
+    threads: ThreadsOpt = None,
+) -> None:
+    """Add each row's semantic tokens (what an acoustic stage trains on) to a manifest."""
+    import torch
+
+    from audioguide.corpus.tokens import tokenize_manifest
+    from audioguide.recipes import load_recipe
+
+    with _user_errors(), _progress() as progress:
+        if threads:
+            torch.set_num_threads(threads)
+        bar = progress.add_task("tokenizing", total=None)
+        n = tokenize_manifest(load_recipe(recipe), data, out, on_item=lambda i, n: progress.update(bar, completed=i, total=n))
+    typer.echo(f"{n} rows: {out}", err=True)
+
+
 eval_app = typer.Typer(help="Measure quality with objective judges.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 

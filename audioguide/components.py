@@ -86,8 +86,11 @@ def _build(recipe: Recipe, model_weights: str | None, require_weights: bool, loa
     rep_spec, model_spec = recipe.representation, recipe.model
     strict = require_weights and not recipe.random_weights
     representation = _construct(recipe, "[representation]", lambda: REPRESENTATIONS[rep_spec.type](rep_spec.config))
-    if rep_spec.weights:
-        _load_weights(representation, rep_spec.weights, recipe, "representation")
+    for part, source in getattr(representation, "parts", {}).items():  # parts with weights of their own
+        _load_weights(getattr(representation, part), source, recipe, f"representation's {part}")
+    trained = getattr(representation, "trained", representation)  # what the recipe's weights hold
+    if rep_spec.weights and (strict or local_weights(rep_spec.weights, recipe) is not None):
+        _load_weights(trained, rep_spec.weights, recipe, "representation")
     elif strict and model_spec is not None and getattr(representation, "trainable", False):
         raise RecipeError(f"{recipe.source}: [representation] {rep_spec.type!r} has no weights and random_weights is not set")
     if model_spec is None:

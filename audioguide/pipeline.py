@@ -121,6 +121,7 @@ class Piece:
     policy: Guidance
     frames: int
     seconds: float
+    inputs: tuple[tuple[str, str | None], ...] = ()  # its other inputs as given (speaker, style; None: absent)
 
 
 @dataclass(frozen=True)
@@ -151,12 +152,15 @@ class Plan:
 class Pipeline:
     """A generator assembled from a :class:`~audioguide.recipes.Recipe`, ready to call."""
 
-    def __init__(self, recipe: Recipe, representation, model, verifier=None) -> None:
+    def __init__(self, recipe: Recipe, representation, model, verifier=None, acoustic: Pipeline | None = None) -> None:
         self.recipe = recipe
         self.representation, self.model = representation.eval(), model.eval()
         self.verifier = None if verifier is None else verifier.eval()
         self.device = next(model.parameters(), torch.empty(0)).device
         self.sampler = SAMPLERS[recipe.sampler.type]
+        self.acoustic = acoustic
+        if acoustic is not None:
+            _check_acoustic(self, acoustic)
 
     @classmethod
     def from_recipe(
@@ -168,13 +172,18 @@ class Pipeline:
             raise RecipeError(f"{recipe.source}: recipe {recipe.name!r} has no [model]; it only trains a {recipe.train.target}")
         representation, model = build_components(recipe, weights)
         verifier = build_verifier(recipe)
-        return cls(recipe, representation.to(device), model.to(device), None if verifier is None else verifier.to(device))
+        acoustic = None
+        if recipe.acoustic is not None:  # the second stage: semantic tokens -> latents, in the voice
+            source = recipe.source.parent / recipe.acoustic.recipe
+            acoustic = cls.from_recipe(source if source.suffix == ".toml" and source.exists() else recipe.acoustic.recipe, device)
+        return cls(recipe, representation.to(device), model.to(device), None if verifier is None else verifier.to(device), acoustic)
 
     @classmethod
-    def from_components(cls, recipe: Recipe, representation, model, verifier=None) -> Pipeline:
+    def from_components(cls, recipe: Recipe, representation, model, verifier=None, acoustic: Pipeline | None = None) -> Pipeline:
         """Wrap already-built components (e.g. a model being trained) where they are, without copying
-        or moving them (they are put in eval mode). Without a verifier, one candidate per sentence."""
-        return cls(recipe, representation, model, verifier)
+        or moving them (they are put in eval mode). Without a verifier, one candidate per sentence;
+        ``acoustic``: the pipeline that renders a codec LM's semantic tokens (``[acoustic]``)."""
+        return cls(recipe, representation, model, verifier, acoustic)
 
     @property
     def sample_rate(self) -> int:
@@ -355,7 +364,8 @@ class Pipeline:
                 # aligned speech takes its length from predicted durations unless seconds are given
                 length = None if self.model.aligned and seconds is None else self.seconds_for(p, seconds, pace)
                 frames, kept = self._length(cond, length, pace)
-                pieces.append(Piece(i, p, seed + i, cond, piece_policy, frames, kept))
+                given = tuple((name, None if v is None else v[0]) for name, v in conditions.items() if name != primary)
+                pieces.append(Piece(i, p, seed + i, cond, piece_policy, frames, kept, given))
         return Plan(tuple(pieces), len(texts), config, n)
 
     def _length(self, cond: dict, seconds: float | None, pace: float = 1.0) -> tuple[int, float]:
@@ -365,12 +375,19 @@ class Pipeline:
         if not aligned:
             return rep.frames_for(seconds), seconds
         d = self.recipe.duration
-        predicted = self.model.predict_durations(cond, pace=pace, frames=None if seconds is None else rep.frames_for(seconds))
-        if seconds is None and int(predicted.sum()) > rep.frames_for(d.max_seconds):
+        span = getattr(self.model.conditioners[aligned], "frames_per_token", None)
+        if span:  # tokens of a fixed span (an acoustic stage's semantic tokens)
+            predicted = cond[f"{aligned}.mask"].long() * span
+            cond[f"{aligned}.durations"] = predicted
+            frames = int(predicted.sum())
+            return frames, frames * rep.hop / rep.sample_rate
+        stride = getattr(self.model, "content_stride", 1)  # content frames per frame drawn
+        predicted = self.model.predict_durations(cond, pace=pace, frames=None if seconds is None else rep.frames_for(seconds) * stride)
+        if seconds is None and int(predicted.sum()) > rep.frames_for(d.max_seconds) * stride:
             raise AudioguideError(f"this sentence would last over {d.max_seconds:g} s; split it")
         predicted[:, -1] += max(1 - int(predicted.sum()), 0)  # never zero frames
         cond[f"{aligned}.durations"] = predicted
-        frames = int(predicted.sum())
+        frames = -(-int(predicted.sum()) // stride)
         return frames, frames * rep.hop / rep.sample_rate
 
     # -- stage 2: draw ---------------------------------------------------------------------------
@@ -540,9 +557,28 @@ class Pipeline:
         return [s if s.shape[0] == 1 else s[self.best(p, s)][None] for p, s in zip(plan.pieces, samples)]
 
     @torch.inference_mode()
-    def decode(self, samples: Tensor) -> Tensor:
-        """Waveforms ``[n, S]`` of one piece's samples (latents, or codes of a codec LM)."""
+    def decode(self, samples: Tensor, piece: Piece | None = None) -> Tensor:
+        """Waveforms ``[n, S]`` of one piece's samples (latents, or codes of a codec LM); a recipe
+        with an ``[acoustic]`` stage renders its semantic tokens in ``piece``'s voice (:meth:`render`)."""
+        if self.acoustic is not None:
+            if piece is None:
+                raise AudioguideError(f"recipe {self.recipe.name!r} renders its tokens in a voice: decode needs the piece")
+            return torch.cat([self.acoustic.decode(z) for z in self.render(piece, samples)])
         return self.sampler.decode(self.representation, samples)
+
+    @torch.inference_mode()
+    def render(self, piece: Piece, codes: Tensor) -> list[Tensor]:
+        """The acoustic stage (``[acoustic]``): latents ``[1, C, 4 T]`` of each of a piece's semantic
+        token samples ``codes [n, 1, T]``, drawn by the acoustic recipe's sampler from the tokens and
+        the piece's other inputs as the LM's call resolved them (speaker, style; a style the call did not
+        give is absent here too), sample ``j`` with seed ``piece.seed + j``."""
+        assert self.acoustic is not None
+        from audioguide.conditioners.tokens import token_text
+
+        a = self.acoustic
+        given = {k: v for k, v in piece.inputs if k in a.model.conditioners}
+        plan = a.prepare([token_text(c[0]) for c in codes], seed=piece.seed, inputs=given)
+        return a.draw(plan)
 
     def _finish(self, piece: Piece, wav: Tensor) -> np.ndarray:
         wav = wav[: int(round(piece.seconds * self.sample_rate))]
@@ -605,8 +641,23 @@ class Pipeline:
             raise AudioguideError(f"text {text} of the plan has pieces that were not drawn")
         pieces, drawn = [p for p, _ in mine], [s for _, s in mine]
         chosen = self.choose(Plan(tuple(pieces), 1, plan.sampler, plan.candidates), drawn)
-        waves = [self._finish(p, self.decode(c)[0]) for p, c in zip(pieces, chosen)]
+        waves = [self._finish(p, self.decode(c, p)[0]) for p, c in zip(pieces, chosen)]
         return waves[0] if len(waves) == 1 else join_speech(waves, self.sample_rate)
+
+
+def _check_acoustic(pipe: Pipeline, acoustic: Pipeline) -> None:
+    """The acoustic stage renders exactly the LM's tokens at the LM's rate and sample rate."""
+    name, rep = acoustic.recipe.name, pipe.representation
+    if acoustic.task != "acoustic":
+        raise RecipeError(f"[acoustic] recipe {name!r} is a {acoustic.task} recipe; it must be task = \"acoustic\"")
+    aligned = acoustic.model.aligned
+    tokens = acoustic.model.conditioners[aligned] if aligned else None
+    size = getattr(tokens, "size", None)
+    if size != pipe.model.codebook_size:
+        raise RecipeError(f"[acoustic] recipe {name!r} reads {size} token ids; recipe {pipe.recipe.name!r} draws {pipe.model.codebook_size}")
+    if acoustic.sample_rate != pipe.sample_rate or tokens.frames_per_token * acoustic.representation.hop != rep.hop:
+        raise RecipeError(f"[acoustic] recipe {name!r} renders {tokens.frames_per_token * acoustic.representation.hop} samples per token at "
+                          f"{acoustic.sample_rate} Hz; recipe {pipe.recipe.name!r} draws one token per {rep.hop} samples at {pipe.sample_rate} Hz")
 
 
 def _cleaned(texts: Sequence[str], inputs: Mapping[str, str] | None, negative: str | None):

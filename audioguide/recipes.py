@@ -31,6 +31,9 @@ becomes: an unknown key, an unknown component type or an out-of-range value is a
     weights = "verifier-speech.safetensors"
     candidates = 4                     # samples drawn per sentence; the verifier keeps one (1 = off)
 
+    [acoustic]                         # optional: a codec LM's semantic tokens rendered by another recipe
+    recipe = "speech-acoustic"         # a task = "acoustic" recipe (tokens + speaker + style -> latents)
+
     [duration]
     seconds_per_char = 0.07
 
@@ -60,6 +63,8 @@ TASKS: dict[str, tuple[str, ...]] = {
     # the inputs a condition of each task may name; the first is what the task's texts are
     "tts": ("text", "speaker", "style"),
     "t2a": ("caption",),
+    # the acoustic stage of a staged speech recipe: semantic tokens (from its codec LM) in a voice
+    "acoustic": ("tokens", "speaker", "style"),
 }
 
 
@@ -103,6 +108,18 @@ class Duration:
 
 
 @dataclass(frozen=True)
+class Acoustic:
+    """``[acoustic]``: the stage that renders a codec LM's semantic tokens in a voice, a recipe of
+    task ``acoustic`` (its name or path); its conditions other than the tokens are the LM's inputs."""
+
+    recipe: str
+
+    def __post_init__(self) -> None:
+        if not self.recipe:
+            raise ValueError("recipe must name a recipe")
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     task: str
@@ -119,6 +136,7 @@ class Recipe:
     defaults: tuple[tuple[str, str], ...] = ()  # (condition, input) used when a call gives only the text
     verifier: Component | None = None  # a content verifier that ranks candidates (audioguide.models.verifier)
     candidates: int = 1  # samples drawn per sentence when there is a verifier; it keeps the best (1 = off)
+    acoustic: Acoustic | None = None  # a second stage rendering a codec LM's semantic tokens
 
     @property
     def condition_names(self) -> tuple[str, ...]:
@@ -253,7 +271,7 @@ class _TermTable:
 
 
 _TOP = ("name", "task", "description", "random_weights", "representation", "conditioners",
-        "model", "sampler", "guidance", "duration", "train", "defaults", "verifier")
+        "model", "sampler", "guidance", "duration", "train", "defaults", "verifier", "acoustic")
 
 
 def _defaults(table: Any, names: list[str], task: str, where: str) -> tuple[tuple[str, str], ...]:
@@ -329,6 +347,7 @@ def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
         defaults=_defaults(data.get("defaults", {}), [n for n, _ in conditioners], task, f"{where}: [defaults]"),
         verifier=verifier,
         candidates=candidates,
+        acoustic=build(Acoustic, data["acoustic"], f"{where}: [acoustic]") if "acoustic" in data else None,
     )
     check_compatible(recipe, where)
     return recipe
@@ -341,6 +360,10 @@ def check_compatible(recipe: Recipe, where: str) -> None:
         if cond not in names:
             raise RecipeError(f"{where}: [train] dropout names condition {cond!r}; the recipe's conditioners are {', '.join(names) or 'none'}")
     check_verifier(recipe, where)
+    if recipe.acoustic is not None and (recipe.representation.type != "semantic" or recipe.model is None
+                                        or model_kind(recipe.model) != "tokens"):
+        raise RecipeError(f"{where}: [acoustic] renders a codec LM's semantic tokens: it needs [representation] type = \"semantic\" "
+                          "and a codec-lm [model]")
     if recipe.model is None or recipe.sampler is None:
         if recipe.train.target == "model":
             raise RecipeError(f"{where}: [train] target is 'model' but the recipe has no [model]")

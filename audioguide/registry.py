@@ -7,13 +7,14 @@ recipe's table for that component is validated. Adding a component means adding 
 
 from __future__ import annotations
 
-from audioguide.conditioners import Characters, Phonemes, PretrainedText, SpeakerId, SpeakerReference
+from audioguide.conditioners import Characters, Phonemes, PretrainedText, SemanticTokenIds, SpeakerId, SpeakerReference
 from audioguide.models import ToyFlow
 from audioguide.models.caption_verifier import CaptionVerifier
 from audioguide.models.codec_lm import CodecLM
 from audioguide.models.dit import DiT
 from audioguide.models.verifier import PhoneVerifier
 from audioguide.representations import Autoencoder, Encodec, Frames
+from audioguide.representations.semantic import SemanticTokens
 from audioguide.sampling import ContinuousSampler, TokenSampler
 from audioguide.sampling.corrector import DDIM_PCG, EULER_PCG
 from audioguide.sampling.diffusion import DDIM, DDIM_CFGPP, DPMPP_2M
@@ -21,13 +22,14 @@ from audioguide.sampling.flow import EULER, EULER_CFGPP, HEUN, MIDPOINT
 from audioguide.sampling.meanflow import MEANFLOW
 from audioguide.sampling.tokens import AR
 
-REPRESENTATIONS: dict[str, type] = {"frames": Frames, "autoencoder": Autoencoder, "encodec": Encodec}
+REPRESENTATIONS: dict[str, type] = {"frames": Frames, "autoencoder": Autoencoder, "encodec": Encodec, "semantic": SemanticTokens}
 CONDITIONERS: dict[str, type] = {
     "characters": Characters,
     "phonemes": Phonemes,
     "speaker-id": SpeakerId,
     "speaker-reference": SpeakerReference,
     "pretrained-text": PretrainedText,
+    "semantic-tokens": SemanticTokenIds,
 }
 MODELS: dict[str, type] = {"toy-flow": ToyFlow, "dit": DiT, "codec-lm": CodecLM}
 VERIFIERS: dict[str, type] = {"phones": PhoneVerifier, "caption": CaptionVerifier}

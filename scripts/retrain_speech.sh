@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild the speech corpus and retrain the shipped speech models from scratch, seeded: the default
 # ("speech" recipe, mean-flow DiT), the content verifier ("verifier-speech") and the codec LM
-# ("speech-lm"); then ship their weights and measure them.
+# ("speech-lm-rvq"), and the staged codec LM ("speech-lm": semantic tokenizer, acoustic stage, LM);
+# then ship their weights and measure them.
 #   bash scripts/retrain_speech.sh [WORKDIR]          (DEVICE=cuda for a GPU)
 # Needs: pip install -e ".[corpus,eval]"  and  apt-get install flite.
 # Every row is aligned exactly from its teacher's own synthesis (hibari, Kokoro, piper: their duration
@@ -103,4 +104,29 @@ audioguide train speech-lm --data "$corpus/speech/train.jsonl" -o "$work/runs/sp
 python scripts/ship_weights.py "$work/runs/speech-lm/model.safetensors" audioguide/weights/speech-lm.safetensors
 audioguide eval tts speech-lm --data "$corpus/speech/held_out.jsonl" --data "$corpus/speech/sus.jsonl" \
   --per-voice 5 --judge base --classifier "$work/speakers.safetensors" --sweep text=1,2,3 --sweep speaker=1.5 \
+  --report benchmarks/results/speech_lm_eval.md
+# The staged codec LM (issue 23): semantic tokenizer -> acoustic stage -> LM over the tokens.
+# 1. The tokenizer (tokenizer-speech): 1000 FSQ tokens at 23.4 Hz over the autoencoder's latents,
+#    supervised by the frames' phonemes; 2000 steps (~35 min on 2 threads, most of it beside corpus builds).
+audioguide train tokenizer-speech --data "$corpus/speech/train.jsonl" -o "$work/runs/tokenizer" --device "$device" --threads 2
+python scripts/ship_weights.py "$work/runs/tokenizer/model.safetensors" audioguide/weights/tokenizer-speech.safetensors
+# 2. Every row's tokens, what the acoustic stage trains on (~5 min).
+for split in train held_out sus; do
+  audioguide data tokens --data "$corpus/speech/$split.jsonl" -o "$corpus/speech/$split.tokens.jsonl" --threads 2
+done
+# 3. The acoustic stage (speech-acoustic): speech's mean-flow DiT with the tokens where its phonemes were,
+#    warm-started from speech.safetensors (all but the phoneme table), then the recipe's mean-flow steps.
+python scripts/warm_start.py speech-acoustic audioguide/weights/speech.safetensors audioguide/weights/speech-acoustic.safetensors \
+  --rename conditioners.text.null=conditioners.tokens.null --rename pool_proj.text=pool_proj.tokens
+audioguide train speech-acoustic --data "$corpus/speech/train.tokens.jsonl" -o "$work/runs/acoustic" --device "$device" --threads 2
+python scripts/ship_weights.py "$work/runs/acoustic/model.safetensors" audioguide/weights/speech-acoustic.safetensors
+# What the tokens allow: the recordings' own tokens rendered by the acoustic stage.
+python scripts/token_ceiling.py --data "$corpus/speech/held_out.jsonl" --data "$corpus/speech/sus.jsonl" --per-voice 5 \
+  --classifier "$work/speakers.safetensors" --report benchmarks/results/semantic_token_ceiling.md
+# 4. The LM over the tokens (speech-lm), warm-started from the RVQ LM's transformer and phoneme encoder.
+python scripts/warm_start.py speech-lm audioguide/weights/speech-lm-rvq.safetensors audioguide/weights/speech-lm.safetensors
+audioguide train speech-lm --data "$corpus/speech/train.jsonl" -o "$work/runs/speech-slm" --device "$device" --threads 2
+python scripts/ship_weights.py "$work/runs/speech-slm/model.safetensors" audioguide/weights/speech-lm.safetensors
+audioguide eval tts speech-lm --data "$corpus/speech/held_out.jsonl" --data "$corpus/speech/sus.jsonl" \
+  --per-voice 5 --judge base --classifier "$work/speakers.safetensors" --sweep text=1,1.5,2,3 \
   --report benchmarks/results/speech_lm_eval.md

@@ -9,5 +9,6 @@ from audioguide.conditioners.characters import Characters
 from audioguide.conditioners.phonemes import Phonemes
 from audioguide.conditioners.speaker import SpeakerId, SpeakerReference
 from audioguide.conditioners.text_encoder import PretrainedText
+from audioguide.conditioners.tokens import SemanticTokenIds
 
-__all__ = ["Characters", "Conditioner", "Encoded", "Phonemes", "PretrainedText", "SpeakerId", "SpeakerReference"]
+__all__ = ["Characters", "Conditioner", "Encoded", "Phonemes", "PretrainedText", "SemanticTokenIds", "SpeakerId", "SpeakerReference"]

@@ -10,34 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from audioguide.conditioners import Conditioner, Encoded
-from audioguide.core import Keep
-
-
-def init_random(module: nn.Module, seed: int, moved: Mapping[str, str] | None = None) -> nn.Module:
-    """Re-initialise every parameter from an explicit generator (no global RNG).
-
-    Matrices get ``N(0, 1/fan_in)``, vectors (biases, norms, null conditions) ``N(0, 0.02^2)``, drawn
-    in the order of the parameters' names; a parameter that has moved (``moved``, ``{prefix now:
-    former prefix}``, see :attr:`Generator.moved`) is drawn under its former name, so that a seed
-    still gives the network it gave before the move.
-    """
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in sorted(module.named_parameters(), key=lambda item: former_name(item[0], moved or {})):
-            if p.ndim >= 2:
-                std = 1.0 / math.sqrt(p[0].numel())
-            else:
-                std = 0.02
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return module
-
-
-def former_name(name: str, moved: Mapping[str, str]) -> str:
-    """``name`` as it was before the move ``moved`` (``{prefix now: former prefix}``) renamed it."""
-    for now, before in moved.items():
-        if name.startswith(now):
-            return before + name[len(now) :]
-    return name
+from audioguide.core import Keep, former_name, init_random  # noqa: F401  (init_random: re-exported for the models)
 
 
 def _load_moved(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:

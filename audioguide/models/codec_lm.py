@@ -46,6 +46,11 @@ so classifier-free guidance on content works as for any condition. The token enc
 projections and the duration predictor are the :class:`~audioguide.models.aligned.AlignedContent`
 module (``self.content``) that the DiT shares.
 
+With ``content_stride = s > 1`` the durations count *content frames*, ``s`` to a step (a semantic
+token of :mod:`audioguide.representations.semantic` spans 4 latent frames): the states are expanded
+to ``s`` times the steps and each step gets the mean of its ``s`` content frames, so a phoneme
+shorter than a step still reaches the step it is spoken in instead of being rounded away.
+
 With ``prior_codebooks = n`` a content prior reads the same duration-expanded token states (plus
 the pooled speaker and style) and predicts, frame by frame and without looking at any audio token,
 the codes of the first ``n`` codebooks; :meth:`CodecLM.aligned_losses` trains it by cross-entropy
@@ -110,6 +115,7 @@ class CodecLMConfig:
     aligned: str = ""  # a condition expanded to the frames by token durations and added to the step inputs
     encoder_depth: int = 2  # aligned: FFT blocks over the aligned condition's tokens
     prior_codebooks: int = 0  # aligned: a frame-level content prior over the first n codebooks (0 = off)
+    content_stride: int = 1  # aligned: content frames per step (durations count content frames; see the docstring)
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.depth <= 0 or self.heads <= 0:
@@ -126,6 +132,8 @@ class CodecLMConfig:
             raise ValueError(f"rope_base must be a finite number > 1, got {self.rope_base}")
         if self.encoder_depth < 0:
             raise ValueError(f"encoder_depth must be >= 0, got {self.encoder_depth}")
+        if self.content_stride < 1:
+            raise ValueError(f"content_stride must be >= 1, got {self.content_stride}")
         if self.prior_codebooks < 0 or (self.prior_codebooks and not self.aligned):
             raise ValueError(f"prior_codebooks must be >= 0 and needs an aligned condition, got {self.prior_codebooks}")
 
@@ -315,6 +323,17 @@ class CodecLM(Generator):
         return self.config.codebook_size
 
     @property
+    def content_stride(self) -> int:
+        """Content frames (what the aligned durations count) per step."""
+        return self.config.content_stride
+
+    def _expand(self, states: Tensor, durations: Tensor, kept: Tensor | None, steps: int, mask: Tensor) -> Tensor:
+        """The length regulator to ``steps`` steps: ``content_stride`` content frames each, averaged."""
+        s = self.config.content_stride
+        frames = self.content.regulate(states, durations, kept, steps * s, mask)
+        return frames if s == 1 else frames.view(frames.shape[0], steps, s, frames.shape[-1]).mean(2)
+
+    @property
     def condition_names(self) -> tuple[str, ...]:
         """Names of the conditions in ``cond`` / ``keep``, in conditioner (prefix) order."""
         return tuple(self.conditioners)
@@ -354,7 +373,7 @@ class CodecLM(Generator):
     def _frames(self, cond: Cond, keep: Keep, encoded: Mapping[str, Encoded], steps: int) -> Tensor:
         """What the aligned condition adds to each of ``steps`` inputs: ``[B, steps, dim]``."""
         enc = encoded[self.aligned]
-        return self.content.regulate(self.content.encode(enc), self.content.durations(cond), keep.get(self.aligned), steps, enc.mask)
+        return self._expand(self.content.encode(enc), self.content.durations(cond), keep.get(self.aligned), steps, enc.mask)
 
     @torch.no_grad()
     def predict_durations(self, cond: Cond, pace: float = 1.0, frames: int | None = None) -> Tensor:
@@ -409,7 +428,7 @@ class CodecLM(Generator):
     def _prior_logits(self, voiced: Tensor, durations: Tensor, kept: Tensor | None, frames: int, mask: Tensor) -> Tensor:
         """The content prior over ``frames`` frames of the duration-expanded ``voiced`` states
         (``mask``: the real tokens): logits ``[B, frames, prior_codebooks, V]``."""
-        logits = self.prior(self.content.regulate(voiced, durations, kept, frames, mask))
+        logits = self.prior(self._expand(voiced, durations, kept, frames, mask))
         return logits.view(logits.shape[0], frames, self.config.prior_codebooks, self.codebook_size)
 
     def embed_tokens(self, tokens: Tensor) -> Tensor:
@@ -479,7 +498,7 @@ class CodecLM(Generator):
         pos, n_prefix = self._prefix_positions(mask)
         frames = None
         if self.aligned:
-            total = int(self.content.durations(cond).sum(dim=1).max())
+            total = -(-int(self.content.durations(cond).sum(dim=1).max()) // self.config.content_stride)
             frames = self._frames(cond, keep, encoded, total + self.n_codebooks - 1)
         B, L = mask.shape
         capacity = L + (steps if steps is not None else 64 if frames is None else frames.shape[1])

@@ -21,7 +21,14 @@ from audioguide.audio import read_audio
 from audioguide.core import AudioguideError
 from audioguide.manifest import Row, read_manifest
 
-INPUT_FIELDS = ("text", "speaker", "caption", "style")
+INPUT_FIELDS = ("text", "speaker", "caption", "style", "tokens")
+
+
+def row_input(row: Row, field: str) -> str | None:
+    """A row's input ``field``: its own attribute, or (``tokens``: an acoustic stage's semantic
+    tokens, written by ``audioguide data tokens``) its extra field of that name."""
+    value = getattr(row, field, None) if field != "tokens" else row.extra.get("tokens")
+    return None if value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,7 @@ class AudioDataset:
         out = torch.zeros(len(clips), int(lengths.max()))
         for j, c in enumerate(clips):
             out[j, : len(c)] = c
-        inputs = {f: [getattr(self.rows[i], f) or "" for i in indices] for f in INPUT_FIELDS}
+        inputs = {f: [row_input(self.rows[i], f) or "" for i in indices] for f in INPUT_FIELDS}
         alignments = tuple(None if segment else self.rows[i].extra.get("phoneme_samples") for i in indices)
         labels = tuple(_label(self.rows[i].extra.get("label")) for i in indices)
         return AudioBatch(out, lengths, inputs, tuple(indices), alignments, labels)
@@ -193,7 +200,7 @@ def check_rows(rows: Sequence[Row], needs: Sequence[str]) -> None:
         if not row.audio.is_file():
             raise AudioguideError(f"manifest row {row.id!r}: audio file {row.audio} not found")
         for field in needs:
-            if getattr(row, field) is None:
+            if row_input(row, field) is None:
                 raise AudioguideError(f"manifest row {row.id!r} has no {field!r}, which this recipe conditions on")
 
 

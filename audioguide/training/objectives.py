@@ -59,6 +59,7 @@ __all__ = [
     "LatentObjective",
     "MeanFlowObjective",
     "Objective",
+    "TokenizerObjective",
     "VerifierObjective",
     "check_training_recipe",
     "make_objective",
@@ -178,8 +179,15 @@ class _Conditioned(Objective):
         cond = model.encode({n: batch.inputs[n] for n in names})
         if model.aligned:
             name = model.aligned
-            tokens = cond[f"{name}.mask"].sum(dim=1).tolist()
-            durations = teacher_durations(name, batch, tokens, cond[name].shape[1], mask.sum(dim=1).tolist(), self.encoded.hop)
+            span = getattr(model.conditioners[name], "frames_per_token", None)
+            if span:  # tokens of a fixed length (semantic tokens): no teacher durations needed
+                durations = cond[f"{name}.mask"].long() * span
+            else:  # in content frames: content_stride of them per step of a codec LM
+                stride = getattr(model, "content_stride", 1)
+                hop = self.encoded.hop // stride
+                frames = ((batch.lengths + hop - 1) // hop).tolist() if stride > 1 else mask.sum(dim=1).tolist()
+                tokens = cond[f"{name}.mask"].sum(dim=1).tolist()
+                durations = teacher_durations(name, batch, tokens, cond[name].shape[1], frames, hop)
             cond[f"{name}.durations"] = durations.to(cond[name].device)
         keep = draw_keep(names, dict(cfg.dropout), batch.wav.shape[0], generator, cfg.dropout_all, batch.wav.device)
         return cond, keep
@@ -396,6 +404,39 @@ class VerifierObjective(Objective):
         return verifier_loss(self.module, z, ids.to(z.device), durations.to(z.device), mask)
 
 
+class TokenizerObjective(Objective):
+    """A semantic tokenizer (:mod:`audioguide.representations.semantic`) against the corpus's teacher
+    alignments: frame-phoneme cross-entropy and latent reconstruction through its FSQ tokens, on
+    the frozen autoencoder's latents of whole aligned clips. The recipe's ``text`` conditioner gives
+    the symbols (``edges = true``: the silences before and after)."""
+
+    def __init__(self, recipe: Recipe, representation: nn.Module, encoded: EncodedClips) -> None:
+        from audioguide.registry import CONDITIONERS
+
+        specs = dict(recipe.conditioners)
+        if "text" not in specs:
+            raise AudioguideError(f"{recipe.source}: a semantic tokenizer learns from phonemes: add [conditioners.text]")
+        with torch.random.fork_rng(devices=[]):
+            text = CONDITIONERS[specs["text"].type](specs["text"].config)
+        super().__init__(representation.trained)
+        self.encoded, self.text_ids = encoded, text.ids
+        self.ids_of: dict[int, Tensor] = {}  # the G2P runs once per row
+
+    def forward(self, batch, generator, step):
+        from audioguide.models.verifier import frame_targets
+        from audioguide.representations.semantic import tokenizer_loss
+
+        z, mask = self.encoded(batch)
+        for i, t in zip(batch.indices, batch.inputs["text"]):
+            if i not in self.ids_of:
+                self.ids_of[i] = self.text_ids([t])[0][0]
+        rows = [self.ids_of[i] for i in batch.indices]
+        ids = nn.utils.rnn.pad_sequence(rows, batch_first=True)  # pad id 0
+        durations = teacher_durations("text", batch, [len(r) for r in rows], ids.shape[1], mask.sum(dim=1).tolist(), self.encoded.hop)
+        targets = frame_targets(ids.to(z.device), durations.to(z.device), z.shape[-1])
+        return tokenizer_loss(self.module, z, targets, mask)
+
+
 class CaptionVerifierObjective(Objective):
     """The caption verifier against the corpus's captions: symmetric InfoNCE over the batch, pairs
     of different rows with one class label masked (neither positive nor negative; rows without a
@@ -460,6 +501,12 @@ def _objective(
     if cfg.target == "representation":
         if not any(p.requires_grad for p in representation.parameters()):
             raise AudioguideError(f"representation {recipe.representation.type!r} has nothing to train")
+        if hasattr(representation, "trained"):  # a tokenizer over a frozen autoencoder's latents
+            representation.eval()
+            for p in representation.parameters():
+                p.requires_grad_(False)
+            representation.trained.requires_grad_(True)
+            return TokenizerObjective(recipe, representation, EncodedClips(representation.latents, representation.autoencoder.hop, False))
         return AutoencoderObjective(representation)
 
     representation.eval()

@@ -236,7 +236,9 @@ def train(
 
     rows = read_manifest(manifest)
     reads = VERIFIERS[recipe.verifier.type].reads if cfg.target == "verifier" else None  # the verifier's input
-    if reads == "text" or (cfg.target == "model" and model.aligned):  # rows without teacher durations cannot train it
+    tokenizer = cfg.target == "representation" and hasattr(representation, "trained")  # learns from alignments
+    fixed = cfg.target == "model" and model.aligned and getattr(model.conditioners[model.aligned], "frames_per_token", None)
+    if reads == "text" or tokenizer or (cfg.target == "model" and model.aligned and not fixed):  # rows without teacher durations cannot train it
         aligned = [r for r in rows if r.extra.get("phoneme_samples")]
         if not aligned:
             raise AudioguideError(f"no row of {manifest} has phoneme_samples, which the aligned condition needs")
@@ -244,7 +246,7 @@ def train(
             log(0, {"rows_without_durations_skipped": float(len(rows) - len(aligned))})
         rows = aligned
     train_rows, val_rows = split_holdout(rows, cfg.validation, cfg.seed)
-    needs = {"representation": [], "verifier": [reads]}.get(cfg.target, list(model.conditioners) if model else [])
+    needs = {"representation": ["text"] if tokenizer else [], "verifier": [reads]}.get(cfg.target, list(model.conditioners) if model else [])
     check_rows(val_rows, needs)
     data = AudioDataset(train_rows, representation.sample_rate, needs)
 

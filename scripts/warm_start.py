@@ -1,0 +1,62 @@
+"""Start a recipe's model from another model's weights where names and shapes agree.
+
+    python scripts/warm_start.py RECIPE SOURCE TARGET [--rename OLD=NEW ...]
+
+Builds RECIPE's model at its seeded initialisation, copies every tensor of SOURCE (a shipped or
+exported safetensors file) whose name and shape match, and writes TARGET in the exported format
+(config in the metadata), ready for `audioguide train` to continue from (put it where the recipe's
+[model] weights point, or pass it to training as the recipe's weights). ``--rename OLD=NEW`` reads
+SOURCE's tensors whose names start with OLD as if they started with NEW; a voice table with fewer
+voices grows (new voices start at the mean row, as a training warm start grows them). Prints what
+was not copied.
+Used for speech-acoustic (from speech.safetensors: all but the phoneme table, the text condition's
+null and pooled projection renamed to the tokens').
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import torch
+
+from audioguide.checkpoints import load_checkpoint, save_checkpoint
+from audioguide.components import build_components
+from audioguide.recipes import load_recipe
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("recipe")
+    ap.add_argument("source")
+    ap.add_argument("target")
+    ap.add_argument("--rename", action="append", default=[], help="OLD=NEW name prefix")
+    args = ap.parse_args()
+    recipe = load_recipe(args.recipe)
+    _, model = build_components(recipe, require_weights=False, load_model=False)
+    state = model.state_dict()
+    source = dict(load_checkpoint(args.source).tensors)
+    for now, before in getattr(model, "moved", {}).items():  # tensors saved under their former names
+        source = {(now + k[len(before):] if k.startswith(before) else k): v for k, v in source.items()}
+    for pair in args.rename:
+        old, new = pair.split("=", 1)
+        source = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in source.items()}
+    for k, v in list(source.items()):  # a voice table with voices added at the end: new rows start at the mean
+        if k.endswith("speaker.table.weight") and k in state and v.shape[1:] == state[k].shape[1:] and len(v) < len(state[k]):
+            source[k] = torch.cat([v, v.float().mean(0, keepdim=True).to(v.dtype).expand(len(state[k]) - len(v), -1)])
+    copied = {k: v.to(state[k].dtype) for k, v in source.items() if k in state and state[k].shape == v.shape}
+    state.update(copied)
+    print(f"copied {len(copied)} of {len(state)} tensors")
+    for k in sorted(set(state) - set(copied)):
+        print(f"  kept initial: {k} {tuple(state[k].shape)}")
+    for k in sorted(set(source) - set(copied)):
+        print(f"  not used: {k} {tuple(source[k].shape)}")
+    spec = recipe.model
+    config = {"component": spec.type, "config": dataclasses.asdict(spec.config), "recipe": recipe.name, "step": 0}
+    save_checkpoint(args.target, state, json.loads(json.dumps(config, default=list)), kind=spec.type)
+    print(f"wrote {args.target}")
+
+
+if __name__ == "__main__":
+    main()
