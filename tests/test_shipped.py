@@ -144,3 +144,28 @@ def test_shipped_sound_recipe_makes_tones_for_music_and_noise_for_noises():
     noisy = [_flatness(pipe(p, seed=s)[0]) for s in (0, 1) for p in ("an explosion", "water splashing")]
     assert 3 * np.mean(tonal) < np.mean(noisy), (tonal, noisy)  # measured: 0.0055 vs 0.077
     assert not np.array_equal(cello[0], pipe("a slow cello melody", seed=0, negative="a dog barking")[0])
+
+
+STAGED = [WEIGHTS_DIR / "tokenizer-speech.safetensors", WEIGHTS_DIR.parents[1] / "checkpoints" / "speech-acoustic.safetensors",
+          WEIGHTS_DIR.parents[1] / "checkpoints" / "speech-slm.safetensors"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not all(p.exists() for p in STAGED), reason="no semantic tokenizer or staged checkpoints")
+def test_staged_codec_lm_draws_tokens_and_renders_them_in_the_voice():
+    """The staged recipe in training (issue 23): 23.4 Hz tokens from the LM, latents from the acoustic
+    stage in the requested voice; seeded, its length set by the LM's predicted durations."""
+    from audioguide.pipeline import Pipeline
+
+    torch.set_num_threads(1)
+    pipe = Pipeline.from_recipe("speech-slm")
+    text = "The patient clerk charged twelve dollars."
+    plan = pipe.prepare(text, seed=0, inputs={"speaker": "flite-rms"})
+    codes = pipe.draw(plan)[0]
+    assert codes.shape[:2] == (1, 1) and 0 <= int(codes.min()) and int(codes.max()) < 1000
+    audio = pipe(text, seed=0, inputs={"speaker": "flite-rms"})[0]
+    assert len(audio) == codes.shape[-1] * 1024 and 1.0 < len(audio) / 24000 < 6.0
+    assert np.array_equal(audio, pipe(text, seed=0, inputs={"speaker": "flite-rms"})[0])
+    assert np.isfinite(audio).all() and 0.01 < np.abs(audio).max() <= 1.0
+    other = pipe(text, seed=0, inputs={"speaker": "hibari-heart"})[0]
+    assert not np.array_equal(other[: len(audio)], audio[: len(other)])
