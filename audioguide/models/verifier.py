@@ -42,6 +42,7 @@ from torch.nn import functional as F
 from audioguide.conditioners.phonemes import SYMBOLS
 from audioguide.models.base import init_random
 from audioguide.models.duration import frame_tokens
+from audioguide.representations.semantic import DilatedBlock as _Block
 
 __all__ = ["PhoneVerifier", "VerifierConfig", "forced_alignment", "frame_targets", "verifier_loss"]
 
@@ -65,19 +66,6 @@ class VerifierConfig:
             raise ValueError(f"kernel must be an odd integer >= 1, got {self.kernel}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
-
-
-class _Block(nn.Module):
-    """``x + MLP(LN(dwconv(x)))`` over ``[B, D, T]`` (ConvNeXt, §2.5, in 1-D)."""
-
-    def __init__(self, dim: int, kernel: int, dilation: int) -> None:
-        super().__init__()
-        self.dw = nn.Conv1d(dim, dim, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation, groups=dim)
-        self.norm = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.mlp(self.norm(self.dw(x).transpose(1, 2))).transpose(1, 2)
 
 
 class PhoneVerifier(nn.Module):

@@ -42,7 +42,7 @@ from audioguide.core import init_random
 from audioguide.representations.autoencoder import Autoencoder, AutoencoderConfig
 from audioguide.representations.base import Representation
 
-__all__ = ["SemanticConfig", "SemanticTokens", "Tokenizer", "fsq_bound", "fsq_coordinates", "fsq_indices"]
+__all__ = ["DilatedBlock", "SemanticConfig", "SemanticTokens", "Tokenizer", "fsq_bound", "fsq_coordinates", "fsq_indices"]
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,9 @@ def fsq_coordinates(ids: Tensor, levels: Tensor) -> Tensor:
     return (digits - half).float() / half
 
 
-class _Block(nn.Module):
-    """``x + MLP(LN(dwconv(x)))`` over ``[B, D, T]`` (ConvNeXt, Liu et al. 2022, §2.5, in 1-D), dilated."""
+class DilatedBlock(nn.Module):
+    """``x + MLP(LN(dwconv(x)))`` over ``[B, D, T]`` (ConvNeXt, Liu et al. 2022, §2.5, in 1-D), dilated
+    (also the content verifier's block, :mod:`audioguide.models.verifier`)."""
 
     def __init__(self, dim: int, kernel: int, dilation: int = 1) -> None:
         super().__init__()
@@ -143,15 +144,15 @@ class Tokenizer(nn.Module):
         c = self.config = config
         self.register_buffer("levels", torch.tensor(c.levels, dtype=torch.long), persistent=False)
         self.proj_in = nn.Conv1d(c.channels, c.dim, 1)
-        self.frame_blocks = nn.ModuleList(_Block(c.dim, c.kernel, d) for d in c.dilations)
+        self.frame_blocks = nn.ModuleList(DilatedBlock(c.dim, c.kernel, d) for d in c.dilations)
         self.down = nn.Conv1d(c.dim, c.dim, c.stride, stride=c.stride)
-        self.token_blocks = nn.ModuleList(_Block(c.dim, c.kernel) for _ in range(c.token_depth))
+        self.token_blocks = nn.ModuleList(DilatedBlock(c.dim, c.kernel) for _ in range(c.token_depth))
         self.to_fsq = nn.Linear(c.dim, len(c.levels))
         # supervision: tokens -> frames -> phoneme symbols and latents
         self.from_fsq = nn.Linear(len(c.levels), c.dim)
-        self.up_blocks = nn.ModuleList(_Block(c.dim, c.kernel) for _ in range(c.token_depth))
+        self.up_blocks = nn.ModuleList(DilatedBlock(c.dim, c.kernel) for _ in range(c.token_depth))
         self.up = nn.ConvTranspose1d(c.dim, c.dim, c.stride, stride=c.stride)
-        self.out_blocks = nn.ModuleList(_Block(c.dim, c.kernel, d) for d in (1, 2))
+        self.out_blocks = nn.ModuleList(DilatedBlock(c.dim, c.kernel, d) for d in (1, 2))
         self.norm = nn.LayerNorm(c.dim)
         self.phones = nn.Linear(c.dim, len(SYMBOLS))
         self.latents = nn.Linear(c.dim, c.channels)

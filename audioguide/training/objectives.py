@@ -114,6 +114,18 @@ def teacher_durations(name: str, batch: AudioBatch, tokens: list[int], width: in
     return samples_to_frames(batch.alignments, hop, frames, width, batch.lengths.tolist())
 
 
+def aligned_symbols(text_ids: Callable, cache: dict[int, Tensor], batch: AudioBatch, mask: Tensor, hop: int) -> tuple[Tensor, Tensor]:
+    """The rows' phoneme-symbol ids ``[B, L]`` (pad 0; ``text_ids`` of each row's text, run once per
+    row and kept in ``cache``) and their teacher durations in frames ``[B, L]`` (``mask`` ``[B, T]``:
+    each row's real frames): what a frame-level phoneme target is made of."""
+    for i, t in zip(batch.indices, batch.inputs["text"]):
+        if i not in cache:
+            cache[i] = text_ids([t])[0][0]
+    rows = [cache[i] for i in batch.indices]
+    ids = nn.utils.rnn.pad_sequence(rows, batch_first=True)  # pad id 0
+    return ids, teacher_durations("text", batch, [len(r) for r in rows], ids.shape[1], mask.sum(dim=1).tolist(), hop)
+
+
 def _add(loss: Tensor, logs: Logs, extras: dict[str, Tensor]) -> tuple[Tensor, Logs]:
     """``loss`` plus every extra term, each logged under its name."""
     for name, extra in extras.items():
@@ -395,12 +407,7 @@ class VerifierObjective(Objective):
                 with torch.no_grad():
                     z = z.clone()
                     z[trip] = self.round_trip(z[trip])
-        for i, t in zip(batch.indices, batch.inputs["text"]):
-            if i not in self.ids_of:
-                self.ids_of[i] = self.text_ids([t])[0][0]
-        rows = [self.ids_of[i] for i in batch.indices]
-        ids = nn.utils.rnn.pad_sequence(rows, batch_first=True)  # pad id 0
-        durations = teacher_durations("text", batch, [len(r) for r in rows], ids.shape[1], mask.sum(dim=1).tolist(), self.encoded.hop)
+        ids, durations = aligned_symbols(self.text_ids, self.ids_of, batch, mask, self.encoded.hop)
         return verifier_loss(self.module, z, ids.to(z.device), durations.to(z.device), mask)
 
 
@@ -427,12 +434,7 @@ class TokenizerObjective(Objective):
         from audioguide.representations.semantic import tokenizer_loss
 
         z, mask = self.encoded(batch)
-        for i, t in zip(batch.indices, batch.inputs["text"]):
-            if i not in self.ids_of:
-                self.ids_of[i] = self.text_ids([t])[0][0]
-        rows = [self.ids_of[i] for i in batch.indices]
-        ids = nn.utils.rnn.pad_sequence(rows, batch_first=True)  # pad id 0
-        durations = teacher_durations("text", batch, [len(r) for r in rows], ids.shape[1], mask.sum(dim=1).tolist(), self.encoded.hop)
+        ids, durations = aligned_symbols(self.text_ids, self.ids_of, batch, mask, self.encoded.hop)
         targets = frame_targets(ids.to(z.device), durations.to(z.device), z.shape[-1])
         return tokenizer_loss(self.module, z, targets, mask)
 
