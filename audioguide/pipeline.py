@@ -376,16 +376,14 @@ class Pipeline:
             return rep.frames_for(seconds), seconds
         d = self.recipe.duration
         span = getattr(self.model.conditioners[aligned], "frames_per_token", None)
+        stride = getattr(self.model, "content_stride", 1)  # content frames per frame drawn
         if span:  # tokens of a fixed span (an acoustic stage's semantic tokens)
             predicted = cond[f"{aligned}.mask"].long() * span
-            cond[f"{aligned}.durations"] = predicted
-            frames = int(predicted.sum())
-            return frames, frames * rep.hop / rep.sample_rate
-        stride = getattr(self.model, "content_stride", 1)  # content frames per frame drawn
-        predicted = self.model.predict_durations(cond, pace=pace, frames=None if seconds is None else rep.frames_for(seconds) * stride)
-        if seconds is None and int(predicted.sum()) > rep.frames_for(d.max_seconds) * stride:
-            raise AudioguideError(f"this sentence would last over {d.max_seconds:g} s; split it")
-        predicted[:, -1] += max(1 - int(predicted.sum()), 0)  # never zero frames
+        else:
+            predicted = self.model.predict_durations(cond, pace=pace, frames=None if seconds is None else rep.frames_for(seconds) * stride)
+            if seconds is None and int(predicted.sum()) > rep.frames_for(d.max_seconds) * stride:
+                raise AudioguideError(f"this sentence would last over {d.max_seconds:g} s; split it")
+            predicted[:, -1] += max(1 - int(predicted.sum()), 0)  # never zero frames
         cond[f"{aligned}.durations"] = predicted
         frames = -(-int(predicted.sum()) // stride)
         return frames, frames * rep.hop / rep.sample_rate

@@ -197,7 +197,7 @@ class _Conditioned(Objective):
             else:  # in content frames: content_stride of them per step of a codec LM
                 stride = getattr(model, "content_stride", 1)
                 hop = self.encoded.hop // stride
-                frames = ((batch.lengths + hop - 1) // hop).tolist() if stride > 1 else mask.sum(dim=1).tolist()
+                frames = ((batch.lengths + hop - 1) // hop).tolist()  # each row's real content frames
                 tokens = cond[f"{name}.mask"].sum(dim=1).tolist()
                 durations = teacher_durations(name, batch, tokens, cond[name].shape[1], frames, hop)
             cond[f"{name}.durations"] = durations.to(cond[name].device)
