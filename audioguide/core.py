@@ -5,7 +5,9 @@ Everything else depends on this module and it depends on nothing of ours. It hol
 * the error type that the CLI turns into a one-line message,
 * the conventions for time and predictions (documented once, here),
 * the conversions between prediction kinds,
-* the signatures of the callables that samplers and guidance pass around.
+* the signatures of the callables that samplers and guidance pass around,
+* finite scalar quantisation's grid (token ids <-> values), which a tokenizer writes and a token
+  conditioner reads.
 
 Time and noise convention
 -------------------------
@@ -303,3 +305,37 @@ def former_name(name: str, moved: Mapping[str, str]) -> str:
         if name.startswith(now):
             return before + name[len(now) :]
     return name
+
+
+def fsq_bound(z: Tensor, levels: Tensor) -> Tensor:
+    """FSQ's bounding function (Mentzer et al. 2023, App. A): each of the last dim's channels to
+    ``L_i`` values after rounding, ``tanh(z + shift) * half - offset`` with ``half = (L - 1) / 2``
+    (slightly widened), ``offset = 0.5`` for even ``L`` and ``shift = atanh(offset / half)``, so that
+    ``z = 0`` maps to a level."""
+    half = (levels - 1) * (1 + 1e-3) / 2
+    offset = torch.where(levels % 2 == 0, 0.5, 0.0)
+    shift = torch.atanh(offset / half)
+    return torch.tanh(z + shift) * half - offset
+
+
+def fsq_quantize(z: Tensor, levels: Tensor) -> Tensor:
+    """Bounded, rounded with a straight-through gradient and normalised to ``[-1, 1]``: ``[..., d]``."""
+    bounded = fsq_bound(z, levels)
+    rounded = bounded + (bounded.round() - bounded).detach()
+    return rounded / (levels // 2)
+
+
+def fsq_indices(q: Tensor, levels: Tensor) -> Tensor:
+    """Normalised FSQ values ``[..., d]`` -> token ids ``[...]`` (mixed radix, first level least significant)."""
+    half = levels // 2
+    digits = (q * half + half).round().long()
+    basis = torch.cumprod(torch.cat([levels.new_ones(1), levels[:-1]]), 0)
+    return (digits * basis).sum(-1)
+
+
+def fsq_coordinates(ids: Tensor, levels: Tensor) -> Tensor:
+    """Token ids ``[...]`` -> their normalised FSQ values ``[..., d]`` in ``[-1, 1]`` (inverse of :func:`fsq_indices`)."""
+    basis = torch.cumprod(torch.cat([levels.new_ones(1), levels[:-1]]), 0)
+    digits = (ids[..., None] // basis) % levels
+    half = levels // 2
+    return (digits - half).float() / half

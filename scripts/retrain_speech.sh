@@ -109,8 +109,11 @@ audioguide eval tts speech-lm --data "$corpus/speech/held_out.jsonl" --data "$co
 # Its acoustic stage and LM are source-tree checkpoints (checkpoints/), not shipped weights, until they
 # are intelligible; `audioguide train` continues from them.
 # 1. The tokenizer (tokenizer-speech): 1000 FSQ tokens at 23.4 Hz over the autoencoder's latents,
-#    supervised by the frames' phonemes; 2000 steps (1100 on the 5 fast voices + piper, then 900 on all
-#    9; ~45 min, most of it beside corpus builds). Frame-phoneme accuracy from the tokens ~0.68.
+#    supervised by the frames' phonemes; its frame encoder starts as the content verifier's (trained
+#    above), 1500 steps (~20 min). Held-out frame-phoneme accuracy from the tokens 0.72.
+python scripts/warm_start.py tokenizer-speech audioguide/weights/verifier-speech.safetensors "$work/tokenizer-init.safetensors" \
+  --rename blocks.=frame_blocks.
+cp "$work/tokenizer-init.safetensors" audioguide/weights/tokenizer-speech.safetensors  # where training warm-starts from
 audioguide train tokenizer-speech --data "$corpus/speech/train.jsonl" -o "$work/runs/tokenizer" --device "$device" --threads 2
 python scripts/ship_weights.py "$work/runs/tokenizer/model.safetensors" audioguide/weights/tokenizer-speech.safetensors
 # 2. Every row's tokens, what the acoustic stage trains on (~5 min).
@@ -119,7 +122,13 @@ for split in train held_out sus; do
 done
 # 3. The acoustic stage (speech-acoustic): speech's mean-flow DiT with the tokens where its phonemes were,
 #    warm-started from speech.safetensors (all but the phoneme table), each token's row the mix of the
-#    phoneme rows it was taken from, then the recipe's mean-flow steps (~3 s/step on 2 threads).
+#    phoneme rows it was taken from, then the recipe's mean-flow steps (~2-3 s/step on 2 threads).
+#    The committed checkpoint took a longer road: 1400 steps on the first tokenizer's tokens, then
+#    scripts/token_remap.py (each new token's row the mix of the old tokens it replaced) and 900 steps
+#    on these tokens; the LM likewise 1100 + 1400 steps. token_remap.py is how a stage trained on one
+#    tokenizer continues on a retrained one, e.g.
+#      python scripts/token_remap.py OLD/train.tokens.jsonl "$corpus/speech/train.tokens.jsonl" \
+#        checkpoints/speech-acoustic.safetensors - --rows 9000
 python scripts/warm_start.py speech-acoustic audioguide/weights/speech.safetensors checkpoints/speech-acoustic.safetensors \
   --rename conditioners.text.null=conditioners.tokens.null --rename pool_proj.text=pool_proj.tokens
 python scripts/acoustic_init.py "$corpus/speech/train.tokens.jsonl" audioguide/weights/speech.safetensors checkpoints/speech-acoustic.safetensors
@@ -133,5 +142,5 @@ python scripts/warm_start.py speech-slm audioguide/weights/speech-lm.safetensors
 audioguide train speech-slm --data "$corpus/speech/train.jsonl" -o "$work/runs/speech-slm" --device "$device" --threads 2
 python scripts/ship_weights.py "$work/runs/speech-slm/model.safetensors" checkpoints/speech-slm.safetensors
 audioguide eval tts speech-slm --data "$corpus/speech/held_out.jsonl" --data "$corpus/speech/sus.jsonl" \
-  --per-voice 2 --judge base --classifier "$work/speakers.safetensors" --sweep text=1,3 \
-  --report benchmarks/results/speech_slm_eval.md
+  --per-voice 2 --judge base --classifier "$work/speakers.safetensors" --sweep text=1.5,3 \
+  --transcripts "$work/speech_slm_transcripts.jsonl" --report benchmarks/results/speech_slm_eval.md

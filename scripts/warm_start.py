@@ -10,7 +10,9 @@ SOURCE's tensors whose names start with OLD as if they started with NEW; a voice
 voices grows (new voices start at the mean row, as a training warm start grows them). Prints what
 was not copied.
 Used for speech-acoustic (from speech.safetensors: all but the phoneme table, the text condition's
-null and pooled projection renamed to the tokens').
+null and pooled projection renamed to the tokens') and for tokenizer-speech (a recipe whose
+``[train] target = "representation"``: the representation's trained part, here the tokenizer,
+whose frame encoder starts as the content verifier's, ``--rename blocks.=frame_blocks.``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from audioguide.checkpoints import load_checkpoint, save_checkpoint
 from audioguide.components import build_components
 from audioguide.recipes import load_recipe
+from audioguide.registry import REPRESENTATIONS
 
 
 def main() -> None:
@@ -34,7 +37,13 @@ def main() -> None:
     ap.add_argument("--rename", action="append", default=[], help="OLD=NEW name prefix")
     args = ap.parse_args()
     recipe = load_recipe(args.recipe)
-    _, model = build_components(recipe, require_weights=False, load_model=False)
+    if recipe.train is not None and recipe.train.target == "representation":  # a tokenizer: its trained part,
+        spec = recipe.representation  # at its seeded initialisation (not the weights the recipe ships)
+        representation = REPRESENTATIONS[spec.type](spec.config)
+        model = getattr(representation, "trained", representation)
+    else:
+        _, model = build_components(recipe, require_weights=False, load_model=False)
+        spec = recipe.model
     state = model.state_dict()
     source = dict(load_checkpoint(args.source).tensors)
     for now, before in getattr(model, "moved", {}).items():  # tensors saved under their former names
@@ -52,7 +61,6 @@ def main() -> None:
         print(f"  kept initial: {k} {tuple(state[k].shape)}")
     for k in sorted(set(source) - set(copied)):
         print(f"  not used: {k} {tuple(source[k].shape)}")
-    spec = recipe.model
     config = {"component": spec.type, "config": dataclasses.asdict(spec.config), "recipe": recipe.name, "step": 0}
     save_checkpoint(args.target, state, json.loads(json.dumps(config, default=list)), kind=spec.type)
     print(f"wrote {args.target}")

@@ -205,8 +205,10 @@ def test_token_strings_embed_per_id_and_bad_ones_are_one_line_errors():
     assert enc.emb.shape == (2, 3, 8) and enc.mask.tolist() == [[True] * 3, [True, False, False]]
     assert torch.equal(enc.emb[0, 1], enc.emb[1, 0])  # the same id, the same vector
     assert cond.frames_per_token == 2 and token_text(torch.tensor([3, 0, 11])) == "3 0 11"
-    every = torch.arange(12)
-    assert torch.equal(cond.coordinates(every), fsq_coordinates(every, torch.tensor([3, 4])))  # the tokenizer's grid
+    with torch.no_grad():  # without the table, a token is the linear map of its place in the tokenizer's grid
+        cond.table.weight.zero_()
+    grid = cond.coords(fsq_coordinates(torch.tensor([0, 5, 11]), torch.tensor([3, 4])))
+    assert torch.allclose(cond(["0 5 11"]).emb[0], grid)
     for bad, match in [("", "empty"), ("1 x 2", "integers"), ("12", "out of range"), ("-1", "integers")]:
         with pytest.raises(AudioguideError, match=match):
             cond.check([bad])
@@ -302,3 +304,32 @@ def test_an_acoustic_stage_must_read_the_lms_tokens(write_recipe):
         Pipeline.from_recipe(write_recipe(LM, "slm.toml"))
     with pytest.raises(RecipeError, match="semantic"):  # only a codec LM over semantic tokens has an acoustic stage
         load_recipe(write_recipe(ACOUSTIC.replace("LEVELS", "[3, 4]") + '\n[acoustic]\nrecipe = "acoustic.toml"\n', "bad.toml"))
+
+
+def test_token_remap_carries_each_new_token_to_the_rows_of_the_old_tokens_it_replaces(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from audioguide.checkpoints import save_checkpoint
+
+    # the old tokenizer said 0 1 2 3 0; the new one says 3 2 1 0 1 at the same places
+    old = [{"audio": f"{i}.wav", "tokens": "0 1 2 3 0"} for i in range(3)]
+    new = [{"audio": f"{i}.wav", "tokens": "3 2 1 0 1"} for i in range(3)]
+    for name, rows in (("old", old), ("new", new)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    g = torch.Generator().manual_seed(0)
+    lm = {"embed.0.weight": torch.randn(6, 3, generator=g), "heads.weight": torch.randn(4, 3, generator=g),
+          "heads.bias": torch.randn(4, generator=g), "blocks.0.w": torch.randn(3, 3, generator=g)}
+    save_checkpoint(tmp_path / "lm.safetensors", lm, {"component": "codec_lm"}, kind="codec-lm")
+    run = subprocess.run([sys.executable, "scripts/token_remap.py", str(tmp_path / "old.jsonl"), str(tmp_path / "new.jsonl"),
+                          str(tmp_path / "lm.safetensors"), str(tmp_path / "out.safetensors"), "--levels", "2,2"],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr
+    out = load_checkpoint(tmp_path / "out.safetensors").tensors
+    for name in ("embed.0.weight", "heads.weight", "heads.bias"):
+        before, after = lm[name], out[name]
+        assert torch.allclose(after[3], before[0]) and torch.allclose(after[2], before[1]) and torch.allclose(after[0], before[3])
+        assert torch.allclose(after[1], (before[2] + before[0]) / 2)  # new 1 stood for old 2 and old 0 equally often
+    assert torch.equal(out["embed.0.weight"][4:], lm["embed.0.weight"][4:])  # bos and pad stay
+    assert torch.equal(out["blocks.0.w"], lm["blocks.0.w"])

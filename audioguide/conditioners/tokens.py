@@ -5,9 +5,8 @@ supervised semantic tokens with a codec LM, then renders the autoencoder's laten
 and the speaker with a flow-matching model. This conditioner is that model's view of the tokens:
 an input is the token ids of one utterance written as a string (``"412 17 17 980"``, what
 :func:`token_text` writes; a corpus row keeps them under ``tokens``), each embedded as a learned
-vector plus a linear map of its FSQ coordinates (:meth:`SemanticTokenIds.coordinates`, the values
-:func:`audioguide.representations.semantic.fsq_coordinates` gives; conditioners sit beside
-representations, not above them),
+vector plus a linear map of its FSQ coordinates (:func:`audioguide.core.fsq_coordinates`, the
+grid the tokenizer quantises to),
 so that codes next to each other in the quantiser's grid start out close. Every token spans
 ``frames`` latent frames (the tokenizer's stride): a model aligning this condition to its frames
 takes these fixed durations instead of predicting them (:attr:`SemanticTokenIds.frames_per_token`).
@@ -23,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from audioguide.conditioners.base import Conditioner, Encoded
-from audioguide.core import AudioguideError
+from audioguide.core import AudioguideError, fsq_coordinates
 
 __all__ = ["SemanticTokenIds", "SemanticTokensConfig", "token_text"]
 
@@ -62,14 +61,6 @@ class SemanticTokenIds(Conditioner):
         self.table = nn.Embedding(self.size + 1, config.dim, padding_idx=0)
         self.coords = nn.Linear(len(config.levels), config.dim, bias=False)
 
-    def coordinates(self, ids: Tensor) -> Tensor:
-        """Token ids ``[...]`` -> normalised FSQ values ``[..., d]`` in ``[-1, 1]``: the mixed-radix
-        digits of the id (first level least significant), centred and scaled by ``floor(L / 2)``."""
-        levels = self.levels
-        basis = torch.cumprod(torch.cat([levels.new_ones(1), levels[:-1]]), 0)
-        half = levels // 2
-        return (((ids[..., None] // basis) % levels) - half).float() / half
-
     @property
     def frames_per_token(self) -> int:
         return self.config.frames
@@ -101,5 +92,5 @@ class SemanticTokenIds(Conditioner):
     def forward(self, inputs: Sequence[str]) -> Encoded:
         ids, mask = self.ids(inputs)
         ids, mask = ids.to(self.null.device), mask.to(self.null.device)
-        coords = self.coordinates((ids - 1).clamp_min(0)) * mask[..., None]
+        coords = fsq_coordinates((ids - 1).clamp_min(0), self.levels) * mask[..., None]
         return Encoded(self.table(ids) + self.coords(coords.to(self.coords.weight.dtype)), mask)
