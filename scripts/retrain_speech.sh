@@ -123,12 +123,12 @@ done
 # 3. The acoustic stage (speech-acoustic): speech's mean-flow DiT with the tokens where its phonemes were,
 #    warm-started from speech.safetensors (all but the phoneme table), each token's row the mix of the
 #    phoneme rows it was taken from, then the recipe's mean-flow steps (~2-3 s/step on 2 threads).
-#    The committed checkpoint took a longer road: 1400 steps on the first tokenizer's tokens, then
+#    This script does not reproduce the committed checkpoints exactly; they took a longer road: 1400 steps on the first tokenizer's tokens, then
 #    scripts/token_remap.py (each new token's row the mix of the old tokens it replaced) and 900 steps
 #    on these tokens; the LM likewise 1100 + 1400 steps. token_remap.py is how a stage trained on one
 #    tokenizer continues on a retrained one, e.g.
 #      python scripts/token_remap.py OLD/train.tokens.jsonl "$corpus/speech/train.tokens.jsonl" \
-#        checkpoints/speech-acoustic.safetensors - --rows 9000
+#        checkpoints/speech-acoustic.safetensors -   (keep the old tokens manifest before step 2 rewrites it)
 python scripts/warm_start.py speech-acoustic audioguide/weights/speech.safetensors checkpoints/speech-acoustic.safetensors \
   --rename conditioners.text.null=conditioners.tokens.null --rename pool_proj.text=pool_proj.tokens
 python scripts/acoustic_init.py "$corpus/speech/train.tokens.jsonl" audioguide/weights/speech.safetensors checkpoints/speech-acoustic.safetensors
@@ -142,5 +142,5 @@ python scripts/warm_start.py speech-slm audioguide/weights/speech-lm.safetensors
 audioguide train speech-slm --data "$corpus/speech/train.jsonl" -o "$work/runs/speech-slm" --device "$device" --threads 2
 python scripts/ship_weights.py "$work/runs/speech-slm/model.safetensors" checkpoints/speech-slm.safetensors
 audioguide eval tts speech-slm --data "$corpus/speech/held_out.jsonl" --data "$corpus/speech/sus.jsonl" \
-  --per-voice 2 --judge base --classifier "$work/speakers.safetensors" --sweep text=1.5,3 \
+  --per-voice 2 --judge base --classifier "$work/speakers.safetensors" --sweep text=1.5,2 \
   --transcripts "$work/speech_slm_transcripts.jsonl" --report benchmarks/results/speech_slm_eval.md

@@ -1,9 +1,11 @@
 """Carry a model trained on one tokenizer's tokens over to a retrained tokenizer's tokens.
 
-    python scripts/token_remap.py OLD_TOKENS NEW_TOKENS CHECKPOINT OUT [--levels 8,5,5,5] [--rows 3000]
+    python scripts/token_remap.py OLD_TOKENS NEW_TOKENS CHECKPOINT OUT [--levels 8,5,5,5] [--rows N]
 
 OLD_TOKENS and NEW_TOKENS are the same manifest tokenized by the old and the new tokenizer
-(``audioguide data tokens``; the same rows, the same rate). Position by position they give the
+(``audioguide data tokens``; the same rows in the same order, the same rate and FSQ ``--levels``;
+``--rows``: only the first N rows, default all). CHECKPOINT is exported or shipped weights (not a
+training state). Position by position they give the
 co-occurrence of old token ``u`` and new token ``v``; every per-token row of CHECKPOINT becomes
 the mix of the old rows its new token was taken from,
 
@@ -35,19 +37,23 @@ from audioguide.core import fsq_coordinates
 
 
 def co_occurrence(old_path: str, new_path: str, size: int, rows: int) -> torch.Tensor:
-    """``P(u | v)`` as a ``[V_new, V_old]`` matrix (rows of unseen new tokens are zero)."""
+    """``P(u | v)`` as a ``[V, V]`` matrix, new token ``v`` by old ``u`` (rows of unseen new tokens are zero)."""
     counts = torch.zeros(size, size, dtype=torch.float64)
-    with open(old_path, encoding="utf-8") as f_old, open(new_path, encoding="utf-8") as f_new:
-        for n, (a, b) in enumerate(zip(f_old, f_new)):
-            if n >= rows:
-                break
-            old, new = json.loads(a), json.loads(b)
-            if old["audio"] != new["audio"]:
-                raise SystemExit(f"error: row {n + 1} differs between the manifests ({old['audio']} vs {new['audio']})")
-            u = torch.tensor([int(t) for t in old["tokens"].split()])
-            v = torch.tensor([int(t) for t in new["tokens"].split()])
-            k = min(len(u), len(v))
-            counts.index_put_((v[:k], u[:k]), torch.ones(k, dtype=torch.float64), accumulate=True)
+    old_rows = open(old_path, encoding="utf-8").read().splitlines()
+    new_rows = open(new_path, encoding="utf-8").read().splitlines()
+    if len(old_rows) != len(new_rows):
+        raise SystemExit(f"error: the manifests have {len(old_rows)} and {len(new_rows)} rows; they must tokenize the same rows")
+    for n, (a, b) in enumerate(zip(old_rows[: rows or None], new_rows[: rows or None])):
+        old, new = json.loads(a), json.loads(b)
+        if old["audio"] != new["audio"]:
+            raise SystemExit(f"error: row {n + 1} differs between the manifests ({old['audio']} vs {new['audio']})")
+        u = torch.tensor([int(t) for t in old["tokens"].split()], dtype=torch.long)
+        v = torch.tensor([int(t) for t in new["tokens"].split()], dtype=torch.long)
+        if len(u) != len(v):
+            raise SystemExit(f"error: row {n + 1} has {len(u)} old and {len(v)} new tokens; the tokenizers must share a rate")
+        if len(u) and max(int(u.max()), int(v.max())) >= size:
+            raise SystemExit(f"error: row {n + 1} has a token id >= {size}; check --levels")
+        counts.index_put_((v, u), torch.ones(len(u), dtype=torch.float64), accumulate=True)
     return counts / counts.sum(1, keepdim=True).clamp_min(1)
 
 
@@ -66,7 +72,7 @@ def main() -> None:
     ap.add_argument("checkpoint")
     ap.add_argument("out")
     ap.add_argument("--levels", default="8,5,5,5", help="the tokenizer's FSQ levels")
-    ap.add_argument("--rows", type=int, default=3000, help="manifest rows counted")
+    ap.add_argument("--rows", type=int, default=0, help="count only the first N rows (default: all)")
     args = ap.parse_args()
     levels = torch.tensor([int(x) for x in args.levels.split(",")])
     size = math.prod(levels.tolist())
@@ -76,15 +82,22 @@ def main() -> None:
     done = []
     if ckpt.kind != "codec-lm" and "conditioners.tokens.table.weight" in tensors:  # acoustic stage
         table, coords = tensors["conditioners.tokens.table.weight"], tensors["conditioners.tokens.coords.weight"]
+        if table.shape[0] != size + 1 or coords.shape[1] != len(levels):
+            raise SystemExit(f"error: the token table has {table.shape[0] - 1} tokens of {coords.shape[1]} FSQ coordinates; "
+                             f"--levels {args.levels} gives {size} of {len(levels)}")
         full = table[1:].double() + fsq_coordinates(torch.arange(size), levels).double() @ coords.double().T
         tensors["conditioners.tokens.table.weight"] = torch.cat([table[:1], remap(full, p).to(table.dtype)])
         tensors["conditioners.tokens.coords.weight"] = torch.zeros_like(coords)
         done += ["conditioners.tokens.table.weight (coordinates folded in)"]
-    for name in ("embed.0.weight", "heads.weight", "heads.bias", "prior.weight", "prior.bias"):  # codec LM
-        if ckpt.kind == "codec-lm" and name in tensors:
-            t = tensors[name]
-            tensors[name] = torch.cat([remap(t[:size], p), t[size:]])
-            done.append(name)
+    if ckpt.kind == "codec-lm":  # one codebook of `size` codes (plus bos and pad in the embedding)
+        expected = {"embed.0.weight": size + 2, "heads.weight": size, "heads.bias": size, "prior.weight": size, "prior.bias": size}
+        if "embed.1.weight" in tensors or any(n in tensors and len(tensors[n]) != k for n, k in expected.items()):
+            raise SystemExit(f"error: {args.checkpoint} is not a one-codebook LM over {size} codes (--levels {args.levels})")
+        for name in expected:
+            if name in tensors:
+                t = tensors[name]
+                tensors[name] = torch.cat([remap(t[:size], p), t[size:]])
+                done.append(name)
     if not done:
         raise SystemExit(f"error: {args.checkpoint} has no per-token tensors this script knows")
     out = args.checkpoint if args.out == "-" else args.out

@@ -12,7 +12,8 @@ was not copied.
 Used for speech-acoustic (from speech.safetensors: all but the phoneme table, the text condition's
 null and pooled projection renamed to the tokens') and for tokenizer-speech (a recipe whose
 ``[train] target = "representation"``: the representation's trained part, here the tokenizer,
-whose frame encoder starts as the content verifier's, ``--rename blocks.=frame_blocks.``).
+whose frame encoder starts as the content verifier's, ``--rename blocks.=frame_blocks.``; the
+verifier's input projection and final LayerNorm match by name too, and are copied as well).
 """
 
 from __future__ import annotations

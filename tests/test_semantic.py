@@ -15,13 +15,11 @@ from audioguide.audio import read_audio
 from audioguide.checkpoints import load_checkpoint
 from audioguide.cli import app
 from audioguide.conditioners.tokens import SemanticTokenIds, SemanticTokensConfig, token_text
-from audioguide.core import AudioguideError
+from audioguide.core import AudioguideError, fsq_bound, fsq_coordinates, fsq_indices, fsq_quantize
 from audioguide.manifest import read_manifest
 from audioguide.pipeline import Pipeline
 from audioguide.recipes import RecipeError, load_recipe
-from audioguide.representations.semantic import (
-    SemanticConfig, Tokenizer, fsq_bound, fsq_coordinates, fsq_indices, fsq_quantize, tokenizer_loss,
-)
+from audioguide.representations.semantic import SemanticConfig, Tokenizer, tokenizer_loss
 from audioguide.training.trainer import train
 from tests.conftest import TINY_AE, TINY_TRAIN
 from tests.test_verifier import phoneme_corpus  # noqa: F401  (fixture)
@@ -333,3 +331,39 @@ def test_token_remap_carries_each_new_token_to_the_rows_of_the_old_tokens_it_rep
         assert torch.allclose(after[1], (before[2] + before[0]) / 2)  # new 1 stood for old 2 and old 0 equally often
     assert torch.equal(out["embed.0.weight"][4:], lm["embed.0.weight"][4:])  # bos and pad stay
     assert torch.equal(out["blocks.0.w"], lm["blocks.0.w"])
+
+
+def test_token_remap_folds_the_acoustic_stage_grid_map_into_its_table_and_refuses_mismatched_rows(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from audioguide.checkpoints import save_checkpoint
+
+    (tmp_path / "old.jsonl").write_text(json.dumps({"audio": "a.wav", "tokens": "0 1 2 3 0"}) + "\n")
+    (tmp_path / "new.jsonl").write_text(json.dumps({"audio": "a.wav", "tokens": "3 2 1 0 1"}) + "\n")
+    old_cond = SemanticTokenIds(SemanticTokensConfig(levels=(2, 2), frames=1, dim=3))
+    state = {f"conditioners.tokens.{k}": v for k, v in old_cond.state_dict().items()}
+    save_checkpoint(tmp_path / "dit.safetensors", state, {"component": "dit"}, kind="dit")
+    root = Path(__file__).resolve().parents[1]
+
+    def remap(*extra):
+        return subprocess.run([sys.executable, "scripts/token_remap.py", str(tmp_path / "old.jsonl"), str(tmp_path / "new.jsonl"),
+                               str(tmp_path / "dit.safetensors"), str(tmp_path / "out.safetensors"), *extra],
+                              capture_output=True, text=True, cwd=root)
+
+    assert remap("--levels", "2,2").returncode == 0
+    new_cond = SemanticTokenIds(SemanticTokensConfig(levels=(2, 2), frames=1, dim=3))
+    out = load_checkpoint(tmp_path / "out.safetensors").tensors
+    new_cond.load_state_dict({k.removeprefix("conditioners.tokens."): v for k, v in out.items()})
+    assert not new_cond.coords.weight.any()  # folded into the table
+    with torch.no_grad():
+        before, after = old_cond(["0 1 2 3"]).emb[0], new_cond(["0 1 2 3"]).emb[0]
+    # new 3 = old 0, new 2 = old 1, new 0 = old 3, new 1 = half old 2, half old 0: whole embeddings, grid part included
+    assert torch.allclose(after[3], before[0], atol=1e-6) and torch.allclose(after[0], before[3], atol=1e-6)
+    assert torch.allclose(after[1], (before[2] + before[0]) / 2, atol=1e-6)
+    bad = remap("--levels", "2,3")  # a grid that is not the table's: one line, no file
+    assert bad.returncode != 0 and bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
+    (tmp_path / "new.jsonl").write_text(json.dumps({"audio": "a.wav", "tokens": "3 2 1"}) + "\n")  # another rate
+    bad = remap("--levels", "2,2")
+    assert bad.returncode != 0 and "share a rate" in bad.stderr

@@ -6,8 +6,7 @@ and the speaker with a flow-matching model. This conditioner is that model's vie
 an input is the token ids of one utterance written as a string (``"412 17 17 980"``, what
 :func:`token_text` writes; a corpus row keeps them under ``tokens``), each embedded as a learned
 vector plus a linear map of its FSQ coordinates (:func:`audioguide.core.fsq_coordinates`, the
-grid the tokenizer quantises to),
-so that codes next to each other in the quantiser's grid start out close. Every token spans
+grid the tokenizer quantises to), so that codes next to each other in that grid start out close. Every token spans
 ``frames`` latent frames (the tokenizer's stride): a model aligning this condition to its frames
 takes these fixed durations instead of predicting them (:attr:`SemanticTokenIds.frames_per_token`).
 """

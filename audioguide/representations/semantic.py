@@ -45,11 +45,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from audioguide.conditioners.phonemes import SYMBOLS
-from audioguide.core import fsq_bound, fsq_coordinates, fsq_indices, fsq_quantize, init_random
+from audioguide.core import fsq_indices, fsq_quantize, init_random
 from audioguide.representations.autoencoder import Autoencoder, AutoencoderConfig
 from audioguide.representations.base import Representation
 
-__all__ = ["DilatedBlock", "SemanticConfig", "SemanticTokens", "Tokenizer", "fsq_bound", "fsq_coordinates", "fsq_indices", "fsq_quantize", "tokenizer_loss"]
+__all__ = ["DilatedBlock", "SemanticConfig", "SemanticTokens", "Tokenizer", "tokenizer_loss"]
 
 
 @dataclass(frozen=True)
