@@ -33,7 +33,8 @@ import math
 import torch
 
 from audioguide.checkpoints import load_checkpoint, save_checkpoint
-from audioguide.core import fsq_coordinates
+from audioguide.conditioners.tokens import token_ids
+from audioguide.core import AudioguideError, fsq_coordinates
 
 
 def co_occurrence(old_path: str, new_path: str, size: int, rows: int) -> torch.Tensor:
@@ -47,12 +48,12 @@ def co_occurrence(old_path: str, new_path: str, size: int, rows: int) -> torch.T
         old, new = json.loads(a), json.loads(b)
         if old["audio"] != new["audio"]:
             raise SystemExit(f"error: row {n + 1} differs between the manifests ({old['audio']} vs {new['audio']})")
-        u = torch.tensor([int(t) for t in old["tokens"].split()], dtype=torch.long)
-        v = torch.tensor([int(t) for t in new["tokens"].split()], dtype=torch.long)
+        try:
+            u, v = (torch.tensor(token_ids(row["tokens"], size)) for row in (old, new))
+        except AudioguideError as e:
+            raise SystemExit(f"error: row {n + 1}: {e} (check --levels)") from None
         if len(u) != len(v):
             raise SystemExit(f"error: row {n + 1} has {len(u)} old and {len(v)} new tokens; the tokenizers must share a rate")
-        if len(u) and max(int(u.max()), int(v.max())) >= size:
-            raise SystemExit(f"error: row {n + 1} has a token id >= {size}; check --levels")
         counts.index_put_((v, u), torch.ones(len(u), dtype=torch.float64), accumulate=True)
     return counts / counts.sum(1, keepdim=True).clamp_min(1)
 

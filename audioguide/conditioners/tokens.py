@@ -6,8 +6,8 @@ and the speaker with a flow-matching model. This conditioner is that model's vie
 an input is the token ids of one utterance written as a string (``"412 17 17 980"``, what
 :func:`token_text` writes; a corpus row keeps them under ``tokens``), each embedded as a learned
 vector plus a linear map of its FSQ coordinates (:func:`audioguide.core.fsq_coordinates`, the
-grid the tokenizer quantises to), so that codes next to each other in that grid start out close. Every token spans
-``frames`` latent frames (the tokenizer's stride): a model aligning this condition to its frames
+grid the tokenizer quantises to), so that codes next to each other in that grid start out close.
+Every token spans ``frames`` latent frames (the tokenizer's stride): a model aligning this condition to its frames
 takes these fixed durations instead of predicting them (:attr:`SemanticTokenIds.frames_per_token`).
 """
 
@@ -23,12 +23,27 @@ from torch import Tensor, nn
 from audioguide.conditioners.base import Conditioner, Encoded
 from audioguide.core import AudioguideError, fsq_coordinates
 
-__all__ = ["SemanticTokenIds", "SemanticTokensConfig", "token_text"]
+__all__ = ["SemanticTokenIds", "SemanticTokensConfig", "token_ids", "token_text"]
 
 
 def token_text(ids: Tensor | Sequence[int]) -> str:
     """Token ids as the string this conditioner reads: decimal ids separated by spaces."""
     return " ".join(str(int(i)) for i in (ids.tolist() if isinstance(ids, Tensor) else ids))
+
+
+def token_ids(text: str, size: int) -> list[int]:
+    """The ids of a token string (the inverse of :func:`token_text`), each in ``[0, size)``; an
+    empty, non-numeric or out-of-range string is a one-line :class:`AudioguideError`."""
+    parts = text.split()
+    if not parts:
+        raise AudioguideError("token sequence is empty")
+    if not all(p.isdigit() for p in parts):
+        bad = next(p for p in parts if not p.isdigit())
+        raise AudioguideError(f"token sequence holds {bad[:20]!r}; write token ids as integers separated by spaces")
+    values = [int(p) for p in parts]
+    if max(values) >= size:
+        raise AudioguideError(f"token id {max(values)} is out of range: this tokenizer has {size} ids")
+    return values
 
 
 @dataclass(frozen=True)
@@ -68,15 +83,7 @@ class SemanticTokenIds(Conditioner):
         """Ids ``[B, L]`` (shifted by one; 0 pads) and the mask of real tokens ``[B, L]``."""
         seqs = []
         for text in texts:
-            parts = text.split()
-            if not parts:
-                raise AudioguideError("token sequence is empty")
-            if not all(p.isdigit() for p in parts):
-                bad = next(p for p in parts if not p.isdigit())
-                raise AudioguideError(f"token sequence holds {bad[:20]!r}; write token ids as integers separated by spaces")
-            values = [int(p) for p in parts]
-            if max(values) >= self.size:
-                raise AudioguideError(f"token id {max(values)} is out of range: this tokenizer has {self.size} ids")
+            values = token_ids(text, self.size)
             if len(values) > self.config.max_len:
                 raise AudioguideError(f"{len(values)} tokens, over this conditioner's limit of {self.config.max_len}")
             seqs.append([v + 1 for v in values])
