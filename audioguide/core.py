@@ -307,6 +307,16 @@ def former_name(name: str, moved: Mapping[str, str]) -> str:
     return name
 
 
+def load_moved(module: torch.nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
+    """``load_state_dict`` pre-hook: keys under a former prefix of ``module.moved`` take the new one
+    (a checkpoint written before the move loads as it is; a key already in its new place stays)."""
+    for now, before in getattr(module, "moved", {}).items():
+        for key in [k for k in state_dict if k.startswith(prefix + before)]:
+            renamed = prefix + now + key[len(prefix + before) :]
+            if renamed not in state_dict:
+                state_dict[renamed] = state_dict.pop(key)
+
+
 def fsq_bound(z: Tensor, levels: Tensor) -> Tensor:
     """FSQ's bounding function (Mentzer et al. 2023, App. A): each of the last dim's channels to
     ``L_i`` values after rounding, ``tanh(z + shift) * half - offset`` with ``half = (L - 1) / 2``

@@ -1,6 +1,6 @@
 """Start a recipe's model from another model's weights where names and shapes agree.
 
-    python scripts/warm_start.py RECIPE SOURCE TARGET [--rename OLD=NEW ...]
+    python scripts/warm_start.py RECIPE SOURCE [SOURCE ...] TARGET [--rename OLD=NEW ...] [--zero PREFIX ...]
 
 Builds RECIPE's model at its seeded initialisation, copies every tensor of SOURCE (a shipped or
 exported safetensors file) whose name and shape match, and writes TARGET in the exported format
@@ -9,6 +9,9 @@ exported safetensors file) whose name and shape match, and writes TARGET in the 
 SOURCE's tensors whose names start with OLD as if they started with NEW; a voice table with fewer
 voices grows (new voices start at the mean row, as a training warm start grows them). Prints what
 was not copied.
+Several SOURCEs are read in order, a later one's tensors taking the place of an earlier one's of
+the same name. ``--zero PREFIX`` sets the tensors whose names start with PREFIX to zero after
+copying: a new input added through a zeroed projection leaves the warm-started function as it was.
 Used for speech-acoustic (from speech.safetensors: all but the phoneme table, the text condition's
 null and pooled projection renamed to the tokens') and for tokenizer-speech (a recipe whose
 ``[train] target = "representation"``: the representation's trained part, here the tokenizer,
@@ -33,9 +36,10 @@ from audioguide.registry import REPRESENTATIONS
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("recipe")
-    ap.add_argument("source")
+    ap.add_argument("source", nargs="+")
     ap.add_argument("target")
     ap.add_argument("--rename", action="append", default=[], help="OLD=NEW name prefix")
+    ap.add_argument("--zero", action="append", default=[], help="name prefix of tensors to set to zero")
     args = ap.parse_args()
     recipe = load_recipe(args.recipe)
     if recipe.train is not None and recipe.train.target == "representation":  # a tokenizer: its trained part,
@@ -46,7 +50,9 @@ def main() -> None:
         _, model = build_components(recipe, require_weights=False, load_model=False)
         spec = recipe.model
     state = model.state_dict()
-    source = dict(load_checkpoint(args.source).tensors)
+    source = {}
+    for path in args.source:
+        source.update(load_checkpoint(path).tensors)
     for now, before in getattr(model, "moved", {}).items():  # tensors saved under their former names
         source = {(now + k[len(before):] if k.startswith(before) else k): v for k, v in source.items()}
     for pair in args.rename:
@@ -57,6 +63,13 @@ def main() -> None:
             source[k] = torch.cat([v, v.float().mean(0, keepdim=True).to(v.dtype).expand(len(state[k]) - len(v), -1)])
     copied = {k: v.to(state[k].dtype) for k, v in source.items() if k in state and state[k].shape == v.shape}
     state.update(copied)
+    for prefix in args.zero:
+        zeroed = [k for k in state if k.startswith(prefix)]
+        if not zeroed:
+            raise SystemExit(f"error: --zero {prefix}: no tensor of the model starts so")
+        for k in zeroed:
+            state[k] = torch.zeros_like(state[k])
+            print(f"  zeroed: {k}")
     print(f"copied {len(copied)} of {len(state)} tensors")
     for k in sorted(set(state) - set(copied)):
         print(f"  kept initial: {k} {tuple(state[k].shape)}")

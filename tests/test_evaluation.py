@@ -32,6 +32,13 @@ def test_whisper_judge_on_teacher_speech_and_noise():
     assert word_error_rate([text], [transcribe(wav, tts.sample_rate)]) <= 0.1
     noise = np.random.default_rng(0).standard_normal(len(wav)).astype(np.float32) * 0.1
     assert word_error_rate([text], [transcribe(noise, tts.sample_rate)]) >= 0.9
+    # unclear audio (speech played backwards) gets one transcript, whatever the judge heard before
+    backwards = wav[::-1].copy()
+    first = transcribe(backwards, tts.sample_rate)
+    other = np.asarray(tts("Six spoons of fresh snow peas, five thick slabs of blue cheese."), dtype=np.float32)[::-1].copy()
+    for _ in range(3):
+        transcribe(other, tts.sample_rate)
+        assert transcribe(backwards, tts.sample_rate) == first
 
 
 def test_eval_codec_on_the_identity_representation(tmp_path, corpus):

@@ -212,6 +212,40 @@ def test_token_strings_embed_per_id_and_bad_ones_are_one_line_errors():
             cond.check([bad])
 
 
+def test_a_decoder_reading_conditioner_adds_the_tokenizers_frame_features_of_each_token():
+    config = SemanticConfig(channels=8, stride=2, levels=(3, 4), dim=16, dilations=(1,), token_depth=1, kernel=3)
+    tok = Tokenizer(config)
+    cond = SemanticTokenIds(SemanticTokensConfig(levels=(3, 4), frames=2, dim=8, decoder=True, decoder_dim=16,
+                                                 decoder_depth=1, decoder_kernel=3))
+    plain = SemanticTokenIds(SemanticTokensConfig(levels=(3, 4), frames=2, dim=8))
+    plain.load_state_dict({k: v for k, v in cond.state_dict().items() if not k.startswith(("decoder.", "from_decoder."))})
+    cond.decoder.load_state_dict(tok.decoder.state_dict())  # what scripts/warm_start.py copies
+    z = torch.randn(1, 8, 10, generator=torch.Generator().manual_seed(3))
+    q = tok.quantized(z)
+    text = token_text(fsq_indices(q, torch.tensor([3, 4]))[0])
+    with torch.no_grad():
+        cond.from_decoder.weight.zero_()
+        cond.from_decoder.bias.zero_()
+    assert torch.equal(cond([text]).emb, plain([text]).emb)  # a zeroed projection: the warm start changes nothing
+    with torch.no_grad():  # the projection reads the second frame's first 8 features of each token
+        cond.from_decoder.weight[:, 16:24] = torch.eye(8)
+    features = tok.decoder(q, 10)  # [1, 10, 16]: the features the tokenizer's heads read
+    expected = plain([text]).emb + features[:, 1::2, :8]
+    assert torch.allclose(cond([text]).emb, expected, atol=1e-5)
+
+
+def test_a_tokenizer_checkpoint_from_before_the_decoder_module_loads_under_its_former_names():
+    config = SemanticConfig(channels=8, stride=2, levels=(3, 4), dim=16, dilations=(1,), token_depth=1, kernel=3)
+    tok = Tokenizer(config)
+    before = {k.removeprefix("decoder."): v for k, v in tok.state_dict().items()}  # the former layout
+    assert "from_fsq.weight" in before and "up.weight" in before and "norm.weight" in before
+    fresh = Tokenizer(SemanticConfig(**{**config.__dict__, "seed": 1}))
+    fresh.load_state_dict(before)
+    z = torch.randn(1, 8, 10, generator=torch.Generator().manual_seed(4))
+    q = tok.quantized(z)
+    assert torch.equal(fresh.heads(q, 10)[0], tok.heads(q, 10)[0])
+
+
 def test_a_content_stride_gives_each_step_the_mean_of_its_content_frames():
     from tests.test_codec_lm import tiny
 
@@ -294,6 +328,38 @@ def test_a_staged_recipe_renders_its_tokens_in_the_voice_reproducibly(write_reci
     # the voice reaches the acoustic stage: another speaker, the same tokens, other audio
     other = pipe.acoustic.decode(pipe.render(piece.__class__(**{**piece.__dict__, "inputs": (("speaker", "s0"),)}), codes)[0])[0]
     assert not torch.allclose(other, pipe.acoustic.decode(latents[0])[0])
+
+
+def test_warm_start_gives_an_acoustic_stage_the_tokenizers_decoder_and_changes_nothing_it_renders(write_recipe, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from audioguide.checkpoints import save_checkpoint
+    from audioguide.components import build_components
+
+    plain_recipe = load_recipe(write_recipe(ACOUSTIC.replace("LEVELS", "[3, 4]"), "plain.toml"))
+    _, plain = build_components(plain_recipe)
+    _nonzero(plain)
+    save_checkpoint(tmp_path / "plain.safetensors", plain.state_dict(), {"component": "dit"}, kind="dit")
+    tok = Tokenizer(SemanticConfig(channels=8, stride=2, levels=(3, 4), dim=16, dilations=(1,), token_depth=1, kernel=3))
+    former = {k.removeprefix("decoder."): v for k, v in tok.state_dict().items()}  # as the shipped file names them
+    save_checkpoint(tmp_path / "tok.safetensors", former, {"component": "semantic"}, kind="semantic")
+    decoded = ACOUSTIC.replace("LEVELS", "[3, 4]\n    decoder = true\n    decoder_dim = 16\n    decoder_depth = 1\n    decoder_kernel = 3")
+    write_recipe(decoded.replace('[model]\n', f'[model]\n    weights = "{tmp_path / "warm.safetensors"}"\n'), "decoded.toml")
+    renames = [f"--rename={p}=conditioners.tokens.decoder.{p}" for p in ("from_fsq.", "up_blocks.", "up.", "out_blocks.", "norm.")]
+    run = subprocess.run([sys.executable, "scripts/warm_start.py", str(tmp_path / "decoded.toml"), str(tmp_path / "tok.safetensors"),
+                          str(tmp_path / "plain.safetensors"), str(tmp_path / "warm.safetensors"), *renames,
+                          "--zero", "conditioners.tokens.from_decoder."], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr
+    warm = load_checkpoint(tmp_path / "warm.safetensors").tensors
+    assert torch.equal(warm["conditioners.tokens.decoder.up.weight"], tok.decoder.up.weight.detach())
+    assert not warm["conditioners.tokens.from_decoder.weight"].any()
+    pipe, base = Pipeline.from_recipe(tmp_path / "decoded.toml"), Pipeline.from_components(plain_recipe, *build_components(plain_recipe)[:1], plain)
+    assert np.array_equal(pipe(["0 5 11 2"], seed=2)[0], base(["0 5 11 2"], seed=2)[0])
+    bad = subprocess.run([sys.executable, "scripts/warm_start.py", str(tmp_path / "decoded.toml"), str(tmp_path / "plain.safetensors"),
+                          str(tmp_path / "x.safetensors"), "--zero", "nothing."], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert bad.returncode != 0 and "error: --zero nothing." in bad.stderr and not (tmp_path / "x.safetensors").exists()
 
 
 def test_an_acoustic_stage_must_read_the_lms_tokens(write_recipe):

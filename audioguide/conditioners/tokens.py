@@ -7,6 +7,10 @@ an input is the token ids of one utterance written as a string (``"412 17 17 980
 :func:`token_text` writes; a corpus row keeps them under ``tokens``), each embedded as a learned
 vector plus a linear map of its FSQ coordinates (:func:`audioguide.core.fsq_coordinates`, the
 grid the tokenizer quantises to), so that codes next to each other in that grid start out close.
+With ``decoder = true`` the tokens are also read through a copy of the tokenizer's own decoder
+(:class:`TokenDecoder`, dilated convolutions over the token sequence up to the latent frames, trained
+to name each frame's phoneme): each token's frame features, concatenated and projected, are added to
+its embedding, so the acoustic stage reads what a token says in its context, not only its table row.
 Every token spans ``frames`` latent frames (the tokenizer's stride): a model aligning this condition to its frames
 takes these fixed durations instead of predicting them (:attr:`SemanticTokenIds.frames_per_token`).
 """
@@ -23,7 +27,7 @@ from torch import Tensor, nn
 from audioguide.conditioners.base import Conditioner, Encoded
 from audioguide.core import AudioguideError, fsq_coordinates
 
-__all__ = ["SemanticTokenIds", "SemanticTokensConfig", "token_ids", "token_text"]
+__all__ = ["DilatedBlock", "SemanticTokenIds", "SemanticTokensConfig", "TokenDecoder", "token_ids", "token_text"]
 
 
 def token_text(ids: Tensor | Sequence[int]) -> str:
@@ -48,18 +52,68 @@ def token_ids(text: str, size: int) -> list[int]:
 
 @dataclass(frozen=True)
 class SemanticTokensConfig:
-    """``levels``: the tokenizer's FSQ levels (``prod(levels)`` ids); ``frames``: latent frames per token."""
+    """``levels``: the tokenizer's FSQ levels (``prod(levels)`` ids); ``frames``: latent frames per token.
+    ``decoder = true`` also reads the tokens through a copy of the tokenizer's :class:`TokenDecoder`
+    (its ``decoder_dim``, ``decoder_depth`` and ``decoder_kernel``; the copy starts as the
+    tokenizer's, ``scripts/warm_start.py``): each token's ``frames`` frame features, concatenated and
+    projected, are added to its embedding."""
 
     levels: tuple[int, ...] = (8, 5, 5, 5)
     frames: int = 4
     dim: int = 128
     max_len: int = 2000  # tokens (85 s at 23.4 Hz)
+    decoder: bool = False
+    decoder_dim: int = 192
+    decoder_depth: int = 2
+    decoder_kernel: int = 5
 
     def __post_init__(self) -> None:
         if not self.levels or any(level < 2 for level in self.levels):
             raise ValueError(f"levels must be a non-empty list of integers >= 2, got {list(self.levels)}")
         if self.frames < 1 or self.dim < 1 or self.max_len < 1:
             raise ValueError("frames, dim and max_len must be positive")
+        if self.decoder_dim < 1 or self.decoder_depth < 0 or self.decoder_kernel < 1 or self.decoder_kernel % 2 == 0:
+            raise ValueError("decoder_dim must be positive, decoder_depth >= 0 and decoder_kernel an odd integer")
+
+
+class DilatedBlock(nn.Module):
+    """``x + MLP(LN(dwconv(x)))`` over ``[B, D, T]`` (ConvNeXt, Liu et al. 2022, §2.5, in 1-D), dilated
+    (the semantic tokenizer's and the content verifier's block)."""
+
+    def __init__(self, dim: int, kernel: int, dilation: int = 1) -> None:
+        super().__init__()
+        self.dw = nn.Conv1d(dim, dim, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.mlp(self.norm(self.dw(x).transpose(1, 2))).transpose(1, 2)
+
+
+class TokenDecoder(nn.Module):
+    """FSQ values ``[B, L, d]`` -> frame features ``[B, frames, dim]`` (``stride`` frames a token):
+    a linear map of the values, ``depth`` dilated blocks at the token rate, a transposed convolution
+    to the frames and two dilated blocks there, layer-normed. The semantic tokenizer
+    (:mod:`audioguide.representations.semantic`) trains it to predict each frame's phoneme and
+    latent from the tokens; a :class:`SemanticTokenIds` with ``decoder`` on holds a copy, so an
+    acoustic stage starts from features that already name the phonemes."""
+
+    def __init__(self, values: int, dim: int, stride: int, depth: int = 2, kernel: int = 5) -> None:
+        super().__init__()
+        self.from_fsq = nn.Linear(values, dim)
+        self.up_blocks = nn.ModuleList(DilatedBlock(dim, kernel) for _ in range(depth))
+        self.up = nn.ConvTranspose1d(dim, dim, stride, stride=stride)
+        self.out_blocks = nn.ModuleList(DilatedBlock(dim, kernel, d) for d in (1, 2))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, q: Tensor, frames: int) -> Tensor:
+        h = self.from_fsq(q.to(self.from_fsq.weight.dtype)).transpose(1, 2)
+        for block in self.up_blocks:
+            h = block(h)
+        h = self.up(h)[..., :frames]
+        for block in self.out_blocks:
+            h = block(h)
+        return self.norm(h.transpose(1, 2))
 
 
 class SemanticTokenIds(Conditioner):
@@ -74,6 +128,9 @@ class SemanticTokenIds(Conditioner):
         self.register_buffer("levels", torch.tensor(config.levels, dtype=torch.long), persistent=False)
         self.table = nn.Embedding(self.size + 1, config.dim, padding_idx=0)
         self.coords = nn.Linear(len(config.levels), config.dim, bias=False)
+        if config.decoder:
+            self.decoder = TokenDecoder(len(config.levels), config.decoder_dim, config.frames, config.decoder_depth, config.decoder_kernel)
+            self.from_decoder = nn.Linear(config.frames * config.decoder_dim, config.dim)
 
     @property
     def frames_per_token(self) -> int:
@@ -99,4 +156,9 @@ class SemanticTokenIds(Conditioner):
         ids, mask = self.ids(inputs)
         ids, mask = ids.to(self.null.device), mask.to(self.null.device)
         coords = fsq_coordinates((ids - 1).clamp_min(0), self.levels) * mask[..., None]
-        return Encoded(self.table(ids) + self.coords(coords.to(self.coords.weight.dtype)), mask)
+        x = self.table(ids) + self.coords(coords.to(self.coords.weight.dtype))
+        if self.config.decoder:
+            B, L = ids.shape
+            frames = self.decoder(coords, L * self.config.frames)  # [B, L * frames, decoder_dim]
+            x = x + self.from_decoder(frames.reshape(B, L, -1))
+        return Encoded(x, mask)

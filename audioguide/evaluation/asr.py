@@ -140,13 +140,20 @@ def normalize(text: str) -> str:
 
 
 def transcribe(wav: np.ndarray, sample_rate: int, judge: str = "tiny.en") -> str:
-    """Greedy English transcript of a mono waveform (``language="en"`` also pins the multilingual ``base``)."""
+    """Greedy English transcript of a mono waveform (``language="en"`` also pins the multilingual ``base``).
+
+    A pure function of the audio: ``temperature=0`` alone turns off faster-whisper's fallback, which
+    re-decodes an unsure segment by sampling at rising temperatures from a random state shared by all
+    calls, so an unclear clip's transcript depended on what was transcribed before it (measured: the
+    same clip gave four different transcripts after other clips; whole evaluations a few WER points
+    apart)."""
     import librosa
 
     audio = np.asarray(wav, dtype=np.float32)
     if sample_rate != JUDGE_SAMPLE_RATE:
         audio = librosa.resample(audio, orig_sr=sample_rate, target_sr=JUDGE_SAMPLE_RATE)
-    segments, _ = load_judge(judge).transcribe(audio, language="en", beam_size=1, condition_on_previous_text=False)
+    segments, _ = load_judge(judge).transcribe(audio, language="en", beam_size=1, temperature=0.0,
+                                                 condition_on_previous_text=False)
     return " ".join(s.text.strip() for s in segments)
 
 

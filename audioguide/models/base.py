@@ -10,17 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from audioguide.conditioners import Conditioner, Encoded
-from audioguide.core import Keep, former_name, init_random  # noqa: F401  (init_random: re-exported for the models)
-
-
-def _load_moved(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
-    """``load_state_dict`` pre-hook: keys under a former prefix of ``module.moved`` take the new one
-    (a checkpoint written before the move loads as it is; a key already in its new place stays)."""
-    for now, before in getattr(module, "moved", {}).items():
-        for key in [k for k in state_dict if k.startswith(prefix + before)]:
-            renamed = prefix + now + key[len(prefix + before) :]
-            if renamed not in state_dict:
-                state_dict[renamed] = state_dict.pop(key)
+from audioguide.core import Keep, former_name, init_random, load_moved  # noqa: F401  (init_random: re-exported for the models)
 
 
 def masked_mean(enc: Encoded) -> Tensor:
@@ -57,7 +47,7 @@ class Generator(nn.Module):
         # parameters that moved into submodules, {prefix now: former prefix}: checkpoints written
         # before the move load through this pre-hook, and init_random draws them as it did
         self.moved: dict[str, str] = {}
-        self.register_load_state_dict_pre_hook(_load_moved)
+        self.register_load_state_dict_pre_hook(load_moved)
 
     @classmethod
     def perturbations(cls, config: Any) -> dict[str, int]:

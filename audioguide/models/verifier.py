@@ -40,9 +40,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from audioguide.conditioners.phonemes import SYMBOLS
+from audioguide.conditioners.tokens import DilatedBlock as _Block
 from audioguide.models.base import init_random
 from audioguide.models.duration import frame_tokens
-from audioguide.representations.semantic import DilatedBlock as _Block
 
 __all__ = ["PhoneVerifier", "VerifierConfig", "forced_alignment", "frame_targets", "verifier_loss"]
 

@@ -24,7 +24,8 @@ renders the acoustics from tokens and speaker. This module is that tokenizer, on
   The maths is :func:`audioguide.core.fsq_quantize` and its neighbours (the token conditioner of
   the acoustic stage reads the same grid).
 * **Supervision** (what makes the tokens semantic): the quantised tokens are upsampled back to the
-  frames and a small decoder predicts each frame's phoneme symbol (cross-entropy against the
+  frames and a small decoder (:class:`~audioguide.conditioners.tokens.TokenDecoder`, which an acoustic
+  stage can hold a copy of) predicts each frame's phoneme symbol (cross-entropy against the
   corpus's exact teacher alignments, as the content verifier is trained) and, with weight
   ``recon``, the latent frame itself (MSE), so that the tokens also keep the prosody (pitch, energy)
   that the phonemes do not name. The autoencoder is frozen; only the tokenizer trains
@@ -45,11 +46,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from audioguide.conditioners.phonemes import SYMBOLS
-from audioguide.core import fsq_indices, fsq_quantize, init_random
+from audioguide.conditioners.tokens import DilatedBlock, TokenDecoder
+from audioguide.core import fsq_indices, fsq_quantize, init_random, load_moved
 from audioguide.representations.autoencoder import Autoencoder, AutoencoderConfig
 from audioguide.representations.base import Representation
 
-__all__ = ["DilatedBlock", "SemanticConfig", "SemanticTokens", "Tokenizer", "tokenizer_loss"]
+__all__ = ["SemanticConfig", "SemanticTokens", "Tokenizer", "tokenizer_loss"]
 
 
 @dataclass(frozen=True)
@@ -95,18 +97,8 @@ class SemanticConfig:
             raise ValueError("recon and seed must be >= 0")
 
 
-class DilatedBlock(nn.Module):
-    """``x + MLP(LN(dwconv(x)))`` over ``[B, D, T]`` (ConvNeXt, Liu et al. 2022, §2.5, in 1-D), dilated
-    (also the content verifier's block, :mod:`audioguide.models.verifier`)."""
-
-    def __init__(self, dim: int, kernel: int, dilation: int = 1) -> None:
-        super().__init__()
-        self.dw = nn.Conv1d(dim, dim, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation, groups=dim)
-        self.norm = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.mlp(self.norm(self.dw(x).transpose(1, 2))).transpose(1, 2)
+# the decoder's layers were the tokenizer's own before they became :class:`TokenDecoder`: {now: before}
+MOVED = {f"decoder.{name}": name for name in ("from_fsq.", "up_blocks.", "up.", "out_blocks.", "norm.")}
 
 
 class Tokenizer(nn.Module):
@@ -121,15 +113,13 @@ class Tokenizer(nn.Module):
         self.down = nn.Conv1d(c.dim, c.dim, c.stride, stride=c.stride)
         self.token_blocks = nn.ModuleList(DilatedBlock(c.dim, c.kernel) for _ in range(c.token_depth))
         self.to_fsq = nn.Linear(c.dim, len(c.levels))
-        # supervision: tokens -> frames -> phoneme symbols and latents
-        self.from_fsq = nn.Linear(len(c.levels), c.dim)
-        self.up_blocks = nn.ModuleList(DilatedBlock(c.dim, c.kernel) for _ in range(c.token_depth))
-        self.up = nn.ConvTranspose1d(c.dim, c.dim, c.stride, stride=c.stride)
-        self.out_blocks = nn.ModuleList(DilatedBlock(c.dim, c.kernel, d) for d in (1, 2))
-        self.norm = nn.LayerNorm(c.dim)
+        # supervision: tokens -> frames (the decoder an acoustic stage can also read) -> phoneme symbols and latents
+        self.decoder = TokenDecoder(len(c.levels), c.dim, c.stride, c.token_depth, c.kernel)
         self.phones = nn.Linear(c.dim, len(SYMBOLS))
         self.latents = nn.Linear(c.dim, c.channels)
-        init_random(self, c.seed)
+        self.moved = dict(MOVED)  # checkpoints and seeds from before the decoder became one module
+        self.register_load_state_dict_pre_hook(load_moved)
+        init_random(self, c.seed, self.moved)
 
     def token_count(self, frames: int) -> int:
         return -(-frames // self.config.stride)
@@ -152,13 +142,7 @@ class Tokenizer(nn.Module):
 
     def heads(self, q: Tensor, frames: int) -> tuple[Tensor, Tensor]:
         """From FSQ values ``[B, T_tok, d]``: phoneme logits ``[B, frames, len(SYMBOLS)]`` and latents ``[B, C, frames]``."""
-        h = self.from_fsq(q.to(self.from_fsq.weight.dtype)).transpose(1, 2)
-        for block in self.up_blocks:
-            h = block(h)
-        h = self.up(h)[..., :frames]
-        for block in self.out_blocks:
-            h = block(h)
-        h = self.norm(h.transpose(1, 2))
+        h = self.decoder(q, frames)
         return self.phones(h), self.latents(h).transpose(1, 2)
 
 
