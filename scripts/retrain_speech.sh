@@ -112,7 +112,7 @@ audioguide eval tts speech-lm --data "$corpus/speech/held_out.jsonl" --data "$co
 #    supervised by the frames' phonemes; its frame encoder starts as the content verifier's (trained
 #    above), 1500 steps (~20 min). Held-out frame-phoneme accuracy from the tokens 0.72.
 python scripts/warm_start.py tokenizer-speech audioguide/weights/verifier-speech.safetensors "$work/tokenizer-init.safetensors" \
-  --rename blocks.=frame_blocks.
+  --rename blocks.=frame_blocks. --force
 cp "$work/tokenizer-init.safetensors" audioguide/weights/tokenizer-speech.safetensors  # where training warm-starts from
 audioguide train tokenizer-speech --data "$corpus/speech/train.jsonl" -o "$work/runs/tokenizer" --device "$device" --threads 2
 python scripts/ship_weights.py "$work/runs/tokenizer/model.safetensors" audioguide/weights/tokenizer-speech.safetensors
@@ -134,7 +134,7 @@ done
 #    tokenizer continues on a retrained one, e.g.
 #      python scripts/token_remap.py OLD/train.tokens.jsonl "$corpus/speech/train.tokens.jsonl" \
 #        checkpoints/speech-acoustic.safetensors -   (keep the old tokens manifest before step 2 rewrites it)
-python scripts/warm_start.py speech-acoustic audioguide/weights/speech.safetensors checkpoints/speech-acoustic.safetensors \
+python scripts/warm_start.py speech-acoustic audioguide/weights/speech.safetensors checkpoints/speech-acoustic.safetensors --force \
   --rename conditioners.text.null=conditioners.tokens.null --rename pool_proj.text=pool_proj.tokens
 python scripts/acoustic_init.py "$corpus/speech/train.tokens.jsonl" audioguide/weights/speech.safetensors checkpoints/speech-acoustic.safetensors
 audioguide train speech-acoustic --data "$corpus/speech/train.tokens.jsonl" -o "$work/runs/acoustic" --device "$device" --threads 2
@@ -143,7 +143,7 @@ python scripts/ship_weights.py "$work/runs/acoustic/model.safetensors" checkpoin
 python scripts/token_ceiling.py --data "$corpus/speech/held_out.jsonl" --data "$corpus/speech/sus.jsonl" --per-voice 2 \
   --classifier "$work/speakers.safetensors" --report benchmarks/results/semantic_token_ceiling.md
 # 4. The LM over the tokens (speech-slm), warm-started from speech-lm's transformer and phoneme encoder.
-python scripts/warm_start.py speech-slm audioguide/weights/speech-lm.safetensors checkpoints/speech-slm.safetensors
+python scripts/warm_start.py speech-slm audioguide/weights/speech-lm.safetensors checkpoints/speech-slm.safetensors --force
 audioguide train speech-slm --data "$corpus/speech/train.jsonl" -o "$work/runs/speech-slm" --device "$device" --threads 2
 python scripts/ship_weights.py "$work/runs/speech-slm/model.safetensors" checkpoints/speech-slm.safetensors
 audioguide eval tts speech-slm --data "$corpus/speech/held_out.jsonl" --data "$corpus/speech/sus.jsonl" \

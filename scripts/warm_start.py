@@ -1,6 +1,6 @@
 """Start a recipe's model from another model's weights where names and shapes agree.
 
-    python scripts/warm_start.py RECIPE SOURCE [SOURCE ...] TARGET [--rename OLD=NEW ...] [--zero PREFIX ...]
+    python scripts/warm_start.py RECIPE SOURCE [SOURCE ...] TARGET [--rename OLD=NEW ...] [--zero PREFIX ...] [--force]
 
 Builds RECIPE's model at its seeded initialisation, copies every tensor of SOURCE (a shipped or
 exported safetensors file) whose name and shape match, and writes TARGET in the exported format
@@ -10,7 +10,9 @@ SOURCE's tensors whose names start with OLD as if they started with NEW; a voice
 voices grows (new voices start at the mean row, as a training warm start grows them). Prints what
 was not copied.
 Several SOURCEs are read in order, a later one's tensors taking the place of an earlier one's of
-the same name. ``--zero PREFIX`` sets the tensors whose names start with PREFIX to zero after
+the same name; ``--rename`` (and the model's own moved names) apply to every source, so put a
+source whose renamed names could collide with another's first. An existing TARGET is replaced
+only with ``--force`` (so a forgotten TARGET cannot overwrite the last SOURCE). ``--zero PREFIX`` sets the tensors whose names start with PREFIX to zero after
 copying: a new input added through a zeroed projection leaves the warm-started function as it was.
 Used for speech-acoustic (from speech.safetensors: all but the phoneme table, the text condition's
 null and pooled projection renamed to the tokens') and for tokenizer-speech (a recipe whose
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from pathlib import Path
 
 import torch
 
@@ -40,7 +43,10 @@ def main() -> None:
     ap.add_argument("target")
     ap.add_argument("--rename", action="append", default=[], help="OLD=NEW name prefix")
     ap.add_argument("--zero", action="append", default=[], help="name prefix of tensors to set to zero")
+    ap.add_argument("--force", action="store_true", help="replace an existing TARGET")
     args = ap.parse_args()
+    if Path(args.target).exists() and not args.force:
+        raise SystemExit(f"error: {args.target} exists; pass --force to replace it (or name the target after the sources)")
     recipe = load_recipe(args.recipe)
     if recipe.train is not None and recipe.train.target == "representation":  # a tokenizer: its trained part,
         spec = recipe.representation  # at its seeded initialisation (not the weights the recipe ships)

@@ -20,6 +20,21 @@ def test_wer_normalises_and_counts():
     assert word_error_rate(["a b", "c d e f g h"], ["a b", "x d e f g h"]) == pytest.approx(1 / 8)
 
 
+def test_the_judge_decodes_greedily_without_its_sampling_fallback(monkeypatch):
+    from audioguide.evaluation import asr
+
+    seen = {}
+
+    class Judge:
+        def transcribe(self, audio, **options):
+            seen.update(options)
+            return [type("Segment", (), {"text": " hello "})()], None
+
+    monkeypatch.setattr(asr, "load_judge", lambda name: Judge())
+    assert asr.transcribe(np.zeros(16000, dtype=np.float32), 16000) == "hello"
+    assert seen["temperature"] == 0.0 and seen["beam_size"] == 1 and seen["condition_on_previous_text"] is False
+
+
 @pytest.mark.slow
 def test_whisper_judge_on_teacher_speech_and_noise():
     pytest.importorskip("faster_whisper")

@@ -232,6 +232,11 @@ def test_a_decoder_reading_conditioner_adds_the_tokenizers_frame_features_of_eac
     features = tok.decoder(q, 10)  # [1, 10, 16]: the features the tokenizer's heads read
     expected = plain([text]).emb + features[:, 1::2, :8]
     assert torch.allclose(cond([text]).emb, expected, atol=1e-5)
+    # a row reads the same beside a longer one: its padding does not leak into its features
+    with torch.no_grad():
+        cond.from_decoder.weight.normal_(generator=torch.Generator().manual_seed(5))
+    alone, batched = cond(["1 2 3 4"]).emb[0], cond(["1 2 3 4", "5 6 7 8 9 10 11 0 1"]).emb[0, :4]
+    assert torch.allclose(alone, batched, atol=1e-5)
 
 
 def test_a_tokenizer_checkpoint_from_before_the_decoder_module_loads_under_its_former_names():
@@ -360,6 +365,10 @@ def test_warm_start_gives_an_acoustic_stage_the_tokenizers_decoder_and_changes_n
     bad = subprocess.run([sys.executable, "scripts/warm_start.py", str(tmp_path / "decoded.toml"), str(tmp_path / "plain.safetensors"),
                           str(tmp_path / "x.safetensors"), "--zero", "nothing."], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert bad.returncode != 0 and "error: --zero nothing." in bad.stderr and not (tmp_path / "x.safetensors").exists()
+    before = (tmp_path / "plain.safetensors").read_bytes()  # a forgotten TARGET must not overwrite the last source
+    same = subprocess.run([sys.executable, "scripts/warm_start.py", str(tmp_path / "decoded.toml"), str(tmp_path / "tok.safetensors"),
+                           str(tmp_path / "plain.safetensors")], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert same.returncode != 0 and "--force" in same.stderr and (tmp_path / "plain.safetensors").read_bytes() == before
 
 
 def test_an_acoustic_stage_must_read_the_lms_tokens(write_recipe):

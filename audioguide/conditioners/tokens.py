@@ -92,8 +92,9 @@ class DilatedBlock(nn.Module):
 
 class TokenDecoder(nn.Module):
     """FSQ values ``[B, L, d]`` -> frame features ``[B, frames, dim]`` (``stride`` frames a token):
-    a linear map of the values, ``depth`` dilated blocks at the token rate, a transposed convolution
-    to the frames and two dilated blocks there, layer-normed. The semantic tokenizer
+    a linear map of the values, ``depth`` blocks at the token rate, a transposed convolution to the
+    frames and two dilated blocks there, layer-normed. Given the tokens' ``mask [B, L]``, padding is
+    held at zero between the layers, so a row's features do not depend on the rows padded beside it. The semantic tokenizer
     (:mod:`audioguide.representations.semantic`) trains it to predict each frame's phoneme and
     latent from the tokens; a :class:`SemanticTokenIds` with ``decoder`` on holds a copy, so an
     acoustic stage starts from features that already name the phonemes."""
@@ -106,13 +107,16 @@ class TokenDecoder(nn.Module):
         self.out_blocks = nn.ModuleList(DilatedBlock(dim, kernel, d) for d in (1, 2))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, q: Tensor, frames: int) -> Tensor:
-        h = self.from_fsq(q.to(self.from_fsq.weight.dtype)).transpose(1, 2)
+    def forward(self, q: Tensor, frames: int, mask: Tensor | None = None) -> Tensor:
+        keep = torch.ones_like(q[..., 0]) if mask is None else mask.to(q.dtype)  # [B, L]
+        keep = keep.to(self.from_fsq.weight.dtype)[:, None]
+        h = self.from_fsq(q.to(self.from_fsq.weight.dtype)).transpose(1, 2) * keep
         for block in self.up_blocks:
-            h = block(h)
-        h = self.up(h)[..., :frames]
+            h = block(h) * keep
+        keep = keep.repeat_interleave(self.up.stride[0], dim=-1)[..., :frames]
+        h = self.up(h)[..., :frames] * keep
         for block in self.out_blocks:
-            h = block(h)
+            h = block(h) * keep
         return self.norm(h.transpose(1, 2))
 
 
@@ -159,6 +163,6 @@ class SemanticTokenIds(Conditioner):
         x = self.table(ids) + self.coords(coords.to(self.coords.weight.dtype))
         if self.config.decoder:
             B, L = ids.shape
-            frames = self.decoder(coords, L * self.config.frames)  # [B, L * frames, decoder_dim]
+            frames = self.decoder(coords, L * self.config.frames, mask)  # [B, L * frames, decoder_dim]
             x = x + self.from_decoder(frames.reshape(B, L, -1))
         return Encoded(x, mask)
