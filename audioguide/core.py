@@ -335,17 +335,20 @@ def fsq_quantize(z: Tensor, levels: Tensor) -> Tensor:
     return rounded / (levels // 2)
 
 
+def _fsq_basis(levels: Tensor) -> Tensor:
+    """The place values of the mixed-radix token id, first level least significant: ``[1, L_0, L_0 L_1, ...]``."""
+    return torch.cumprod(torch.cat([levels.new_ones(1), levels[:-1]]), 0)
+
+
 def fsq_indices(q: Tensor, levels: Tensor) -> Tensor:
     """Normalised FSQ values ``[..., d]`` -> token ids ``[...]`` (mixed radix, first level least significant)."""
     half = levels // 2
     digits = (q * half + half).round().long()
-    basis = torch.cumprod(torch.cat([levels.new_ones(1), levels[:-1]]), 0)
-    return (digits * basis).sum(-1)
+    return (digits * _fsq_basis(levels)).sum(-1)
 
 
 def fsq_coordinates(ids: Tensor, levels: Tensor) -> Tensor:
     """Token ids ``[...]`` -> their normalised FSQ values ``[..., d]`` in ``[-1, 1]`` (inverse of :func:`fsq_indices`)."""
-    basis = torch.cumprod(torch.cat([levels.new_ones(1), levels[:-1]]), 0)
-    digits = (ids[..., None] // basis) % levels
+    digits = (ids[..., None] // _fsq_basis(levels)) % levels
     half = levels // 2
     return (digits - half).float() / half

@@ -32,6 +32,7 @@ import torch
 
 from audioguide.checkpoints import load_checkpoint, save_checkpoint
 from audioguide.components import build_components
+from audioguide.core import load_moved
 from audioguide.recipes import load_recipe
 from audioguide.registry import REPRESENTATIONS
 
@@ -59,8 +60,7 @@ def main() -> None:
     source = {}
     for path in args.source:
         source.update(load_checkpoint(path).tensors)
-    for now, before in getattr(model, "moved", {}).items():  # tensors saved under their former names
-        source = {(now + k[len(before):] if k.startswith(before) else k): v for k, v in source.items()}
+    load_moved(model, source, "")  # tensors saved under their former names, as loading renames them
     for pair in args.rename:
         old, new = pair.split("=", 1)
         source = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in source.items()}
@@ -69,15 +69,17 @@ def main() -> None:
             source[k] = torch.cat([v, v.float().mean(0, keepdim=True).to(v.dtype).expand(len(state[k]) - len(v), -1)])
     copied = {k: v.to(state[k].dtype) for k, v in source.items() if k in state and state[k].shape == v.shape}
     state.update(copied)
+    zeroed = set()
     for prefix in args.zero:
-        zeroed = [k for k in state if k.startswith(prefix)]
-        if not zeroed:
+        named = [k for k in state if k.startswith(prefix)]
+        if not named:
             raise SystemExit(f"error: --zero {prefix}: no tensor of the model starts so")
-        for k in zeroed:
+        for k in named:
             state[k] = torch.zeros_like(state[k])
             print(f"  zeroed: {k}")
-    print(f"copied {len(copied)} of {len(state)} tensors")
-    for k in sorted(set(state) - set(copied)):
+        zeroed.update(named)
+    print(f"copied {len(set(copied) - zeroed)} of {len(state)} tensors")
+    for k in sorted(set(state) - set(copied) - zeroed):
         print(f"  kept initial: {k} {tuple(state[k].shape)}")
     for k in sorted(set(source) - set(copied)):
         print(f"  not used: {k} {tuple(source[k].shape)}")

@@ -108,9 +108,9 @@ class TokenDecoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, q: Tensor, frames: int, mask: Tensor | None = None) -> Tensor:
-        keep = torch.ones_like(q[..., 0]) if mask is None else mask.to(q.dtype)  # [B, L]
-        keep = keep.to(self.from_fsq.weight.dtype)[:, None]
-        h = self.from_fsq(q.to(self.from_fsq.weight.dtype)).transpose(1, 2) * keep
+        dtype = self.from_fsq.weight.dtype
+        keep = (torch.ones_like(q[..., 0]) if mask is None else mask).to(dtype)[:, None]  # [B, 1, L]
+        h = self.from_fsq(q.to(dtype)).transpose(1, 2) * keep
         for block in self.up_blocks:
             h = block(h) * keep
         keep = keep.repeat_interleave(self.up.stride[0], dim=-1)[..., :frames]
