@@ -273,10 +273,10 @@ def write_report(task, methods, results, args) -> str:
     lines = [f"# Every guidance method on the shipped `{task}` recipe", ""]
     if task == "speech":
         lines += [f"Recipe `speech` (shipped weights, 2 mean-flow steps). {len(base['items'])} sentences per method "
-                  f"(up to {args.per_voice} held-out + {args.per_voice} semantically unpredictable per voice, 8 voices), "
+                  f"(up to {args.per_voice} held-out + {args.per_voice} semantically unpredictable per voice, {args.voices} voices), "
                   "the same sentences and seeds for every method; Whisper base judge (WER %, corpus-level after its English "
                   "normaliser), speaker accuracy by the real-audio speaker judge (%), NFE = network rows per clip summed over "
-                  "the steps, RTF = synthesis seconds / audio seconds on one thread beside other work (use ratios, not absolutes). "
+                  f"the steps, RTF = synthesis seconds / audio seconds on {args.threads} thread(s) beside other work (use ratios, not absolutes). "
                   "Brackets: 95 % bootstrap intervals (1000 resamples of sentences); Δ: paired difference to the default "
                   "(percentage points), * where its interval excludes 0.", ""]
         splits = sorted({it["split"] for it in base["items"]})
@@ -285,7 +285,7 @@ def write_report(task, methods, results, args) -> str:
         lines += [f"Recipe `sound` (shipped weights). {len(base['items'])} held-out captions per method (up to {args.per_class} per class), "
                   "the same captions and seeds for every method; adherence = the real-audio sound judge names the asked class (%), "
                   "FD = Fréchet distance of the judge's embeddings to the real held-out clips (lower is better), NFE = network rows "
-                  "per clip summed over the steps, RTF on one thread beside other work. Brackets: 95 % bootstrap intervals "
+                  f"per clip summed over the steps, RTF on {args.threads} thread(s) beside other work. Brackets: 95 % bootstrap intervals "
                   "(1000 resamples of captions); Δ: paired difference to the default (points), * where its interval excludes 0.", ""]
         head = ["method", "what changes", "adherence", "Δ adherence", "FD", "NFE", "RTF"]
     if args.speed_rounds:
@@ -378,6 +378,7 @@ def main() -> None:
 
         clf = SpeakerClassifier.load(args.classifier)
         rows = read_splits(args.data)
+        args.voices = len({r.speaker for split in rows.values() for r in split})  # every voice gets its rows
     else:
         from audioguide.evaluation.sound import load_sound_classifier
         from audioguide.manifest import read_manifest
