@@ -138,8 +138,11 @@ def test_terminal_escapes_are_not_spoken(tmp_path):
                                                 (signal.SIGINT, 130, "error: interrupted")])
 def test_a_signal_mid_generation_is_one_line_and_leaves_no_file(tmp_path, sig, code, message):
     text = "A fairly long sentence that goes on for a while. " * 8
+    # Ctrl-C as in a terminal: a job started in the background of a non-interactive shell (CI run
+    # with `&`) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
     proc = subprocess.Popen([sys.executable, "-m", "audioguide.cli", *TTS, text, "--steps", "1000", "-o", tmp_path / "a.wav"],
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+                            stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = proc.stderr.readline()  # the random-weights warning comes after checking, before drawing
     assert first.startswith("warning: "), first
     proc.send_signal(sig)
