@@ -959,7 +959,7 @@ def list_recipes() -> None:
     with _user_errors():
         for r in builtin_recipes():
             flag = (" [train only]" if r.model is None else " [random weights]" if r.random_weights
-                    else " [weights not shipped yet]" if r.model.weights and not local_weights(r.model.weights, r)
+                    else " [weights not shipped yet]" if any(w and not local_weights(w, r) for w in (r.model.weights, r.model.guidance_weights))
                     else "")
             typer.echo(f"{r.name:24s} {r.task:4s} {r.description}{flag}")
 

@@ -8,6 +8,7 @@ weights come from each component's own seeded generator.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -31,11 +32,12 @@ def local_weights(source: str, recipe: Recipe, user: bool = False) -> Path | Non
 
 
 def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: str, user: bool = False,
-                  grow: bool = False) -> None:
+                  grow: bool = False, optional: Collection[str] = ()) -> set[str]:
     """Load ``source`` into ``module``: a local file (:func:`local_weights`) or a Hub id (a user's
     ``source`` only when written ``hf://owner/name``: otherwise a missing path is "not found").
     ``grow`` (a training warm start) lets named-voice tables take voices added at the end of the
-    recipe's list (:meth:`SpeakerId.grown`)."""
+    recipe's list (:meth:`SpeakerId.grown`). Keys in ``optional`` may be missing from the file
+    (they keep what they held); any other mismatch is an error. Returns the optional keys missing."""
     ckpt = load_checkpoint(local_weights(source, recipe, user) or source, local=user)
     tensors = ckpt.tensors
     if grow:
@@ -51,11 +53,24 @@ def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: st
     except RuntimeError as e:  # shape mismatches
         reason = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise AudioguideError(f"checkpoint {ckpt.path} does not fit the {what} of recipe {recipe.name!r}: {reason}") from None
+    optional = set(optional)
+    skipped = {k for k in missing if k in optional}
+    missing = [k for k in missing if k not in optional]
     if missing or unexpected:
         raise AudioguideError(
             f"checkpoint {ckpt.path} does not fit the {what} of recipe {recipe.name!r} "
             f"({len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. {(missing or unexpected)[0]})"
         )
+    return skipped
+
+
+def _load_guidance_weights(model: torch.nn.Module, source: str, recipe: Recipe) -> None:
+    """Load a ``[model] guidance_weights`` file: the model's guidance-scale embeddings and adapters,
+    all of them and nothing else."""
+    keys = set(model.guidance_keys())
+    others = [k for k in model.state_dict() if k not in keys]
+    if _load_weights(model, source, recipe, "guidance-scale inputs", optional=others) != set(others):
+        raise AudioguideError(f"checkpoint {source} holds more than guidance-scale inputs; the model's weights go in [model] weights")
 
 
 def build_components(recipe: Recipe, model_weights: str | None = None, require_weights: bool = True, load_model: bool = True):
@@ -110,12 +125,19 @@ def _build(recipe: Recipe, model_weights: str | None, require_weights: bool, loa
         model = _construct(recipe, "[model]", lambda: cls(model_spec.config, representation.channels, conditioners))
     if not load_model:
         return representation, model
+    extra = model_spec.guidance_weights
+    optional = model.guidance_keys() if extra else ()  # what the guidance file brings
     if model_weights is not None:
-        _load_weights(model, model_weights, recipe, "model", user=True)
+        lacking = _load_weights(model, model_weights, recipe, "model", user=True, optional=optional)
     elif model_spec.weights is not None and (strict or local_weights(model_spec.weights, recipe) is not None):
-        _load_weights(model, model_spec.weights, recipe, "model", grow=not require_weights)
+        lacking = _load_weights(model, model_spec.weights, recipe, "model", grow=not require_weights, optional=optional)
     elif strict:
         raise RecipeError(f"{recipe.source}: [model] has no weights and random_weights is not set")
+    else:
+        return representation, model
+    # A user's full file (a student trained whole) keeps its own; otherwise the guidance file goes over.
+    if lacking and (strict or local_weights(extra, recipe) is not None):
+        _load_guidance_weights(model, extra, recipe)
     return representation, model
 
 

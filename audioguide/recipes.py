@@ -82,11 +82,16 @@ class Component:
 
     ``weights`` (the ``weights`` key of the component's table) is a packaged file name, a path
     relative to the recipe, a directory, or a Hub repo id; see :mod:`audioguide.checkpoints`.
+    ``guidance_weights`` (``[model]`` only): a second file holding just the model's guidance-scale
+    embeddings and adapters (an adapter-only distilled student, Jensen et al. 2025), loaded over
+    ``weights``, which then need not hold them: one base file serves the plain and the distilled
+    recipe.
     """
 
     type: str
     config: Any
     weights: str | None = None
+    guidance_weights: str | None = None
 
 
 @dataclass(frozen=True)
@@ -203,7 +208,8 @@ def build(cls: type, table: Mapping[str, Any], where: str, **preset: Any) -> Any
         raise RecipeError(f"{where}: {e}") from None
 
 
-def _component(table: Any, registry: Mapping[str, Any], where: str, weights_note: str = "") -> Component:
+def _component(table: Any, registry: Mapping[str, Any], where: str, weights_note: str = "",
+               guidance_weights: bool = False) -> Component:
     if not isinstance(table, Mapping):
         raise RecipeError(f"{where} must be a table")
     kind = table.get("type")
@@ -211,11 +217,20 @@ def _component(table: Any, registry: Mapping[str, Any], where: str, weights_note
         shown = "missing" if kind is None else repr(kind)
         raise RecipeError(f"{where}.type is {shown}; valid choices: {', '.join(sorted(registry))}")
     cls = registry[kind]
-    rest = {k: v for k, v in table.items() if k not in ("type", "weights")}
+    files = ("type", "weights", "guidance_weights") if guidance_weights else ("type", "weights")
+    rest = {k: v for k, v in table.items() if k not in files}
     if "weights" in table and weights_note:
         raise RecipeError(f"{where}: no 'weights' here: {weights_note}")
     weights = _coerce(table["weights"], str, f"{where}.weights") if "weights" in table else None
-    return Component(kind, build(cls.Config, rest, f"{where} ({kind})"), weights)
+    config = build(cls.Config, rest, f"{where} ({kind})")
+    extra = None
+    if "guidance_weights" in table and guidance_weights:
+        extra = _coerce(table["guidance_weights"], str, f"{where}.guidance_weights")
+        if not getattr(cls, "guidance_scales", lambda c: ())(config):
+            raise RecipeError(f"{where}: guidance_weights holds guidance-scale inputs; set guidance_embed to have them")
+        if weights is None:
+            raise RecipeError(f"{where}: guidance_weights goes over the model's weights; set weights too")
+    return Component(kind, config, weights, extra)
 
 
 def _guidance(table: Mapping[str, Any], where: str) -> Guidance:
@@ -314,7 +329,7 @@ def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
         conditioners.append((name, _component(
             table, CONDITIONERS, f"{where}: [conditioners.{name}]", "a conditioner's weights are part of the [model] weights"
         )))
-    model = _component(data["model"], MODELS, f"{where}: [model]") if "model" in data else None
+    model = _component(data["model"], MODELS, f"{where}: [model]", guidance_weights=True) if "model" in data else None
     sampler = _component(data["sampler"], SAMPLERS, f"{where}: [sampler]", "samplers have no weights") if "sampler" in data else None
     guidance = _guidance(data.get("guidance", {}), f"{where}: [guidance]")
     verifier, candidates = None, 1

@@ -117,31 +117,49 @@ def sound_methods() -> list[tuple[str, str, Callable]]:
     ]
 
 
-def extra_recipes(task: str) -> list[tuple[str, str, Callable]]:
-    """Methods that are recipes of their own (label, what, () -> recipe), where their weights exist."""
-    from audioguide.components import WEIGHTS_DIR
+def extra_recipes(task: str, whole: str | None = None, adapter: str | None = None) -> list[tuple[str, str, Callable]]:
+    """Methods that are recipes of their own (label, what, () -> recipe), where their weights exist.
+    Students that are not shipped are measured from files given here: ``whole``, a student trained
+    whole (every weight), in place of the distilled recipe's weights; ``adapter``, the guidance file
+    of an adapter-only student (Jensen et al. 2025: the teacher's weights frozen, a zero-started
+    adapter per block; at scale input 1 it is exactly the teacher), over the teacher's shipped file."""
+    from audioguide.components import WEIGHTS_DIR, local_weights
     from audioguide.recipes import load_recipe
 
-    def named(name, two_branch=False):
+    def named(name, two_branch=False, model=None):
         def f():
             r = load_recipe(name)
+            if model is not None:
+                r = dataclasses.replace(r, model=model(r.model))
             if two_branch:  # the student's weights under the teacher's own two-branch CFG (scale input 1)
                 r = dataclasses.replace(r, guidance=dataclasses.replace(r.guidance, distilled=False))
             return r
         return f
 
-    wanted = {
-        "speech": [("distilled CFG", "student with the text scale as input (Meng et al. 2023), w 2, 1 row", "speech-distilled", "speech-distilled.safetensors", False),
-                   ("distilled weights, two-branch CFG", "the student's weights, the recipe's CFG branches (scale input 1)", "speech-distilled", "speech-distilled.safetensors", True),
-                   ("dynamic CFG", "text scale in {1, 2, 3} per sample and step by the content verifier (Papalampidi et al. 2025)", "speech-dynamic", None, False)],
-        "sound": [("distilled CFG", "student with the caption scale as input (Meng et al. 2023), w 5, 1 row", "sound-distilled", "sound-distilled.safetensors", False),
-                  ("distilled weights, two-branch CFG", "the student's weights, the recipe's CFG 5 + rescale (scale input 1)", "sound-distilled", "sound-distilled.safetensors", True),
-                  ("dynamic CFG", "caption scale in {1, 3, 5, 8} per sample and step by the latent caption verifier (Papalampidi et al. 2025)", "sound-dynamic", "verifier-sound.safetensors", False)],
-    }[task]
+    def shipped(name):  # the recipe's weight files all exist
+        r = load_recipe(name)
+        return all(w is None or local_weights(w, r) is not None for w in (r.model.weights, r.model.guidance_weights))
+
+    student, teacher = {"speech": ("speech-distilled", "speech.safetensors"), "sound": ("sound-distilled", "sound.safetensors")}[task]
+    cond, scale = {"speech": ("text", "w 2"), "sound": ("caption", "w 5")}[task]
     out = []
-    for label, what, recipe, weights, two_branch in wanted:
-        if weights is None or (Path(WEIGHTS_DIR) / weights).exists():
-            out.append((label, what, named(recipe, two_branch)))
+    if shipped(student):
+        out += [("distilled CFG", f"student with the {cond} scale as input (Meng et al. 2023), {scale}, 1 row", named(student)),
+                ("distilled weights, two-branch CFG", "the student's weights, the recipe's CFG branches (scale input 1)", named(student, True))]
+    if whole is not None:
+        whole_model = lambda m: dataclasses.replace(m, weights=whole, guidance_weights=None)  # noqa: E731
+        out += [("distilled CFG, whole student", f"every weight distilled (Meng et al. 2023; not shipped), {scale}, 1 row", named(student, model=whole_model)),
+                ("whole student, two-branch CFG", "the whole student's weights, the recipe's CFG branches (scale input 1)",
+                 named(student, True, whole_model))]
+    if adapter is not None:
+        def adapter_model(m):
+            return dataclasses.replace(m, config=dataclasses.replace(m.config, guidance_adapters=True), weights=teacher, guidance_weights=adapter)
+        out.append(("distilled CFG, adapter student", f"teacher frozen + scale adapters (Jensen et al. 2025; not shipped), {scale}, 1 row",
+                    named(student, model=adapter_model)))
+    dynamic = {"speech": ("dynamic CFG", "text scale in {1, 2, 3} per sample and step by the content verifier (Papalampidi et al. 2025)", "speech-dynamic", None),
+               "sound": ("dynamic CFG", "caption scale in {1, 3, 5, 8} per sample and step by the latent caption verifier (Papalampidi et al. 2025)", "sound-dynamic", "verifier-sound.safetensors")}[task]
+    if dynamic[3] is None or (Path(WEIGHTS_DIR) / dynamic[3]).exists():
+        out.append((dynamic[0], dynamic[1], named(dynamic[2])))
     return out
 
 
@@ -355,6 +373,8 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=5)
     ap.add_argument("--judge", default="base")
     ap.add_argument("--only", action="append", help="run only these method labels (repeatable)")
+    ap.add_argument("--whole-student", help="a student distilled whole (every weight), not shipped: its rows too")
+    ap.add_argument("--adapter-student", help="an adapter-only student's guidance file (ship_weights.py --guidance-only): its row too")
     ap.add_argument("--cache", default="work/guidance_methods", help="per-method results, to resume")
     ap.add_argument("--report", help="write the Markdown table here")
     ap.add_argument("--threads", type=int, default=1)
@@ -371,7 +391,7 @@ def main() -> None:
     recipe = load_recipe(args.task)
     methods = [(label, what, f(recipe)) for label, what, f in
                (speech_methods() if args.task == "speech" else sound_methods())]
-    methods += [(label, what, make()) for label, what, make in extra_recipes(args.task)]
+    methods += [(label, what, make()) for label, what, make in extra_recipes(args.task, args.whole_student, args.adapter_student)]
     if args.task == "speech":
         from audioguide.evaluation.speaker import SpeakerClassifier
         from audioguide.evaluation.tts import read_splits

@@ -1,13 +1,14 @@
 """Turn an exported training checkpoint into shipped package weights.
 
     python scripts/ship_weights.py RUN/model.safetensors audioguide/weights/NAME.safetensors \
-        [--calibrate MANIFEST] [--fp32] [--recipe NAME]
+        [--calibrate MANIFEST] [--fp32] [--recipe NAME] [--guidance-only]
 
 Floating-point tensors are stored as float16 (half the size; they are upcast when loaded) unless
 ``--fp32``; the config stays in the metadata. ``--calibrate`` sets an autoencoder's latent scale
 from up to 64 clips of a manifest, so its latents have unit variance for the generators.
 ``--recipe`` names the recipe the weights ship with, where they were trained by a fine-tuning
-copy of it under another name.
+copy of it under another name. ``--guidance-only`` keeps only a model's guidance-scale embeddings
+and adapters: what an adapter-only distilled student ships as its ``[model] guidance_weights``.
 """
 
 from __future__ import annotations
@@ -29,9 +30,16 @@ def main() -> None:
     ap.add_argument("--calibrate", help="manifest of audio for an autoencoder's latent scale")
     ap.add_argument("--fp32", action="store_true")
     ap.add_argument("--recipe", help="the shipped recipe's name, recorded in the metadata")
+    ap.add_argument("--guidance-only", action="store_true", help="keep only the guidance-scale embeddings and adapters")
     args = ap.parse_args()
     ckpt = load_checkpoint(args.source)
     tensors = dict(ckpt.tensors)
+    if args.guidance_only:
+        from audioguide.models.dit import is_guidance_key
+
+        tensors = {k: v for k, v in tensors.items() if is_guidance_key(k)}
+        if not tensors:
+            raise SystemExit(f"error: {args.source} has no guidance-scale embeddings or adapters")
     if args.calibrate:
         kind = ckpt.config["component"]
         rep = REPRESENTATIONS[kind](REPRESENTATIONS[kind].Config(**_tuples(ckpt.config["config"])))

@@ -552,3 +552,59 @@ def test_adapters_only_leaves_the_teacher_s_weights_alone(write_recipe, corpus, 
     exported, base = load_checkpoint(result.export).tensors, load_checkpoint(teacher).tensors
     assert all(torch.equal(exported[k], v) for k, v in base.items())
     assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in exported.items() if is_guidance_key(k) and k.endswith("2.weight"))
+
+
+def test_an_adapter_student_ships_as_a_guidance_file_over_its_teacher(write_recipe, corpus, tmp_path):
+    """``scripts/ship_weights.py --guidance-only`` keeps the student's guidance inputs; a recipe's
+    ``[model] guidance_weights`` loads them over the teacher's file: the same model, and the same
+    audio, as the student's whole exported file; a file without them or with more is one line."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from audioguide.components import build_components
+    from audioguide.core import AudioguideError
+    from audioguide.pipeline import Pipeline
+    from audioguide.training.trainer import train
+
+    teacher_recipe = load_recipe(write_recipe(_tiny_recipe(train=TRAIN.replace("steps = 20", "steps = 4")), "teacher.toml"))
+    teacher = train(teacher_recipe, corpus, tmp_path / "teacher").export
+    student = '\n    guidance_embed = ["text"]\n    guidance_adapters = true'
+    distill = f'\n    [train.distill]\n    teacher = "{teacher}"\n    adapters_only = true\n'
+    exported = train(load_recipe(write_recipe(_tiny_recipe(student, "\n    distilled = true",
+                                                           TRAIN.replace("steps = 20", "steps = 4") + distill))),
+                     corpus, tmp_path / "run").export
+    shipped = tmp_path / "guidance.safetensors"
+    script = Path(__file__).parents[1] / "scripts" / "ship_weights.py"
+    subprocess.run([sys.executable, str(script), str(exported), str(shipped), "--guidance-only", "--fp32"], check=True,
+                   capture_output=True)
+    tensors = load_checkpoint(shipped).tensors
+    assert tensors and all(map(is_guidance_key, tensors))
+
+    def recipe_with(guidance: str, name: str):
+        text = _tiny_recipe(f'\n    weights = "{teacher}"\n    guidance_weights = "{guidance}"' + student, "\n    distilled = true")
+        return load_recipe(write_recipe(text.replace("random_weights = true\n", ""), name))
+
+    recipe = recipe_with(str(shipped), "shipped.toml")
+    assert recipe.model.guidance_weights == str(shipped)
+    _, model = build_components(recipe)
+    whole = load_checkpoint(exported).tensors
+    assert all(torch.allclose(v, whole[k]) for k, v in model.state_dict().items())
+    pipe, full = Pipeline.from_recipe(recipe), Pipeline.from_recipe(recipe, weights=str(exported))
+    a, b = pipe("ah oh", seed=3), full("ah oh", seed=3)
+    assert np.array_equal(a[0], b[0]) and np.abs(a[0]).max() > 0
+    for guidance, match in ((str(tmp_path / "absent.safetensors"), "absent"),
+                            (str(exported), "holds more than guidance-scale inputs"),
+                            (str(teacher), "missing")):
+        with pytest.raises(AudioguideError, match=match) as e:
+            build_components(recipe_with(guidance, "bad.toml"))
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("model_extra,match", [
+    ('\n    weights = "t.safetensors"\n    guidance_weights = "g.safetensors"', "set guidance_embed"),
+    ('\n    guidance_weights = "g.safetensors"\n    guidance_embed = ["text"]', "set weights too"),
+])
+def test_guidance_weights_need_guidance_inputs_and_base_weights(write_recipe, model_extra, match):
+    with pytest.raises(RecipeError, match=match):
+        load_recipe(write_recipe(_tiny_recipe(model_extra)))

@@ -126,6 +126,8 @@ def identity(pipe: Pipeline, weights: str | None = None) -> dict[str, Any]:
         "model": weights if weights is not None else recipe.model.weights,
         "verifier": recipe.verifier.weights if recipe.verifier is not None else None,
     }
+    if recipe.model.guidance_weights:  # (also with a user's full file: identity need not know what it holds)
+        sources["guidance"] = recipe.model.guidance_weights
     out = {}
     for part, source in sources.items():
         if source is None:

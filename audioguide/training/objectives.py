@@ -306,9 +306,10 @@ class DistillObjective(_Conditioned):
                     cfg: TrainConfig, warm_start: bool = True) -> DistillObjective:
         """The objective of ``recipe``'s ``[train.distill]``: the teacher is the recipe's ``[model]``
         without ``guidance_embed``, with the ``teacher`` weights (default the ``[model]`` weights);
-        with ``warm_start`` the student starts from the ``[model]`` weights where that file exists,
-        else from the teacher's, its guidance embeddings and adapters at their zero initialisation
-        (so it starts as the teacher at every scale)."""
+        with ``warm_start`` the student starts from the ``[model]`` weights where that file exists
+        (and its ``guidance_weights`` over them where that one does), else from the teacher's, its
+        guidance embeddings and adapters at their zero initialisation (so it starts as the teacher
+        at every scale)."""
         from audioguide.components import local_weights
         from audioguide.registry import CONDITIONERS, MODELS
 
@@ -325,6 +326,10 @@ class DistillObjective(_Conditioned):
         if warm_start:
             own = spec.weights if spec.weights and local_weights(spec.weights, recipe) is not None else None
             _load_into(model, own or source, recipe, "model", optional=model.guidance_keys())
+            extra = spec.guidance_weights  # an adapter student's own file, where one was trained already
+            if own and extra and local_weights(extra, recipe) is not None:
+                others = [k for k in model.state_dict() if k not in set(model.guidance_keys())]
+                _load_into(model, extra, recipe, "guidance", optional=others)
         return cls(model, teacher, encoded, cfg, recipe.guidance)
 
     def train(self, mode: bool = True) -> DistillObjective:
