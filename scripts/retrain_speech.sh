@@ -125,7 +125,7 @@ done
 #    phoneme rows it was taken from, then the recipe's mean-flow steps (~2-3 s/step on 2 threads).
 #    This script does not reproduce the committed checkpoints exactly; they took a longer road: 1400 steps on the first tokenizer's tokens, then
 #    scripts/token_remap.py (each new token's row the mix of the old tokens it replaced) and 900 steps
-#    on these tokens, then a further 1000-step run (lr 3e-4, cosine) on them; the LM likewise 1100 + 1400 steps.
+#    on these tokens, then two further 1000-step runs (lr 3e-4, warmup 50, cosine; the recipe's [train] with steps = 1000) on them; the LM likewise 1100 + 1400 steps.
 #    Tried and not used: reading the tokens through a copy of the tokenizer's decoder too
 #    ([conditioners.tokens] decoder = true; warm start: scripts/warm_start.py with the tokenizer's file
 #    first, --rename from_fsq.=conditioners.tokens.decoder.from_fsq. and likewise up_blocks., up.,
