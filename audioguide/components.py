@@ -64,9 +64,9 @@ def _load_weights(module: torch.nn.Module, source: str, recipe: Recipe, what: st
     return skipped
 
 
-def _load_guidance_weights(model: torch.nn.Module, source: str, recipe: Recipe) -> None:
-    """Load a ``[model] guidance_weights`` file: the model's guidance-scale embeddings and adapters,
-    all of them and nothing else."""
+def load_guidance_weights(model: torch.nn.Module, source: str, recipe: Recipe) -> None:
+    """Load a ``[model] guidance_weights`` file (a local file, a packaged name or a Hub id) into
+    ``model``: its guidance-scale embeddings and adapters, all of them and nothing else."""
     keys = set(model.guidance_keys())
     others = [k for k in model.state_dict() if k not in keys]
     if _load_weights(model, source, recipe, "guidance-scale inputs", optional=others) != set(others):
@@ -137,7 +137,7 @@ def _build(recipe: Recipe, model_weights: str | None, require_weights: bool, loa
         return representation, model
     # A user's full file (a student trained whole) keeps its own; otherwise the guidance file goes over.
     if lacking and (strict or local_weights(extra, recipe) is not None):
-        _load_guidance_weights(model, extra, recipe)
+        load_guidance_weights(model, extra, recipe)
     return representation, model
 
 

@@ -593,6 +593,14 @@ def test_an_adapter_student_ships_as_a_guidance_file_over_its_teacher(write_reci
     pipe, full = Pipeline.from_recipe(recipe), Pipeline.from_recipe(recipe, weights=str(exported))
     a, b = pipe("ah oh", seed=3), full("ah oh", seed=3)
     assert np.array_equal(a[0], b[0]) and np.abs(a[0]).max() > 0
+    # training again from the recipe warm-starts the student with both files (an adapter run continued)
+    from audioguide.training.objectives import make_objective
+
+    again = load_recipe(write_recipe(_tiny_recipe(f'\n    weights = "{teacher}"\n    guidance_weights = "{shipped}"' + student,
+                                                  "\n    distilled = true", TRAIN + distill), "again.toml"))
+    rep, fresh = build_components(again, require_weights=False, load_model=False)
+    make_objective(again, rep, fresh, again.train)
+    assert all(torch.allclose(v, whole[k]) for k, v in fresh.state_dict().items())
     for guidance, match in ((str(tmp_path / "absent.safetensors"), "absent"),
                             (str(exported), "holds more than guidance-scale inputs"),
                             (str(teacher), "missing")):

@@ -310,7 +310,7 @@ class DistillObjective(_Conditioned):
         (and its ``guidance_weights`` over them where that one does), else from the teacher's, its
         guidance embeddings and adapters at their zero initialisation (so it starts as the teacher
         at every scale)."""
-        from audioguide.components import local_weights
+        from audioguide.components import load_guidance_weights, local_weights
         from audioguide.registry import CONDITIONERS, MODELS
 
         assert cfg.distill is not None
@@ -328,8 +328,7 @@ class DistillObjective(_Conditioned):
             _load_into(model, own or source, recipe, "model", optional=model.guidance_keys())
             extra = spec.guidance_weights  # an adapter student's own file, where one was trained already
             if own and extra and local_weights(extra, recipe) is not None:
-                others = [k for k in model.state_dict() if k not in set(model.guidance_keys())]
-                _load_into(model, extra, recipe, "guidance", optional=others)
+                load_guidance_weights(model, extra, recipe)
         return cls(model, teacher, encoded, cfg, recipe.guidance)
 
     def train(self, mode: bool = True) -> DistillObjective:
