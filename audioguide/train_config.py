@@ -12,6 +12,7 @@ audio does not import the training code. This module imports only the standard l
     segment_seconds = 4.0       # random crops; 0 = whole clips
     length_window = 4           # batches of similar lengths: drawn from batch_size * 4 neighbours (0 = off)
     balance = 0.5               # rows drawn with weight (rows of their speaker) ** -balance (0 = uniform rows, 1 = uniform speakers)
+    balance_by = "speaker"      # the groups balance evens out: speaker | label (a sound corpus's classes)
     input_dropout = 0.2         # codec LMs: teacher-forced input tokens replaced by pad (Tacotron 2's prenet dropout)
     dropout = { text = 0.1, speaker = 0.1 }   # per-condition dropout for CFG
     dropout_all = 0.1
@@ -140,7 +141,8 @@ class TrainConfig:
     seed: int = 0
     segment_seconds: float = 0.0
     length_window: int = 0  # > 0: each batch comes from batch_size * length_window clips of neighbouring lengths
-    balance: float = 0.0  # speaker-balanced draws: row weight = (rows of its speaker) ** -balance
+    balance: float = 0.0  # group-balanced draws: row weight = (rows of its group) ** -balance
+    balance_by: str = "speaker"  # the row field that forms the groups: speaker | label
     input_dropout: float = 0.0  # codec LMs: fraction of teacher-forced input tokens replaced by the pad token
     validation: float = 0.05  # fraction of the manifest held out for validation samples
     log_every: int = 10
@@ -178,6 +180,8 @@ class TrainConfig:
             raise ValueError(f"length_window must be >= 0, got {self.length_window}")
         if not 0.0 <= self.balance <= 1.0:
             raise ValueError(f"balance must lie in [0, 1], got {self.balance}")
+        if self.balance_by not in ("speaker", "label"):
+            raise ValueError(f"balance_by must be speaker or label, got {self.balance_by!r}")
         if not 0.0 <= self.input_dropout < 1.0:
             raise ValueError(f"input_dropout must lie in [0, 1), got {self.input_dropout}")
         for name, p in self.dropout + (("all", self.dropout_all),):

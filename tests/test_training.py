@@ -220,6 +220,32 @@ def test_balance_evens_out_speakers(length_window):
         TrainConfig(balance=1.5)
 
 
+def test_balance_by_label_evens_out_classes():
+    """balance_by = "label" groups rows by their class label (a sound corpus), not their speaker:
+    90 rows of one class and 10 of another, all of one speaker, are drawn 1 : 1 at balance 1, while
+    grouping by speaker leaves them at their ratio of rows; an unknown grouping is an error."""
+    from audioguide.manifest import Row
+    from audioguide.training.data import AudioDataset
+
+    class Labels(AudioDataset):
+        def __init__(self):
+            self.rows = [Row(id=str(i), speaker="s", extra={"label": "siren" if i % 10 == 0 else "piano"})
+                         for i in range(100)]
+            self.sample_rate, self.audio = 8000, [torch.ones(1 + (i * 37) % 100) for i in range(100)]
+            self._index()
+
+    data = Labels()
+    for by, expected in (("label", 0.5), ("speaker", 0.1)):
+        g = torch.Generator().manual_seed(2)
+        drawn = [i for _ in range(1500) for i in data.sample(4, g, balance=1.0, balance_by=by).indices]
+        share = sum(i % 10 == 0 for i in drawn) / len(drawn)
+        assert abs(share - expected) < 0.05, (by, share)
+    with pytest.raises(ValueError, match="balance_by"):
+        TrainConfig(balance_by="voice")
+    with pytest.raises(ValueError, match="speaker or label"):
+        data.weights(0.5, "voice")
+
+
 def test_lr_schedule_is_linear_warmup_then_cosine_to_a_tenth():
     """The LambdaLR gives ``lr (step + 1) / warmup``, then ``lr (0.1 + 0.45 (1 + cos(pi p)))``."""
     import math

@@ -68,7 +68,7 @@ class AudioDataset:
         of :meth:`weights`."""
         n = len(self.rows)
         self.by_length = torch.tensor(sorted(range(n), key=lambda i: (len(self.audio[i]), i)), dtype=torch.long)
-        self._weights: dict[float, Tensor] = {}
+        self._weights: dict[tuple[float, str], Tensor] = {}
 
     @classmethod
     def from_manifest(cls, path: str | Path, sample_rate: int, needs: Sequence[str] = ()) -> AudioDataset:
@@ -98,25 +98,32 @@ class AudioDataset:
         labels = tuple(_label(self.rows[i].extra.get("label")) for i in indices)
         return AudioBatch(out, lengths, inputs, tuple(indices), alignments, labels)
 
-    def weights(self, balance: float) -> Tensor | None:
-        """Draw weight of every row, ``n_s ** -balance`` for a row of a speaker with ``n_s`` rows.
+    def weights(self, balance: float, by: str = "speaker") -> Tensor | None:
+        """Draw weight of every row, ``n_g ** -balance`` for a row of a group with ``n_g`` rows; the
+        groups are the rows' speakers (``by = "speaker"``) or class labels (``by = "label"``: a sound
+        corpus's classes; a two-source scene counts under its foreground class, its ``label``).
 
-        A speaker's share of the draws is then ``n_s ** (1 - balance) / sum_s' n_s' ** (1 - balance)``:
+        A group's share of the draws is then ``n_g ** (1 - balance) / sum_g' n_g' ** (1 - balance)``:
         the exponent-smoothed sampling of unbalanced multilingual corpora (XLM, Conneau & Lample
         2019, §3.1, q_i ∝ p_i^α with α = 1 - balance). ``balance = 0`` is uniform over rows (None),
-        1 uniform over speakers; rows without a speaker form one group.
+        1 uniform over groups; rows without a speaker (label) form one group.
         """
         if balance == 0.0:
             return None
-        if balance not in self._weights:
-            speakers = [r.speaker or "" for r in self.rows]
-            counts = Counter(speakers)
-            self._weights[balance] = torch.tensor([counts[s] ** -balance for s in speakers], dtype=torch.float64)
-        return self._weights[balance]
+        if (balance, by) not in self._weights:
+            if by == "speaker":
+                groups = [r.speaker or "" for r in self.rows]
+            elif by == "label":
+                groups = [_label(r.extra.get("label")) or "" for r in self.rows]
+            else:
+                raise ValueError(f"balance groups rows by speaker or label, not {by!r}")
+            counts = Counter(groups)
+            self._weights[balance, by] = torch.tensor([counts[g] ** -balance for g in groups], dtype=torch.float64)
+        return self._weights[balance, by]
 
     def sample(
         self, batch_size: int, generator: torch.Generator, segment_seconds: float = 0.0, length_window: int = 0,
-        balance: float = 0.0,
+        balance: float = 0.0, balance_by: str = "speaker",
     ) -> AudioBatch:
         """A random batch (with replacement across steps, without within a batch when possible).
 
@@ -125,15 +132,16 @@ class AudioDataset:
         length-bucketed batching of speech recognition and TTS trainers). The window wraps around
         the order, so every clip lies in equally many windows and comes up equally often.
 
-        ``balance > 0`` draws rows by :meth:`weights` (speakers with few rows come up more often),
+        ``balance > 0`` draws rows by :meth:`weights` (groups with few rows come up more often; the
+        groups are speakers or labels, ``balance_by``),
         each row with probability of being in the batch proportional to its weight
         (:func:`weighted_draw`); with a length window, the window is drawn with probability
         proportional to the weight it holds, so a row, which lies in ``width`` windows like every
         row, still comes up in proportion to its weight (unless a window's draw would need a row
-        more than once: a speaker's share of a batch can not exceed its share of the window).
+        more than once: a group's share of a batch can not exceed its share of the window).
         """
         n = len(self)
-        w = self.weights(balance)
+        w = self.weights(balance, balance_by)
         if n <= batch_size or (w is None and length_window == 0):
             idx = torch.randperm(n, generator=generator)[: min(batch_size, n)].tolist()
         else:

@@ -265,7 +265,8 @@ def train(
     export_path = out_dir / EXPORT_NAME
     while step < stop:
         lr = opt.param_groups[0]["lr"]
-        batch = data.sample(cfg.batch_size, generator, cfg.segment_seconds, cfg.length_window, cfg.balance)
+        batch = data.sample(cfg.batch_size, generator, cfg.segment_seconds, cfg.length_window, cfg.balance,
+                             cfg.balance_by)
         batch = dataclasses.replace(batch, wav=batch.wav.to(device), lengths=batch.lengths.to(device))
         # Modules that draw from torch's global RNG (nn.Dropout in the duration predictor) draw from
         # a stream seeded by (seed, rank, step), so a resumed run repeats them too.
