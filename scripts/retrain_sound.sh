@@ -18,7 +18,8 @@
 # 21-class corpus, then its decoder stage on the 41-class corpus.
 # The shipped sound.safetensors is a chain: `sound` 3600 steps from scratch on the earlier 21-class
 # corpus (this script before Dec 2026), then `sound-finetune` 1600 steps on the 41-class corpus, then
-# 1500 more (warmup 50; ~29 min at ~1.15 s/step; 36 min in an earlier run) on it once the thin classes had their curated recordings.
+# 1500 more (warmup 50; ~29 min at ~1.15 s/step; 36 min in an earlier run) on it once the thin classes had their curated recordings,
+# then 2400 class-balanced steps (Dec 7; ~55 min at ~1.4 s/step).
 # Run from scratch here, both stages train on the 41-class corpus.
 set -euo pipefail
 work="${1:-work}"
@@ -51,7 +52,13 @@ sed -e "s|weights = \"sound.safetensors\"|weights = \"$PWD/$work/runs/sound-fine
   -e 's/^steps = 1600/steps = 1500/' -e 's/^warmup = 100/warmup = 50/' audioguide/recipes/sound-finetune.toml \
   > "$work/recipes/sound-finetune2.toml"
 audioguide train "$work/recipes/sound-finetune2.toml" --data "$corpus/train.jsonl" -o "$work/runs/sound-finetune2" --device "$device" --threads 2
-python scripts/ship_weights.py "$work/runs/sound-finetune2/model.safetensors" audioguide/weights/sound.safetensors --recipe sound
+# a third stage, class-balanced: 2400 steps (warmup 50) from the second's weights, each row drawn with weight
+# (rows of its class) ** -0.5 ([train] balance_by = "label"; ~55 min at ~1.4 s/step)
+sed -e "s|weights = \"sound.safetensors\"|weights = \"$PWD/$work/runs/sound-finetune2/model.safetensors\"|" \
+  -e 's/^steps = 1600/steps = 2400/' -e 's/^warmup = 100/warmup = 50\nbalance = 0.5\nbalance_by = "label"/' \
+  audioguide/recipes/sound-finetune.toml > "$work/recipes/sound-finetune3.toml"
+audioguide train "$work/recipes/sound-finetune3.toml" --data "$corpus/train.jsonl" -o "$work/runs/sound-finetune3" --device "$device" --threads 2
+python scripts/ship_weights.py "$work/runs/sound-finetune3/model.safetensors" audioguide/weights/sound.safetensors --recipe sound
 # the caption verifier (sound-dynamic's evaluator, t2a best-of-N): 2600 steps, ~14 min
 audioguide train verifier-sound --data "$corpus/train.jsonl" -o "$work/runs/verifier-sound" --device "$device" --threads 2
 python scripts/ship_weights.py "$work/runs/verifier-sound/model.safetensors" audioguide/weights/verifier-sound.safetensors

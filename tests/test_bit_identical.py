@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 # its kernels by the instruction set, and the BLAS underneath by its own checks, so digests are
 # recorded per machine fingerprint (:func:`fingerprint`): "earlier" is the machine of earlier sessions
 # (fingerprint not kept), then AMD EPYC machines at torch CPU capability AVX2 and AVX512 and an
-# Intel one at AVX512 (Dec 2026); the 9-voice speech and 41-class sound digests on AVX2 AMD recorded Dec 7.
+# Intel one at AVX512 (Dec 2026); the 9-voice speech digests on AVX2 AMD recorded Dec 7, the third-stage sound ones on AVX512 AMD.
 # On a recorded machine the digest must match bit for bit; elsewhere any recorded digest passes, and
 # otherwise the case checks what needs no recording (the recorded length, and the same bits from a
 # second call with the same seed) and warns with the digest to record.
@@ -33,11 +33,12 @@ RECORDED = [
     # (issue 23): the same distribution, other draws; greedy and full-vocabulary sampling of this
     # recipe still give the audio of the code before, bit for bit
     ("speech-lm", "Hello there.", {"seed": 2}, {"earlier": "fbb597daf4c2051d", "AVX2/AuthenticAMD": "31c5db2efdfb7474", "AVX512/AuthenticAMD": "0d0d9a41001075ed"}, 31232),
-    # re-recorded when the sound autoencoder's decoder was fine-tuned and the sound DiT had its second
-    # 41-class stage (issue 26; the AMD digests f50c3c0197df593f / 812ecb5b60525c09 were the weights
-    # before): new weights, the same code path; only this machine could be recorded
-    ("sound", "a dog barking", {"seed": 4, "seconds": 2.0}, {"AVX2/AuthenticAMD": "6c246ed9b52ddac4", "AVX512/GenuineIntel": "d85fbbda5b1a6c14"}, 48000),
-    ("sound", "a cello melody", {"seed": 0, "seconds": 1.5, "cfg": 3.0, "rescale": 0.5}, {"AVX2/AuthenticAMD": "9d1d5dd45820119e", "AVX512/GenuineIntel": "d335e30ae22cd47a"}, 36000),
+    # re-recorded when the sound DiT had its third, class-balanced 41-class stage (issue 26, Dec 7;
+    # the digests of the weights before: AVX2/AuthenticAMD 6c246ed9b52ddac4 / 9d1d5dd45820119e,
+    # AVX512/GenuineIntel d85fbbda5b1a6c14 / d335e30ae22cd47a): new weights, the same code path;
+    # only this machine could be recorded
+    ("sound", "a dog barking", {"seed": 4, "seconds": 2.0}, {"AVX512/AuthenticAMD": "1998825d3f09049f"}, 48000),
+    ("sound", "a cello melody", {"seed": 0, "seconds": 1.5, "cfg": 3.0, "rescale": 0.5}, {"AVX512/AuthenticAMD": "f8300ac70e474b19"}, 36000),
 ]
 
 
