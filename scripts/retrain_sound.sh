@@ -20,7 +20,7 @@
 # corpus (this script before Dec 2026), then `sound-finetune` 1600 steps on the 41-class corpus, then
 # 1500 more (warmup 50; ~29 min at ~1.15 s/step; 36 min in an earlier run) on it once the thin classes had their curated recordings,
 # then 2400 class-balanced steps (Dec 7; ~55 min at ~1.4 s/step).
-# Run from scratch here, both stages train on the 41-class corpus.
+# Run from scratch here, every stage trains on the 41-class corpus.
 set -euo pipefail
 work="${1:-work}"
 speech="${2:-}"
