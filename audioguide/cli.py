@@ -824,39 +824,70 @@ def eval_sounds(
     output: Annotated[Path, typer.Option("--output", "-o", help="Classifier .safetensors to write.")] = Path("sound-classifier.safetensors"),
     per_class: Annotated[Optional[int], typer.Option("--per-class", min=1, help="At most this many training clips per class (default: all).")] = None,
     features: Annotated[str, typer.Option("--features", help="Feature set: scene (log-mel stats + modulation spectrum, librosa) or logmel-stats (the judge of earlier reports).")] = "scene",
-    by_source: Annotated[bool, typer.Option("--by-source/--no-by-source", help="Also measure accuracy on sources held out of training (3 folds).")] = True,
-    augment: Annotated[int, typer.Option("--augment", min=0, max=8, help="Also train on this many degraded copies of every clip (noise, low-pass, tilt; seeded).")] = 0,
+    by_source: Annotated[bool, typer.Option("--by-source/--no-by-source", help="Also measure accuracy on sources held out of training (3 folds: three more trainings).")] = True,
+    augment: Annotated[int, typer.Option("--augment", min=0, max=8, help="Also train on this many degraded copies of every clip (noise, low-pass, tilt; seeded; MLP judge).")] = 0,
+    model: Annotated[str, typer.Option("--model", help="Judge: mlp (summary statistics of --features), cnn (a CNN over the log-mel image, trained with mixing of real clips) or ensemble (both, probabilities averaged).")] = "mlp",
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="CNN judge: training steps (default: 3000, ~38 min on 2 threads).")] = None,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
 ) -> None:
     """Train the sound-class judge on real clips (never generated audio) and report its held-out accuracy."""
+    from dataclasses import replace
+
     from audioguide.core import AudioguideError
     from audioguide.evaluation.classifier import FEATURE_SETS, file_features
-    from audioguide.evaluation.sound import augmented_features, clip_rows, held_out_accuracy, source_holdout, train_sound_classifier
+    from audioguide.evaluation.sound import (
+        augmented_features,
+        clip_rows,
+        held_out_accuracy,
+        source_holdout,
+        ensemble_judge,
+        row_labels,
+        train_sound_classifier,
+        train_sound_cnn,
+    )
 
     with _user_errors():
+        if model not in ("mlp", "cnn", "ensemble"):
+            raise AudioguideError(f"--model must be mlp, cnn or ensemble, got {model!r}")
         if features not in FEATURE_SETS:
             raise AudioguideError(f"--features must be one of {', '.join(FEATURE_SETS)}, got {features!r}")
+        if model == "cnn" and augment:
+            raise AudioguideError("--augment is for the MLP judge; the CNN judge augments its log-mel images itself")
+        if model == "mlp" and steps is not None:
+            raise AudioguideError("--steps is for the CNN judge")
         train_rows, held_rows = _judge_inputs(data, held_out, output, threads)
         shared = {r.audio.resolve() for r in clip_rows(train_rows)} & {r.audio.resolve() for r in clip_rows(held_rows)}
+        cnn = None
         with _progress() as progress:
             bar = progress.add_task("features (train)", total=None)
             chosen = clip_rows(train_rows, per_class)
-            feats = file_features([r.audio for r in chosen], lambda i, n: progress.update(bar, completed=i, total=n), features)
-            augmented = None
-            if augment:
-                bar = progress.add_task(f"features ({augment} degraded copies)", total=None)
-                augmented = augmented_features([r.audio for r in chosen], augment, seed, features,
-                                               lambda i, n: progress.update(bar, completed=i, total=n))
-            clf = train_sound_classifier(train_rows, seed, per_class=per_class, feature_set=features, feats=feats, augmented=augmented)
+            tick = lambda i, n: progress.update(bar, completed=i, total=n)  # noqa: E731
+            augmented = feats = images = None
+            if model != "cnn":
+                feats = file_features([r.audio for r in chosen], tick, features)
+                if augment:
+                    bar = progress.add_task(f"features ({augment} degraded copies)", total=None)
+                    augmented = augmented_features([r.audio for r in chosen], augment, seed, features, tick)
+                clf = train_sound_classifier(train_rows, seed, per_class=per_class, feature_set=features, feats=feats, augmented=augmented)
+            if model != "mlp":
+                from audioguide.evaluation.cnn_judge import CNNConfig, file_images
+
+                cnn = CNNConfig() if steps is None else replace(CNNConfig(), steps=steps)
+                bar = progress.add_task("log-mel images (train)", total=None)
+                images = file_images([r.audio for r in chosen], tick)
+                bar = progress.add_task("training", total=cnn.steps)
+                net = train_sound_cnn(train_rows, seed, cnn, per_class, images=images, on_step=tick)
+                clf = net if model == "cnn" else ensemble_judge(clf, net, feats, images, [row_labels(r)[0] for r in chosen])
             bar = progress.add_task("features (held out)", total=None)
-            acc = held_out_accuracy(clf, held_rows, on_item=lambda i, n: progress.update(bar, completed=i, total=n))
+            acc = held_out_accuracy(clf, held_rows, on_item=tick)
         clf.config["held_out_accuracy"] = acc.overall
         holdout = None
         if by_source:
             whole = per_class is None  # the features above are those of every clip
             holdout = source_holdout(train_rows, seed, feature_set=features, feats=feats if whole else None,
-                                     augmented=augmented if whole else None)
+                                     augmented=augmented if whole else None, cnn=cnn, images=images if whole else None,
+                                     ensemble=model == "ensemble")
             clf.config["source_holdout_accuracy"] = holdout.overall
         if acc.mixtures is not None:
             clf.config["mixture_accuracy"] = acc.mixtures[0]

@@ -9,7 +9,11 @@ each reconstruction to its clip (the HiFi-GAN mel loss, in the autoencoder's own
         --per-class 6 [--weights A.safetensors --weights B.safetensors ...] [--report OUT.md]
 
 Without --weights: the shipped autoencoder-sound only. Clips are one per audio file among the
-first ``--per-class`` captions of each class (the rows `audioguide eval t2a --per-class` judges).
+first ``--per-class`` captions of each class (the rows `audioguide eval t2a --per-class` judges),
+read at the autoencoder's rate (24 kHz). Until 2026-12-07 they were read at the judge's 16 kHz and
+handed to the 24 kHz autoencoder as they were, so it coded every clip 1.5 times too high and fast:
+the ceilings reported before then (57.5 / 59.6 %, log-mel 0.830 / 0.728) are too low.
+``--member mlp|cnn`` judges with one member of an ensemble judge (``audioguide eval sounds --model ensemble``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import torch
 
 from audioguide.audio import read_audio
 from audioguide.components import build_components
-from audioguide.evaluation.classifier import SAMPLE_RATE, features
 from audioguide.evaluation.descriptions import wilson
 from audioguide.evaluation.sound import clip_rows, held_out_rows, load_sound_classifier, row_label
 from audioguide.manifest import read_manifest
@@ -39,10 +42,15 @@ def main() -> None:
     ap.add_argument("--weights", action="append", default=[], help="autoencoder checkpoint (repeatable)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--report", type=Path)
+    ap.add_argument("--member", choices=("mlp", "cnn"), help="judge with this member of an ensemble judge alone")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     judge = load_sound_classifier(args.classifier)
+    if args.member:
+        if not hasattr(judge, "members"):
+            raise SystemExit(f"error: {args.classifier} is not an ensemble judge; --member needs one")
+        judge = judge.members[("mlp", "cnn").index(args.member)]
     rows = clip_rows(held_out_rows(read_manifest(args.data), args.per_class))
     labels = [row_label(r) for r in rows]
     recipe = load_recipe("autoencoder-sound")
@@ -52,7 +60,8 @@ def main() -> None:
         rep, _ = build_components(dataclasses.replace(recipe, representation=spec))
         sides.append((f"through {source}" + ("" if args.weights else " (shipped)"), rep.eval()))
 
-    wavs = [read_audio(r.audio, SAMPLE_RATE)[0] for r in rows]
+    rate = int(recipe.representation.config.sample_rate)  # the autoencoder's rate: the judge resamples what it hears
+    wavs = [read_audio(r.audio, rate)[0] for r in rows]
     per = f", up to {args.per_class} captions per class" if args.per_class else ""
     lines = [f"{len(rows)} real held-out clips of {len(set(labels))} classes ({args.data}{per}); "
              f"judge {args.classifier}", "", "| audio | judge accuracy [95 % CI] | log-mel L1 |", "|---|---|---|"]
@@ -68,7 +77,7 @@ def main() -> None:
                 y = rep.decode(rep.encode(x))[..., : x.shape[-1]]
                 distances.append(float(mel_loss(x, y, rep)))
             out.append(y[0].numpy())
-        predicted = judge.predict_features(features(out, SAMPLE_RATE, judge.feature_set))
+        predicted = judge.predict_features(judge.batch([judge.clip_features(w, rate) for w in out]))
         hits = [p == v for p, v in zip(predicted, labels)]
         lo, hi = wilson(sum(hits), len(hits))
         mel = f"{np.mean(distances):.3f}" if distances else "-"

@@ -74,10 +74,26 @@ python scripts/autoencoder_ceiling.py --data "$corpus/single.jsonl" --classifier
   --weights "$work/runs/autoencoder-sound/model.safetensors" --weights audioguide/weights/autoencoder-sound.safetensors \
   --report benchmarks/results/sound_autoencoder_ceiling.md
 audioguide eval t2a sound --data "$corpus/single.jsonl" --classifier "$work/sounds.safetensors" --per-class 6 \
-  --cfg 1,5 --rescale 0,0.7 --steps 1,8 --report benchmarks/results/sound_eval.md
+  --cfg 1,5 --rescale 0,0.7 --steps 1,8 --report benchmarks/results/sound_eval.md \
+  --items "$work/t2a_single.jsonl" --save-wavs "$work/wavs_single"
 audioguide eval t2a sound --data "$corpus/unseen.jsonl" --classifier "$work/sounds.safetensors" --per-class 6 \
-  --cfg 1,5 --rescale 0.7 --steps 8 --report benchmarks/results/sound_eval_unseen.md
+  --cfg 1,5 --rescale 0.7 --steps 8 --report benchmarks/results/sound_eval_unseen.md \
+  --items "$work/t2a_unseen.jsonl" --save-wavs "$work/wavs_unseen"
 audioguide eval t2a sound --data "$corpus/scenes.jsonl" --classifier "$work/sounds.safetensors" \
-  --cfg 1,5 --rescale 0.7 --steps 8 --report benchmarks/results/sound_eval_scenes.md
+  --cfg 1,5 --rescale 0.7 --steps 8 --report benchmarks/results/sound_eval_scenes.md \
+  --items "$work/t2a_scenes.jsonl" --save-wavs "$work/wavs_scenes"
+# the judges side by side (benchmarks/results/sound_judges.md): the MLP above, a CNN over log-mel images trained
+# with mixing of real clips (3000 steps, ~38 min) and both as an ensemble, on the same real, resynthesised and
+# generated clips (the generated ones judged again from the wavs kept above, not generated again)
+audioguide eval sounds --model ensemble --data "$corpus/train.jsonl" --held-out "$corpus/held_out.jsonl" \
+  -o "$work/sounds-ensemble.safetensors" --no-by-source | tee benchmarks/results/sound_judge_ensemble.txt
+for member in mlp cnn ""; do
+  python scripts/autoencoder_ceiling.py --data "$corpus/single.jsonl" --classifier "$work/sounds-ensemble.safetensors" \
+    --per-class 6 ${member:+--member $member}
+  for split in single unseen scenes; do
+    python scripts/rejudge_sound_items.py "$work/t2a_$split.jsonl" "$work/wavs_$split" --data "$corpus/$split.jsonl" \
+      --classifier "$work/sounds-ensemble.safetensors" -o "$work/rejudged_${split}_${member:-ensemble}.jsonl" ${member:+--member $member}
+  done
+done
 python benchmarks/t2a_speed.py --report benchmarks/results/t2a_speed.md
 python scripts/sound_samples.py   # samples/sound (needs matplotlib)

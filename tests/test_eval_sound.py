@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from audioguide.audio import write_wav
+from audioguide.audio import read_audio, write_wav
 from audioguide.checkpoints import save_checkpoint
 from audioguide.cli import app
 from audioguide.core import Audio, AudioguideError
@@ -562,3 +562,119 @@ def test_augmented_copies_train_the_judge_and_each_source_fold(tmp_path):
                               "-o", str(tmp_path / "j.safetensors"), "--augment", "1", "--no-by-source"])
     assert res.exit_code == 0, res.output
     assert load_sound_classifier(tmp_path / "j.safetensors").config["augmented_copies"] == 1
+
+
+# -- the CNN judge ------------------------------------------------------------------------------
+
+TINY_CNN = dict(channels=(4, 8), embed=16, steps=80, batch=8, crop=48)
+
+
+def test_cnn_judge_learns_classes_is_seeded_and_round_trips(corpus, tmp_path):
+    from audioguide.evaluation.cnn_judge import CNNConfig, CNNJudge
+    from audioguide.evaluation.sound import train_sound_cnn
+
+    _, train, held, _ = corpus
+    config = CNNConfig(**TINY_CNN)
+    judge = train_sound_cnn(read_manifest(train), seed=0, config=config)
+    assert judge.labels == ("chirp", "noise", "tone") and judge.config["model"] == "cnn" and judge.config["train_items"] == 24
+    acc = held_out_accuracy(judge, read_manifest(held))
+    assert acc.items == 12 and acc.overall >= 0.9
+    again = train_sound_cnn(read_manifest(train), seed=0, config=config)
+    other = train_sound_cnn(read_manifest(train), seed=1, config=config)
+    w = lambda j: torch.cat([p.flatten() for p in j.net.parameters()])  # noqa: E731
+    assert torch.equal(w(judge), w(again)) and not torch.equal(w(judge), w(other))
+    path = judge.save(tmp_path / "cnn.safetensors")
+    loaded = load_sound_classifier(path)
+    assert isinstance(loaded, CNNJudge) and loaded.labels == judge.labels
+    rng = np.random.default_rng(5)
+    wavs = [synthetic_sound(c, rng) for c in ("tone", "noise", "chirp")]
+    feats = loaded.batch([loaded.clip_features(x, SR) for x in wavs])
+    assert torch.allclose(loaded.logits(feats), judge.logits(feats)) and loaded.embed(feats).shape == (3, 16)
+    assert loaded.predict(wavs, SR) == judge.predict(wavs, SR)
+    # a clip shorter than the four-pool minimum still gets a decision
+    assert len(loaded.predict(wavs[0][:800], SR)) == 1
+
+
+def test_cnn_judge_mixes_powers_and_masks_within_range():
+    from audioguide.evaluation.cnn_judge import FLOOR_DB, SCALE_DB, _augment, _mix, logmel_image
+
+    rng = np.random.default_rng(0)
+    a = logmel_image(synthetic_sound("tone", rng), SR).astype(np.float32)
+    b = logmel_image(synthetic_sound("noise", rng), SR).astype(np.float32)
+    assert a.max() == 0 and a.min() >= -FLOOR_DB / SCALE_DB  # dB below the peak, floored
+    assert np.allclose(_mix(a, a, 0.0), a, atol=1e-5)  # a clip plus itself: twice the power, the same image
+    assert np.allclose(_mix(a, b, -300.0), a, atol=1e-5)  # an inaudible background changes nothing
+    mixed = _mix(a, b, -3.0)
+    assert (mixed >= np.minimum(a, b) - 1e-5).all() and mixed.max() == 0  # power only adds
+    out = _augment(a.copy(), np.random.default_rng(1), 6.0)
+    assert out.shape == a.shape and out.min() >= -FLOOR_DB / SCALE_DB and not np.array_equal(out, a)
+    assert np.array_equal(out, _augment(a.copy(), np.random.default_rng(1), 6.0))  # seeded
+
+
+def test_cnn_source_holdout_and_cli(tmp_path):
+    from audioguide.evaluation.cnn_judge import CNNConfig, CNNJudge
+    from audioguide.evaluation.sound import EnsembleJudge, source_holdout
+
+    rng = np.random.default_rng(2)
+    rows, held = [], []
+    for split, n in (("train", 5), ("held", 2)):
+        for label in KINDS:
+            for source in ("s0", "s1"):
+                for i in range(n):
+                    path = tmp_path / f"{split}-{label}-{source}-{i}.wav"
+                    write_wav(path, synthetic_sound(label, rng), SR)
+                    (rows if split == "train" else held).append({"id": path.stem, "audio": path.name, "caption": label, "label": label, "source": source})
+    write_manifest(tmp_path / "train.jsonl", rows)
+    write_manifest(tmp_path / "held.jsonl", held)
+    for ensemble in (False, True):
+        result = source_holdout(read_manifest(tmp_path / "train.jsonl"), seed=0, folds=2, cnn=CNNConfig(**TINY_CNN), ensemble=ensemble)
+        assert set(result.per_class) == set(KINDS) and result.items == 30 and all(k == 2 for _, _, k in result.per_class.values())
+        assert result.overall >= 0.8
+    out = tmp_path / "cnn.safetensors"
+    base = ["eval", "sounds", "--data", str(tmp_path / "train.jsonl"), "--held-out", str(tmp_path / "held.jsonl"), "-o", str(out)]
+    res = runner.invoke(app, [*base, "--model", "cnn", "--steps", "3", "--no-by-source"])
+    assert res.exit_code == 0, res.output
+    assert "held-out accuracy on real audio" in res.output and "3 classes, 30 training clips" in res.output
+    judge = load_sound_classifier(out)
+    assert isinstance(judge, CNNJudge) and judge.config["steps"] == 3 and 0 <= judge.config["held_out_accuracy"] <= 1
+    both = tmp_path / "both.safetensors"
+    res = runner.invoke(app, [*base[:-1], str(both), "--model", "ensemble", "--steps", "3", "--no-by-source"])
+    assert res.exit_code == 0, res.output
+    assert isinstance(load_sound_classifier(both), EnsembleJudge)
+    # the CNN and ensemble judges score a t2a run end to end
+    for judge_path in (out, both):
+        res = runner.invoke(app, ["eval", "t2a", "random-t2a", "--data", str(tmp_path / "held.jsonl"), "--classifier", str(judge_path),
+                                  "--per-class", "1", "--steps", "1", "--seconds", "0.5"])
+        assert res.exit_code == 0, res.output
+    for bad, message in ((["--model", "svm"], "--model must be mlp, cnn or ensemble"), (["--model", "cnn", "--augment", "2"], "--augment is for the MLP"),
+                         (["--steps", "5"], "--steps is for the CNN judge")):
+        res = runner.invoke(app, [*base, *bad])
+        assert res.exit_code == 2 and f"error: {message}" in res.output, res.output
+
+
+def test_ensemble_judge_averages_its_members_and_round_trips(corpus, tmp_path):
+    from audioguide.evaluation.cnn_judge import CNNConfig, file_images
+    from audioguide.evaluation.sound import EnsembleJudge, class_probabilities, clip_rows, ensemble_judge, train_sound_cnn
+
+    _, train, held, mlp = corpus
+    rows = clip_rows(read_manifest(train))
+    cnn = train_sound_cnn(rows, seed=0, config=CNNConfig(**TINY_CNN))
+    feats, images = mlp.file_features([r.audio for r in rows]), file_images([r.audio for r in rows])
+    judge = ensemble_judge(mlp, cnn, feats, images, [r.extra["label"] for r in rows])
+    assert judge.labels == mlp.labels and judge.config["train_accuracy"] >= 0.9 and judge.config["train_items"] == 24
+    # each member's embedding has root-mean-square size 1 over the training clips
+    batch = judge.batch([judge.clip_features(*read_audio(r.audio, SR)) for r in rows])
+    emb = judge.embed(batch)
+    assert emb.shape == (24, mlp.params["w1"].shape[1] + 16)
+    assert emb[:, : mlp.params["w1"].shape[1]].pow(2).sum(-1).mean().sqrt() == pytest.approx(1.0, rel=1e-3)
+    assert emb[:, mlp.params["w1"].shape[1]:].pow(2).sum(-1).mean().sqrt() == pytest.approx(1.0, rel=1e-3)
+    # the ensemble's probability is the members' mean: sigmoid for the multi-label CNN, softmax for the MLP
+    expected = (torch.softmax(mlp.logits(batch.parts[0]), -1) + torch.sigmoid(cnn.logits(batch.parts[1]))) / 2
+    assert not mlp.config["multi_label"] and torch.allclose(judge.probabilities(batch), expected, atol=1e-6)
+    assert torch.allclose(class_probabilities(cnn, batch.parts[1]), torch.sigmoid(cnn.logits(batch.parts[1])))
+    assert held_out_accuracy(judge, read_manifest(held)).overall >= 0.9
+    loaded = load_sound_classifier(judge.save(tmp_path / "both.safetensors"))
+    assert isinstance(loaded, EnsembleJudge) and loaded.scales == judge.scales
+    assert torch.allclose(loaded.probabilities(batch), judge.probabilities(batch)) and torch.allclose(loaded.embed(batch), emb)
+    with pytest.raises(AudioguideError, match="same classes"):
+        EnsembleJudge(ClipClassifier(("a", "b"), mlp.mean, mlp.std, mlp.params, {}), cnn)

@@ -224,6 +224,15 @@ class ClipClassifier:
         """One clip's features, of this judge's feature set."""
         return _feature_set(self.feature_set)[0](wav, sample_rate)
 
+    def file_features(self, paths: Sequence[str | Path], on_item: Callable[[int, int], None] | None = None) -> Tensor:
+        """``[len(paths), D]`` features of audio files, of this judge's feature set."""
+        return file_features(paths, on_item, self.feature_set)
+
+    @staticmethod
+    def batch(feats: Sequence[np.ndarray]) -> Tensor:
+        """Clips' :meth:`clip_features` as what :meth:`predict_features` and the others take."""
+        return torch.from_numpy(np.stack(feats)) if len(feats) else torch.zeros(0, 0)
+
     @torch.inference_mode()
     def predict_features(self, feats: Tensor) -> list[str]:
         if len(feats) == 0:

@@ -35,6 +35,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -50,6 +51,9 @@ from audioguide.evaluation.classifier import (
 )
 from audioguide.evaluation.tts import Sample, fmt_num, fmt_pct, fmt_scale, real_time_factor
 from audioguide.manifest import Row
+
+if TYPE_CHECKING:
+    from audioguide.evaluation.cnn_judge import CNNConfig, CNNJudge
 from audioguide.recipes import call_policy, sampler_config
 
 KIND = "sound-classifier"
@@ -223,9 +227,160 @@ def train_sound_classifier(
     return clf
 
 
-def load_sound_classifier(path: str | Path) -> ClipClassifier:
-    """A checkpoint written by :func:`train_sound_classifier` (``audioguide eval sounds``)."""
+def load_sound_classifier(path: str | Path) -> ClipClassifier | CNNJudge | EnsembleJudge:
+    """A checkpoint written by ``audioguide eval sounds``: the MLP judge of
+    :func:`train_sound_classifier`, the CNN judge of :func:`train_sound_cnn` (config
+    ``"model": "cnn"``) or both as an :class:`EnsembleJudge` (``"model": "ensemble"``)."""
+    from audioguide.checkpoints import load_checkpoint
+    from audioguide.evaluation.cnn_judge import CNNJudge
+
+    ckpt = load_checkpoint(path)
+    if ckpt.kind == KIND and ckpt.config.get("model") == "cnn":
+        return CNNJudge.from_checkpoint(ckpt)
+    if ckpt.kind == KIND and ckpt.config.get("model") == "ensemble":
+        return EnsembleJudge.from_checkpoint(ckpt)
     return ClipClassifier.load(path, KIND)
+
+
+def class_probabilities(judge: ClipClassifier | CNNJudge, batch) -> Tensor:
+    """``[N, classes]``: a judge's probability of each class, a sigmoid per class for a multi-label
+    judge (trained with scenes), else the softmax."""
+    logits = judge.logits(batch).float()
+    return torch.sigmoid(logits) if judge.config.get("multi_label") else torch.softmax(logits, -1)
+
+
+@dataclass(frozen=True)
+class EnsembleBatch:
+    """Several clips as each member of an :class:`EnsembleJudge` reads them."""
+
+    parts: tuple
+    n: int
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class EnsembleJudge:
+    """Two judges that see a clip differently, the MLP over summary statistics and the CNN over
+    the log-mel image, as one: a class's probability is the mean of the members'
+    (:func:`class_probabilities`; the simple average of Kittler et al. 1998, "On combining
+    classifiers", the sum rule, eq. 18), and the embedding (for Fréchet distances) is the members'
+    embeddings side by side, each divided by its root-mean-square size over the training clips so
+    that neither outweighs the other. The same calls as its members; saved as one
+    ``sound-classifier`` checkpoint (config ``"model": "ensemble"``, tensors prefixed ``mlp.`` / ``cnn.``)."""
+
+    feature_set = "ensemble"
+
+    def __init__(self, mlp: ClipClassifier, cnn: CNNJudge, scales: Sequence[float] = (1.0, 1.0), config: dict | None = None,
+                 kind: str = KIND) -> None:
+        if tuple(mlp.labels) != tuple(cnn.labels):
+            raise AudioguideError("the judges of an ensemble must know the same classes")
+        self.members = (mlp, cnn)
+        self.labels = tuple(mlp.labels)
+        self.scales = tuple(float(x) for x in scales)
+        self.config = {"model": "ensemble", "multi_label": True, **(config or {})}
+        self.kind = kind
+
+    def clip_features(self, wav: np.ndarray, sample_rate: int) -> tuple:
+        return tuple(m.clip_features(wav, sample_rate) for m in self.members)
+
+    def file_features(self, paths: Sequence[str | Path], on_item: Callable[[int, int], None] | None = None) -> EnsembleBatch:
+        from audioguide.audio import read_audio
+
+        feats = []
+        for i, path in enumerate(paths):
+            feats.append(self.clip_features(*read_audio(path, SAMPLE_RATE)))
+            if on_item is not None:
+                on_item(i + 1, len(paths))
+        return self.batch(feats)
+
+    def batch(self, feats: Sequence[tuple]) -> EnsembleBatch:
+        return EnsembleBatch(tuple(m.batch([f[k] for f in feats]) for k, m in enumerate(self.members)), len(feats))
+
+    def probabilities(self, batch: EnsembleBatch) -> Tensor:
+        if len(batch) == 0:
+            return torch.zeros(0, len(self.labels))
+        return torch.stack([class_probabilities(m, part) for m, part in zip(self.members, batch.parts)]).mean(0)
+
+    def logits(self, batch: EnsembleBatch) -> Tensor:
+        """The log of the mean probability (what :meth:`predict_features` ranks)."""
+        return self.probabilities(batch).clamp_min(1e-12).log()
+
+    def embed(self, batch: EnsembleBatch) -> Tensor:
+        return torch.cat([m.embed(part).float() / s for m, part, s in zip(self.members, batch.parts, self.scales)], -1)
+
+    def predict_features(self, batch: EnsembleBatch) -> list[str]:
+        return [self.labels[i] for i in self.logits(batch).argmax(-1).tolist()] if len(batch) else []
+
+    def top_features(self, batch: EnsembleBatch, k: int) -> list[tuple[str, ...]]:
+        if len(batch) == 0:
+            return []
+        return [tuple(self.labels[i] for i in row) for row in self.logits(batch).topk(k, -1).indices.tolist()]
+
+    def predict(self, wavs: Sequence[np.ndarray] | np.ndarray, sample_rate: int) -> list[str]:
+        if isinstance(wavs, np.ndarray) and wavs.ndim == 1:
+            wavs = [wavs]
+        return self.predict_features(self.batch([self.clip_features(w, sample_rate) for w in wavs]))
+
+    def save(self, path: str | Path) -> Path:
+        from audioguide.checkpoints import save_checkpoint
+
+        mlp, cnn = self.members
+        tensors = {"mlp.mean": mlp.mean, "mlp.std": mlp.std, **{f"mlp.{k}": v for k, v in mlp.params.items()},
+                   **{f"cnn.{k}": v.detach().clone() for k, v in cnn.net.state_dict().items()}}
+        config = {**self.config, "labels": list(self.labels), "scales": list(self.scales),
+                  "members": {"mlp": mlp.config, "cnn": cnn.config}}
+        return save_checkpoint(path, tensors, config, self.kind)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt) -> EnsembleJudge:
+        from types import SimpleNamespace
+
+        from audioguide.evaluation.cnn_judge import CNNJudge
+
+        config = dict(ckpt.config)
+        try:
+            labels, members, scales = config.pop("labels"), config.pop("members"), config.pop("scales")
+            part = {p: {k[len(p) + 1:]: v for k, v in ckpt.tensors.items() if k.startswith(p + ".")} for p in ("mlp", "cnn")}
+            mean, std = part["mlp"].pop("mean"), part["mlp"].pop("std")
+            mlp = ClipClassifier(labels, mean, std, part["mlp"], members["mlp"], ckpt.kind)
+            cnn = CNNJudge.from_checkpoint(SimpleNamespace(path=ckpt.path, kind=ckpt.kind, config={**members["cnn"], "labels": labels},
+                                                           tensors=part["cnn"]))
+        except KeyError as e:
+            raise AudioguideError(f"{ckpt.path}: an ensemble sound judge lacks {e.args[0]!r}") from None
+        return cls(mlp, cnn, scales, config, ckpt.kind)
+
+
+def ensemble_judge(mlp: ClipClassifier, cnn: CNNJudge, mlp_feats: Tensor, images: Sequence[np.ndarray],
+                   labels: Sequence[str]) -> EnsembleJudge:
+    """The two judges as one (:class:`EnsembleJudge`); ``mlp_feats``, ``images`` and ``labels``: the
+    training clips' features and (first) classes, which fix each member's embedding scale and
+    give the ensemble's training accuracy."""
+    scales = [float(m.embed(f).float().pow(2).sum(-1).mean().sqrt().clamp_min(1e-8)) for m, f in ((mlp, mlp_feats), (cnn, list(images)))]
+    judge = EnsembleJudge(mlp, cnn, scales, {"train_items": len(labels), "feature_set": "ensemble"})
+    predicted = judge.predict_features(EnsembleBatch((mlp_feats, list(images)), len(labels)))
+    judge.config["train_accuracy"] = float(np.mean([p == v for p, v in zip(predicted, labels)]))
+    return judge
+
+
+def train_sound_cnn(
+    rows: Sequence[Row], seed: int = 0, config: CNNConfig | None = None, per_class: int | None = None,
+    images: Sequence[np.ndarray] | None = None, on_item: Callable[[int, int], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> CNNJudge:
+    """The CNN judge (:mod:`audioguide.evaluation.cnn_judge`) on the real clips of ``rows`` (each
+    audio file once, at most ``per_class`` per class), a scene's two classes as its labels.
+    ``images``: their log-mel images, already computed (in :func:`clip_rows` order)."""
+    from audioguide.evaluation.cnn_judge import CNNConfig, file_images, train_cnn_judge
+
+    chosen = clip_rows(rows, per_class)
+    if not chosen:
+        raise AudioguideError("no rows with both 'audio' and a 'label' to train a sound classifier on")
+    if images is None:
+        images = file_images([r.audio for r in chosen], on_item)
+    judge = train_cnn_judge(images, [row_labels(r) for r in chosen], seed, config or CNNConfig(), on_step)
+    judge.config["per_class"] = per_class
+    return judge
 
 
 @dataclass(frozen=True)
@@ -242,14 +397,14 @@ def recognised(labels: Sequence[str], top: Sequence[str]) -> bool:
     return set(labels) <= set(top[: len(labels)])
 
 
-def judge_hits(clf: ClipClassifier, feats: Tensor, label_sets: Sequence[tuple[str, ...]]) -> list[bool]:
+def judge_hits(clf: ClipClassifier | CNNJudge, feats: Tensor | Sequence[np.ndarray], label_sets: Sequence[tuple[str, ...]]) -> list[bool]:
     """:func:`recognised` for each clip of ``feats``."""
     top = clf.top_features(feats, 2) if len(feats) else []
     return [recognised(v, t) for t, v in zip(top, label_sets)]
 
 
 def held_out_accuracy(
-    clf: ClipClassifier, rows: Sequence[Row], per_class: int | None = None,
+    clf: ClipClassifier | CNNJudge, rows: Sequence[Row], per_class: int | None = None,
     on_item: Callable[[int, int], None] | None = None, feats: Tensor | None = None,
 ) -> SoundAccuracy:
     """Accuracy on real held-out clips: top-1 overall and per class for single-source clips, both
@@ -259,7 +414,7 @@ def held_out_accuracy(
     if not chosen:
         raise AudioguideError("no held-out rows with both 'audio' and a 'label'")
     if feats is None:
-        feats = file_features([r.audio for r in chosen], on_item, clf.feature_set)
+        feats = clf.file_features([r.audio for r in chosen], on_item)
     sets = [row_labels(r) for r in chosen]
     hits = judge_hits(clf, feats, sets)
     single = [i for i, v in enumerate(sets) if len(v) == 1]
@@ -285,7 +440,8 @@ class SourceHoldout:
 def source_holdout(
     rows: Sequence[Row], seed: int = 0, config: TrainConfig | None = None, feature_set: str = "scene",
     folds: int = 3, feats: Tensor | None = None, on_item: Callable[[int, int], None] | None = None,
-    augmented: Tensor | None = None,
+    augmented: Tensor | None = None, cnn: CNNConfig | None = None, images: Sequence[np.ndarray] | None = None,
+    ensemble: bool = False,
 ) -> SourceHoldout:
     """Held out by source: in fold ``k`` every class with several sources (``extra["source"]``:
     a package, a soundfont, a procedural model) loses its ``k``-th source (sources sorted by name,
@@ -293,12 +449,21 @@ def source_holdout(
     Single-source rows only (a scene's sources are two). A judge that learned a package's
     recording chain or one synthesis model instead of the class fails here. ``feats``: the
     features of :func:`clip_rows` of ``rows`` (scenes included), already computed; ``augmented``:
-    their degraded copies ``[copies, clips, D]``, of which each fold trains on its training clips'."""
+    their degraded copies ``[copies, clips, D]``, of which each fold trains on its training clips'.
+    ``cnn``: measure the CNN judge of this config instead (``images``: the log-mel images of
+    :func:`clip_rows` of ``rows``, already computed); with ``ensemble``, both judges, combined as
+    :class:`EnsembleJudge` combines them."""
     clips = clip_rows(rows)
     single = [i for i, r in enumerate(clips) if len(row_labels(r)) == 1]
     chosen = [clips[i] for i in single]
-    feats = file_features([r.audio for r in chosen], on_item, feature_set) if feats is None else feats[single]
-    copies = augmented[:, single] if augmented is not None else torch.zeros(0, *feats.shape)
+    use_mlp = cnn is None or ensemble
+    if cnn is not None:
+        from audioguide.evaluation.cnn_judge import file_images, train_cnn_judge
+
+        imgs = file_images([r.audio for r in chosen], on_item) if images is None else [images[i] for i in single]
+    if use_mlp:
+        feats = file_features([r.audio for r in chosen], on_item, feature_set) if feats is None else feats[single]
+        copies = augmented[:, single] if augmented is not None else torch.zeros(0, *feats.shape)
     labels = [row_label(r) for r in chosen]
     sources = [str(r.extra.get("source", "?")) for r in chosen]
     by_class: dict[str, list[str]] = {}
@@ -310,11 +475,23 @@ def source_holdout(
     for k in range(folds):
         out = {c: v[k % len(v)] for c, v in multi.items()}
         test = [i for i, (c, src) in enumerate(zip(labels, sources)) if out.get(c) == src]
-        train = [i for i in range(len(chosen)) if i not in set(test)]
-        x = torch.cat([feats[train], *copies[:, train]])
-        y = [labels[i] for i in train] * (1 + len(copies))
-        clf = fit(x, y, seed + k, config or (JUDGE_CONFIG if feature_set == "scene" else TrainConfig()), KIND, feature_set)
-        for i, p in zip(test, clf.predict_features(feats[test])):
+        held = set(test)
+        train = [i for i in range(len(chosen)) if i not in held]
+        members = []
+        if use_mlp:
+            x = torch.cat([feats[train], *copies[:, train]])
+            y = [labels[i] for i in train] * (1 + len(copies))
+            clf = fit(x, y, seed + k, config or (JUDGE_CONFIG if feature_set == "scene" else TrainConfig()), KIND, feature_set)
+            members.append((clf, feats[test]))
+        if cnn is not None:
+            clf = train_cnn_judge([imgs[i] for i in train], [labels[i] for i in train], seed + k, cnn)
+            members.append((clf, [imgs[i] for i in test]))
+        if len(members) == 1:
+            predicted = members[0][0].predict_features(members[0][1])
+        else:  # every fold's judges see the same classes (a fold hides sources, never a class)
+            probs = torch.stack([class_probabilities(j, f) for j, f in members]).mean(0)
+            predicted = [members[0][0].labels[i] for i in probs.argmax(-1).tolist()]
+        for i, p in zip(test, predicted):
             hits[labels[i]].append(p == labels[i])
     per = {c: (float(np.mean(h)), len(h), len(multi[c])) for c, h in sorted(hits.items()) if h}
     every = [x for h in hits.values() for x in h]
@@ -527,7 +704,7 @@ def _slug(label: str) -> str:
 
 
 def evaluate_t2a(
-    pipe, rows: Sequence[Row], classifier: ClipClassifier, settings: Sequence[Setting],
+    pipe, rows: Sequence[Row], classifier: ClipClassifier | CNNJudge, settings: Sequence[Setting],
     on_item: Callable[[int, int], None] | None = None, seconds: float | None = None, *,
     seed: int = 0, per_class: int | None = None, wav_dir: str | Path | None = None, samples: int = 0,
 ) -> T2AReport:
@@ -591,7 +768,7 @@ def evaluate_t2a(
     real_result = None
     real_emb = None
     if real_rows:
-        feats = torch.from_numpy(np.stack(real_feats))
+        feats = classifier.batch(real_feats)
         real_emb = classifier.embed(feats).numpy()
         predicted = classifier.predict_features(feats)
         tops = classifier.top_features(feats, 2)
@@ -615,7 +792,7 @@ def evaluate_t2a(
             feats.append(classifier.clip_features(wav, audio.sample_rate))
             items.append((row, seed + i, len(wav) / audio.sample_rate, elapsed))
             tick()
-        feats_t = torch.from_numpy(np.stack(feats))
+        feats_t = classifier.batch(feats)
         predicted = classifier.predict_features(feats_t)
         tops = classifier.top_features(feats_t, 2)
         fd = frechet_distance(classifier.embed(feats_t).numpy(), real_emb) if real_emb is not None else float("nan")
