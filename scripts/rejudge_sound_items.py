@@ -43,7 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     from audioguide.audio import read_audio
     from audioguide.core import atomic_write
     from audioguide.evaluation.classifier import SAMPLE_RATE
-    from audioguide.evaluation.sound import _slug, clip_rows, frechet_distance, load_sound_classifier, recognised, row_label, row_labels
+    from audioguide.evaluation.sound import (
+        REAL_LABEL,
+        _slug,
+        clip_rows,
+        frechet_distance,
+        load_sound_classifier,
+        recognised,
+        row_label,
+        row_labels,
+    )
     from audioguide.manifest import read_manifest
 
     judge = load_sound_classifier(args.classifier)
@@ -54,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = {r.id: r for r in read_manifest(args.data)}
     items = [json.loads(line) for line in Path(args.items).read_text(encoding="utf-8").splitlines() if line.strip()]
     generated = [it for it in items if it["seed"] is not None]
+    missing = sorted({it["row_id"] for it in generated} - set(rows))
+    if missing:
+        raise SystemExit(f"error: {len(missing)} item(s) name rows that {args.data} lacks, e.g. {missing[0]!r}")
     wanted = {rows[it["row_id"]].audio.resolve(): rows[it["row_id"]] for it in generated}
     real = [r for r in clip_rows(list(rows.values())) if r.audio.resolve() in wanted]
     real_feats = [judge.clip_features(*read_audio(r.audio, SAMPLE_RATE)) for r in real]
@@ -62,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for r, f in zip(real, real_feats):
         top = judge.top_features(judge.batch([f]), 2)[0]
         labels = row_labels(r)
-        out.append({"setting": "real audio", "scales": {}, "row_id": r.id, "label": row_label(r), "kind": r.extra.get("kind"),
+        out.append({"setting": REAL_LABEL, "scales": {}, "row_id": r.id, "label": row_label(r), "kind": r.extra.get("kind"),
                     "predicted": top[0], "seed": None, "seconds": None, "synthesis_seconds": None, "labels": list(labels),
                     "top": list(top), "hit": recognised(labels, top) if len(labels) > 1 else top[0] == row_label(r)})
     for setting in dict.fromkeys(it["setting"] for it in generated):

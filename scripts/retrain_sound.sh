@@ -76,6 +76,8 @@ python scripts/autoencoder_ceiling.py --data "$corpus/single.jsonl" --classifier
 audioguide eval t2a sound --data "$corpus/single.jsonl" --classifier "$work/sounds.safetensors" --per-class 6 \
   --cfg 1,5 --rescale 0,0.7 --steps 1,8 --report benchmarks/results/sound_eval.md \
   --items "$work/t2a_single.jsonl" --save-wavs "$work/wavs_single"
+audioguide eval t2a sound --data "$corpus/single.jsonl" --classifier "$work/sounds.safetensors" --per-class 15 \
+  --items "$work/t2a_single15.jsonl" --save-wavs "$work/wavs_single15"
 audioguide eval t2a sound --data "$corpus/unseen.jsonl" --classifier "$work/sounds.safetensors" --per-class 6 \
   --cfg 1,5 --rescale 0.7 --steps 8 --report benchmarks/results/sound_eval_unseen.md \
   --items "$work/t2a_unseen.jsonl" --save-wavs "$work/wavs_unseen"
@@ -86,12 +88,12 @@ audioguide eval t2a sound --data "$corpus/scenes.jsonl" --classifier "$work/soun
 # with mixing of real clips (3000 steps, ~38 min) and both as an ensemble, on the same real, resynthesised and
 # generated clips (the generated ones judged again from the wavs kept above, not generated again)
 audioguide eval sounds --model ensemble --data "$corpus/train.jsonl" --held-out "$corpus/held_out.jsonl" \
-  -o "$work/sounds-ensemble.safetensors" --no-by-source | tee benchmarks/results/sound_judge_ensemble.txt
+  -o "$work/sounds-ensemble.safetensors" | tee benchmarks/results/sound_judge_ensemble.txt
 for member in mlp cnn ""; do
   python scripts/autoencoder_ceiling.py --data "$corpus/single.jsonl" --classifier "$work/sounds-ensemble.safetensors" \
     --per-class 6 ${member:+--member $member}
-  for split in single unseen scenes; do
-    python scripts/rejudge_sound_items.py "$work/t2a_$split.jsonl" "$work/wavs_$split" --data "$corpus/$split.jsonl" \
+  for split in single single15 unseen scenes; do
+    python scripts/rejudge_sound_items.py "$work/t2a_$split.jsonl" "$work/wavs_$split" --data "$corpus/${split%15}.jsonl" \
       --classifier "$work/sounds-ensemble.safetensors" -o "$work/rejudged_${split}_${member:-ensemble}.jsonl" ${member:+--member $member}
   done
 done

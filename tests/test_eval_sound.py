@@ -593,6 +593,15 @@ def test_cnn_judge_learns_classes_is_seeded_and_round_trips(corpus, tmp_path):
     assert loaded.predict(wavs, SR) == judge.predict(wavs, SR)
     # a clip shorter than the four-pool minimum still gets a decision
     assert len(loaded.predict(wavs[0][:800], SR)) == 1
+    # one shorter than the training crop is judged centred in a crop of silence, as it was trained
+    from audioguide.evaluation.cnn_judge import FLOOR_DB, SCALE_DB
+
+    img = np.asarray(feats[0][:, :20], dtype=np.float32)
+    padded = np.full((img.shape[0], 48), -FLOOR_DB / SCALE_DB, dtype=np.float32)
+    padded[:, 14:34] = img
+    with torch.inference_mode():
+        expected = loaded.net(torch.from_numpy(padded)[None])
+    assert torch.allclose(loaded.logits([img]), expected, atol=1e-5)
 
 
 def test_cnn_judge_mixes_powers_and_masks_within_range():
@@ -609,6 +618,8 @@ def test_cnn_judge_mixes_powers_and_masks_within_range():
     out = _augment(a.copy(), np.random.default_rng(1), 6.0)
     assert out.shape == a.shape and out.min() >= -FLOOR_DB / SCALE_DB and not np.array_equal(out, a)
     assert np.array_equal(out, _augment(a.copy(), np.random.default_rng(1), 6.0))  # seeded
+    silence = logmel_image(np.zeros(8000, dtype=np.float32), SR)
+    assert (silence == np.float16(-FLOOR_DB / SCALE_DB)).all()  # digital silence is quiet, not normalised to loud
 
 
 def test_cnn_source_holdout_and_cli(tmp_path):
@@ -626,15 +637,18 @@ def test_cnn_source_holdout_and_cli(tmp_path):
                     (rows if split == "train" else held).append({"id": path.stem, "audio": path.name, "caption": label, "label": label, "source": source})
     write_manifest(tmp_path / "train.jsonl", rows)
     write_manifest(tmp_path / "held.jsonl", held)
+    with pytest.raises(AudioguideError, match="needs the CNN's config"):
+        source_holdout(read_manifest(tmp_path / "train.jsonl"), ensemble=True)
     for ensemble in (False, True):
         result = source_holdout(read_manifest(tmp_path / "train.jsonl"), seed=0, folds=2, cnn=CNNConfig(**TINY_CNN), ensemble=ensemble)
         assert set(result.per_class) == set(KINDS) and result.items == 30 and all(k == 2 for _, _, k in result.per_class.values())
         assert result.overall >= 0.8
     out = tmp_path / "cnn.safetensors"
     base = ["eval", "sounds", "--data", str(tmp_path / "train.jsonl"), "--held-out", str(tmp_path / "held.jsonl"), "-o", str(out)]
-    res = runner.invoke(app, [*base, "--model", "cnn", "--steps", "3", "--no-by-source"])
+    res = runner.invoke(app, [*base, "--model", "cnn", "--steps", "3"])  # by source: off by default for the CNN
     assert res.exit_code == 0, res.output
     assert "held-out accuracy on real audio" in res.output and "3 classes, 30 training clips" in res.output
+    assert "held out by source" not in res.output
     judge = load_sound_classifier(out)
     assert isinstance(judge, CNNJudge) and judge.config["steps"] == 3 and 0 <= judge.config["held_out_accuracy"] <= 1
     both = tmp_path / "both.safetensors"
@@ -647,7 +661,8 @@ def test_cnn_source_holdout_and_cli(tmp_path):
                                   "--per-class", "1", "--steps", "1", "--seconds", "0.5"])
         assert res.exit_code == 0, res.output
     for bad, message in ((["--model", "svm"], "--model must be mlp, cnn or ensemble"), (["--model", "cnn", "--augment", "2"], "--augment is for the MLP"),
-                         (["--steps", "5"], "--steps is for the CNN judge")):
+                         (["--steps", "5"], "--steps is for the CNN judge"),
+                         (["--model", "cnn", "--features", "scene"], "--features is for the MLP judge")):
         res = runner.invoke(app, [*base, *bad])
         assert res.exit_code == 2 and f"error: {message}" in res.output, res.output
 

@@ -2,21 +2,25 @@
 
 The summary-statistics judge of :mod:`audioguide.evaluation.classifier` sees a clip as one vector
 of band statistics, so it cannot tell *where in time and frequency* a pattern sits: a bell's
-partials decaying, a clock's ticks, an engine's harmonics. This judge reads the log-mel image: the
-CNN of PANNs (Kong et al. 2020, "PANNs: Large-Scale Pretrained Audio Neural Networks for Audio
-Pattern Recognition", §3.1, CNN6: 3 x 3 convolutions with batch norm and ReLU, 2 x 2 average
-pooling between blocks, then "mean + max" over time, eq. 5), narrowed for a 2-core CPU (four
-blocks; the frequency rows left are kept apart rather than averaged), trained from scratch on the corpus' real (and procedural) clips, with:
+partials decaying, a clock's ticks, an engine's harmonics. This judge reads the log-mel image with
+the convolutional design of PANNs (Kong et al. 2020, "PANNs: Large-Scale Pretrained Audio Neural
+Networks for Audio Pattern Recognition", CNN10/CNN14: 3 x 3 convolutions with batch norm and ReLU,
+2 x 2 average pooling between blocks, global pooling as the mean plus the max over time), narrowed
+for a 2-core CPU: four blocks of one convolution each, and the frequency rows left after them kept
+apart rather than averaged. Trained from scratch on the corpus' real (and procedural) clips, with:
 
 * random 3 s crops (the whole clip at test time: the pooling takes any length);
 * **mixing of real clips** in the power domain, ``P = P_a + g P_b`` with the background ``g``
-  3-12 dB below (the corpus's scenes), trained multi-label with one sigmoid per class (binary
+  3-12 dB below relative to each crop's loudest bin (the corpus's scenes put it 3-10 dB below in
+  RMS), trained multi-label with one sigmoid per class (binary
   cross-entropy): the judge learns to hear a quiet second source, and to name a foreground over
   a background (Salamon & Bello 2017 mix backgrounds for the same reason);
 * SpecAugment (Park et al. 2019, §2: two frequency and two time masks) and a random spectral tilt
   of +-6 dB across the bands (a recording chain's colour, which no class should be judged by);
 * clips drawn with weight ``(clips of its class)^-1/2``, so small classes are seen more often
   without being memorised.
+
+A clip shorter than the training crop is judged as it was trained: centred in a crop of silence.
 
 Features are librosa's (none of the generator's code): 64 mel bands of the power spectrum at
 16 kHz (25 ms window, 10 ms hop), in dB relative to the clip's loudest bin, floored at -80 dB and
@@ -47,12 +51,14 @@ N_FFT = 400  # 25 ms
 HOP = 160  # 10 ms
 FLOOR_DB = 80.0
 SCALE_DB = 20.0  # image = dB / 20: [-4, 0]
+SILENCE_DB = -100.0  # a clip quieter than this everywhere is silence, not a sound to normalise
 FEATURE_SET = "logmel-image"
 
 
 def logmel_image(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     """``[64, frames]`` float16: librosa's mel power in dB below the clip's loudest bin, floored
-    at -80 dB, over 20 (so in [-4, 0]); level does not matter."""
+    at -80 dB, over 20 (so in [-4, 0]); level does not matter, except that a clip whose loudest
+    bin is below -100 dB (digital silence) is measured from -100 dB, not made loud."""
     import librosa
 
     audio = np.asarray(wav, dtype=np.float32).reshape(-1)
@@ -62,7 +68,7 @@ def logmel_image(wav: np.ndarray, sample_rate: int) -> np.ndarray:
         audio = np.pad(audio, (0, 4 * N_FFT - audio.size))
     mel = librosa.feature.melspectrogram(y=audio, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, power=2.0)
     db = 10.0 * np.log10(np.maximum(mel, 1e-20))
-    db = np.maximum(db - db.max(), -FLOOR_DB)
+    db = np.maximum(db - max(float(db.max()), SILENCE_DB), -FLOOR_DB)
     return (db / SCALE_DB).astype(np.float16)
 
 
@@ -83,7 +89,7 @@ def file_images(paths: Sequence[str | Path], on_item: Callable[[int, int], None]
 class CNNConfig:
     channels: tuple[int, ...] = (32, 64, 128, 128)
     embed: int = 128
-    steps: int = 3000  # ~38 min on 2 threads; 1500 gave 90.2 % held out (3000: 91.7 %), 36.5 % of scenes (49.0 %)
+    steps: int = 3000  # ~38 min on 2 threads; with short clips judged uncentred, 1500 steps gave 90.2 % held out, 3000 91.7 %
     batch: int = 32
     crop: int = 300  # frames (3 s)
     lr: float = 2e-3
@@ -146,14 +152,18 @@ class CNNJudge:
 
     @torch.inference_mode()
     def _run(self, feats: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
-        """Embeddings and logits, clip by clip (each at its own length; batch norm in eval mode)."""
+        """Embeddings and logits, clip by clip (batch norm in eval mode): a clip at its own length,
+        or, shorter than the training crop, centred in a crop of silence as in training."""
         if len(feats) == 0:
             return torch.zeros(0, self.net.hidden.out_features), torch.zeros(0, len(self.labels))
+        blocks = len(self.net.conv) // 4  # conv, norm, ReLU, pool
+        least = max(int(self.config.get("crop", 0)), 2**blocks)
         embs = []
         for img in feats:
             x = torch.from_numpy(np.asarray(img, dtype=np.float32))
-            if x.shape[-1] < 16:  # four 2 x 2 pools need 16 frames
-                x = torch.nn.functional.pad(x, (0, 16 - x.shape[-1]), value=-FLOOR_DB / SCALE_DB)
+            if x.shape[-1] < least:
+                short = least - x.shape[-1]
+                x = torch.nn.functional.pad(x, (short // 2, short - short // 2), value=-FLOOR_DB / SCALE_DB)
             embs.append(self.net.embedding(x[None]))
         emb = torch.cat(embs)
         return emb, self.net.head(emb)
@@ -246,6 +256,11 @@ def train_cnn_judge(
     counts = np.bincount(primary, minlength=len(classes)).astype(np.float64)
     weight = counts[primary] ** -config.balance
     weight /= weight.sum()
+    # partners a clip may be mixed with: the clips that share none of its classes
+    by_class: dict[str, set[int]] = {}
+    for i, v in enumerate(sets):
+        for c in v:
+            by_class.setdefault(c, set()).add(i)
     rng = np.random.default_rng([seed, 17])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -261,7 +276,7 @@ def train_cnn_judge(
             for j, i in enumerate(rng.choice(len(sets), size=config.batch, p=weight)):
                 img = _crop(images[i], config.crop, rng)
                 y[j, [index[c] for c in sets[i]]] = 1.0
-                if rng.random() < config.mix:
+                if rng.random() < config.mix and len(set().union(*(by_class[c] for c in sets[i]))) < len(sets):
                     k = int(rng.choice(len(sets), p=weight))
                     while set(sets[k]) & set(sets[i]):
                         k = int(rng.choice(len(sets), p=weight))

@@ -245,6 +245,8 @@ def load_sound_classifier(path: str | Path) -> ClipClassifier | CNNJudge | Ensem
 def class_probabilities(judge: ClipClassifier | CNNJudge, batch) -> Tensor:
     """``[N, classes]``: a judge's probability of each class, a sigmoid per class for a multi-label
     judge (trained with scenes), else the softmax."""
+    if isinstance(judge, EnsembleJudge):
+        return judge.probabilities(batch)
     logits = judge.logits(batch).float()
     return torch.sigmoid(logits) if judge.config.get("multi_label") else torch.softmax(logits, -1)
 
@@ -263,8 +265,8 @@ class EnsembleBatch:
 class EnsembleJudge:
     """Two judges that see a clip differently, the MLP over summary statistics and the CNN over
     the log-mel image, as one: a class's probability is the mean of the members'
-    (:func:`class_probabilities`; the simple average of Kittler et al. 1998, "On combining
-    classifiers", the sum rule, eq. 18), and the embedding (for Fréchet distances) is the members'
+    (:func:`class_probabilities`; the sum rule of Kittler et al. 1998, "On combining
+    classifiers"), and the embedding (for Fréchet distances) is the members'
     embeddings side by side, each divided by its root-mean-square size over the training clips so
     that neither outweighs the other. The same calls as its members; saved as one
     ``sound-classifier`` checkpoint (config ``"model": "ensemble"``, tensors prefixed ``mlp.`` / ``cnn.``)."""
@@ -278,7 +280,7 @@ class EnsembleJudge:
         self.members = (mlp, cnn)
         self.labels = tuple(mlp.labels)
         self.scales = tuple(float(x) for x in scales)
-        self.config = {"model": "ensemble", "multi_label": True, **(config or {})}
+        self.config = {"model": "ensemble", **(config or {})}
         self.kind = kind
 
     def clip_features(self, wav: np.ndarray, sample_rate: int) -> tuple:
@@ -356,6 +358,8 @@ def ensemble_judge(mlp: ClipClassifier, cnn: CNNJudge, mlp_feats: Tensor, images
     """The two judges as one (:class:`EnsembleJudge`); ``mlp_feats``, ``images`` and ``labels``: the
     training clips' features and (first) classes, which fix each member's embedding scale and
     give the ensemble's training accuracy."""
+    if not len(mlp_feats) == len(images) == len(labels):
+        raise AudioguideError(f"{len(mlp_feats)} feature rows, {len(images)} images and {len(labels)} labels: one of each per clip")
     scales = [float(m.embed(f).float().pow(2).sum(-1).mean().sqrt().clamp_min(1e-8)) for m, f in ((mlp, mlp_feats), (cnn, list(images)))]
     judge = EnsembleJudge(mlp, cnn, scales, {"train_items": len(labels), "feature_set": "ensemble"})
     predicted = judge.predict_features(EnsembleBatch((mlp_feats, list(images)), len(labels)))
@@ -397,14 +401,14 @@ def recognised(labels: Sequence[str], top: Sequence[str]) -> bool:
     return set(labels) <= set(top[: len(labels)])
 
 
-def judge_hits(clf: ClipClassifier | CNNJudge, feats: Tensor | Sequence[np.ndarray], label_sets: Sequence[tuple[str, ...]]) -> list[bool]:
+def judge_hits(clf: ClipClassifier | CNNJudge | EnsembleJudge, feats, label_sets: Sequence[tuple[str, ...]]) -> list[bool]:
     """:func:`recognised` for each clip of ``feats``."""
     top = clf.top_features(feats, 2) if len(feats) else []
     return [recognised(v, t) for t, v in zip(top, label_sets)]
 
 
 def held_out_accuracy(
-    clf: ClipClassifier | CNNJudge, rows: Sequence[Row], per_class: int | None = None,
+    clf: ClipClassifier | CNNJudge | EnsembleJudge, rows: Sequence[Row], per_class: int | None = None,
     on_item: Callable[[int, int], None] | None = None, feats: Tensor | None = None,
 ) -> SoundAccuracy:
     """Accuracy on real held-out clips: top-1 overall and per class for single-source clips, both
@@ -451,8 +455,11 @@ def source_holdout(
     features of :func:`clip_rows` of ``rows`` (scenes included), already computed; ``augmented``:
     their degraded copies ``[copies, clips, D]``, of which each fold trains on its training clips'.
     ``cnn``: measure the CNN judge of this config instead (``images``: the log-mel images of
-    :func:`clip_rows` of ``rows``, already computed); with ``ensemble``, both judges, combined as
-    :class:`EnsembleJudge` combines them."""
+    :func:`clip_rows` of ``rows``, already computed); with ``ensemble``, both judges as one
+    :class:`EnsembleJudge`. A fold's MLP sees single-source clips only, so it is a softmax judge
+    even where the corpus's own (trained with scenes) is multi-label."""
+    if ensemble and cnn is None:
+        raise AudioguideError("an ensemble's source hold-out needs the CNN's config (cnn=...)")
     clips = clip_rows(rows)
     single = [i for i, r in enumerate(clips) if len(row_labels(r)) == 1]
     chosen = [clips[i] for i in single]
@@ -488,9 +495,9 @@ def source_holdout(
             members.append((clf, [imgs[i] for i in test]))
         if len(members) == 1:
             predicted = members[0][0].predict_features(members[0][1])
-        else:  # every fold's judges see the same classes (a fold hides sources, never a class)
-            probs = torch.stack([class_probabilities(j, f) for j, f in members]).mean(0)
-            predicted = [members[0][0].labels[i] for i in probs.argmax(-1).tolist()]
+        else:  # a fold hides sources, never a class: both judges know the same classes
+            both = EnsembleJudge(members[0][0], members[1][0])
+            predicted = both.predict_features(EnsembleBatch((members[0][1], members[1][1]), len(test)))
         for i, p in zip(test, predicted):
             hits[labels[i]].append(p == labels[i])
     per = {c: (float(np.mean(h)), len(h), len(multi[c])) for c, h in sorted(hits.items()) if h}
@@ -704,7 +711,7 @@ def _slug(label: str) -> str:
 
 
 def evaluate_t2a(
-    pipe, rows: Sequence[Row], classifier: ClipClassifier | CNNJudge, settings: Sequence[Setting],
+    pipe, rows: Sequence[Row], classifier: ClipClassifier | CNNJudge | EnsembleJudge, settings: Sequence[Setting],
     on_item: Callable[[int, int], None] | None = None, seconds: float | None = None, *,
     seed: int = 0, per_class: int | None = None, wav_dir: str | Path | None = None, samples: int = 0,
 ) -> T2AReport:
