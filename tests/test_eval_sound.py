@@ -454,18 +454,24 @@ def test_source_holdout_tests_each_class_on_a_source_it_never_saw(tmp_path):
     assert result.per_class["tone"][0] >= 0.8 and result.per_class["chirp"][0] >= 0.8
 
 
+def two_source_splits(root, rng: np.random.Generator, train: int, held: int) -> tuple[list[dict], list[dict]]:
+    """Training and held-out rows of every synthetic class from two sources ("s0", "s1"), written to ``root``."""
+    out: dict[str, list[dict]] = {"train": [], "held": []}
+    for split, n in (("train", train), ("held", held)):
+        for label in KINDS:
+            for source in ("s0", "s1"):
+                for i in range(n):
+                    path = root / f"{split}-{label}-{source}-{i}.wav"
+                    write_wav(path, synthetic_sound(label, rng), SR)
+                    out[split].append({"id": path.stem, "audio": path.name, "caption": label, "label": label, "source": source})
+    return out["train"], out["held"]
+
+
 def test_eval_sounds_cli_reports_scenes_and_sources(tmp_path):
     rng = np.random.default_rng(1)
     from audioguide.audio import mix_scene
 
-    rows, held = [], []
-    for split, n in (("train", 6), ("held", 3)):
-        for label in KINDS:
-            for source in ("s0", "s1"):
-                for i in range(n):
-                    path = tmp_path / f"{split}-{label}-{source}-{i}.wav"
-                    write_wav(path, synthetic_sound(label, rng), SR)
-                    (rows if split == "train" else held).append({"id": path.stem, "audio": path.name, "caption": label, "label": label, "source": source})
+    rows, held = two_source_splits(tmp_path, rng, 6, 3)
     scene = tmp_path / "scene.wav"
     write_wav(scene, mix_scene(synthetic_sound("tone", rng), synthetic_sound("noise", rng), -3.0), SR)
     held.append({"id": "scene", "audio": scene.name, "caption": "both", "label": "tone", "labels": ["tone", "noise"]})
@@ -626,15 +632,7 @@ def test_cnn_source_holdout_and_cli(tmp_path):
     from audioguide.evaluation.cnn_judge import CNNConfig, CNNJudge
     from audioguide.evaluation.sound import EnsembleJudge, source_holdout
 
-    rng = np.random.default_rng(2)
-    rows, held = [], []
-    for split, n in (("train", 5), ("held", 2)):
-        for label in KINDS:
-            for source in ("s0", "s1"):
-                for i in range(n):
-                    path = tmp_path / f"{split}-{label}-{source}-{i}.wav"
-                    write_wav(path, synthetic_sound(label, rng), SR)
-                    (rows if split == "train" else held).append({"id": path.stem, "audio": path.name, "caption": label, "label": label, "source": source})
+    rows, held = two_source_splits(tmp_path, np.random.default_rng(2), 5, 2)
     write_manifest(tmp_path / "train.jsonl", rows)
     write_manifest(tmp_path / "held.jsonl", held)
     with pytest.raises(AudioguideError, match="needs the CNN's config"):

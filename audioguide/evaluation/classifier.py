@@ -147,19 +147,26 @@ def features(wavs: Sequence[np.ndarray], sample_rate: int, feature_set: str = "l
     return torch.from_numpy(np.stack([fn(w, sample_rate) for w in wavs]))
 
 
+def map_files(paths: Sequence[str | Path], fn: Callable[[np.ndarray, int], object],
+              on_item: Callable[[int, int], None] | None = None) -> list:
+    """``fn(wav, SAMPLE_RATE)`` of every audio file, read (mono) at the judges' rate; ``on_item(i, n)``
+    after each file."""
+    from audioguide.audio import read_audio
+
+    out = []
+    for i, path in enumerate(paths):
+        out.append(fn(*read_audio(path, SAMPLE_RATE)))
+        if on_item is not None:
+            on_item(i + 1, len(paths))
+    return out
+
+
 def file_features(paths: Sequence[str | Path], on_item: Callable[[int, int], None] | None = None,
                   feature_set: str = "logmel-stats") -> Tensor:
     """``[len(paths), D]`` features of audio files, read at the features' rate; ``on_item(i, n)``
     after each file."""
-    from audioguide.audio import read_audio
-
     fn, dim = _feature_set(feature_set)
-    feats = []
-    for i, path in enumerate(paths):
-        wav, sr = read_audio(path, SAMPLE_RATE)
-        feats.append(fn(wav, sr))
-        if on_item is not None:
-            on_item(i + 1, len(paths))
+    feats = map_files(paths, fn, on_item)
     return torch.from_numpy(np.stack(feats)) if feats else torch.zeros(0, dim)
 
 

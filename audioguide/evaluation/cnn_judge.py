@@ -74,15 +74,9 @@ def logmel_image(wav: np.ndarray, sample_rate: int) -> np.ndarray:
 
 def file_images(paths: Sequence[str | Path], on_item: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
     """:func:`logmel_image` of audio files; ``on_item(i, n)`` after each."""
-    from audioguide.audio import read_audio
+    from audioguide.evaluation.classifier import map_files
 
-    out = []
-    for i, path in enumerate(paths):
-        wav, sr = read_audio(path, SAMPLE_RATE)
-        out.append(logmel_image(wav, sr))
-        if on_item is not None:
-            on_item(i + 1, len(paths))
-    return out
+    return map_files(paths, logmel_image, on_item)
 
 
 @dataclass(frozen=True)

@@ -287,14 +287,9 @@ class EnsembleJudge:
         return tuple(m.clip_features(wav, sample_rate) for m in self.members)
 
     def file_features(self, paths: Sequence[str | Path], on_item: Callable[[int, int], None] | None = None) -> EnsembleBatch:
-        from audioguide.audio import read_audio
+        from audioguide.evaluation.classifier import map_files
 
-        feats = []
-        for i, path in enumerate(paths):
-            feats.append(self.clip_features(*read_audio(path, SAMPLE_RATE)))
-            if on_item is not None:
-                on_item(i + 1, len(paths))
-        return self.batch(feats)
+        return self.batch(map_files(paths, self.clip_features, on_item))
 
     def batch(self, feats: Sequence[tuple]) -> EnsembleBatch:
         return EnsembleBatch(tuple(m.batch([f[k] for f in feats]) for k, m in enumerate(self.members)), len(feats))
