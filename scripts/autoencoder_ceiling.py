@@ -27,6 +27,7 @@ import torch
 
 from audioguide.audio import read_audio
 from audioguide.components import build_components
+from audioguide.core import AudioguideError
 from audioguide.evaluation.descriptions import wilson
 from audioguide.evaluation.sound import clip_rows, held_out_rows, load_sound_classifier, row_label
 from audioguide.manifest import read_manifest
@@ -46,11 +47,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    judge = load_sound_classifier(args.classifier)
-    if args.member:
-        if not hasattr(judge, "members"):
-            raise SystemExit(f"error: {args.classifier} is not an ensemble judge; --member needs one")
-        judge = judge.members[("mlp", "cnn").index(args.member)]
+    try:
+        judge = load_sound_classifier(args.classifier, args.member)
+    except AudioguideError as e:
+        raise SystemExit(f"error: {e}") from None
     rows = clip_rows(held_out_rows(read_manifest(args.data), args.per_class))
     labels = [row_label(r) for r in rows]
     recipe = load_recipe("autoencoder-sound")

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from audioguide.audio import read_audio
-    from audioguide.core import atomic_write
+    from audioguide.core import AudioguideError, atomic_write
     from audioguide.evaluation.classifier import SAMPLE_RATE
     from audioguide.evaluation.sound import (
         REAL_LABEL,
@@ -55,11 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     from audioguide.manifest import read_manifest
 
-    judge = load_sound_classifier(args.classifier)
-    if args.member:
-        if not hasattr(judge, "members"):
-            raise SystemExit(f"error: {args.classifier} is not an ensemble judge; --member needs one")
-        judge = judge.members[("mlp", "cnn").index(args.member)]
+    try:
+        judge = load_sound_classifier(args.classifier, args.member)
+    except AudioguideError as e:
+        raise SystemExit(f"error: {e}") from None
     rows = {r.id: r for r in read_manifest(args.data)}
     items = [json.loads(line) for line in Path(args.items).read_text(encoding="utf-8").splitlines() if line.strip()]
     generated = [it for it in items if it["seed"] is not None]
@@ -68,15 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {len(missing)} item(s) name rows that {args.data} lacks, e.g. {missing[0]!r}")
     wanted = {rows[it["row_id"]].audio.resolve(): rows[it["row_id"]] for it in generated}
     real = [r for r in clip_rows(list(rows.values())) if r.audio.resolve() in wanted]
-    real_feats = [judge.clip_features(*read_audio(r.audio, SAMPLE_RATE)) for r in real]
-    real_emb = judge.embed(judge.batch(real_feats)).numpy()
+    real_batch = judge.batch([judge.clip_features(*read_audio(r.audio, SAMPLE_RATE)) for r in real])
+    real_emb = judge.embed(real_batch).numpy()
     out = []
-    for r, f in zip(real, real_feats):
-        top = judge.top_features(judge.batch([f]), 2)[0]
-        labels = row_labels(r)
+    for r, top in zip(real, judge.top_features(real_batch, 2)):
+        labels = row_labels(r)  # recognised(): the top 1 for one class, both in the top 2 for a scene
         out.append({"setting": REAL_LABEL, "scales": {}, "row_id": r.id, "label": row_label(r), "kind": r.extra.get("kind"),
                     "predicted": top[0], "seed": None, "seconds": None, "synthesis_seconds": None, "labels": list(labels),
-                    "top": list(top), "hit": recognised(labels, top) if len(labels) > 1 else top[0] == row_label(r)})
+                    "top": list(top), "hit": recognised(labels, top)})
     for setting in dict.fromkeys(it["setting"] for it in generated):
         chosen = [it for it in generated if it["setting"] == setting]
         feats = [judge.clip_features(*read_audio(Path(args.wavs) / _slug(setting) / f"{it['row_id']}.wav", SAMPLE_RATE)) for it in chosen]
@@ -84,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         tops = judge.top_features(batch, 2)
         for it, top in zip(chosen, tops):
             labels = tuple(it.get("labels") or (it["label"],))
-            hit = recognised(labels, top) if len(labels) > 1 else top[0] == it["label"]
-            out.append({**it, "predicted": top[0], "top": list(top), "hit": hit})
+            out.append({**it, "predicted": top[0], "top": list(top), "hit": recognised(labels, top)})
         fd = frechet_distance(judge.embed(batch).numpy(), real_emb)
         print(f"{setting}: {summary(out[-len(chosen):])}, FD {fd:.2f}")
     print(f"real audio: {summary([o for o in out if o['seed'] is None])}")

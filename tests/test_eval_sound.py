@@ -689,5 +689,13 @@ def test_ensemble_judge_averages_its_members_and_round_trips(corpus, tmp_path):
     loaded = load_sound_classifier(judge.save(tmp_path / "both.safetensors"))
     assert isinstance(loaded, EnsembleJudge) and loaded.scales == judge.scales
     assert torch.allclose(loaded.probabilities(batch), judge.probabilities(batch)) and torch.allclose(loaded.embed(batch), emb)
+    # one member of an ensemble alone; a member of anything else is a one-line error
+    alone = load_sound_classifier(tmp_path / "both.safetensors", member="cnn")
+    assert torch.allclose(alone.logits(batch.parts[1]), cnn.logits(batch.parts[1]))
+    assert torch.allclose(load_sound_classifier(tmp_path / "both.safetensors", member="mlp").logits(batch.parts[0]), mlp.logits(batch.parts[0]))
+    with pytest.raises(AudioguideError, match="not an ensemble"):
+        load_sound_classifier(mlp.save(tmp_path / "mlp.safetensors"), member="mlp")
+    with pytest.raises(AudioguideError, match="member 'svm'"):
+        load_sound_classifier(tmp_path / "both.safetensors", member="svm")
     with pytest.raises(AudioguideError, match="same classes"):
         EnsembleJudge(ClipClassifier(("a", "b"), mlp.mean, mlp.std, mlp.params, {}), cnn)

@@ -177,6 +177,35 @@ def accuracy_by_label(predicted: Sequence[str], labels: Sequence[str]) -> tuple[
     return float(np.mean(hits)), per
 
 
+class ClassRanking:
+    """The calls every judge answers alike from its own ``labels``, ``logits(batch)``,
+    ``batch(features)`` and ``clip_features(wav, rate)``: the best class, the ``k`` best, the
+    class of waveforms. A batch is whatever the judge's :meth:`batch` returns (a tensor of
+    features, a list of log-mel images, an ensemble's parts), with ``len`` its number of clips."""
+
+    labels: tuple[str, ...]
+
+    @torch.inference_mode()
+    def predict_features(self, feats) -> list[str]:
+        if len(feats) == 0:
+            return []
+        return [self.labels[i] for i in self.logits(feats).argmax(-1).tolist()]
+
+    @torch.inference_mode()
+    def top_features(self, feats, k: int) -> list[tuple[str, ...]]:
+        """The ``k`` most likely classes of each clip, best first (a two-source scene is recognised
+        when both its classes are in its top 2)."""
+        if len(feats) == 0:
+            return []
+        return [tuple(self.labels[i] for i in row) for row in self.logits(feats).topk(k, -1).indices.tolist()]
+
+    def predict(self, wavs: Sequence[np.ndarray] | np.ndarray, sample_rate: int) -> list[str]:
+        """The most likely class of each waveform (mono float arrays at ``sample_rate``)."""
+        if isinstance(wavs, np.ndarray) and wavs.ndim == 1:
+            wavs = [wavs]
+        return self.predict_features(self.batch([self.clip_features(w, sample_rate) for w in wavs]))
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     hidden: int = 128  # 0: multinomial logistic regression
@@ -185,7 +214,7 @@ class TrainConfig:
     weight_decay: float = 1e-3
 
 
-class ClipClassifier:
+class ClipClassifier(ClassRanking):
     """Class names, feature standardisation and an MLP; :meth:`predict` names the class of clips,
     :meth:`embed` maps them into the hidden layer (for Fréchet distances).
 
@@ -211,7 +240,7 @@ class ClipClassifier:
         return x
 
     def logits(self, feats: Tensor) -> Tensor:
-        return self._hidden(feats) @ self.params["w2"] + self.params["b2"]
+        return self._hidden(feats.float()) @ self.params["w2"] + self.params["b2"]
 
     @torch.inference_mode()
     def embed(self, feats: Tensor) -> Tensor:
@@ -239,26 +268,6 @@ class ClipClassifier:
     def batch(feats: Sequence[np.ndarray]) -> Tensor:
         """Clips' :meth:`clip_features` as what :meth:`predict_features` and the others take."""
         return torch.from_numpy(np.stack(feats)) if len(feats) else torch.zeros(0, 0)
-
-    @torch.inference_mode()
-    def predict_features(self, feats: Tensor) -> list[str]:
-        if len(feats) == 0:
-            return []
-        return [self.labels[i] for i in self.logits(feats.float()).argmax(-1).tolist()]
-
-    @torch.inference_mode()
-    def top_features(self, feats: Tensor, k: int) -> list[tuple[str, ...]]:
-        """The ``k`` most likely classes of each clip, best first (a two-source scene is recognised
-        when both its classes are in its top 2)."""
-        if len(feats) == 0:
-            return []
-        return [tuple(self.labels[i] for i in row) for row in self.logits(feats.float()).topk(k, -1).indices.tolist()]
-
-    def predict(self, wavs: Sequence[np.ndarray] | np.ndarray, sample_rate: int) -> list[str]:
-        """The most likely class of each waveform (mono float arrays at ``sample_rate``)."""
-        if isinstance(wavs, np.ndarray) and wavs.ndim == 1:
-            wavs = [wavs]
-        return self.predict_features(features(list(wavs), sample_rate, self.feature_set))
 
     def accuracy(self, wavs: Sequence[np.ndarray], sample_rate: int, labels: Sequence[str]) -> float:
         predicted = self.predict(wavs, sample_rate)

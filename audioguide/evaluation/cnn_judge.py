@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from audioguide.core import AudioguideError
+from audioguide.evaluation.classifier import ClassRanking, map_files
 
 SAMPLE_RATE = 16000
 N_MELS = 64
@@ -74,8 +75,6 @@ def logmel_image(wav: np.ndarray, sample_rate: int) -> np.ndarray:
 
 def file_images(paths: Sequence[str | Path], on_item: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
     """:func:`logmel_image` of audio files; ``on_item(i, n)`` after each."""
-    from audioguide.evaluation.classifier import map_files
-
     return map_files(paths, logmel_image, on_item)
 
 
@@ -121,7 +120,7 @@ class SpectrogramCNN(nn.Module):
         return self.head(self.embedding(x))
 
 
-class CNNJudge:
+class CNNJudge(ClassRanking):
     """Class names and a :class:`SpectrogramCNN`; the same calls as
     :class:`~audioguide.evaluation.classifier.ClipClassifier` (features are log-mel images, a list)."""
 
@@ -167,19 +166,6 @@ class CNNJudge:
 
     def logits(self, feats: Sequence[np.ndarray]) -> Tensor:
         return self._run(feats)[1]
-
-    def predict_features(self, feats: Sequence[np.ndarray]) -> list[str]:
-        return [self.labels[i] for i in self.logits(feats).argmax(-1).tolist()] if len(feats) else []
-
-    def top_features(self, feats: Sequence[np.ndarray], k: int) -> list[tuple[str, ...]]:
-        if len(feats) == 0:
-            return []
-        return [tuple(self.labels[i] for i in row) for row in self.logits(feats).topk(k, -1).indices.tolist()]
-
-    def predict(self, wavs: Sequence[np.ndarray] | np.ndarray, sample_rate: int) -> list[str]:
-        if isinstance(wavs, np.ndarray) and wavs.ndim == 1:
-            wavs = [wavs]
-        return self.predict_features([logmel_image(w, sample_rate) for w in wavs])
 
     def save(self, path: str | Path) -> Path:
         from audioguide.checkpoints import save_checkpoint

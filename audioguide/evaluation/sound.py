@@ -44,17 +44,19 @@ from torch import Tensor
 from audioguide.core import AudioguideError
 from audioguide.evaluation.classifier import (
     SAMPLE_RATE,
+    ClassRanking,
     ClipClassifier,
     TrainConfig,
     file_features,
     fit,
+    map_files,
 )
 from audioguide.evaluation.tts import Sample, fmt_num, fmt_pct, fmt_scale, real_time_factor
 from audioguide.manifest import Row
+from audioguide.recipes import call_policy, sampler_config
 
 if TYPE_CHECKING:
     from audioguide.evaluation.cnn_judge import CNNConfig, CNNJudge
-from audioguide.recipes import call_policy, sampler_config
 
 KIND = "sound-classifier"
 
@@ -227,18 +229,24 @@ def train_sound_classifier(
     return clf
 
 
-def load_sound_classifier(path: str | Path) -> ClipClassifier | CNNJudge | EnsembleJudge:
+def load_sound_classifier(path: str | Path, member: str | None = None) -> ClipClassifier | CNNJudge | EnsembleJudge:
     """A checkpoint written by ``audioguide eval sounds``: the MLP judge of
     :func:`train_sound_classifier`, the CNN judge of :func:`train_sound_cnn` (config
-    ``"model": "cnn"``) or both as an :class:`EnsembleJudge` (``"model": "ensemble"``)."""
+    ``"model": "cnn"``) or both as an :class:`EnsembleJudge` (``"model": "ensemble"``).
+    ``member`` (``"mlp"`` or ``"cnn"``): that member of an ensemble alone."""
     from audioguide.checkpoints import load_checkpoint
     from audioguide.evaluation.cnn_judge import CNNJudge
 
     ckpt = load_checkpoint(path)
-    if ckpt.kind == KIND and ckpt.config.get("model") == "cnn":
+    model = ckpt.config.get("model") if ckpt.kind == KIND else None
+    if member is not None and (model != "ensemble" or member not in ("mlp", "cnn")):
+        raise AudioguideError(f"a member (mlp or cnn) names one judge of an ensemble; {ckpt.path} is "
+                              f"{'an ensemble' if model == 'ensemble' else 'not an ensemble'}, member {member!r}")
+    if model == "cnn":
         return CNNJudge.from_checkpoint(ckpt)
-    if ckpt.kind == KIND and ckpt.config.get("model") == "ensemble":
-        return EnsembleJudge.from_checkpoint(ckpt)
+    if model == "ensemble":
+        judge = EnsembleJudge.from_checkpoint(ckpt)
+        return judge if member is None else judge.members[("mlp", "cnn").index(member)]
     return ClipClassifier.load(path, KIND)
 
 
@@ -262,7 +270,7 @@ class EnsembleBatch:
         return self.n
 
 
-class EnsembleJudge:
+class EnsembleJudge(ClassRanking):
     """Two judges that see a clip differently, the MLP over summary statistics and the CNN over
     the log-mel image, as one: a class's probability is the mean of the members'
     (:func:`class_probabilities`; the sum rule of Kittler et al. 1998, "On combining
@@ -287,8 +295,6 @@ class EnsembleJudge:
         return tuple(m.clip_features(wav, sample_rate) for m in self.members)
 
     def file_features(self, paths: Sequence[str | Path], on_item: Callable[[int, int], None] | None = None) -> EnsembleBatch:
-        from audioguide.evaluation.classifier import map_files
-
         return self.batch(map_files(paths, self.clip_features, on_item))
 
     def batch(self, feats: Sequence[tuple]) -> EnsembleBatch:
@@ -305,19 +311,6 @@ class EnsembleJudge:
 
     def embed(self, batch: EnsembleBatch) -> Tensor:
         return torch.cat([m.embed(part).float() / s for m, part, s in zip(self.members, batch.parts, self.scales)], -1)
-
-    def predict_features(self, batch: EnsembleBatch) -> list[str]:
-        return [self.labels[i] for i in self.logits(batch).argmax(-1).tolist()] if len(batch) else []
-
-    def top_features(self, batch: EnsembleBatch, k: int) -> list[tuple[str, ...]]:
-        if len(batch) == 0:
-            return []
-        return [tuple(self.labels[i] for i in row) for row in self.logits(batch).topk(k, -1).indices.tolist()]
-
-    def predict(self, wavs: Sequence[np.ndarray] | np.ndarray, sample_rate: int) -> list[str]:
-        if isinstance(wavs, np.ndarray) and wavs.ndim == 1:
-            wavs = [wavs]
-        return self.predict_features(self.batch([self.clip_features(w, sample_rate) for w in wavs]))
 
     def save(self, path: str | Path) -> Path:
         from audioguide.checkpoints import save_checkpoint
