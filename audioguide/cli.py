@@ -253,10 +253,10 @@ class _Output:
 
 
 def _generate(task, text, output: _Output, recipe, seed, steps, cfg, scale, rescale, seconds, threads, weights, inputs=None,
-              negative=None, candidates=None, text_file=None, speed=None):
+              negative=None, candidates=None, text_file=None, speed=None, parts=None, part_weight=None):
     """Check everything, load, prepare, draw; then level, encode and write (a file, atomically, or stdout)."""
     from audioguide.audio import encode_audio, master, output_rate, subtype_of, write_bytes
-    from audioguide.core import set_threads
+    from audioguide.core import AudioguideError, set_threads
 
     with _user_errors():
         text = _read_text(text, text_file, "text" if task == "tts" else "prompt")
@@ -265,12 +265,15 @@ def _generate(task, text, output: _Output, recipe, seed, steps, cfg, scale, resc
         lufs = _loudness(output.loudness)
         if output.sample_rate is not None:
             output_rate(fmt, 0, output.sample_rate)  # checked before any work
+        if part_weight is not None and not parts:
+            raise AudioguideError("--and-weight weighs the --and parts: give at least one --and")
         set_threads(threads)
         pipe = _load(task, recipe, weights, None)
         rate = output_rate(fmt, pipe.sample_rate, output.sample_rate)
         inputs = {k: v for k, v in (inputs or {}).items() if v is not None}
         plan = pipe.prepare([text], seed=seed, steps=steps, cfg=cfg, scales=_pairs(scale), rescale=rescale,
-                            seconds=seconds, inputs=inputs, negative=negative, candidates=candidates, speed=speed)
+                            seconds=seconds, inputs=inputs, negative=negative, candidates=candidates, speed=speed,
+                            parts=parts or None, part_weights=None if part_weight is None else [1.0] + [part_weight] * len(parts or ()))
         _warn_random(pipe)
         with _progress() as progress:
             bar = progress.add_task("sampling", total=pipe.steps_for(steps))  # a codec LM's follows the length
@@ -335,6 +338,15 @@ def t2a(
     negative: Annotated[
         Optional[str], typer.Option("--negative", help="Negative prompt: what the sound should not be, e.g. 'music'.")
     ] = None,
+    also: Annotated[
+        Optional[list[str]],
+        typer.Option("--and", help="Another sound in the same clip, e.g. --and 'rain falling' (repeatable): the prompt and each "
+                                   "part guided together (Composable Diffusion)."),
+    ] = None,
+    and_weight: Annotated[
+        Optional[float], typer.Option("--and-weight", min=0.0, max=4.0, help="Weight of every --and part against the prompt's 1 "
+                                                                           "(default 1; lower: quieter, e.g. a background).")
+    ] = None,
     text_file: TextFileOpt = None,
     fmt: FormatOpt = None,
     sample_rate: SampleRateOpt = None,
@@ -343,7 +355,7 @@ def t2a(
 ) -> None:
     """Text to audio (sound effects, music)."""
     _generate("t2a", prompt, _Output(output, fmt, sample_rate, sample_format, loudness, force), recipe, seed, steps, cfg,
-              scale, rescale, seconds, threads, weights, negative=negative, text_file=text_file)
+              scale, rescale, seconds, threads, weights, negative=negative, text_file=text_file, parts=also, part_weight=and_weight)
 
 
 @app.command()
@@ -928,6 +940,10 @@ def eval_t2a(
         typer.Option("--plots", help="Also draw PNGs in this directory: log-mel spectrograms of a few clips per setting, adherence and FD vs --cfg (needs the plots extra)."),
     ] = None,
     items: Annotated[Optional[Path], typer.Option("--items", help="Also write every item's class, judged classes and hit here (JSON Lines): pair two runs with scripts/compare_sound_items.py.")] = None,
+    compose: Annotated[
+        Optional[str],
+        typer.Option("--compose", help="Draw each two-source scene as a prompt in parts, its sources' words at these weights (foreground first), e.g. 1,0.6."),
+    ] = None,
     weights: WeightsOpt = None,
     threads: ThreadsOpt = None,
     seed: SeedOpt = 0,
@@ -957,7 +973,8 @@ def eval_t2a(
         with _progress() as progress:
             bar = progress.add_task("generating and judging", total=None)
             result = evaluate_t2a(pipe, rows, clf, settings, lambda i, n: progress.update(bar, completed=i, total=n), seconds,
-                                  seed=seed, per_class=per_class, wav_dir=save_wavs, samples=keep)
+                                  seed=seed, per_class=per_class, wav_dir=save_wavs, samples=keep,
+                                  compose=parse_grid(compose, "--compose") or None)
         table = result.markdown(f"{pipe.recipe.name} on {data}")
         typer.echo(table)
         if report:

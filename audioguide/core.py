@@ -56,6 +56,13 @@ Keep = Mapping[str, Tensor]
 """Per-condition boolean masks of shape ``[B]``: True keeps the condition, False uses its null."""
 
 
+def part_key(name: str, k: int) -> str:
+    """The ``cond`` key of part ``k >= 1`` of condition ``name``'s prompt, ``<name>.part<k>`` (its
+    mask: ``<name>.part<k>.mask``); part 0 is ``cond[name]`` itself. A prompt in parts is drawn by
+    :class:`audioguide.guidance.Conjunction`."""
+    return f"{name}.part{k}"
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived (:func:`terminate_on_sigterm`): it unwinds like Ctrl-C, so temporary files
     are removed, claims released and the command ends with one line."""

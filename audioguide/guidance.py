@@ -23,7 +23,10 @@ null condition::
 Brooks et al. 2023, eq. 3; VoxInstruct; MusicGen-Style double CFG) with conditions ``a, b`` is
 ``u_00 + s_a (u_a0 - u_00) + s_b (u_ab - u_a0)``; ``independent`` guidance (Composable Diffusion,
 Liu et al. 2022, eq. 10) is ``u + sum_k s_k (c_k - u)``. Every branch is one slice of ONE batched
-forward of the model (see :func:`evaluate_branches`). This weighted sum is the base combination,
+forward of the model (see :func:`evaluate_branches`). Several prompts of ONE condition (a sound
+scene's sources: "a dog barking" AND "rain falling") are Liu et al.'s conjunction too: the model
+wrapped in a :class:`Conjunction`, whose conditional prediction is ``u + sum_k lam_k (c_k - u)``,
+so that the guidance above it weighs every part. This weighted sum is the base combination,
 for continuous predictions (:class:`GuidedField`) and codec-LM logits (:class:`GuidedLogits`).
 
 The *reference* prediction ``c`` is the branch that keeps every condition of the policy; it is what
@@ -113,8 +116,10 @@ from audioguide.core import (
     AlphaSigma,
     Cond,
     Denoiser,
+    Keep,
     convert_prediction,
     flow_alpha_sigma,
+    part_key,
     prepare,
 )
 
@@ -128,6 +133,7 @@ __all__ = [
     "Branch",
     "CFGTerm",
     "CFGZeroStar",
+    "Conjunction",
     "Dynamic",
     "Evaluator",
     "GeDi",
@@ -432,6 +438,109 @@ def evaluate_branches(
         inputs["perturb"] = flags
     out = model(_repeat_rows(x, rows), _repeat_rows(t, rows), stacked, keep, **inputs)
     return list(out.split([len(r) for _, r in requests]))
+
+
+class Conjunction:
+    """A prompt in parts, as one denoiser: Composable Diffusion's conjunction (Liu et al. 2022,
+    "Compositional Visual Generation with Composable Diffusion Models", ECCV, eq. 10).
+
+    ``cond`` holds part 0 of condition ``name`` as usual and parts ``k = 1..K-1`` under
+    :func:`part_key` (:func:`~audioguide.core.part_key`; the same length as part 0, as
+    :func:`audioguide.models.base.with_parts` pads them).
+    On a row where ``name`` is kept the prediction is::
+
+        c = u + sum_k lam_k (c_k - u)
+
+    with ``c_k`` the model's prediction for part ``k`` and ``u`` its prediction with ``name`` dropped
+    (the row's other conditions as kept; the negative prompt where ``cond`` has one), evaluated only
+    when ``sum_k lam_k != 1`` (with weights summing to 1, ``c`` is their weighted mean). A row where
+    ``name`` is dropped is the model's prediction, evaluated once. Guidance above it with scale ``w``
+    on ``name`` (``u + w (c - u)``) then gives ``u + sum_k w lam_k (c_k - u)``: Liu et al.'s
+    conjunction with scale ``w lam_k`` per part, every branch of every part in ONE forward of the
+    wrapped model. ``lam = (1, ..., 1)`` is the paper's; smaller weights make a part quieter.
+
+    Where a guider turns guidance off on a row (an interval, adaptive guidance) the row still gets
+    the conjunction, at scale 1: ``u + sum_k lam_k (c_k - u)``, which costs every part's rows (and
+    ``u``'s); ``rows_evaluated`` counts the rows the wrapped model evaluated. Every attribute but
+    :meth:`prepare` is the wrapped model's; :meth:`prepare` is a copy (the wrapped model's
+    step-invariant work would see part 0 only).
+    """
+
+    def __init__(self, model: Any, name: str, weights: Sequence[float]) -> None:
+        weights = tuple(float(w) for w in weights)
+        if len(weights) < 2:
+            raise GuidanceError(f"a conjunction needs at least 2 parts, got {len(weights)}")
+        if not all(math.isfinite(w) and w > 0 for w in weights):
+            raise GuidanceError(f"part weights must be finite and > 0, got {weights}")
+        self.model, self.name, self.weights = model, name, weights
+        self.rows_evaluated = 0  # rows the wrapped model evaluated (its callers count one per outer row)
+
+    def __getattr__(self, attr: str) -> Any:
+        try:
+            model = self.__dict__["model"]
+        except KeyError:
+            raise AttributeError(attr) from None
+        return getattr(model, attr)
+
+    def prepare(self, cond: Cond, keep: Keep, frames: int, mask: Tensor | None = None) -> dict[str, Tensor]:
+        return dict(cond)
+
+    def __call__(self, x: Tensor, t: Tensor, cond: Cond, keep: Keep, **extra: Any) -> Tensor:
+        name, K = self.name, len(self.weights)
+        for k in range(1, K):
+            key = part_key(name, k)
+            if key not in cond or f"{key}.mask" not in cond:
+                raise GuidanceError(f"a conjunction of {K} parts needs cond[{key!r}] and its mask")
+            if cond[key].shape != cond[name].shape or cond[f"{key}.mask"].shape != cond[f"{name}.mask"].shape:
+                raise GuidanceError(f"part {k} of {name!r} is {tuple(cond[key].shape)}, the prompt {tuple(cond[name].shape)}: "
+                                    "pad them to one length (with_parts)")
+        B, device = x.shape[0], x.device
+        kept = keep.get(name)
+        flags = [True] * B if kept is None else kept.tolist()
+        dropped = torch.tensor([b for b in range(B) if not flags[b]], dtype=torch.long, device=device)
+        on = torch.tensor([b for b in range(B) if flags[b]], dtype=torch.long, device=device)
+        with_u = abs(sum(self.weights) - 1.0) > 1e-6
+        # rows: the dropped ones once, then the kept ones part by part (then once more, dropped, for u)
+        blocks = [dropped] + [on] * (K + with_u)
+        idx = torch.cat(blocks)
+        inner = {k: _repeat_rows(v, idx) for k, v in cond.items() if not k.startswith(f"{name}.part")}
+        n_drop, n_on = len(dropped), len(on)
+        for k in range(1, K):
+            at = torch.arange(n_drop + k * n_on, n_drop + (k + 1) * n_on, device=device)
+            inner[name] = inner[name].index_copy(0, at, cond[part_key(name, k)].index_select(0, on))
+            inner[f"{name}.mask"] = inner[f"{name}.mask"].index_copy(0, at, cond[f"{part_key(name, k)}.mask"].index_select(0, on))
+        inner_keep = {n: _repeat_rows(v.to(device), idx) for n, v in keep.items()}
+        kept_rows = torch.ones(len(idx), dtype=torch.bool, device=device)
+        kept_rows[:n_drop] = False
+        if with_u:
+            kept_rows[n_drop + K * n_on :] = False
+        inner_keep[name] = kept_rows
+        out = self.model(_repeat_rows(x, idx), _repeat_rows(t, idx) if t.ndim else t, inner, inner_keep,
+                         **{k: _rows_of(v, idx, B) for k, v in extra.items()})
+        result = out.new_empty((B, *out.shape[1:]))
+        if n_drop:
+            result.index_copy_(0, dropped, out[:n_drop])
+        if n_on:
+            preds = out[n_drop : n_drop + K * n_on].reshape(K, n_on, *out.shape[1:])
+            w = torch.tensor(self.weights, dtype=out.dtype, device=device).reshape(K, *([1] * out.ndim))
+            if with_u:
+                u = out[n_drop + K * n_on :]
+                combined = u + (w * (preds - u)).sum(0)
+            else:
+                combined = (w * preds).sum(0)
+            result.index_copy_(0, on, combined)
+        self.rows_evaluated += len(idx)
+        return result
+
+
+def _rows_of(v: Any, idx: Tensor, batch: int) -> Any:
+    """``v`` with its batch rows taken at ``idx`` (tensors whose first dim is the batch, and the
+    tensors of a mapping such as ``perturb``); anything else as it is."""
+    if isinstance(v, Tensor) and v.ndim and v.shape[0] == batch:
+        return v.index_select(0, idx.to(v.device))
+    if isinstance(v, Mapping):
+        return {k: _rows_of(x, idx, batch) for k, x in v.items()}
+    return v
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ them off. A call that gives only texts uses the recipe's ``[defaults]`` (e.g. th
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,8 +52,8 @@ from torch.nn import functional as F
 
 from audioguide.components import build_components, build_verifier
 from audioguide.core import Audio, AudioguideError, check_seed, clean_text, make_generator
-from audioguide.guidance import Evaluator, Guidance
-from audioguide.models.base import with_negative
+from audioguide.guidance import Conjunction, Evaluator, Guidance
+from audioguide.models.base import with_negative, with_parts
 from audioguide.recipes import MAX_CANDIDATES, TASKS, Recipe, RecipeError, call_policy, load_recipe, sampler_config
 from audioguide.registry import SAMPLERS
 from audioguide.sampling import RowStreams
@@ -66,6 +67,7 @@ SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=\S)")
 PAUSE_SECONDS = 0.18  # between joined sentences
 FADE_SECONDS = 0.01
 MIN_SPEED, MAX_SPEED = 0.25, 4.0  # speed of speech, as OpenAI's speech API bounds it
+MAX_PARTS = 4  # a prompt and its parts (:class:`~audioguide.guidance.Conjunction`)
 
 
 def split_sentences(text: str, max_chars: int = 220) -> list[str]:
@@ -122,6 +124,7 @@ class Piece:
     frames: int
     seconds: float
     inputs: tuple[tuple[str, str | None], ...] = ()  # its other inputs as given (speaker, style; None: absent)
+    weights: tuple[float, ...] = ()  # a prompt in parts: each part's weight (:class:`~audioguide.guidance.Conjunction`)
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,8 @@ class Pipeline:
         negative: str | None = None,
         candidates: int | None = None,
         speed: float | None = None,
+        parts: Sequence[str] | None = None,
+        part_weights: Sequence[float] | None = None,
     ) -> Plan:
         """Check a call's inputs and options and encode every piece's conditions; nothing random
         happens here. Text ``i`` is drawn with ``seed + i``.
@@ -335,23 +340,32 @@ class Pipeline:
         would do nothing). ``candidates`` (default: the recipe's ``[verifier] candidates``) draws
         that many samples of every sentence in one batch and keeps the one the recipe's verifier
         hears best (:mod:`audioguide.models.verifier`); 1 is plain sampling. ``speed`` (speech,
-        0.25-4, as OpenAI's speech API) scales the predicted durations by ``1 / speed``. Control
+        0.25-4, as OpenAI's speech API) scales the predicted durations by ``1 / speed``. ``parts``
+        (t2a) are more prompts drawn together with every text, as one sound that has them all:
+        Composable Diffusion's conjunction (:class:`~audioguide.guidance.Conjunction`), each part
+        guided at its weight times the caption's scale; ``part_weights`` gives a weight per part, the
+        text's first (default: 1 each, the paper's; a smaller weight makes a part quieter). Control
         characters and terminal escapes in any text are dropped first.
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
         texts, inputs, negative = _cleaned(texts, inputs, negative)
         self._check(texts, inputs, negative, seconds)
+        parts, weights = self._parts(parts, part_weights)
         pace = self.pace_for(speed, seconds)
         policy = self.policy(guidance, scales, cfg, rescale)
         self.evaluators(policy)  # feedback guidance the pipeline cannot serve fails here, before any work
         config = self.sampler_config(steps)
         n = self.candidates_for(candidates)
+        if parts and (policy.needs or n > 1):  # both judge a sample against the prompt alone
+            raise AudioguideError("prompt parts cannot be combined with " + ("feedback guidance" if policy.needs else "candidates > 1")
+                                  + ": its judge hears the prompt alone, not its parts")
         primary = PRIMARY_INPUT[self.task]
         if negative is not None and dict(policy.scales).get(primary, 1.0) == 1.0 and not policy.custom_terms:
             raise AudioguideError(f"a negative prompt acts through guidance on the {primary}, whose scale is 1 (no guidance); "
                                   "set a scale above 1 (--cfg)")
         check_seed(seed), check_seed(seed + len(texts) - 1)  # every piece's seed is valid before any work
         negative_enc = None if negative is None else self.model.conditioners[primary]([negative])
+        parts_enc = [self.model.conditioners[primary]([p]) for p in parts]
         pieces = []
         for i, text in enumerate(texts):
             conditions = self._inputs([text], inputs)
@@ -361,12 +375,45 @@ class Pipeline:
                 cond = self.model.encode({**conditions, primary: [p]})
                 if negative_enc is not None:
                     cond = with_negative(cond, primary, negative_enc)
+                if parts_enc:
+                    cond = with_parts(cond, primary, parts_enc)
                 # aligned speech takes its length from predicted durations unless seconds are given
                 length = None if self.model.aligned and seconds is None else self.seconds_for(p, seconds, pace)
                 frames, kept = self._length(cond, length, pace)
                 given = tuple((name, None if v is None else v[0]) for name, v in conditions.items() if name != primary)
-                pieces.append(Piece(i, p, seed + i, cond, piece_policy, frames, kept, given))
+                pieces.append(Piece(i, p, seed + i, cond, piece_policy, frames, kept, given, weights))
         return Plan(tuple(pieces), len(texts), config, n)
+
+    def _parts(self, parts: Sequence[str] | None, weights: Sequence[float] | None) -> tuple[list[str], tuple[float, ...]]:
+        """A call's prompt parts (cleaned and checked) and the weight of every part, the text's first;
+        ``((), ())`` without parts."""
+        if parts is None or isinstance(parts, str):
+            if isinstance(parts, str):
+                raise AudioguideError("parts must be a list of prompts, not one string")
+            if weights is not None:
+                raise AudioguideError("part weights need parts")
+            return [], ()
+        parts = [clean_text(p) if isinstance(p, str) else p for p in parts]
+        if not parts:
+            raise AudioguideError("parts is empty: give at least one more prompt, or none")
+        if self.task != "t2a" or self.model.kind == "tokens":
+            raise AudioguideError(f"prompt parts are for text-to-audio recipes drawn by a continuous model; recipe {self.recipe.name!r} "
+                                  f"is {self.task} ({self.model.kind})")
+        if len(parts) > MAX_PARTS - 1:
+            raise AudioguideError(f"at most {MAX_PARTS - 1} parts besides the prompt, got {len(parts)}")
+        primary = PRIMARY_INPUT[self.task]
+        try:
+            self.model.conditioners[primary].check(parts)
+        except AudioguideError as e:
+            raise AudioguideError(f"part: {e}") from None
+        if weights is None:
+            weights = [1.0] * (len(parts) + 1)
+        weights = list(weights)
+        if len(weights) != len(parts) + 1:
+            raise AudioguideError(f"give one weight per part, the prompt's first: {len(parts) + 1}, got {len(weights)}")
+        if not all(isinstance(w, numbers.Real) and not isinstance(w, bool) and 0.0 < w <= 4.0 for w in weights):
+            raise AudioguideError(f"part weights must be numbers in (0, 4], got {weights}")
+        return parts, tuple(float(w) for w in weights)
 
     def _length(self, cond: dict, seconds: float | None, pace: float = 1.0) -> tuple[int, float]:
         """Latent frames and seconds to generate; for a model with a frame-aligned condition, its
@@ -398,7 +445,8 @@ class Pipeline:
             raise AudioguideError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         groups: dict[tuple, list[int]] = {}
         for i, piece in enumerate(plan.pieces):
-            groups.setdefault((piece.policy, None if self.sampler.pads(piece.policy) else piece.frames), []).append(i)
+            key = (piece.policy, piece.weights, tuple(sorted(piece.cond)), None if self.sampler.pads(piece.policy) else piece.frames)
+            groups.setdefault(key, []).append(i)
         out = []
         for members in groups.values():
             members = sorted(members, key=lambda i: -plan.pieces[i].frames) if batch_size > 1 else members
@@ -422,15 +470,16 @@ class Pipeline:
         """Samples of the pieces ``batch`` (indices into ``plan.pieces``, one policy) in one batch,
         padded to the longest and masked; each piece draws from its own ``torch.Generator(seed)``."""
         n, pieces = plan.candidates, [plan.pieces[i] for i in batch]
-        if len({p.policy for p in pieces}) != 1:
-            raise AudioguideError("pieces of one batch must share a guidance policy (see Pipeline.batches)")
+        if len({(p.policy, p.weights) for p in pieces}) != 1:
+            raise AudioguideError("pieces of one batch must share a guidance policy and prompt parts (see Pipeline.batches)")
         cond = _stack([p.cond for p in pieces], n)
         frames = [p.frames for p in pieces]
         streams = RowStreams(tuple(make_generator(p.seed, self.device) for p in pieces), (n,) * len(pieces), tuple(frames))
         policy = pieces[0].policy
         if policy.needs:  # feedback guidance: its evaluator judges this batch's pieces
             policy = policy.bind(self.evaluators(policy, pieces, n))
-        samples = self.sampler.draw(self.model, cond, policy, plan.sampler, frames, streams,
+        model = self.model if not pieces[0].weights else Conjunction(self.model, PRIMARY_INPUT[self.task], pieces[0].weights)
+        samples = self.sampler.draw(model, cond, policy, plan.sampler, frames, streams,
                                     self.representation.channels, callback)
         return [samples[k * n : (k + 1) * n, :, :f] for k, f in enumerate(frames)]
 
@@ -591,7 +640,7 @@ class Pipeline:
     ) -> Audio:
         """Generate one waveform per text (a prompt, for ``t2a`` recipes): :meth:`generate` of
         :meth:`prepare` (whose keywords, ``seed``, ``steps``, ``cfg``, ``scales``, ``rescale``,
-        ``guidance``, ``seconds``, ``inputs``, ``negative``, ``candidates``, ``speed``, are this
+        ``guidance``, ``seconds``, ``inputs``, ``negative``, ``candidates``, ``speed``, ``parts``, ``part_weights``, are this
         call's ``options``). ``batch_size`` pieces share each forward pass (:meth:`draw`); 1 draws
         each alone, bit-for-bit as a call on it alone. ``callback(step, total)`` after every
         sampler step.

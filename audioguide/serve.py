@@ -10,7 +10,8 @@ Endpoints:
   one of its voices (``audioguide voices``), ``instructions`` a free-text voice description. Extra
   fields: ``seed``, ``sample_rate``.
 * ``POST /v1/audio/sound``: text to audio, ``model``, ``input`` (the prompt), ``seconds``,
-  ``negative``, ``response_format``, ``seed``, ``sample_rate``.
+  ``negative``, ``parts`` (more sounds in the same clip) and ``part_weights`` (one per part, the
+  prompt's first; :meth:`Pipeline.prepare`), ``response_format``, ``seed``, ``sample_rate``.
 * ``GET /v1/models`` (OpenAI's model list) and ``GET /health``.
 
 Audio: ``wav`` and ``pcm`` (OpenAI's headerless 16-bit little-endian) stream with chunked
@@ -48,7 +49,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from audioguide.audio import CEILING_DBTP, FORMATS, TARGET_LUFS, encode_audio, master, output_rate
 from audioguide.core import MAX_SEED, AudioguideError
-from audioguide.pipeline import MAX_SPEED, MIN_SPEED, Pipeline
+from audioguide.pipeline import MAX_PARTS, MAX_SPEED, MIN_SPEED, Pipeline
 
 log = logging.getLogger("audioguide.serve")
 
@@ -90,6 +91,8 @@ class SoundRequest(BaseModel):
     input: str = Field(min_length=1)
     seconds: float | None = None
     negative: str | None = Field(None, min_length=1)
+    parts: list[str] | None = Field(None, min_length=1, max_length=MAX_PARTS - 1)
+    part_weights: list[float] | None = Field(None, min_length=2, max_length=MAX_PARTS)
     response_format: ResponseFormat = "wav"
     seed: int = Field(0, ge=0, le=MAX_SEED)
     sample_rate: int | None = None
@@ -267,9 +270,11 @@ class Server:
         @app.post("/v1/audio/sound", response_class=Response)
         async def sound(request: SoundRequest) -> Response:
             pipe = self.pipeline(request.model, "t2a")
-            self.check_input(request.input)
+            for text in (request.input, *(request.parts or ())):
+                self.check_input(text)
             return await self._taken(pipe, request.input, request.response_format, request.sample_rate, seed=request.seed,
-                                     seconds=request.seconds, negative=request.negative)
+                                     seconds=request.seconds, negative=request.negative, parts=request.parts,
+                                     part_weights=request.part_weights)
 
     async def _taken(self, pipe: Pipeline, text: str, fmt: str, rate: int | None, **options) -> Response:
         """Admit the request (503 when full) and answer it. Its place is freed once the answer is

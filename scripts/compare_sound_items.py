@@ -1,6 +1,7 @@
 """Compare two `audioguide eval t2a --items` files item by item: adherence of each side with its 95 %
 bootstrap interval and the paired difference B - A (the same rows and seeds, resampled together),
-per setting the two runs share, overall and per class kind (music / effect / procedural / speech).
+per setting the two runs share, overall and per class kind (music / effect / procedural / speech);
+two-source scenes apart: both sources in the judge's top 2, and each source alone.
 
     python scripts/compare_sound_items.py A.jsonl B.jsonl [--names before,after] [--resamples 2000]
 
@@ -35,15 +36,24 @@ def compare(a: dict, b: dict, names: tuple[str, str], resamples: int, seed: int 
     if not shared:
         raise SystemExit("error: the two files share no (setting, row, seed) item")
     lines = [f"| setting | items | {names[0]} | {names[1]} | {names[1]} - {names[0]} (paired) |", "|---|---|---|---|---|"]
+    def hit(r: dict) -> float:
+        return float(r["hit"])
+
+    def source(i: int):  # a scene's i-th source (0: the foreground) among the judge's top 2
+        return lambda r: float(r["labels"][i] in r["top"][:2])
+
     for setting in dict.fromkeys(k[0] for k in shared):
         keys = [k for k in shared if k[0] == setting and a[k].get("kind") != "mixture"]
-        groups = [("all", keys)] + [(kind, [k for k in keys if a[k].get("kind") == kind])
-                                    for kind in sorted({a[k].get("kind") or "?" for k in keys})]
-        for group, ks in groups:
+        scenes = [k for k in shared if k[0] == setting and a[k].get("kind") == "mixture"]
+        groups = [("all", keys, hit)] + [(kind, [k for k in keys if a[k].get("kind") == kind], hit)
+                                         for kind in sorted({a[k].get("kind") or "?" for k in keys})]
+        groups += [("scenes, both in the top 2", scenes, hit), ("scenes, foreground in the top 2", scenes, source(0)),
+                   ("scenes, background in the top 2", scenes, source(1))]
+        for group, ks, score in groups:
             if not ks:
                 continue
-            ha = np.array([float(a[k]["hit"]) for k in ks])
-            hb = np.array([float(b[k]["hit"]) for k in ks])
+            ha = np.array([score(a[k]) for k in ks])
+            hb = np.array([score(b[k]) for k in ks])
             ones = np.ones(len(ks))
             rng = np.random.default_rng(seed)
             ma, la, ua, idx = ratio_ci(ha, ones, rng, resamples)

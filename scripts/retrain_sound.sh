@@ -84,6 +84,16 @@ audioguide eval t2a sound --data "$corpus/unseen.jsonl" --classifier "$work/soun
 audioguide eval t2a sound --data "$corpus/scenes.jsonl" --classifier "$work/sounds.safetensors" \
   --cfg 1,5 --rescale 0.7 --steps 8 --report benchmarks/results/sound_eval_scenes.md \
   --items "$work/t2a_scenes.jsonl" --save-wavs "$work/wavs_scenes"
+# all 200 held-out scenes from their captions, as prompts in parts (their sources' words: Composable Diffusion's
+# conjunction, `--compose`) and, as the audio-side baseline, each source drawn alone and the two mixed at -6 dB;
+# pair them with scripts/compare_sound_items.py (benchmarks/results/sound_scene_parts.md)
+grep '"kind": "mixture"' "$corpus/held_out.jsonl" > "$corpus/scenes_all.jsonl"
+for compose in "" 1,1 1,0.6; do
+  audioguide eval t2a sound --data "$corpus/scenes_all.jsonl" --classifier "$work/sounds.safetensors" ${compose:+--compose $compose} \
+    --items "$work/t2a_scenes_all${compose:+_$compose}.jsonl" --save-wavs "$work/wavs_scenes_all${compose:+_$compose}"
+done
+python scripts/scene_mix_baseline.py --data "$corpus/scenes_all.jsonl" --classifier "$work/sounds.safetensors" \
+  -o "$work/t2a_scenes_all_mix.jsonl" --save-wavs "$work/wavs_scenes_all_mix"
 # the judges side by side (benchmarks/results/sound_judges.md): the MLP above, a CNN over log-mel images trained
 # with mixing of real clips (3000 steps, ~38 min) and both as an ensemble, on the same real, resynthesised and
 # generated clips (the generated ones judged again from the wavs kept above, not generated again)
@@ -96,6 +106,10 @@ for member in mlp cnn ""; do
     python scripts/rejudge_sound_items.py "$work/t2a_$split.jsonl" "$work/wavs_$split" --data "$corpus/${split%15}.jsonl" \
       --classifier "$work/sounds-ensemble.safetensors" -o "$work/rejudged_${split}_${member:-ensemble}.jsonl" ${member:+--member $member}
   done
+done
+for v in "" _1,1 _1,0.6 _mix; do  # the scenes in parts and mixed, judged by the ensemble too
+  python scripts/rejudge_sound_items.py "$work/t2a_scenes_all$v.jsonl" "$work/wavs_scenes_all$v" --data "$corpus/scenes_all.jsonl" \
+    --classifier "$work/sounds-ensemble.safetensors" -o "$work/rejudged_scenes_all${v}_ensemble.jsonl"
 done
 python benchmarks/t2a_speed.py --report benchmarks/results/t2a_speed.md
 python scripts/sound_samples.py   # samples/sound (needs matplotlib)

@@ -523,6 +523,34 @@ def test_evaluate_t2a_scores_two_source_scenes_by_both_classes(corpus, tmp_path)
     assert "two-source scenes (both in top 2)" in text and "| mixture |" not in text
 
 
+def test_evaluate_t2a_composes_scenes_from_their_sources_words(corpus, tmp_path):
+    """With ``compose``, a scene that names its sources' words is drawn as a prompt in parts (the
+    foreground's words, the background's as a part, at the given weights); other rows as before."""
+    clf = corpus[3]
+
+    class PartsPipe(StubPipe):
+        def __call__(self, texts, *, seed, parts=None, part_weights=None, **kw):
+            self.calls.append({"text": texts[0], "parts": parts, "weights": part_weights})
+            return super().__call__(texts, seed=seed, **kw)
+
+    rows = [r for r in stub_rows(tmp_path) if r.extra.get("label")][:2]
+    scene = {"id": "scene", "audio": str(rows[0].audio), "caption": "a steady tone over a rising chirp", "label": "tone",
+             "labels": ["tone", "chirp"], "kind": "mixture", "duration": 0.5, "part_captions": ["a steady tone", "a rising chirp"]}
+    write_manifest(tmp_path / "scene.jsonl", [*({"id": r.id, "audio": str(r.audio), "caption": r.caption, "label": r.extra["label"],
+                                                "kind": r.extra["kind"]} for r in rows), scene])
+    manifest = read_manifest(tmp_path / "scene.jsonl")
+    pipe = PartsPipe()
+    evaluate_t2a(pipe, manifest, clf, [("default", {})], seed=3, compose=[1.0, 0.5])
+    composed = [c for c in pipe.calls if c.get("parts")]
+    assert composed and all(c["text"] == "a steady tone" and c["parts"] == ["a rising chirp"] and c["weights"] == [1.0, 0.5]
+                            for c in composed)
+    assert all(c["parts"] is None for c in pipe.calls if "text" in c and c["text"] != "a steady tone")
+    with pytest.raises(AudioguideError, match="compose gives 3 weight"):
+        evaluate_t2a(PartsPipe(), manifest, clf, [("default", {})], compose=[1.0, 0.5, 0.5])
+    with pytest.raises(AudioguideError, match="part_captions"):
+        evaluate_t2a(PartsPipe(), manifest[:2], clf, [("default", {})], compose=[1.0, 0.5])
+
+
 def test_degrade_is_seeded_keeps_length_and_lands_in_its_noise_range():
     """Degraded copies for the judge: same length, the same seed gives the same copy, another seed
     another, none is the clip itself, and none silences it."""

@@ -948,3 +948,86 @@ def test_speech_recipe_guided_step_runs_three_rows_and_the_text_last_order_two()
     out2 = field2(x, t)
     assert field2.rows_evaluated == 2 * B  # c, u_speaker+style
     assert torch.allclose(out2, c + (c - model.branch(x, t, cond, {"speaker", "style"})), atol=1e-5)
+
+
+def _with_part(cond, part):
+    mask = torch.ones(B, C, dtype=torch.bool)
+    return {**cond, "text.mask": mask, "text.part1": part, "text.part1.mask": mask}
+
+
+@pytest.mark.parametrize("weights", [(1.0, 0.6), (0.5, 0.5)])
+def test_conjunction_formula_in_one_forward(setup, weights):
+    """Composable Diffusion (Liu et al. 2022, eq. 10): u + w sum_k lam_k (c_k - u), one forward."""
+    model, x, t, cond = setup
+    part = torch.randn(B, C, T, generator=torch.Generator().manual_seed(5))
+    cond = _with_part(cond, part)
+    field = G.GuidedField(G.Conjunction(model, "text", weights), cond, single(3.0))
+    out = field(x, t)
+    assert model.calls == 1
+    # the null branch once; the kept one per part, plus u unless the weights sum to 1
+    assert model.rows == B + B * (2 + (sum(weights) != 1.0))
+    c0 = model.branch(x, t, cond, {"text"})
+    c1 = model.branch(x, t, {**cond, "text": part}, {"text"})
+    u = model.branch(x, t, cond, set())
+    expected = u + 3.0 * (weights[0] * (c0 - u) + weights[1] * (c1 - u))
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_conjunction_rows_are_independent_and_extras_follow_their_rows(setup):
+    """Batched equals sequential, rows with the condition dropped are the model's own prediction,
+    and per-row inputs (``t``, a mask) travel with their rows."""
+    model, x, _, cond = setup
+    cond = _with_part(cond, torch.randn(B, C, T, generator=torch.Generator().manual_seed(6)))
+    t = torch.tensor([0.2, 0.5, 0.9])
+    keep = {"text": torch.tensor([True, False, True]), "speaker": torch.tensor([True, True, False])}
+    seen = []
+
+    def spy(x, t, cond, keep, mask):
+        seen.append(mask.clone())
+        return model(x, t, cond, keep) * mask[:, None, :]
+
+    mask = torch.ones(B, T, dtype=torch.bool)
+    mask[1, 4:] = False
+    conj = G.Conjunction(spy, "text", (1.0, 0.7))
+    out = conj(x, t, cond, keep, mask=mask)
+    for b in range(B):
+        row = {k: v[b : b + 1] for k, v in cond.items()}
+        one = conj(x[b : b + 1], t[b : b + 1], row, {k: v[b : b + 1] for k, v in keep.items()}, mask=mask[b : b + 1])
+        assert torch.allclose(out[b : b + 1], one, atol=1e-6)
+    plain = spy(x[1:2], t[1:2], {k: v[1:2] for k, v in cond.items() if ".part" not in k},
+                {k: v[1:2] for k, v in keep.items()}, mask[1:2])
+    assert torch.equal(out[1:2], plain)  # dropped: evaluated once, as it is
+    assert seen[0].shape[0] == 2 * 3 + 1  # rows 0 and 2: two parts + u each; row 1 once
+
+
+def test_conjunction_refuses_bad_weights_and_missing_parts(setup):
+    model, x, t, cond = setup
+    with pytest.raises(G.GuidanceError, match="at least 2 parts"):
+        G.Conjunction(model, "text", (1.0,))
+    with pytest.raises(G.GuidanceError, match="finite and > 0"):
+        G.Conjunction(model, "text", (1.0, -0.5))
+    conj = G.Conjunction(model, "text", (1.0, 1.0, 1.0))
+    with pytest.raises(G.GuidanceError, match="text.part1"):
+        conj(x, t.expand(B), {**cond, "text.mask": torch.ones(B, C, dtype=torch.bool)}, {"text": torch.ones(B, dtype=torch.bool)})
+
+
+def test_conjunction_gives_each_part_row_its_own_sequence_and_mask():
+    """Part k's rows see part k's embedding and mask; the prompt's rows and u's rows the prompt's."""
+    g = torch.Generator().manual_seed(7)
+    emb = {k: torch.randn(2, 5, 3, generator=g) for k in ("p", "q")}
+    mask = {"p": torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]], dtype=torch.bool),
+            "q": torch.tensor([[1, 1, 1, 1, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)}
+    cond = {"caption": emb["p"], "caption.mask": mask["p"], "caption.part1": emb["q"], "caption.part1.mask": mask["q"]}
+    seen = {}
+
+    def spy(x, t, cond, keep, **extra):
+        seen.update(cond=cond, keep=keep)
+        return x.new_zeros(x.shape)
+
+    G.Conjunction(spy, "caption", (1.0, 0.5))(torch.zeros(2, 1, 4), torch.tensor([0.3, 0.7]), cond, {"caption": torch.tensor([True, True])})
+    # rows: the prompt (both samples), part 1 (both), u (both, dropped)
+    got, keep = seen["cond"], seen["keep"]["caption"]
+    assert torch.equal(got["caption"][:2], emb["p"]) and torch.equal(got["caption.mask"][:2], mask["p"])
+    assert torch.equal(got["caption"][2:4], emb["q"]) and torch.equal(got["caption.mask"][2:4], mask["q"])
+    assert torch.equal(got["caption.mask"][4:], mask["p"]) and keep.tolist() == [True, True, True, True, False, False]
+    assert not any(".part" in k for k in got)  # the wrapped model sees plain conditions

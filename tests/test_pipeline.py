@@ -147,6 +147,59 @@ def test_negative_prompt_replaces_the_null_branch(write_recipe):
         pipe("a dog barking", negative="")
 
 
+def test_prompt_parts_are_composable_diffusion(write_recipe):
+    """A prompt in parts (Liu et al. 2022): each part guided at its weight times the caption's scale."""
+    pipe = _tiny_t2a(write_recipe)
+    plain = pipe("a dog barking", seed=1)[0]
+    both = pipe("a dog barking", seed=1, parts=["rain on a roof, loud"])[0]  # longer than the prompt: padded
+    assert not np.allclose(plain, both, atol=1e-4) and np.isfinite(both).all()
+    assert np.array_equal(both, pipe("a dog barking", seed=1, parts=["rain on a roof, loud"])[0])
+    # the prompt as its own part at weights (1, 1): u + 2 w (c - u), plain CFG at twice the scale
+    twice = pipe("a dog barking", seed=1, parts=["a dog barking"])[0]
+    assert np.allclose(twice, pipe("a dog barking", seed=1, cfg=6.0)[0], atol=1e-4)
+    # at weights (1/2, 1/2) it is the prompt alone
+    assert np.allclose(pipe("a dog barking", seed=1, parts=["a dog barking"], part_weights=[0.5, 0.5])[0], plain, atol=1e-4)
+    # several texts share the parts; a batch is each text alone with seed + i
+    texts = ["a dog barking", "a bell"]
+    batched = pipe(texts, seed=3, parts=["wind"], part_weights=[1.0, 0.5], batch_size=2)
+    for i, text in enumerate(texts):
+        alone = pipe(text, seed=3 + i, parts=["wind"], part_weights=[1.0, 0.5])[0]
+        assert np.allclose(batched[i], alone, atol=1e-5)
+
+
+def test_parts_and_negative_pad_to_one_length():
+    """Every sequence of a condition (the prompt, its parts, its negative) is padded, masked, to the
+    longest, so guidance's branches and a conjunction's parts stack row by row."""
+    from audioguide.conditioners.base import Encoded
+    from audioguide.models.base import with_negative, with_parts
+
+    pos = Encoded(torch.randn(2, 3, 4), torch.tensor([[True, True, False], [True, True, True]]))
+    part = Encoded(torch.randn(1, 6, 4), torch.ones(1, 6, dtype=torch.bool))
+    cond = with_parts({"caption": pos.emb, "caption.mask": pos.mask, "other": torch.zeros(2, 1, 4), "other.mask": torch.ones(2, 1, dtype=torch.bool)},
+                      "caption", [part])
+    cond = with_negative(cond, "caption", Encoded(torch.randn(1, 2, 4), torch.ones(1, 2, dtype=torch.bool)))
+    for key in ("caption", "caption.part1", "caption.negative"):
+        assert cond[key].shape == (2, 6, 4) and cond[f"{key}.mask"].shape == (2, 6)
+    assert torch.equal(cond["caption"][:, :3], pos.emb) and not cond["caption.mask"][:, 3:].any()
+    assert torch.equal(cond["caption.part1"][1], part.emb[0]) and cond["caption.part1.mask"].all()
+    assert cond["caption.negative.mask"][:, :2].all() and not cond["caption.negative.mask"][:, 2:].any()
+    assert cond["other"].shape == (2, 1, 4)  # another condition is left as it is
+
+
+def test_prompt_parts_errors(write_recipe):
+    pipe = _tiny_t2a(write_recipe)
+    for kw, match in (({"parts": []}, "parts is empty"), ({"parts": "rain"}, "list of prompts"),
+                      ({"parts": ["rain"], "part_weights": [1.0]}, "one weight per part.*2, got 1"),
+                      ({"parts": ["rain"], "part_weights": [1.0, 0.0]}, r"in \(0, 4\]"),
+                      ({"part_weights": [1.0]}, "part weights need parts"),
+                      ({"parts": ["a", "b", "c", "d"]}, "at most 3 parts"),
+                      ({"parts": [""]}, "part: .*empty")):
+        with pytest.raises(AudioguideError, match=match):
+            pipe("a dog barking", **kw)
+    with pytest.raises(AudioguideError, match="text-to-audio"):
+        Pipeline.from_recipe(write_recipe(TINY_TTS, "tts.toml"))("hello", parts=["there"])
+
+
 def test_negative_branch_sees_the_negative_prompt_exactly():
     """The dropped rows of ``select`` carry the negative's embedding and mask, kept rows their own."""
     from audioguide.conditioners.base import Encoded

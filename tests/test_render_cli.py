@@ -43,6 +43,10 @@ def test_t2a_and_recipes_listing(tmp_path):
     neg = tmp_path / "neg.wav"
     assert run("t2a", "a dog barking", "-r", "random-t2a", "-o", neg, "--seconds", 1.0, "--negative", "music").exit_code == 0
     assert neg.read_bytes() != out.read_bytes()  # the negative prompt takes the null branch's place
+    both = tmp_path / "both.wav"
+    res = run("t2a", "a dog barking", "-r", "random-t2a", "-o", both, "--seconds", 1.0, "--and", "rain falling", "--and-weight", 0.6)
+    assert res.exit_code == 0, res.output
+    assert sf.info(str(both)).frames == 16000 and both.read_bytes() != out.read_bytes()  # a prompt in parts
     res = run("recipes")
     assert res.exit_code == 0
     lines = res.output.strip().splitlines()
@@ -63,6 +67,9 @@ def test_t2a_and_recipes_listing(tmp_path):
         (["tts", "Hi.", "--recipe", "random-t2a"], "is a t2a recipe; use `audioguide t2a`"),
         (["t2a", "rain", "-r", "random-t2a", "--seconds", "500"], "seconds must be in"),
         (["t2a", "rain", "-r", "random-t2a", "--negative", "  "], "text is empty"),
+        (["t2a", "rain", "-r", "random-t2a", "--and", "  "], "part: text is empty"),
+        (["t2a", "rain", "-r", "random-t2a", "--and-weight", "0.5"], "--and-weight weighs the --and parts"),
+        (["t2a", "rain", "-r", "random-t2a", "--and", "wind", "--and-weight", "0"], "part weights must be numbers in (0, 4]"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):

@@ -12,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -105,6 +106,19 @@ def test_sound_endpoint(server):
     wav, sr = sf.read(io.BytesIO(r.content))
     assert r.status_code == 200 and sr == 8000 and len(wav) == 8000
     assert true_peak(wav) <= CEILING_DBTP + 0.05
+
+
+def test_sound_endpoint_takes_prompt_parts(server):
+    body = {"model": "random-t2a", "input": "a dog barking", "seconds": 1.0, "sample_rate": 8000}
+    plain = sf.read(io.BytesIO(server.post("/v1/audio/sound", json=body).content))[0]
+    r = server.post("/v1/audio/sound", json={**body, "parts": ["rain falling"], "part_weights": [1.0, 0.6]})
+    both = sf.read(io.BytesIO(r.content))[0]
+    assert r.status_code == 200 and len(both) == len(plain) and not np.allclose(both, plain)
+    for change, code in (({"parts": ["rain"], "part_weights": [1.0]}, "too_short"), ({"parts": []}, "too_short"),
+                         ({"parts": ["a", "b", "c", "d"]}, "too_long"), ({"parts": ["rain"], "part_weights": [1.0, 9.0]}, None)):
+        r = server.post("/v1/audio/sound", json={**body, **change})
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["message"] and (code is None or code in error["code"]), r.text
 
 
 BAD = [

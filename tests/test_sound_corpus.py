@@ -291,6 +291,12 @@ def test_procedural_classes_and_mixtures_build_resume_and_keep_splits_apart(tmp_
     assert len(mixtures) == 8 and len(held_mix) == 2
     assert all(len(set(r.extra["labels"])) == 2 and r.extra["label"] == r.extra["labels"][0] for r in mixtures + held_mix)
     assert all(-10 <= r.extra["background_db"] <= -3 for r in mixtures)
+    # each source's own words, foreground first, and the caption says both (a prompt in parts draws them)
+    origin = {Path(str(r.audio)).stem: r.extra["origin"] for r in train + held if r.extra["kind"] != "mixture"}
+    for r in mixtures + held_mix:
+        words = r.extra["part_captions"]
+        assert len(words) == 2 and all(w and w in r.caption for w in words)
+        assert all(w == origin[p] for w, p in zip(words, r.extra["parts"]) if p.startswith("proc-"))  # a synth's own words
     for r in mixtures:  # each scene: the foreground's length, audible, not clipped
         wav, sr = read_audio(r.audio)
         assert 0.1 <= np.abs(wav).max() <= 0.9 + 1e-4 and len(wav) / sr == pytest.approx(r.duration, abs=1e-3)

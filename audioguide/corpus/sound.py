@@ -26,7 +26,8 @@ The material, all offline:
   speaker's gender ("a man speaking");
 * **two-source scenes**: a foreground clip over a background of another class 3-10 dB below it
   (:func:`~audioguide.audio.mix_scene`), captioned "a dog barking while rain falling" and the like
-  (:data:`MIX_TEMPLATES`); ``labels`` names both classes.
+  (:data:`MIX_TEMPLATES`); ``labels`` names both classes, ``part_captions`` the words of each
+  source (foreground first), for drawing a scene as a prompt in parts.
 
 Every row has ``caption``, ``label`` (its class, what the prompt-adherence judge predicts),
 ``kind``, ``source`` and ``licence``. Three manifests: ``train.jsonl``, ``held_out.jsonl`` and
@@ -1004,9 +1005,11 @@ def build_sound_corpus(
                 if not path.exists():
                     write_wav(path, mix_scene(fg, bg, gain_db), SAMPLE_RATE)
                 describe = lambda m: m[2] if isinstance(m[2], str) else effect_description(m[2], m[1], mix_rng)  # noqa: E731
-                caption = mixture_caption(describe(a), describe(b), mix_rng, split == "held_out")
+                words = describe(a), describe(b)
+                caption = mixture_caption(*words, mix_rng, split == "held_out")
                 rows[split].append({"id": rid, "audio": f"wavs/{rid}.wav", "caption": caption, "label": a[1], "labels": [a[1], b[1]],
-                                    "kind": "mixture", "duration": round(fg.size / SAMPLE_RATE, 3), "background_db": round(gain_db, 1), "parts": [a[0], b[0]],
+                                    "kind": "mixture", "duration": round(fg.size / SAMPLE_RATE, 3), "background_db": round(gain_db, 1),
+                                    "parts": [a[0], b[0]], "part_captions": list(words),
                                     "source": f"{a[3]} + {b[3]}", "licence": "see both sources"})
 
     # the same held-out recordings, asked for in words training never uses for their class

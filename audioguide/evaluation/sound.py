@@ -702,6 +702,7 @@ def evaluate_t2a(
     pipe, rows: Sequence[Row], classifier: ClipClassifier | CNNJudge | EnsembleJudge, settings: Sequence[Setting],
     on_item: Callable[[int, int], None] | None = None, seconds: float | None = None, *,
     seed: int = 0, per_class: int | None = None, wav_dir: str | Path | None = None, samples: int = 0,
+    compose: Sequence[float] | None = None,
 ) -> T2AReport:
     """Generate every held-out row under every setting and judge it (see the module docstring).
 
@@ -712,7 +713,10 @@ def evaluate_t2a(
     none), or ``seconds`` for every row. ``wav_dir`` also keeps the clips, as
     ``<wav_dir>/<setting>/<row id>.wav``. ``samples`` keeps the clips of the first that many rows of
     every setting (and the real clips of those rows) in the report, for pictures
-    (:mod:`audioguide.evaluation.plots`). Everything is validated before any synthesis.
+    (:mod:`audioguide.evaluation.plots`). ``compose`` draws every two-source scene that names the
+    words of its sources (``extra["part_captions"]``, foreground first) as a prompt in parts at these
+    weights (:class:`~audioguide.guidance.Conjunction`) instead of from its caption. Everything is
+    validated before any synthesis.
     """
     from audioguide.audio import read_audio, write_wav
 
@@ -729,6 +733,18 @@ def evaluate_t2a(
         raise AudioguideError(f"the sound classifier does not know class(es) {', '.join(unknown)}; "
                               f"it knows {', '.join(classifier.labels)}")
     resolved = [resolve_setting(recipe, s) for _, s in settings]
+    if compose is not None:
+        sizes = {len(r.extra["part_captions"]) for r in chosen if r.extra.get("part_captions")}
+        if not sizes:
+            raise AudioguideError("compose draws scenes from their sources' words ('part_captions'); these rows have none "
+                                  "(a sound corpus's two-source scenes have them)")
+        if sizes != {len(compose)}:
+            raise AudioguideError(f"compose gives {len(compose)} weight(s); the scenes have {', '.join(map(str, sorted(sizes)))} sources")
+        if hasattr(pipe, "prepare"):  # a Pipeline checks every scene's words and the weights here, drawing nothing
+            for r in chosen:
+                if r.extra.get("part_captions"):
+                    words = r.extra["part_captions"]
+                    pipe.prepare([words[0]], parts=list(words[1:]), part_weights=list(compose))
     d = recipe.duration
     if seconds is not None and not d.min_seconds <= seconds <= d.max_seconds:
         raise AudioguideError(f"seconds must be in [{d.min_seconds:g}, {d.max_seconds:g}] for recipe {recipe.name!r}, got {seconds:g}")
@@ -744,10 +760,12 @@ def evaluate_t2a(
         if on_item is not None:
             on_item(done, total)
 
-    def call(caption: str, row_seed: int, setting: Mapping[str, float], secs: float):
+    def call(row: Row, row_seed: int, setting: Mapping[str, float], secs: float):
         steps = setting.get("steps")
-        return pipe([caption], seed=row_seed, cfg=setting.get("cfg"), rescale=setting.get("rescale"),
-                    steps=None if steps is None else int(steps), seconds=secs)
+        words = row.extra.get("part_captions") if compose is not None else None
+        parts = {"parts": list(words[1:]), "part_weights": list(compose)} if words else {}
+        return pipe([words[0] if words else row.caption], seed=row_seed, cfg=setting.get("cfg"), rescale=setting.get("rescale"),
+                    steps=None if steps is None else int(steps), seconds=secs, **parts)
 
     # the real reference first: cheap, and a missing file fails before any synthesis
     kept: list[Sample] = []
@@ -771,19 +789,20 @@ def evaluate_t2a(
                       for (row, secs), p, t in zip(real_items, predicted, tops))
         real_result = SettingResult(REAL_LABEL, {}, None, None, items, float("nan"))  # FD to itself: not a measurement
 
-    call(chosen[0].caption, seed, settings[0][1], lengths[0])  # warm-up: lazy initialisation is not synthesis time
+    call(chosen[0], seed, settings[0][1], lengths[0])  # warm-up: lazy initialisation is not synthesis time
     results = []
     for (label, setting), (scales, rescale, steps) in zip(settings, resolved):
         feats, items = [], []
         for i, (row, secs) in enumerate(zip(chosen, lengths)):
             t0 = time.perf_counter()
-            audio = call(row.caption, seed + i, setting, secs)
+            audio = call(row, seed + i, setting, secs)
             elapsed = time.perf_counter() - t0
             wav = np.asarray(audio[0], dtype=np.float32)
             if wav_dir is not None:
                 write_wav(Path(wav_dir) / _slug(label) / f"{row.id}.wav", wav, audio.sample_rate)
             if i < samples:
-                kept.append(Sample(label, row.id, row.caption, wav, int(audio.sample_rate)))
+                words = row.extra.get("part_captions") if compose is not None else None
+                kept.append(Sample(label, row.id, " AND ".join(words) if words else row.caption, wav, int(audio.sample_rate)))
             feats.append(classifier.clip_features(wav, audio.sample_rate))
             items.append((row, seed + i, len(wav) / audio.sample_rate, elapsed))
             tick()
@@ -805,6 +824,9 @@ def evaluate_t2a(
         notes.append(f"At most {per_class} row(s) per class: {len(usable) - len(chosen)} more were not evaluated.")
     if real_result is None:
         notes.append("The rows have no real audio: no realism (FD) and no real-audio reference.")
+    if compose is not None:
+        notes.append(f"Two-source scenes were drawn as prompts in parts (their sources' words, foreground first) at weights "
+                     f"({', '.join(f'{w:g}' for w in compose)}), not from their captions.")
     own = _key(resolve_setting(recipe, {}))
     default = next((label for (label, _), r in zip(settings, resolved) if _key(r) == own), settings[0][0])
     judge = {**classifier.config, "classes": len(classifier.labels)}

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from audioguide.conditioners import Conditioner, Encoded
-from audioguide.core import Keep, former_name, init_random, load_moved  # noqa: F401  (init_random: re-exported for the models)
+from audioguide.core import Keep, former_name, init_random, load_moved, part_key  # noqa: F401  (init_random: re-exported for the models)
 
 
 def masked_mean(enc: Encoded) -> Tensor:
@@ -85,21 +85,35 @@ class Generator(nn.Module):
         return out
 
 
-def with_negative(cond: Mapping[str, Tensor], name: str, negative: Encoded) -> dict[str, Tensor]:
-    """``cond`` with a negative prompt for condition ``name``: its encoding and the condition's are
-    padded (masked) to one length, so guidance's branches stack row by row."""
-    emb, mask = cond[name], cond[f"{name}.mask"]
-    length = max(emb.shape[1], negative.emb.shape[1])
-
-    def pad(e: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
-        extra = length - e.shape[1]
-        if extra:
-            e = torch.cat([e, e.new_zeros(e.shape[0], extra, e.shape[2])], 1)
-            m = torch.cat([m, m.new_zeros(m.shape[0], extra)], 1)
-        return e, m
-
+def _padded(cond: Mapping[str, Tensor], name: str, extra: Mapping[str, Encoded]) -> dict[str, Tensor]:
+    """``cond`` with ``extra`` encodings of condition ``name`` added under their keys, the condition's
+    own encoding and every other sequence of it (a negative prompt, prompt parts) padded (masked)
+    to one length, so guidance's branches stack row by row."""
+    B = cond[name].shape[0]
+    seqs = {key: Encoded(cond[key], cond[f"{key}.mask"]) for key in cond
+            if (key == name or key.startswith(f"{name}.")) and not key.endswith(".mask") and f"{key}.mask" in cond
+            and cond[key].ndim == 3}
+    seqs.update({key: Encoded(e.emb.expand(B, -1, -1), e.mask.expand(B, -1)) for key, e in extra.items()})
+    length = max(e.emb.shape[1] for e in seqs.values())
     out = dict(cond)
-    out[name], out[f"{name}.mask"] = pad(emb, mask)
-    neg_emb, neg_mask = pad(negative.emb.expand(emb.shape[0], -1, -1), negative.mask.expand(emb.shape[0], -1))
-    out[f"{name}.negative"], out[f"{name}.negative.mask"] = neg_emb, neg_mask
+    for key, e in seqs.items():
+        pad = length - e.emb.shape[1]
+        emb, mask = e.emb, e.mask
+        if pad:
+            emb = torch.cat([emb, emb.new_zeros(emb.shape[0], pad, emb.shape[2])], 1)
+            mask = torch.cat([mask, mask.new_zeros(mask.shape[0], pad)], 1)
+        out[key], out[f"{key}.mask"] = emb, mask
     return out
+
+
+def with_negative(cond: Mapping[str, Tensor], name: str, negative: Encoded) -> dict[str, Tensor]:
+    """``cond`` with a negative prompt for condition ``name`` (``name.negative``): its encoding and
+    the condition's are padded (masked) to one length, so guidance's branches stack row by row."""
+    return _padded(cond, name, {f"{name}.negative": negative})
+
+
+def with_parts(cond: Mapping[str, Tensor], name: str, parts: Sequence[Encoded]) -> dict[str, Tensor]:
+    """``cond`` whose condition ``name`` is part 0 of a prompt in parts, with ``parts`` (parts
+    1, 2, ...) under :func:`~audioguide.core.part_key`, all padded to one length (see
+    :class:`audioguide.guidance.Conjunction`)."""
+    return _padded(cond, name, {part_key(name, k): p for k, p in enumerate(parts, 1)})
