@@ -93,14 +93,8 @@ def sound_methods() -> list[tuple[str, str, Callable]]:
     def g(**kw):
         return lambda r: dataclasses.replace(r, guidance=dataclasses.replace(r.guidance, **kw))
 
-    def steps(n):
-        def f(r):
-            cfg = dataclasses.replace(r.sampler.config, steps=n)
-            return dataclasses.replace(r, sampler=dataclasses.replace(r.sampler, config=cfg))
-        return f
-
     return [
-        ("default", "CFG 5 + rescale 0.7, 8 mean-flow steps: the recipe", lambda r: r),
+        ("default", "CFG 5 + rescale 0.7, 8 steps of the recipe's sampler (8 mean-flow steps until Dec 7, 8 Euler steps since)", lambda r: r),
         ("no guidance", "cfg 1: one row per step", g(scales=(("caption", 1.0),), rescale=0.0)),
         ("plain CFG 5", "no rescale", g(rescale=0.0)),
         ("CFG 5 + APG", "Sadat et al. 2025, eta 0, r 15, beta -0.5, native space, instead of rescale", g(apg=APG(space="native"), rescale=0.0)),
@@ -110,7 +104,16 @@ def sound_methods() -> list[tuple[str, str, Callable]]:
         ("CFG + rescale + STG", "Hyung et al. 2024, w 2, block 2 skipped", g(stg=STG(scale=2.0, layers=(2,)))),
         ("CFG + rescale + adaptive", "Castillo et al. 2025, cos >= 0.999 twice", g(adaptive=Adaptive())),
         ("CFG + rescale, interval", "guidance off for t > 0.75 (Kynkäänniemi et al. 2024)", g(interval=(0.0, 0.75))),
-        ("default, 1 step", "one mean-flow step", steps(1)),
+        ("CFG + rescale, off at low noise", "guidance off for t < 0.3 (the last two of 8 steps; Kynkäänniemi et al. 2024's other end)", g(interval=(0.3, 1.0))),
+        ("mean-flow, 6 steps", "six mean-flow steps", on_sampler("meanflow", steps=6)),
+        ("mean-flow, 4 steps", "four mean-flow steps (recipe sound-fast)", on_sampler("meanflow", steps=4)),
+        ("mean-flow, 1 step", "one mean-flow step", on_sampler("meanflow", steps=1)),
+        ("mean-flow, 6 steps, off at low noise", "six mean-flow steps, guidance off for t < 0.3 (the last step)", lambda r: on_sampler("meanflow", steps=6)(g(interval=(0.3, 1.0))(r))),
+        ("mean-flow, 6 steps, off below 0.4", "six mean-flow steps, guidance off for t < 0.4 (the last two steps)", lambda r: on_sampler("meanflow", steps=6)(g(interval=(0.4, 1.0))(r))),
+        ("mean-flow, 5 steps", "five mean-flow steps", on_sampler("meanflow", steps=5)),
+        ("mean-flow, 5 steps, off at low noise", "five mean-flow steps, guidance off for t < 0.3 (the last step)", lambda r: on_sampler("meanflow", steps=5)(g(interval=(0.3, 1.0))(r))),
+        ("Euler 8, CFG + rescale", "flow ODE on the instantaneous velocity u(z, t, t), 8 steps (the default's rows), same guidance", on_sampler("euler", steps=8)),
+        ("Euler 12, CFG + rescale", "flow ODE on the instantaneous velocity u(z, t, t), 12 steps, same guidance", on_sampler("euler", steps=12)),
         ("Euler 16, CFG + rescale", "flow ODE on the instantaneous velocity u(z, t, t), 16 steps, same guidance", on_sampler("euler", steps=16)),
         ("Euler 16, CFG++", "Chung et al. 2024, lambda 0.6 (scales in [0, 1])", on_sampler("euler-cfgpp", {"caption": 0.6}, steps=16)),
         ("Euler 16, PCG", "Bradley & Nakkiran 2024: conditional Euler step + 1 Langevin step (size 0.1) on the guided score", on_sampler("euler-pcg", steps=16, corrector_steps=1)),
