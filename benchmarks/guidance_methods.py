@@ -106,7 +106,7 @@ def sound_methods() -> list[tuple[str, str, Callable]]:
         ("CFG + rescale, interval", "guidance off for t > 0.75 (Kynkäänniemi et al. 2024)", g(interval=(0.0, 0.75))),
         ("CFG + rescale, off at low noise", "guidance off for t < 0.3 (the last two of 8 steps; Kynkäänniemi et al. 2024's other end)", g(interval=(0.3, 1.0))),
         ("mean-flow, 6 steps", "six mean-flow steps", on_sampler("meanflow", steps=6)),
-        ("mean-flow, 4 steps", "four mean-flow steps (recipe sound-fast)", on_sampler("meanflow", steps=4)),
+        ("mean-flow, 4 steps", "four mean-flow steps", on_sampler("meanflow", steps=4)),
         ("mean-flow, 1 step", "one mean-flow step", on_sampler("meanflow", steps=1)),
         ("mean-flow, 6 steps, off at low noise", "six mean-flow steps, guidance off for t < 0.3 (the last step)", lambda r: on_sampler("meanflow", steps=6)(g(interval=(0.3, 1.0))(r))),
         ("mean-flow, 6 steps, off below 0.4", "six mean-flow steps, guidance off for t < 0.4 (the last two steps)", lambda r: on_sampler("meanflow", steps=6)(g(interval=(0.4, 1.0))(r))),

@@ -2,15 +2,14 @@
 
 Generates held-out prompts (phrasings never seen in training) with the shipped ``sound`` recipe at
 its defaults (its sampler and steps, the conditional and negative/null branches in one batched
-forward, CFG rescale, our decoder) and with one mean-flow step of the fast recipe (``sound-fast
---steps 1``; ``--fast-recipe``). No text-to-audio peer runs offline
+forward, CFG rescale, our decoder) and with one step of its sampler (``--steps 1``). No text-to-audio peer runs offline
 here (AudioLDM, Stable Audio Open, Tango and MeanAudio all download their weights at run time), so
 the reference in the same run is FluidSynth rendering the same length of General MIDI music, the
 sound engine the corpus was made with: ``ratio`` = reference RTF / our RTF. Real-time factor =
 compute seconds / audio seconds (lower is better). The breakdown times our stages separately
 (``tts_speed.stages``): conditions (the text encoder; t2a has no durations), sampling, decoding.
 
-    python benchmarks/t2a_speed.py [--threads 1 2] [--prompts 8] [--recipe sound] [--fast-recipe sound-fast] [--seconds 4]
+    python benchmarks/t2a_speed.py [--threads 1 2] [--prompts 8] [--recipe sound] [--seconds 4]
 """
 
 from __future__ import annotations
@@ -76,7 +75,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--recipe", default="sound")
-    ap.add_argument("--fast-recipe", default="sound-fast", help="the recipe whose one step is the fast column")
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--repeats", type=int, default=5, help="timed passes over the prompts; the median is reported")
     ap.add_argument("--report", type=Path)
@@ -84,7 +82,6 @@ def main() -> None:
     from audioguide import Pipeline
 
     pipe = Pipeline.from_recipe(args.recipe)
-    fast = Pipeline.from_recipe(args.fast_recipe)
     prompts = list(PROMPTS[: args.prompts])
     steps = pipe.recipe.sampler.config.steps
     lines = [
@@ -93,8 +90,7 @@ def main() -> None:
         f"{len(prompts)} held-out prompts, {args.seconds:g} s each; {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}. RTF = compute seconds / audio seconds (lower is better), median of {args.repeats} passes; ratio = FluidSynth RTF / ours.",
         "",
-        f"| threads | ours, default ({steps} {pipe.recipe.sampler.type} steps, CFG + rescale) | ours, 1 {fast.recipe.sampler.type} step ({args.fast_recipe}) "
-        "| FluidSynth (reference, marginal, 1 thread) | ratio (default) |",
+        f"| threads | ours, default ({steps} {pipe.recipe.sampler.type} steps, CFG + rescale) | ours, 1 step | FluidSynth (reference, marginal, 1 thread) | ratio (default) |",
         "|---|---|---|---|---|",
     ]
     breakdown = []
@@ -102,7 +98,7 @@ def main() -> None:
     for threads in args.threads:
         torch.set_num_threads(threads)
         ours = rtf(lambda p: pipe([p], seed=0, seconds=args.seconds), prompts, args.seconds, args.repeats)
-        one = rtf(lambda p: fast([p], seed=0, seconds=args.seconds, steps=1), prompts, args.seconds, args.repeats)
+        one = rtf(lambda p: pipe([p], seed=0, seconds=args.seconds, steps=1), prompts, args.seconds, args.repeats)
         ratio = f"{ref / ours:.2f}" if ref else "n/a"
         lines.append(f"| {threads} | {ours:.4f} | {one:.4f} | {f'{ref:.4f}' if ref else 'n/a'} | {ratio} |")
         breakdown.append((threads, stages(pipe, prompts, args.seconds)))  # tts_speed's stages, at a fixed length
