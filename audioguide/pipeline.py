@@ -387,9 +387,9 @@ class Pipeline:
     def _parts(self, parts: Sequence[str] | None, weights: Sequence[float] | None) -> tuple[list[str], tuple[float, ...]]:
         """A call's prompt parts (cleaned and checked) and the weight of every part, the text's first;
         ``((), ())`` without parts."""
-        if parts is None or isinstance(parts, str):
-            if isinstance(parts, str):
-                raise AudioguideError("parts must be a list of prompts, not one string")
+        if isinstance(parts, str):
+            raise AudioguideError("parts must be a list of prompts, not one string")
+        if parts is None:
             if weights is not None:
                 raise AudioguideError("part weights need parts")
             return [], ()

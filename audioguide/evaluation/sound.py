@@ -760,9 +760,12 @@ def evaluate_t2a(
         if on_item is not None:
             on_item(done, total)
 
+    def words_of(row: Row) -> list[str] | None:  # a scene's sources' words when it is drawn in parts
+        return row.extra.get("part_captions") if compose is not None else None
+
     def call(row: Row, row_seed: int, setting: Mapping[str, float], secs: float):
         steps = setting.get("steps")
-        words = row.extra.get("part_captions") if compose is not None else None
+        words = words_of(row)
         parts = {"parts": list(words[1:]), "part_weights": list(compose)} if words else {}
         return pipe([words[0] if words else row.caption], seed=row_seed, cfg=setting.get("cfg"), rescale=setting.get("rescale"),
                     steps=None if steps is None else int(steps), seconds=secs, **parts)
@@ -801,7 +804,7 @@ def evaluate_t2a(
             if wav_dir is not None:
                 write_wav(Path(wav_dir) / _slug(label) / f"{row.id}.wav", wav, audio.sample_rate)
             if i < samples:
-                words = row.extra.get("part_captions") if compose is not None else None
+                words = words_of(row)
                 kept.append(Sample(label, row.id, " AND ".join(words) if words else row.caption, wav, int(audio.sample_rate)))
             feats.append(classifier.clip_features(wav, audio.sample_rate))
             items.append((row, seed + i, len(wav) / audio.sample_rate, elapsed))
