@@ -15,10 +15,9 @@ import torch
 
 from audioguide.checkpoints import load_checkpoint
 from audioguide.core import AudioguideError
-from audioguide.recipes import Recipe, RecipeError
+from audioguide.recipes import WEIGHTS_DIR, Recipe, RecipeError
 from audioguide.registry import CONDITIONERS, MODELS, REPRESENTATIONS, VERIFIERS
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
 def local_weights(source: str, recipe: Recipe, user: bool = False) -> Path | None:

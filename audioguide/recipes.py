@@ -39,6 +39,22 @@ becomes: an unknown key, an unknown component type or an out-of-range value is a
 
     [defaults]                         # inputs used when a call gives none but the text
     speaker = "ava"
+
+A recipe may start from another: ``extends = "sound"`` (a built-in name) or ``extends =
+"base.toml"`` (a path relative to the extending file) takes the other recipe's document and lays
+this one over it, table by table and key by key, so that a variant writes only what it changes::
+
+    extends = "sound"
+    name = "sound-fast"
+    [sampler]
+    steps = 4                          # type, schedule and shift stay the base's
+
+``name`` and ``description`` are never inherited. A table whose ``type`` differs from the base's
+replaces the base's table whole (another sampler keeps none of the old one's keys), and so do
+``[guidance] scales`` and ``[train] dropout`` (a value per condition: the child's list is the
+list); any other table is merged, so a key can be overridden but not removed. Relative paths the
+base gives (weights, a teacher, an acoustic recipe) keep pointing where they pointed from the
+base's folder. :attr:`Recipe.bases` lists the files read, so a render job's identity covers them.
 """
 
 from __future__ import annotations
@@ -59,6 +75,7 @@ from audioguide.registry import CONDITIONERS, MODELS, REPRESENTATIONS, SAMPLERS,
 from audioguide.train_config import DistillConfig, MeanFlowConfig, TrainConfig
 
 BUILTIN_DIR = Path(__file__).parent / "recipes"
+WEIGHTS_DIR = Path(__file__).parent / "weights"  # packaged weight files, found by name before a recipe's folder
 TASKS: dict[str, tuple[str, ...]] = {
     # the inputs a condition of each task may name; the first is what the task's texts are
     "tts": ("text", "speaker", "style"),
@@ -142,6 +159,7 @@ class Recipe:
     verifier: Component | None = None  # a content verifier that ranks candidates (audioguide.models.verifier)
     candidates: int = 1  # samples drawn per sentence when there is a verifier; it keeps the best (1 = off)
     acoustic: Acoustic | None = None  # a second stage rendering a codec LM's semantic tokens
+    bases: tuple[Path, ...] = ()  # the files ``extends`` laid this recipe over, nearest first
 
     @property
     def condition_names(self) -> tuple[str, ...]:
@@ -285,7 +303,7 @@ class _TermTable:
         return CFGTerm(frozenset(self.keep), self.weight)
 
 
-_TOP = ("name", "task", "description", "random_weights", "representation", "conditioners",
+_TOP = ("name", "task", "description", "extends", "random_weights", "representation", "conditioners",
         "model", "sampler", "guidance", "duration", "train", "defaults", "verifier", "acoustic")
 
 
@@ -302,9 +320,12 @@ def _defaults(table: Any, names: list[str], task: str, where: str) -> tuple[tupl
     return tuple(out)
 
 
-def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
-    """Validate a parsed TOML document into a :class:`Recipe`."""
+def parse_recipe(data: Mapping[str, Any], source: Path, bases: tuple[Path, ...] = ()) -> Recipe:
+    """Validate a parsed TOML document into a :class:`Recipe` (``extends`` already resolved:
+    :func:`load_recipe` does that; ``bases`` are the files it read)."""
     where = str(source)
+    if "extends" in data:
+        raise RecipeError(f"{where}: extends is resolved when the recipe is loaded from a file (load_recipe)")
     for key in data:
         if key not in _TOP:
             raise RecipeError(f"{where}: unknown key {key!r}; valid keys: {', '.join(_TOP)}")
@@ -363,6 +384,7 @@ def parse_recipe(data: Mapping[str, Any], source: Path) -> Recipe:
         verifier=verifier,
         candidates=candidates,
         acoustic=build(Acoustic, data["acoustic"], f"{where}: [acoustic]") if "acoustic" in data else None,
+        bases=bases,
     )
     check_compatible(recipe, where)
     return recipe
@@ -543,15 +565,91 @@ def recipe_path(name_or_path: str | Path) -> Path:
     raise RecipeError(f"unknown recipe {str(name_or_path)!r}; built-in recipes: {', '.join(builtin_names())}")
 
 
-def load_recipe(name_or_path: str | Path) -> Recipe:
-    path = recipe_path(name_or_path)
+MAX_EXTENDS = 8  # bases in one chain of ``extends``
+_PATH_KEYS = frozenset({"weights", "guidance_weights", "teacher", "reference", "recipe"})
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise RecipeError(f"{path}: invalid TOML: {e}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise RecipeError(f"cannot read recipe {path}: {e}") from None
-    return parse_recipe(data, path)
+
+
+def _base_path(value: Any, child: Path) -> Path:
+    """What ``extends`` names: a path ending in .toml, relative to the extending file, or a
+    built-in recipe."""
+    if not isinstance(value, str) or not value:
+        raise RecipeError(f"{child}: extends must name a built-in recipe or a .toml file, got {value!r}")
+    if value.endswith(".toml"):
+        path = (child.parent / Path(value).expanduser()).resolve()
+        if not path.is_file():
+            raise RecipeError(f"{child}: extends {value!r}: recipe file not found: {path}")
+        return path
+    path = BUILTIN_DIR / f"{value}.toml"
+    if not path.is_file():
+        raise RecipeError(f"{child}: extends {value!r}: no such built-in recipe; built-in recipes: {', '.join(builtin_names())}")
+    return path
+
+
+def _rebase(table: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
+    """``table`` with the relative paths it names (weights, teacher, reference, an acoustic recipe)
+    made absolute where they exist beside the base and are not packaged weight names, so that
+    they mean from the extending file what they meant from the base."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            value = _rebase(value, base_dir)
+        elif (key in _PATH_KEYS and isinstance(value, str) and value and not Path(value).is_absolute()
+              and (base_dir / value).exists() and not (WEIGHTS_DIR / value).exists()):
+            value = str((base_dir / value).resolve())
+        out[key] = value
+    return out
+
+
+_WHOLE_VALUES = frozenset({("guidance", "scales"), ("train", "dropout")})  # a value per condition: replaced whole
+
+
+def _lay_over(base: Mapping[str, Any], child: Mapping[str, Any], at: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``child`` laid over ``base``: tables merge key by key, except that a table whose ``type``
+    differs from the base's replaces it whole, and so do the per-condition values ``scales`` and
+    ``dropout``; every other value replaces the base's."""
+    out = dict(base)
+    for key, value in child.items():
+        old = out.get(key)
+        if (isinstance(value, Mapping) and isinstance(old, Mapping) and (*at, key) not in _WHOLE_VALUES
+                and value.get("type", old.get("type")) == old.get("type")):
+            out[key] = _lay_over(old, value, (*at, key))
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_extends(data: Mapping[str, Any], path: Path, _chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], tuple[Path, ...]]:
+    """The document ``data`` (read from ``path``) with its ``extends`` chain laid under it, and the
+    files of that chain, nearest first. A cycle or a chain longer than :data:`MAX_EXTENDS` is an error."""
+    if "extends" not in data:
+        return dict(data), ()
+    chain = (*_chain, path.resolve())
+    base_path = _base_path(data["extends"], path)
+    if base_path.resolve() in chain:
+        raise RecipeError(f"{path}: extends {data['extends']!r} makes a cycle: {' -> '.join(p.name for p in (*chain, base_path))}")
+    if len(chain) > MAX_EXTENDS:
+        raise RecipeError(f"{path}: more than {MAX_EXTENDS} recipes in one extends chain")
+    base, further = resolve_extends(_read_toml(base_path), base_path, chain)
+    base = {k: v for k, v in base.items() if k not in ("name", "description")}
+    if base_path.parent.resolve() != path.parent.resolve():
+        base = _rebase(base, base_path.parent)
+    child = {k: v for k, v in data.items() if k != "extends"}
+    return _lay_over(base, child), (base_path, *further)
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    path = recipe_path(name_or_path)
+    data, bases = resolve_extends(_read_toml(path), path)
+    return parse_recipe(data, path, bases)
 
 
 def builtin_recipes() -> list[Recipe]:

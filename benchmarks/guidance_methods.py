@@ -93,30 +93,32 @@ def sound_methods() -> list[tuple[str, str, Callable]]:
     def g(**kw):
         return lambda r: dataclasses.replace(r, guidance=dataclasses.replace(r.guidance, **kw))
 
+    shifted = {"schedule": "shift", "shift": 3.0}  # the recipe's grid (SD3's shift, Esser et al. 2024)
     return [
-        ("default", "CFG 5 + rescale 0.7, 8 steps of the recipe's sampler (8 mean-flow steps until Dec 7, 8 Euler steps since)", lambda r: r),
+        ("default", "CFG 5 + rescale 0.7, 8 Euler steps on u(z, t, t), SD3's shifted grid (shift 3): the recipe since Dec 8", lambda r: r),
         ("no guidance", "cfg 1: one row per step", g(scales=(("caption", 1.0),), rescale=0.0)),
         ("plain CFG 5", "no rescale", g(rescale=0.0)),
         ("CFG 5 + APG", "Sadat et al. 2025, eta 0, r 15, beta -0.5, native space, instead of rescale", g(apg=APG(space="native"), rescale=0.0)),
         ("CFG-Zero* + rescale", "Fan et al. 2025, optimised scale", g(zero_star=True)),
-        ("TCFG + rescale", "Kwon et al. 2025, native space (eps is not defined for r < t)", g(tcfg=TCFG(space="native"))),
+        ("TCFG + rescale", "Kwon et al. 2025, native space", g(tcfg=TCFG(space="native"))),
         ("CFG + rescale + PAG", "Ahn et al. 2024, w 2, block 2", g(pag=PAG(scale=2.0, layers=(2,)))),
         ("CFG + rescale + STG", "Hyung et al. 2024, w 2, block 2 skipped", g(stg=STG(scale=2.0, layers=(2,)))),
         ("CFG + rescale + adaptive", "Castillo et al. 2025, cos >= 0.999 twice", g(adaptive=Adaptive())),
-        ("CFG + rescale, interval", "guidance off for t > 0.75 (Kynkäänniemi et al. 2024)", g(interval=(0.0, 0.75))),
-        ("CFG + rescale, off at low noise", "guidance off for t < 0.3 (the last two of 8 steps; Kynkäänniemi et al. 2024's other end)", g(interval=(0.3, 1.0))),
-        ("mean-flow, 6 steps", "six mean-flow steps", on_sampler("meanflow", steps=6)),
+        ("CFG + rescale, interval", "guidance off for t > 0.75, the first 4 of 8 steps (Kynkäänniemi et al. 2024)", g(interval=(0.0, 0.75))),
+        ("CFG + rescale, off at low noise", "guidance off for t <= 0.4, the last step (Kynkäänniemi et al. 2024's other end)", g(interval=(0.4, 1.0))),
+        ("CFG + rescale, off below 0.6", "guidance off for t <= 0.6, the last two steps", g(interval=(0.6, 1.0))),
+        ("Euler 8, uniform grid", "the same 8 steps on the uniform grid: the recipe from Dec 7 evening to Dec 8", on_sampler("euler", steps=8)),
+        ("Euler 8, shift 2", "SD3's grid with shift 2 instead of 3", on_sampler("euler", steps=8, schedule="shift", shift=2.0)),
+        ("Euler 4, shifted", "4 steps on the recipe's grid (`--steps 4`)", on_sampler("euler", steps=4, **shifted)),
+        ("Euler 1", "one Euler step (`--steps 1`; one step has no grid to shift)", on_sampler("euler", steps=1)),
+        ("Euler 12, shifted", "12 steps on the recipe's grid", on_sampler("euler", steps=12, **shifted)),
+        ("Euler 16, shifted", "16 steps on the recipe's grid", on_sampler("euler", steps=16, **shifted)),
+        ("mean-flow, 8 steps", "8 mean-flow steps on the average velocity u(z, r, t): the recipe until Dec 7", on_sampler("meanflow", steps=8)),
         ("mean-flow, 4 steps", "four mean-flow steps", on_sampler("meanflow", steps=4)),
         ("mean-flow, 1 step", "one mean-flow step", on_sampler("meanflow", steps=1)),
-        ("mean-flow, 6 steps, off at low noise", "six mean-flow steps, guidance off for t < 0.3 (the last step)", lambda r: on_sampler("meanflow", steps=6)(g(interval=(0.3, 1.0))(r))),
-        ("mean-flow, 6 steps, off below 0.4", "six mean-flow steps, guidance off for t < 0.4 (the last two steps)", lambda r: on_sampler("meanflow", steps=6)(g(interval=(0.4, 1.0))(r))),
-        ("mean-flow, 5 steps", "five mean-flow steps", on_sampler("meanflow", steps=5)),
-        ("mean-flow, 5 steps, off at low noise", "five mean-flow steps, guidance off for t < 0.3 (the last step)", lambda r: on_sampler("meanflow", steps=5)(g(interval=(0.3, 1.0))(r))),
-        ("Euler 8, CFG + rescale", "flow ODE on the instantaneous velocity u(z, t, t), 8 steps (the default's rows), same guidance", on_sampler("euler", steps=8)),
-        ("Euler 12, CFG + rescale", "flow ODE on the instantaneous velocity u(z, t, t), 12 steps, same guidance", on_sampler("euler", steps=12)),
-        ("Euler 16, CFG + rescale", "flow ODE on the instantaneous velocity u(z, t, t), 16 steps, same guidance", on_sampler("euler", steps=16)),
-        ("Euler 16, CFG++", "Chung et al. 2024, lambda 0.6 (scales in [0, 1])", on_sampler("euler-cfgpp", {"caption": 0.6}, steps=16)),
-        ("Euler 16, PCG", "Bradley & Nakkiran 2024: conditional Euler step + 1 Langevin step (size 0.1) on the guided score", on_sampler("euler-pcg", steps=16, corrector_steps=1)),
+        ("Euler 8, CFG++", "Chung et al. 2024, lambda 0.6 (scales in [0, 1]), the recipe's grid", on_sampler("euler-cfgpp", {"caption": 0.6}, steps=8, **shifted)),
+        ("Euler 8, PCG", "Bradley & Nakkiran 2024: conditional Euler step + 1 Langevin step (size 0.1) on the guided score, the recipe's grid",
+         on_sampler("euler-pcg", steps=8, corrector_steps=1, **shifted)),
     ]
 
 
@@ -291,13 +293,14 @@ def measure_speed(task, methods, rows, rounds: int, n: int) -> dict[str, float]:
 def write_report(task, methods, results, args) -> str:
     rng_seed = 0
     base = results["default"]
+    beside = "" if args.speed_rounds else " beside other work"  # timed rounds are described below the header
     lines = [f"# Every guidance method on the shipped `{task}` recipe", ""]
     if task == "speech":
         lines += [f"Recipe `speech` (shipped weights, 2 mean-flow steps). {len(base['items'])} sentences per method "
                   f"(up to {args.per_voice} held-out + {args.per_voice} semantically unpredictable per voice, {args.voices} voices), "
                   "the same sentences and seeds for every method; Whisper base judge (WER %, corpus-level after its English "
                   "normaliser), speaker accuracy by the real-audio speaker judge (%), NFE = network rows per clip summed over "
-                  f"the steps, RTF = synthesis seconds / audio seconds on {args.threads} thread(s) beside other work (use ratios, not absolutes). "
+                  f"the steps, RTF = synthesis seconds / audio seconds on {args.threads} thread(s){beside} (use ratios, not absolutes). "
                   "Brackets: 95 % bootstrap intervals (1000 resamples of sentences); Δ: paired difference to the default "
                   "(percentage points), * where its interval excludes 0.", ""]
         splits = sorted({it["split"] for it in base["items"]})
@@ -306,7 +309,7 @@ def write_report(task, methods, results, args) -> str:
         lines += [f"Recipe `sound` (shipped weights). {len(base['items'])} held-out captions per method (up to {args.per_class} per class), "
                   "the same captions and seeds for every method; adherence = the real-audio sound judge names the asked class (%), "
                   "FD = Fréchet distance of the judge's embeddings to the real held-out clips (lower is better), NFE = network rows "
-                  f"per clip summed over the steps, RTF on {args.threads} thread(s) beside other work. Brackets: 95 % bootstrap intervals "
+                  f"per clip summed over the steps, RTF on {args.threads} thread(s){beside}. Brackets: 95 % bootstrap intervals "
                   "(1000 resamples of captions); Δ: paired difference to the default (points), * where its interval excludes 0.", ""]
         head = ["method", "what changes", "adherence", "Δ adherence", "FD", "NFE", "RTF"]
     if args.speed_rounds:

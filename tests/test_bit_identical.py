@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 # its kernels by the instruction set, and the BLAS underneath by its own checks, so digests are
 # recorded per machine fingerprint (:func:`fingerprint`): "earlier" is the machine of earlier sessions
 # (fingerprint not kept), then AMD EPYC machines at torch CPU capability AVX2 and AVX512 and an
-# Intel one at AVX512 (Dec 2026); the 9-voice speech digests on AVX2 AMD recorded Dec 7, the shifted-grid sound ones on AVX2 AMD (Dec 8).
+# Intel one at AVX512 (Dec 2026); the 9-voice speech digests on AVX2 AMD recorded Dec 7, the shifted-grid sound ones on AVX2 and AVX512 AMD (Dec 8).
 # On a recorded machine the digest must match bit for bit; elsewhere any recorded digest passes, and
 # otherwise the case checks what needs no recording (the recorded length, and the same bits from a
 # second call with the same seed) and warns with the digest to record.
@@ -40,9 +40,10 @@ RECORDED = [
     # from 8 mean-flow steps to 8 Euler steps on u(z, t, t) (the mean-flow digests on this machine:
     # 1998825d3f09049f / f8300ac70e474b19): the same weights, another sampler. Re-recorded on Dec 8
     # when the Euler steps moved to SD3's shifted time grid (the uniform grid's digests, AVX512 AMD:
-    # 7a9368371862d3c5 / 9af6b2312b9f331f): the same weights, another grid; only an AVX2 machine was at hand
-    ("sound", "a dog barking", {"seed": 4, "seconds": 2.0}, {"AVX2/AuthenticAMD": "f2712b6a2c1ca12e"}, 48000),
-    ("sound", "a cello melody", {"seed": 0, "seconds": 1.5, "cfg": 3.0, "rescale": 0.5}, {"AVX2/AuthenticAMD": "bb9c288a7785f1e9"}, 36000),
+    # 7a9368371862d3c5 / 9af6b2312b9f331f): the same weights, another grid; AVX2 AMD recorded then,
+    # AVX512 AMD the next session
+    ("sound", "a dog barking", {"seed": 4, "seconds": 2.0}, {"AVX2/AuthenticAMD": "f2712b6a2c1ca12e", "AVX512/AuthenticAMD": "74829703325599c5"}, 48000),
+    ("sound", "a cello melody", {"seed": 0, "seconds": 1.5, "cfg": 3.0, "rescale": 0.5}, {"AVX2/AuthenticAMD": "bb9c288a7785f1e9", "AVX512/AuthenticAMD": "a94c87591c795db2"}, 36000),
 ]
 
 

@@ -218,3 +218,109 @@ def test_perturbation_guidance_on_a_model_that_cannot_perturb_is_refused_at_load
     text = TINY_TTS.replace("scales = { text = 3.0 }", "scales = { text = 3.0 }\n    [guidance.pag]\n    scale = 2.0\n    layers = [0]")
     with pytest.raises(RecipeError, match=r"r\.toml: pag needs a model that perturbs 'attention' per row"):
         load_recipe(write_recipe(text))
+
+
+# -- extends ------------------------------------------------------------------------------------
+
+
+def test_extends_lays_a_recipe_over_its_base_key_by_key(write_recipe):
+    write_recipe(TINY_TTS.replace('name = "tiny"', 'name = "tiny"\n    description = "the base"'), "base.toml")
+    child = load_recipe(write_recipe("""
+        extends = "base.toml"
+        [sampler]
+        steps = 7
+        [guidance]
+        rescale = 0.5
+    """, "child.toml"))
+    base = load_recipe(child.source.parent / "base.toml")
+    assert child.name == "child" and child.description == ""  # neither is inherited
+    assert child.sampler.type == "euler" and child.sampler.config.steps == 7
+    assert child.guidance.rescale == 0.5 and child.guidance.scales == base.guidance.scales  # merged, not replaced
+    assert child.model == base.model and child.representation == base.representation and child.conditioners == base.conditioners
+    assert child.bases == ((child.source.parent / "base.toml").resolve(),) and base.bases == ()
+
+
+def test_extends_replaces_a_table_whose_type_changes_and_per_condition_values_whole(write_recipe):
+    write_recipe(TINY_TTS.replace('type = "euler"\n    steps = 4', 'type = "euler-pcg"\n    steps = 4\n    corrector_steps = 2'), "base.toml")
+    child = load_recipe(write_recipe('extends = "base.toml"\n[sampler]\ntype = "heun"\n', "child.toml"))
+    assert child.sampler.type == "heun" and child.sampler.config.steps == 16  # heun's default: nothing of euler-pcg kept
+    from audioguide.recipes import _lay_over
+
+    base = {"guidance": {"scales": {"text": 2.0, "speaker": 1.0}, "rescale": 0.7},
+            "train": {"dropout": {"text": 0.1, "speaker": 0.2}, "lr": 1e-3, "meanflow": {"omega": 1.5, "kappa": 0.5}}}
+    over = _lay_over(base, {"guidance": {"scales": {"text": 3.0}}, "train": {"dropout": {}, "meanflow": {"omega": 1.0}}})
+    assert over["guidance"] == {"scales": {"text": 3.0}, "rescale": 0.7}
+    assert over["train"] == {"dropout": {}, "lr": 1e-3, "meanflow": {"omega": 1.0, "kappa": 0.5}}
+    assert base["train"]["meanflow"] == {"omega": 1.5, "kappa": 0.5}  # the base document is not touched
+
+
+def test_extends_keeps_the_bases_relative_paths_pointing_where_they_pointed(write_recipe, tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "w.safetensors").write_bytes(b"x")
+    (tmp_path / "base" / "sound.safetensors").write_bytes(b"x")  # a packaged name stays a packaged name
+    text = TINY_TTS.replace('type = "toy-flow"', 'type = "toy-flow"\n    weights = "w.safetensors"')
+    write_recipe(text, "base/b.toml")
+    write_recipe(TINY_TTS.replace('hop = 64', 'hop = 64\n    weights = "sound.safetensors"'), "base/p.toml")
+    child = load_recipe(write_recipe('extends = "base/b.toml"\n', "c.toml"))
+    assert child.model.weights == str((tmp_path / "base" / "w.safetensors").resolve())
+    assert load_recipe(write_recipe('extends = "base/p.toml"\n', "p.toml")).representation.weights == "sound.safetensors"
+    beside = load_recipe(write_recipe('extends = "b.toml"\n', "base/c.toml"))  # same folder: nothing to rebase
+    assert beside.model.weights == "w.safetensors"
+
+
+def test_extends_chains_and_builtin_bases(write_recipe):
+    write_recipe(TINY_TTS, "a.toml")
+    write_recipe('extends = "a.toml"\n[sampler]\nsteps = 5\n', "b.toml")
+    c = load_recipe(write_recipe('extends = "b.toml"\n[guidance]\nrescale = 0.3\n', "c.toml"))
+    assert c.sampler.config.steps == 5 and c.guidance.rescale == 0.3 and [p.name for p in c.bases] == ["b.toml", "a.toml"]
+    fast = load_recipe(write_recipe('extends = "sound"\nname = "sound-fast"\n[sampler]\nsteps = 4\n', "fast.toml"))
+    sound = load_recipe("sound")
+    assert fast.name == "sound-fast" and fast.sampler.config == dataclasses.replace(sound.sampler.config, steps=4)
+    assert fast.model == sound.model and fast.guidance == sound.guidance
+
+
+@pytest.mark.parametrize("files,expect", [
+    ({"a.toml": 'extends = "b.toml"\n', "b.toml": 'extends = "a.toml"\n'}, ["makes a cycle: a.toml -> b.toml -> a.toml"]),
+    ({"a.toml": 'extends = "a.toml"\n'}, ["makes a cycle"]),
+    ({"a.toml": 'extends = "missing.toml"\n'}, ["extends 'missing.toml': recipe file not found"]),
+    ({"a.toml": 'extends = "no-such-recipe"\n'}, ["no such built-in recipe", "built-in recipes:", "sound"]),
+    ({"a.toml": "extends = 3\n"}, ["extends must name a built-in recipe or a .toml file, got 3"]),
+    ({"a.toml": 'extends = "b.toml"\n', "b.toml": "task = \n"}, ["b.toml: invalid TOML"]),
+    ({"a.toml": 'extends = "sound"\n[sampler]\nstep = 4\n'}, ["a.toml: [sampler] (euler): unknown key 'step'"]),
+])
+def test_extends_mistakes_are_one_line_errors(write_recipe, files, expect):
+    paths = {name: write_recipe(text, name) for name, text in files.items()}
+    with pytest.raises(RecipeError) as err:
+        load_recipe(paths["a.toml"])
+    msg = _one_line(err)
+    for part in expect:
+        assert part in msg
+
+
+def test_builtin_variants_extend_their_recipe_and_load_as_it_with_their_changes():
+    """The shipped variants write only what differs from the recipe they extend."""
+    for name, base in [("sound-dynamic", "sound"), ("sound-distilled", "sound"), ("sound-finetune", "sound"),
+                       ("speech-dynamic", "speech"), ("speech-distilled", "speech"),
+                       ("speech-lm-cca", "speech-lm"), ("speech-lm-gedi", "speech-lm")]:
+        r, b = load_recipe(name), load_recipe(base)
+        assert r.bases == (b.source,) and r.representation == b.representation and r.conditioners == b.conditioners
+    cca = load_recipe("speech-lm-cca")
+    assert cca.train.dropout == () and cca.train.input_dropout == 0.0 and dict(cca.guidance.scales)["text"] == 1.0
+    distilled = load_recipe("speech-distilled")
+    assert distilled.train.meanflow.guided_conditions == () and distilled.train.flow_steps == 0
+    assert load_recipe("sound-finetune").sampler == load_recipe("sound").sampler
+
+
+def test_a_render_jobs_identity_covers_the_recipes_it_extends(write_recipe):
+    from types import SimpleNamespace
+
+    from audioguide.render.jobs import identity
+
+    base = write_recipe(TINY_TTS, "base.toml")
+    plain = identity(SimpleNamespace(recipe=load_recipe(base)))
+    assert "bases_sha256" not in plain  # a recipe without extends is identified as before
+    child = write_recipe('extends = "base.toml"\n', "child.toml")
+    first = identity(SimpleNamespace(recipe=load_recipe(child)))
+    base.write_text(base.read_text() + "\n[duration]\nseconds_per_char = 0.08\n")
+    second = identity(SimpleNamespace(recipe=load_recipe(child)))
+    assert first["recipe_sha256"] == second["recipe_sha256"] and first["bases_sha256"] != second["bases_sha256"]

@@ -117,9 +117,9 @@ def digest(path: Path) -> str:
 
 
 def identity(pipe: Pipeline, weights: str | None = None) -> dict[str, Any]:
-    """What identifies the generator: the recipe's name and the SHA-256 of its text, and of every
-    weight file it loads (``weights``: the user's model weights option). A Hub id stands for itself;
-    a recipe without weights is ``random``."""
+    """What identifies the generator: the recipe's name and the SHA-256 of its text (and of the
+    recipes it extends), and of every weight file it loads (``weights``: the user's model weights
+    option). A Hub id stands for itself; a recipe without weights is ``random``."""
     recipe = pipe.recipe
     sources = {
         "representation": recipe.representation.weights,
@@ -135,7 +135,10 @@ def identity(pipe: Pipeline, weights: str | None = None) -> dict[str, Any]:
             continue
         local = local_weights(source, recipe, user=part == "model" and weights is not None)
         out[part] = f"sha256:{digest(local)}" if local is not None else f"hub:{source}"
-    return {"recipe": recipe.name, "recipe_sha256": digest(recipe.source), "weights": out}
+    ident = {"recipe": recipe.name, "recipe_sha256": digest(recipe.source), "weights": out}
+    if recipe.bases:  # the recipes it extends are part of its text
+        ident["bases_sha256"] = [digest(p) for p in recipe.bases]
+    return ident
 
 
 def fingerprint(content: Mapping[str, Any]) -> str:
