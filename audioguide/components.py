@@ -19,7 +19,6 @@ from audioguide.recipes import WEIGHTS_DIR, Recipe, RecipeError
 from audioguide.registry import CONDITIONERS, MODELS, REPRESENTATIONS, VERIFIERS
 
 
-
 def local_weights(source: str, recipe: Recipe, user: bool = False) -> Path | None:
     """The local file or directory a weights ``source`` names: a path as given (a user's option:
     relative to the working directory first), a packaged weight file name, or a path relative to

@@ -52,9 +52,10 @@ this one over it, table by table and key by key, so that a variant writes only w
 ``name`` and ``description`` are never inherited. A table whose ``type`` differs from the base's
 replaces the base's table whole (another sampler keeps none of the old one's keys), and so do
 ``[guidance] scales`` and ``[train] dropout`` (a value per condition: the child's list is the
-list); any other table is merged, so a key can be overridden but not removed. Relative paths the
-base gives (weights, a teacher, an acoustic recipe) keep pointing where they pointed from the
-base's folder. :attr:`Recipe.bases` lists the files read, so a render job's identity covers them.
+list); a table set to ``false`` (``[guidance] gedi = false``, ``verifier = false``) is removed;
+any other table is merged, so a key can be overridden but not removed. Relative paths the base
+gives (weights, a teacher, an acoustic recipe) keep pointing where they pointed from the base's
+folder. :attr:`Recipe.bases` lists the files read, so a render job's identity covers them.
 """
 
 from __future__ import annotations
@@ -566,7 +567,9 @@ def recipe_path(name_or_path: str | Path) -> Path:
 
 
 MAX_EXTENDS = 8  # bases in one chain of ``extends``
-_PATH_KEYS = frozenset({"weights", "guidance_weights", "teacher", "reference", "recipe"})
+_PATH_KEYS = frozenset({"weights", "guidance_weights", "teacher", "reference", "recipe"})  # values that may be paths
+_FILE_SUFFIXES = (".safetensors", ".toml", ".pt", ".bin", ".ckpt")
+_WHOLE_VALUES = frozenset({("guidance", "scales"), ("train", "dropout")})  # a value per condition: replaced whole
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -579,8 +582,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _base_path(value: Any, child: Path) -> Path:
-    """What ``extends`` names: a path ending in .toml, relative to the extending file, or a
-    built-in recipe."""
+    """What ``extends`` names (resolved): a path ending in .toml, relative to the extending file,
+    or a built-in recipe."""
     if not isinstance(value, str) or not value:
         raise RecipeError(f"{child}: extends must name a built-in recipe or a .toml file, got {value!r}")
     if value.endswith(".toml"):
@@ -591,35 +594,46 @@ def _base_path(value: Any, child: Path) -> Path:
     path = BUILTIN_DIR / f"{value}.toml"
     if not path.is_file():
         raise RecipeError(f"{child}: extends {value!r}: no such built-in recipe; built-in recipes: {', '.join(builtin_names())}")
-    return path
+    return path.resolve()
+
+
+def _is_relative_file(key: str, value: Any, base_dir: Path) -> bool:
+    """Whether ``value`` under ``key`` is a path relative to the base's folder: it exists there, or
+    it names a file (weights, a recipe) that is not packaged; a packaged weight name, a built-in
+    recipe name and a Hub id are not."""
+    if key not in _PATH_KEYS or not isinstance(value, str) or not value or "://" in value or Path(value).is_absolute():
+        return False
+    if (WEIGHTS_DIR / value).exists():
+        return False
+    if key == "recipe":
+        return value.endswith(".toml")
+    return (base_dir / value).exists() or value.endswith(_FILE_SUFFIXES)
 
 
 def _rebase(table: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
     """``table`` with the relative paths it names (weights, teacher, reference, an acoustic recipe)
-    made absolute where they exist beside the base and are not packaged weight names, so that
-    they mean from the extending file what they meant from the base."""
+    made absolute from the base's folder, trained yet or not, so that they mean from the extending
+    file what they meant from the base."""
     out: dict[str, Any] = {}
     for key, value in table.items():
         if isinstance(value, Mapping):
             value = _rebase(value, base_dir)
-        elif (key in _PATH_KEYS and isinstance(value, str) and value and not Path(value).is_absolute()
-              and (base_dir / value).exists() and not (WEIGHTS_DIR / value).exists()):
+        elif _is_relative_file(key, value, base_dir):
             value = str((base_dir / value).resolve())
         out[key] = value
     return out
 
 
-_WHOLE_VALUES = frozenset({("guidance", "scales"), ("train", "dropout")})  # a value per condition: replaced whole
-
-
 def _lay_over(base: Mapping[str, Any], child: Mapping[str, Any], at: tuple[str, ...] = ()) -> dict[str, Any]:
     """``child`` laid over ``base``: tables merge key by key, except that a table whose ``type``
     differs from the base's replaces it whole, and so do the per-condition values ``scales`` and
-    ``dropout``; every other value replaces the base's."""
+    ``dropout``; a table set to ``false`` is removed; every other value replaces the base's."""
     out = dict(base)
     for key, value in child.items():
         old = out.get(key)
-        if (isinstance(value, Mapping) and isinstance(old, Mapping) and (*at, key) not in _WHOLE_VALUES
+        if value is False and isinstance(old, Mapping):
+            del out[key]
+        elif (isinstance(value, Mapping) and isinstance(old, Mapping) and (*at, key) not in _WHOLE_VALUES
                 and value.get("type", old.get("type")) == old.get("type")):
             out[key] = _lay_over(old, value, (*at, key))
         else:
@@ -627,29 +641,37 @@ def _lay_over(base: Mapping[str, Any], child: Mapping[str, Any], at: tuple[str, 
     return out
 
 
-def resolve_extends(data: Mapping[str, Any], path: Path, _chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], tuple[Path, ...]]:
-    """The document ``data`` (read from ``path``) with its ``extends`` chain laid under it, and the
-    files of that chain, nearest first. A cycle or a chain longer than :data:`MAX_EXTENDS` is an error."""
+def _resolve_extends(data: Mapping[str, Any], path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], tuple[Path, ...]]:
+    """The document ``data`` (read from ``path``; ``chain``: the files that extend it) with its
+    ``extends`` chain laid under it, and the files of that chain, nearest first. A cycle or a chain
+    longer than :data:`MAX_EXTENDS` is an error."""
     if "extends" not in data:
         return dict(data), ()
-    chain = (*_chain, path.resolve())
+    chain = (*chain, path.resolve())
     base_path = _base_path(data["extends"], path)
-    if base_path.resolve() in chain:
-        raise RecipeError(f"{path}: extends {data['extends']!r} makes a cycle: {' -> '.join(p.name for p in (*chain, base_path))}")
+    if base_path in chain:
+        raise RecipeError(f"{path}: extends {data['extends']!r} makes a cycle: {' -> '.join(str(p) for p in (*chain, base_path))}")
     if len(chain) > MAX_EXTENDS:
         raise RecipeError(f"{path}: more than {MAX_EXTENDS} recipes in one extends chain")
-    base, further = resolve_extends(_read_toml(base_path), base_path, chain)
+    base, further = _resolve_extends(_read_toml(base_path), base_path, chain)
     base = {k: v for k, v in base.items() if k not in ("name", "description")}
-    if base_path.parent.resolve() != path.parent.resolve():
+    if base_path.parent != path.parent.resolve():
         base = _rebase(base, base_path.parent)
     child = {k: v for k, v in data.items() if k != "extends"}
     return _lay_over(base, child), (base_path, *further)
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
+    """The recipe a built-in name or a TOML path names, its ``extends`` chain resolved. An error
+    in a recipe that extends others names them too, since the faulty key may come from a base."""
     path = recipe_path(name_or_path)
-    data, bases = resolve_extends(_read_toml(path), path)
-    return parse_recipe(data, path, bases)
+    data, bases = _resolve_extends(_read_toml(path), path)
+    try:
+        return parse_recipe(data, path, bases)
+    except RecipeError as e:
+        if not bases:
+            raise
+        raise RecipeError(f"{e} (in {path} laid over {', '.join(str(b) for b in bases)})") from None
 
 
 def builtin_recipes() -> list[Recipe]:

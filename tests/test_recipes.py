@@ -237,7 +237,7 @@ def test_extends_lays_a_recipe_over_its_base_key_by_key(write_recipe):
     assert child.sampler.type == "euler" and child.sampler.config.steps == 7
     assert child.guidance.rescale == 0.5 and child.guidance.scales == base.guidance.scales  # merged, not replaced
     assert child.model == base.model and child.representation == base.representation and child.conditioners == base.conditioners
-    assert child.bases == ((child.source.parent / "base.toml").resolve(),) and base.bases == ()
+    assert child.bases == ((child.source.parent / "base.toml").resolve(),)
 
 
 def test_extends_replaces_a_table_whose_type_changes_and_per_condition_values_whole(write_recipe):
@@ -280,7 +280,7 @@ def test_extends_chains_and_builtin_bases(write_recipe):
 
 
 @pytest.mark.parametrize("files,expect", [
-    ({"a.toml": 'extends = "b.toml"\n', "b.toml": 'extends = "a.toml"\n'}, ["makes a cycle: a.toml -> b.toml -> a.toml"]),
+    ({"a.toml": 'extends = "b.toml"\n', "b.toml": 'extends = "a.toml"\n'}, ["makes a cycle:", "a.toml -> ", "b.toml -> ", "/a.toml"]),
     ({"a.toml": 'extends = "a.toml"\n'}, ["makes a cycle"]),
     ({"a.toml": 'extends = "missing.toml"\n'}, ["extends 'missing.toml': recipe file not found"]),
     ({"a.toml": 'extends = "no-such-recipe"\n'}, ["no such built-in recipe", "built-in recipes:", "sound"]),
@@ -297,18 +297,83 @@ def test_extends_mistakes_are_one_line_errors(write_recipe, files, expect):
         assert part in msg
 
 
-def test_builtin_variants_extend_their_recipe_and_load_as_it_with_their_changes():
+def test_builtin_variants_are_their_recipe_with_exactly_their_changes():
     """The shipped variants write only what differs from the recipe they extend."""
-    for name, base in [("sound-dynamic", "sound"), ("sound-distilled", "sound"), ("sound-finetune", "sound"),
-                       ("speech-dynamic", "speech"), ("speech-distilled", "speech"),
-                       ("speech-lm-cca", "speech-lm"), ("speech-lm-gedi", "speech-lm")]:
+    from audioguide.guidance import Dynamic, GeDi
+
+    def same(name, base, **changes):
         r, b = load_recipe(name), load_recipe(base)
-        assert r.bases == (b.source,) and r.representation == b.representation and r.conditioners == b.conditioners
+        assert r.bases == (b.source,)
+        want = dataclasses.replace(b, name=r.name, description=r.description, source=r.source, bases=r.bases, **changes)
+        assert r == want, name
+
+    sound, speech, lm = load_recipe("sound"), load_recipe("speech"), load_recipe("speech-lm")
+    verifier_sound, verifier_speech = load_recipe("verifier-sound"), load_recipe("verifier-speech")
+    same("sound-dynamic", "sound", guidance=dataclasses.replace(sound.guidance, guiders=(Dynamic((1.0, 3.0, 5.0, 8.0), "caption"),)),
+         verifier=verifier_sound.verifier)
+    same("speech-dynamic", "speech", guidance=dataclasses.replace(speech.guidance, guiders=(Dynamic((1.0, 2.0, 3.0), "text"),)),
+         verifier=verifier_speech.verifier)
+    same("speech-lm-gedi", "speech-lm", guidance=dataclasses.replace(lm.guidance, guiders=(GeDi(2.0, 50),)))
+    finetune = load_recipe("sound-finetune")
+    same("sound-finetune", "sound", train=dataclasses.replace(sound.train, steps=1600, lr=3e-4, warmup=100, flow_steps=0, curriculum_steps=0))
+    assert finetune.model.weights == "sound.safetensors"
+    distilled = load_recipe("sound-distilled")
+    same("sound-distilled", "sound", model=distilled.model, sampler=distilled.sampler,
+         guidance=dataclasses.replace(sound.guidance, distilled=True), train=distilled.train)
+    assert distilled.model == dataclasses.replace(sound.model, weights="sound-distilled.safetensors", config=distilled.model.config)
+    assert distilled.model.config == dataclasses.replace(sound.model.config, guidance_embed=("caption",))
+    assert distilled.train.flow_steps == 0 and distilled.train.distill.teacher == "sound.safetensors" and distilled.sampler.type == "meanflow"
     cca = load_recipe("speech-lm-cca")
-    assert cca.train.dropout == () and cca.train.input_dropout == 0.0 and dict(cca.guidance.scales)["text"] == 1.0
-    distilled = load_recipe("speech-distilled")
-    assert distilled.train.meanflow.guided_conditions == () and distilled.train.flow_steps == 0
-    assert load_recipe("sound-finetune").sampler == load_recipe("sound").sampler
+    same("speech-lm-cca", "speech-lm", model=dataclasses.replace(lm.model, weights="speech-lm-cca.safetensors"),
+         guidance=dataclasses.replace(lm.guidance, scales=(("text", 1.0), ("speaker", 1.0), ("style", 1.0))), train=cca.train)
+    assert cca.train.dropout == () and cca.train.input_dropout == 0.0 and cca.train.dropout_all == 0.0 and cca.train.cca.lam == 50.0
+    sd = load_recipe("speech-distilled")
+    same("speech-distilled", "speech", model=dataclasses.replace(speech.model, weights="speech-distilled.safetensors", config=sd.model.config),
+         guidance=dataclasses.replace(speech.guidance, distilled=True), train=sd.train)
+    assert sd.train.meanflow.guided_conditions == () and sd.train.meanflow.omega == 1.0 and sd.train.flow_steps == 0
+
+
+def test_extends_removes_a_table_set_to_false_and_a_chain_has_a_limit(write_recipe):
+    plain = load_recipe(write_recipe('extends = "speech-lm-gedi"\nverifier = false\n[guidance]\ngedi = false\n', "plain.toml"))
+    lm = load_recipe("speech-lm")
+    assert plain.guidance == lm.guidance and plain.verifier is None and plain.candidates == 1
+    write_recipe(TINY_TTS, "r0.toml")
+    for i in range(1, 10):
+        write_recipe(f'extends = "r{i - 1}.toml"\n', f"r{i}.toml")
+    assert load_recipe(write_recipe('extends = "r7.toml"\n', "ok.toml")).sampler.config.steps == 4  # 8 bases
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write_recipe('extends = "r8.toml"\n', "long.toml"))
+    assert "more than 8 recipes in one extends chain" in _one_line(err)
+    from audioguide.recipes import parse_recipe
+
+    with pytest.raises(RecipeError, match="extends is resolved when the recipe is loaded from a file"):
+        parse_recipe({"extends": "sound"}, write_recipe(TINY_TTS, "x.toml"))
+
+
+def test_extends_rebases_every_path_the_base_names_trained_yet_or_not(write_recipe, tmp_path):
+    (tmp_path / "base").mkdir()
+    write_recipe(TINY_TTS.replace('type = "toy-flow"', 'type = "toy-flow"\n    weights = "runs/not-yet.safetensors"'), "base/untrained.toml")
+    child = load_recipe(write_recipe('extends = "base/untrained.toml"\n', "c1.toml"))
+    assert child.model.weights == str((tmp_path / "base" / "runs" / "not-yet.safetensors").resolve())
+    hub = load_recipe(write_recipe(TINY_TTS.replace('type = "toy-flow"', 'type = "toy-flow"\n    weights = "owner/model"'), "base/hub.toml"))
+    assert load_recipe(write_recipe('extends = "base/hub.toml"\n', "c2.toml")).model.weights == hub.model.weights == "owner/model"
+    slm = load_recipe(write_recipe('extends = "speech-slm"\n', "c3.toml"))
+    assert slm.acoustic == load_recipe("speech-slm").acoustic  # a built-in recipe name is not a path
+    from audioguide.recipes import _rebase
+
+    got = _rebase({"train": {"distill": {"teacher": "t.safetensors"}, "cca": {"reference": "sound.safetensors"}},
+                   "acoustic": {"recipe": "stage.toml"}, "model": {"weights": "hf://o/m"}}, tmp_path / "base")
+    assert got["train"]["distill"]["teacher"] == str((tmp_path / "base" / "t.safetensors").resolve())
+    assert got["train"]["cca"]["reference"] == "sound.safetensors"  # packaged
+    assert got["acoustic"]["recipe"] == str((tmp_path / "base" / "stage.toml").resolve()) and got["model"]["weights"] == "hf://o/m"
+
+
+def test_an_error_from_a_base_names_the_base(write_recipe):
+    write_recipe(TINY_TTS.replace("steps = 4", "stepz = 4"), "base.toml")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write_recipe('extends = "base.toml"\n', "child.toml"))
+    msg = _one_line(err)
+    assert "unknown key 'stepz'" in msg and "laid over" in msg and "base.toml" in msg
 
 
 def test_a_render_jobs_identity_covers_the_recipes_it_extends(write_recipe):
