@@ -671,7 +671,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     except RecipeError as e:
         if not bases:
             raise
-        raise RecipeError(f"{e} (in {path} laid over {', '.join(str(b) for b in bases)})") from None
+        raise RecipeError(f"{e} (laid over {', '.join(str(b) for b in bases)})") from None
 
 
 def builtin_recipes() -> list[Recipe]:

@@ -56,6 +56,16 @@ def on_sampler(kind: str, scales: dict[str, float] | None = None, **config) -> C
     return f
 
 
+def on_recipe_grid(kind: str, scales: dict[str, float] | None = None, **config) -> Callable:
+    """As :func:`on_sampler`, keeping the recipe's own time grid (schedule, shift, sway)."""
+
+    def f(r):
+        grid = {k: getattr(r.sampler.config, k) for k in ("schedule", "shift", "sway")}
+        return on_sampler(kind, scales, **grid, **config)(r)
+
+    return f
+
+
 def speech_methods() -> list[tuple[str, str, Callable]]:
     """(label, what changes, recipe -> recipe) for the speech recipe (mean-flow DiT, 2 steps,
     text 2 on the second step)."""
@@ -93,7 +103,6 @@ def sound_methods() -> list[tuple[str, str, Callable]]:
     def g(**kw):
         return lambda r: dataclasses.replace(r, guidance=dataclasses.replace(r.guidance, **kw))
 
-    shifted = {"schedule": "shift", "shift": 3.0}  # the recipe's grid (SD3's shift, Esser et al. 2024)
     return [
         ("default", "CFG 5 + rescale 0.7, 8 Euler steps on u(z, t, t), SD3's shifted grid (shift 3): the recipe since Dec 8", lambda r: r),
         ("no guidance", "cfg 1: one row per step", g(scales=(("caption", 1.0),), rescale=0.0)),
@@ -109,16 +118,16 @@ def sound_methods() -> list[tuple[str, str, Callable]]:
         ("CFG + rescale, off below 0.6", "guidance off for t <= 0.6, the last two steps", g(interval=(0.6, 1.0))),
         ("Euler 8, uniform grid", "the same 8 steps on the uniform grid: the recipe from Dec 7 evening to Dec 8", on_sampler("euler", steps=8)),
         ("Euler 8, shift 2", "SD3's grid with shift 2 instead of 3", on_sampler("euler", steps=8, schedule="shift", shift=2.0)),
-        ("Euler 4, shifted", "4 steps on the recipe's grid (`--steps 4`)", on_sampler("euler", steps=4, **shifted)),
+        ("Euler 4, shifted", "4 steps on the recipe's grid (`--steps 4`)", on_recipe_grid("euler", steps=4)),
         ("Euler 1", "one Euler step (`--steps 1`; one step has no grid to shift)", on_sampler("euler", steps=1)),
-        ("Euler 12, shifted", "12 steps on the recipe's grid", on_sampler("euler", steps=12, **shifted)),
-        ("Euler 16, shifted", "16 steps on the recipe's grid", on_sampler("euler", steps=16, **shifted)),
+        ("Euler 12, shifted", "12 steps on the recipe's grid", on_recipe_grid("euler", steps=12)),
+        ("Euler 16, shifted", "16 steps on the recipe's grid", on_recipe_grid("euler", steps=16)),
         ("mean-flow, 8 steps", "8 mean-flow steps on the average velocity u(z, r, t): the recipe until Dec 7", on_sampler("meanflow", steps=8)),
         ("mean-flow, 4 steps", "four mean-flow steps", on_sampler("meanflow", steps=4)),
         ("mean-flow, 1 step", "one mean-flow step", on_sampler("meanflow", steps=1)),
-        ("Euler 8, CFG++", "Chung et al. 2024, lambda 0.6 (scales in [0, 1]), the recipe's grid", on_sampler("euler-cfgpp", {"caption": 0.6}, steps=8, **shifted)),
+        ("Euler 8, CFG++", "Chung et al. 2024, lambda 0.6 (scales in [0, 1]), the recipe's grid", on_recipe_grid("euler-cfgpp", {"caption": 0.6}, steps=8)),
         ("Euler 8, PCG", "Bradley & Nakkiran 2024: conditional Euler step + 1 Langevin step (size 0.1) on the guided score, the recipe's grid",
-         on_sampler("euler-pcg", steps=8, corrector_steps=1, **shifted)),
+         on_recipe_grid("euler-pcg", steps=8, corrector_steps=1)),
     ]
 
 
